@@ -1,0 +1,34 @@
+# The two commands: `make run` (the whole stack) and `make test` (the whole suite).
+# Both create .venv/ when it is missing; see README.md.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 8000
+DATA_DIR ?= .data
+
+.PHONY: run test lint venv clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[server,worker,test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	DEBUSINE_DATA_DIR="$(DATA_DIR)" $(BIN)/python -m debusine.server.devstack --port $(PORT)
+
+test: $(STAMP)
+	$(BIN)/pytest -n auto $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy debusine bench
+	$(BIN)/debusine-admin makemigrations --check --dry-run
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,33 @@
+"""Fixtures shared by every test: the playground and authenticated clients."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from debusine.server.db.models import User
+    from debusine.server.testing import Playground
+
+
+@pytest.fixture
+def playground(db: None) -> Playground:
+    """Factories for test data, in the default scope and workspace."""
+    from debusine.server.testing import Playground
+
+    return Playground()
+
+
+@pytest.fixture
+def user(playground: Playground) -> User:
+    """A user who contributes to the default workspace."""
+    user = playground.create_user("alice")
+    playground.grant(user, playground.workspace)
+    return user
+
+
+@pytest.fixture
+def user_token(playground: Playground, user: User) -> str:
+    """An enabled token key of `user`."""
+    return playground.create_user_token(user)

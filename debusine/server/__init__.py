@@ -1,0 +1,1 @@
+"""The Django server: REST API, websockets, web UI, scheduler and server-side tasks."""

@@ -1,0 +1,46 @@
+"""Choose the scope of each API request from `X-Debusine-Scope` (default scope otherwise)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, HttpResponseNotFound
+
+from debusine.server.db.models import Scope
+
+SCOPE_HEADER = "HTTP_X_DEBUSINE_SCOPE"
+
+
+class ScopeMiddleware:
+    """
+    Set `request.scope` on `/api/` requests.
+
+    Workers never send the header, so requests without one use DEBUSINE_DEFAULT_SCOPE. An
+    unknown scope is a plain (non-JSON) 404, as Debusine clients expect.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if "//" in request.path_info:
+            # Workers join `api-url + "/1.0/..."`: an api-url ending in "/" must still work.
+            request.path_info = re.sub("/{2,}", "/", request.path_info)
+            request.path = re.sub("/{2,}", "/", request.path)
+        if request.path.startswith("/api/"):
+            name = request.META.get(SCOPE_HEADER) or settings.DEBUSINE_DEFAULT_SCOPE
+            scope = Scope.objects.filter(name=name).first()
+            if scope is None:
+                return HttpResponseNotFound(f"Scope {name!r} not found", content_type="text/plain")
+            request.scope = scope  # type: ignore[attr-defined]
+        return self.get_response(request)
+
+
+def request_scope(request: HttpRequest) -> Scope:
+    """The scope chosen for this request by ScopeMiddleware."""
+    scope = getattr(request, "scope", None)
+    if not isinstance(scope, Scope):
+        raise RuntimeError("request has no scope: is ScopeMiddleware installed?")
+    return scope

@@ -1,0 +1,20 @@
+"""URL configuration of the REST API: `/api/1.0/...`, one module per resource."""
+
+from django.urls import include, path
+
+from debusine.server.api import artifacts, misc, relations, uploads, work_requests
+
+urlpatterns = [
+    path(
+        "1.0/",
+        include(
+            [
+                *work_requests.urlpatterns,
+                *artifacts.urlpatterns,
+                *uploads.urlpatterns,
+                *relations.urlpatterns,
+                *misc.urlpatterns,
+            ]
+        ),
+    ),
+]

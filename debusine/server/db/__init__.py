@@ -1,0 +1,1 @@
+"""The database: models (one module per aggregate), managers and migrations."""

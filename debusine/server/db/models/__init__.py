@@ -1,0 +1,108 @@
+"""All models of the server, one module per aggregate."""
+
+from debusine.server.db.models.artifacts import (
+    Artifact,
+    ArtifactRelation,
+    ArtifactRelationType,
+    File,
+    FileInArtifact,
+    FileUpload,
+)
+from debusine.server.db.models.assets import (
+    Asset,
+    AssetCategory,
+    AssetRole,
+    AssetRoles,
+    AssetUsage,
+    AssetUsageRole,
+    AssetUsageRoles,
+)
+from debusine.server.db.models.auth import (
+    Group,
+    GroupMembership,
+    GroupRoles,
+    Token,
+    User,
+    generate_token_key,
+    hash_token_key,
+)
+from debusine.server.db.models.collections import (
+    Collection,
+    CollectionItem,
+    CollectionItemType,
+    CollectionRetention,
+)
+from debusine.server.db.models.file_stores import (
+    FileInStore,
+    FileStore,
+    FileStoreBackend,
+    FileStoreInScope,
+)
+from debusine.server.db.models.scopes import Scope, ScopeRole, ScopeRoles
+from debusine.server.db.models.work_requests import (
+    MAX_AUTOMATIC_RETRIES,
+    RetryReason,
+    TaskType,
+    UnblockStrategy,
+    WorkRequest,
+    WorkRequestError,
+    WorkRequestResult,
+    WorkRequestStatus,
+)
+from debusine.server.db.models.workers import Worker, WorkerType
+from debusine.server.db.models.workflows import WorkflowTemplate
+from debusine.server.db.models.workspaces import (
+    Workspace,
+    WorkspaceChain,
+    WorkspaceRole,
+    WorkspaceRoles,
+)
+
+__all__ = [
+    "MAX_AUTOMATIC_RETRIES",
+    "Artifact",
+    "ArtifactRelation",
+    "ArtifactRelationType",
+    "Asset",
+    "AssetCategory",
+    "AssetRole",
+    "AssetRoles",
+    "AssetUsage",
+    "AssetUsageRole",
+    "AssetUsageRoles",
+    "Collection",
+    "CollectionItem",
+    "CollectionItemType",
+    "CollectionRetention",
+    "File",
+    "FileInArtifact",
+    "FileInStore",
+    "FileStore",
+    "FileStoreBackend",
+    "FileStoreInScope",
+    "FileUpload",
+    "Group",
+    "GroupMembership",
+    "GroupRoles",
+    "RetryReason",
+    "Scope",
+    "ScopeRole",
+    "ScopeRoles",
+    "TaskType",
+    "Token",
+    "UnblockStrategy",
+    "User",
+    "WorkRequest",
+    "WorkRequestError",
+    "WorkRequestResult",
+    "WorkRequestStatus",
+    "Worker",
+    "WorkerType",
+    "WorkflowTemplate",
+    "Workspace",
+    "WorkspaceChain",
+    "WorkspaceRole",
+    "WorkspaceRoles",
+    "generate_token_key",
+    "hash_token_key",
+]

@@ -1,0 +1,398 @@
+"""Work requests: the rows that schedule tasks, and every change of their state."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from django.db import models, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from debusine.server.db.models.workspaces import Workspace
+
+if TYPE_CHECKING:
+    from debusine.server.db.models.auth import User
+    from debusine.server.db.models.workers import Worker
+
+#: How many times a work request is retried automatically after its worker failed.
+MAX_AUTOMATIC_RETRIES = 3
+
+
+class TaskType(models.TextChoices):
+    """Where a task runs."""
+
+    WORKER = "Worker", "Worker"
+    SERVER = "Server", "Server"
+    INTERNAL = "Internal", "Internal"
+    WORKFLOW = "Workflow", "Workflow"
+    SIGNING = "Signing", "Signing"
+    WAIT = "Wait", "Wait"
+
+
+class WorkRequestStatus(models.TextChoices):
+    """Life cycle of a work request."""
+
+    PENDING = "pending", "Pending"
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    ABORTED = "aborted", "Aborted"
+    BLOCKED = "blocked", "Blocked"
+
+
+class WorkRequestResult(models.TextChoices):
+    """Outcome of a finished work request (empty while unfinished)."""
+
+    NONE = "", ""
+    SUCCESS = "success", "Success"
+    FAILURE = "failure", "Failure"
+    ERROR = "error", "Error"
+    SKIPPED = "skipped", "Skipped"
+
+
+class UnblockStrategy(models.TextChoices):
+    """What turns a blocked work request into a pending one."""
+
+    DEPS = "deps", "Dependencies have completed"
+    MANUAL = "manual", "Manually unblocked"
+
+
+class RetryReason(models.TextChoices):
+    """Why a work request was retried."""
+
+    MANUAL = "manual", "Manual"
+    WORKER_FAILED = "worker_failed", "Worker failed"
+    DELAY = "delay", "Delayed"
+
+
+class WorkRequestError(Exception):
+    """A state change was asked of a work request that cannot make it."""
+
+
+class WorkRequestQuerySet(models.QuerySet["WorkRequest"]):
+    """Queries over work requests."""
+
+    def pending(self) -> WorkRequestQuerySet:
+        return self.filter(status=WorkRequestStatus.PENDING)
+
+    def running(self) -> WorkRequestQuerySet:
+        return self.filter(status=WorkRequestStatus.RUNNING)
+
+    def unfinished(self) -> WorkRequestQuerySet:
+        return self.filter(
+            status__in=[
+                WorkRequestStatus.PENDING,
+                WorkRequestStatus.RUNNING,
+                WorkRequestStatus.BLOCKED,
+            ]
+        )
+
+
+class WorkRequest(models.Model):
+    """A task, its parameters, and where it stands in its life cycle."""
+
+    workspace = models.ForeignKey(
+        Workspace, on_delete=models.PROTECT, related_name="work_requests"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        "db.User", on_delete=models.PROTECT, related_name="created_work_requests"
+    )
+    aborted_by = models.ForeignKey(
+        "db.User",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="aborted_work_requests",
+    )
+    status = models.CharField(
+        max_length=16, choices=WorkRequestStatus.choices, default=WorkRequestStatus.PENDING
+    )
+    result = models.CharField(
+        max_length=16,
+        choices=WorkRequestResult.choices,
+        default=WorkRequestResult.NONE,
+        blank=True,
+    )
+    worker = models.ForeignKey(
+        "db.Worker",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="assigned_work_requests",
+    )
+    task_type = models.CharField(max_length=16, choices=TaskType.choices, default=TaskType.WORKER)
+    task_name = models.CharField(max_length=100)
+    task_data = models.JSONField(default=dict, blank=True)
+    configured_task_data = models.JSONField(null=True, blank=True)
+    dynamic_task_data = models.JSONField(null=True, blank=True)
+    version = models.IntegerField(default=0, help_text="Version of the dynamic data's code")
+    priority_base = models.IntegerField(default=0)
+    priority_adjustment = models.IntegerField(default=0)
+    output_data_json = models.JSONField(
+        null=True, blank=True, db_column="output_data", help_text="OutputData from the worker"
+    )
+    unblock_strategy = models.CharField(
+        max_length=8, choices=UnblockStrategy.choices, default=UnblockStrategy.DEPS
+    )
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+    )
+    dependencies = models.ManyToManyField(
+        "self", symmetrical=False, related_name="reverse_dependencies", blank=True
+    )
+    workflow_template = models.ForeignKey(
+        "db.WorkflowTemplate", null=True, blank=True, on_delete=models.SET_NULL
+    )
+    workflow_data_json = models.JSONField(default=dict, blank=True, db_column="workflow_data")
+    event_reactions_json = models.JSONField(default=dict, blank=True, db_column="event_reactions")
+    internal_collection = models.OneToOneField(
+        "db.Collection",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="workflow",
+    )
+    expiration_delay = models.DurationField(null=True, blank=True)
+    supersedes = models.OneToOneField(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="superseded_by",
+    )
+    workflow_runtime_status = models.CharField(max_length=16, null=True, blank=True)
+    workflow_last_activity_at = models.DateTimeField(null=True, blank=True)
+    workflows_need_update = models.BooleanField(default=False)
+
+    objects = WorkRequestQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            # The scheduler's queue: pending requests by effective priority, then age.
+            models.Index(
+                (F("priority_base") + F("priority_adjustment")).desc(),
+                "created_at",
+                name="db_workrequest_queue",
+                condition=Q(status="pending"),
+            ),
+            models.Index(fields=["worker", "status"], name="db_workrequest_worker_status"),
+            models.Index(fields=["workspace", "-id"], name="db_workrequest_ws_id"),
+            models.Index(
+                fields=["completed_at"],
+                name="db_workrequest_completed_at",
+                condition=Q(completed_at__isnull=False),
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(result="") | Q(status__in=["completed", "aborted"]),
+                name="db_workrequest_result_only_when_finished",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.task_type}/{self.task_name} ({self.status})"
+
+    # --- Derived values ------------------------------------------------------------------
+
+    @property
+    def priority_effective(self) -> int:
+        return self.priority_base + self.priority_adjustment
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds between start and completion, if both happened."""
+        if self.started_at is None or self.completed_at is None:
+            return None
+        return (self.completed_at - self.started_at).total_seconds()
+
+    @property
+    def effective_task_data(self) -> dict[str, Any]:
+        """Task data with task configuration applied, when it has been computed."""
+        data: dict[str, Any] = self.configured_task_data or self.task_data
+        return data
+
+    @property
+    def expire_at(self) -> datetime | None:
+        """When this work request may be deleted (None: never)."""
+        delay = self.expiration_delay
+        if delay is None:
+            delay = self.workspace.default_expiration_delay
+        if not delay:
+            return None
+        return self.created_at + delay
+
+    # --- State changes -------------------------------------------------------------------
+
+    def _save(self, *fields: str) -> None:
+        self.save(update_fields=list(fields))
+
+    def assign_worker(self, worker: Worker) -> None:
+        """Give this pending work request to `worker` (it starts on get-next)."""
+        if self.status != WorkRequestStatus.PENDING:
+            raise WorkRequestError(f"cannot assign a {self.status} work request")
+        self.worker = worker
+        self._save("worker")
+
+    def de_assign_worker(self) -> None:
+        """Take a pending work request away from its worker, back to the queue."""
+        self.worker = None
+        self._save("worker")
+
+    def mark_running(self) -> None:
+        """The worker has taken this work request: it starts now."""
+        if self.status not in (WorkRequestStatus.PENDING, WorkRequestStatus.RUNNING):
+            raise WorkRequestError(f"cannot start a {self.status} work request")
+        self.status = WorkRequestStatus.RUNNING
+        self.started_at = timezone.now()
+        self._save("status", "started_at")
+
+    def mark_completed(self, result: str, output_data: dict[str, Any] | None = None) -> bool:
+        """
+        Record the outcome. Return False, changing nothing, unless pending or running.
+
+        Completion unblocks dependants (or aborts them when this one failed and may not).
+        """
+        if self.status not in (WorkRequestStatus.PENDING, WorkRequestStatus.RUNNING):
+            return False
+        if result not in WorkRequestResult.values or result == WorkRequestResult.NONE:
+            raise WorkRequestError(f"invalid result {result!r}")
+        now = timezone.now()
+        self.status = WorkRequestStatus.COMPLETED
+        self.result = result
+        self.completed_at = now
+        if self.started_at is None:
+            self.started_at = now
+        fields = ["status", "result", "completed_at", "started_at"]
+        if output_data is not None:
+            self.output_data_json = {**(self.output_data_json or {}), **output_data}
+            fields.append("output_data_json")
+        self._save(*fields)
+        self.update_reverse_dependencies()
+        return True
+
+    def mark_aborted(self, by: User | None = None) -> None:
+        """Abort a pending, blocked or running work request (and its children)."""
+        if self.status not in (
+            WorkRequestStatus.PENDING,
+            WorkRequestStatus.BLOCKED,
+            WorkRequestStatus.RUNNING,
+        ):
+            raise WorkRequestError(f"cannot abort a {self.status} work request")
+        self.status = WorkRequestStatus.ABORTED
+        self.aborted_by = by
+        self.completed_at = timezone.now()
+        self.worker = None
+        self._save("status", "aborted_by", "completed_at", "worker")
+        for child in self.children.unfinished():
+            child.mark_aborted(by)
+        self.update_reverse_dependencies()
+
+    def succeeded_or_may_fail(self) -> bool:
+        """Whether dependants may go on after this one has finished."""
+        if self.status == WorkRequestStatus.COMPLETED and self.result in (
+            WorkRequestResult.SUCCESS,
+            WorkRequestResult.SKIPPED,
+        ):
+            return True
+        return bool(self.workflow_data_json.get("allow_failure", False))
+
+    def update_reverse_dependencies(self) -> None:
+        """Unblock or abort blocked dependants now that this one has finished."""
+        dependants = self.reverse_dependencies.filter(
+            status=WorkRequestStatus.BLOCKED, unblock_strategy=UnblockStrategy.DEPS
+        )
+        if not self.succeeded_or_may_fail():
+            for dependant in dependants:
+                dependant.mark_aborted(None)
+            return
+        ready = dependants.exclude(
+            dependencies__status__in=[
+                WorkRequestStatus.PENDING,
+                WorkRequestStatus.RUNNING,
+                WorkRequestStatus.BLOCKED,
+            ]
+        )
+        WorkRequest.objects.filter(pk__in=ready.values("pk")).update(
+            status=WorkRequestStatus.PENDING
+        )
+
+    def unblock_if_ready(self) -> None:
+        """Turn a blocked request whose dependencies have all finished well into pending."""
+        if (
+            self.status != WorkRequestStatus.BLOCKED
+            or self.unblock_strategy != UnblockStrategy.DEPS
+        ):
+            return
+        dependencies = list(self.dependencies.all())
+        if any(dep.status not in ("completed", "aborted") for dep in dependencies):
+            return
+        if all(dep.succeeded_or_may_fail() for dep in dependencies):
+            self.status = WorkRequestStatus.PENDING
+            self._save("status")
+        else:
+            self.mark_aborted(None)
+
+    def can_retry(self) -> bool:
+        """Whether a retry makes sense: it ended badly and has not been retried yet."""
+        if hasattr(self, "superseded_by"):
+            return False
+        if self.status == WorkRequestStatus.ABORTED:
+            return True
+        return self.status == WorkRequestStatus.COMPLETED and self.result in (
+            WorkRequestResult.FAILURE,
+            WorkRequestResult.ERROR,
+        )
+
+    def retry(self, reason: str = RetryReason.MANUAL) -> WorkRequest:
+        """
+        Create the work request that supersedes this one and return it.
+
+        It copies the task, takes over this one's dependencies and dependants, and is pending
+        or blocked depending on its dependencies.
+        """
+        if not self.can_retry():
+            raise WorkRequestError(f"cannot retry a {self.status}/{self.result} work request")
+        workflow_data = dict(self.workflow_data_json)
+        if reason == RetryReason.WORKER_FAILED:
+            count = int(workflow_data.get("retry_count", 0)) + 1
+            if count > MAX_AUTOMATIC_RETRIES:
+                raise WorkRequestError("too many automatic retries")
+            workflow_data["retry_count"] = count
+        elif reason == RetryReason.MANUAL:
+            workflow_data.pop("retry_count", None)
+        with transaction.atomic():
+            new = WorkRequest.objects.create(
+                workspace=self.workspace,
+                created_by=self.created_by,
+                status=WorkRequestStatus.BLOCKED,
+                task_type=self.task_type,
+                task_name=self.task_name,
+                task_data=self.task_data,
+                priority_base=self.priority_base,
+                priority_adjustment=self.priority_adjustment,
+                unblock_strategy=self.unblock_strategy,
+                parent=self.parent,
+                workflow_template=self.workflow_template,
+                workflow_data_json=workflow_data,
+                event_reactions_json=self.event_reactions_json,
+                expiration_delay=self.expiration_delay,
+                supersedes=self,
+            )
+            new.dependencies.set(self.dependencies.all())
+            for dependant in self.reverse_dependencies.all():
+                dependant.dependencies.remove(self)
+                dependant.dependencies.add(new)
+            new.unblock_if_ready()
+        return new
+
+    def set_priority_adjustment(self, adjustment: int) -> None:
+        self.priority_adjustment = adjustment
+        self._save("priority_adjustment")
+
+    def is_expired(self, at: datetime | None = None) -> bool:
+        expire_at = self.expire_at
+        return expire_at is not None and expire_at <= (at or timezone.now())

@@ -1,0 +1,1 @@
+"""Django project wiring: settings, URL configuration, ASGI application, system checks."""

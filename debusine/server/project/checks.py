@@ -1,0 +1,1 @@
+"""Deployment checks run by `debusine-admin check` (being written)."""

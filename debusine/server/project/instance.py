@@ -1,0 +1,93 @@
+"""
+Work out which instance a process belongs to: its data directory, database and Redis.
+
+`make run DATA_DIR=X` and `DEBUSINE_DATA_DIR=X debusine-admin ...` must reach the same
+database. The development stack records the URLs it chose (configured services, the ones on
+127.0.0.1, or embedded ones it started) in files under the data directory; every other process
+of the instance reads them from there. Nothing here starts a process or opens a connection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import debusine
+
+DATABASE_URL_FILE = "database-url"
+REDIS_URL_FILE = "redis-url"
+SECRET_KEY_FILE = "secret-key"  # noqa: S105
+
+DEFAULT_DATABASE_URL = "postgresql://127.0.0.1:5432/debusine"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+SYSTEM_DATA_DIR = Path("/var/lib/debusine/server")
+
+
+def source_checkout() -> Path | None:
+    """Return the root of the source checkout this package runs from, if any."""
+    root = Path(debusine.__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file() and (root / "Makefile").is_file():
+        return root
+    return None
+
+
+def default_data_dir() -> Path:
+    """Return `.data/` of the source checkout, or the system data directory."""
+    checkout = source_checkout()
+    return checkout / ".data" if checkout is not None else SYSTEM_DATA_DIR
+
+
+def resolve_data_dir(configured: Path) -> Path:
+    """Return the absolute data directory from the DEBUSINE_DATA_DIR setting."""
+    if str(configured) in ("", "."):
+        return default_data_dir()
+    return configured.expanduser().absolute()
+
+
+def read_recorded(data_dir: Path, name: str) -> str | None:
+    """Return the stripped contents of a file recorded in the data directory, if present."""
+    try:
+        value = (data_dir / name).read_text().strip()
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return None
+    return value or None
+
+
+def resolve_url(configured: str, data_dir: Path, recorded: str, default: str) -> str:
+    """Return the configured URL, else the one recorded for the instance, else the default."""
+    if configured:
+        return configured
+    return read_recorded(data_dir, recorded) or default
+
+
+@dataclass(frozen=True)
+class DatabaseParameters:
+    """Connection parameters of a `postgresql://` URL, in Django's DATABASES terms."""
+
+    name: str
+    user: str
+    password: str
+    host: str
+    port: str
+    options: dict[str, str]
+
+
+def parse_database_url(url: str) -> DatabaseParameters:
+    """Parse a PostgreSQL URL; `?host=/path` selects a Unix socket directory."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError(f"database URL must start with postgresql://, got {url!r}")
+    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    host = query.pop("host", None) or unquote(parts.hostname or "")
+    name = unquote(parts.path.lstrip("/"))
+    if not name:
+        raise ValueError(f"database URL names no database: {url!r}")
+    return DatabaseParameters(
+        name=name,
+        user=unquote(parts.username or ""),
+        password=unquote(parts.password or ""),
+        host=host,
+        port=str(parts.port or ""),
+        options=query,
+    )

@@ -1,0 +1,154 @@
+"""
+Django settings: the documented defaults, their overrides, then settings derived from them.
+
+Operators change only what `defaults.py` declares; everything below is computed from those
+values and is not meant to be overridden.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from debusine.server.project import instance
+from debusine.server.project.settings import defaults
+from debusine.server.project.settings.defaults import *  # noqa: F403
+from debusine.server.project.settings.loader import apply_overrides
+
+_overridable = {name: getattr(defaults, name) for name in dir(defaults) if name.isupper()}
+apply_overrides(globals(), _overridable)
+
+INSECURE_SECRET_KEY = "insecure-development-key-do-not-use-in-production"  # noqa: S105
+
+DEBUSINE_DATA_DIR = instance.resolve_data_dir(globals()["DEBUSINE_DATA_DIR"])
+DEBUSINE_STORE_DIRECTORY = (
+    Path(globals()["DEBUSINE_STORE_DIRECTORY"])
+    if str(globals()["DEBUSINE_STORE_DIRECTORY"]) not in ("", ".")
+    else DEBUSINE_DATA_DIR / "store"
+)
+DEBUSINE_UPLOAD_DIRECTORY = (
+    Path(globals()["DEBUSINE_UPLOAD_DIRECTORY"])
+    if str(globals()["DEBUSINE_UPLOAD_DIRECTORY"]) not in ("", ".")
+    else DEBUSINE_DATA_DIR / "uploads"
+)
+
+SECRET_KEY: str = (
+    globals()["DEBUSINE_SECRET_KEY"]
+    or instance.read_recorded(DEBUSINE_DATA_DIR, instance.SECRET_KEY_FILE)
+    or INSECURE_SECRET_KEY
+)
+
+DEBUSINE_DATABASE_URL = instance.resolve_url(
+    globals()["DEBUSINE_DATABASE_URL"],
+    DEBUSINE_DATA_DIR,
+    instance.DATABASE_URL_FILE,
+    instance.DEFAULT_DATABASE_URL,
+)
+DEBUSINE_REDIS_URL = instance.resolve_url(
+    globals()["DEBUSINE_REDIS_URL"],
+    DEBUSINE_DATA_DIR,
+    instance.REDIS_URL_FILE,
+    instance.DEFAULT_REDIS_URL,
+)
+
+_db = instance.parse_database_url(DEBUSINE_DATABASE_URL)
+DATABASES: dict[str, dict[str, Any]] = {
+    "default": {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": _db.name,
+        "USER": _db.user,
+        "PASSWORD": _db.password,
+        "HOST": _db.host,
+        "PORT": _db.port,
+        "OPTIONS": dict(_db.options),
+        # Every request is one transaction: bad input changes nothing.
+        "ATOMIC_REQUESTS": True,
+        # Reuse connections between requests: the API's hot paths are a few queries each.
+        "CONN_MAX_AGE": 600,
+        "CONN_HEALTH_CHECKS": True,
+        "TEST": {"NAME": f"test_{_db.name}"},
+    }
+}
+
+if not globals()["ALLOWED_HOSTS"]:
+    ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]", globals()["DEBUSINE_FQDN"]]
+
+if globals()["DEBUSINE_TRUST_X_FORWARDED_PROTO"]:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "debusine.server.db",
+    "debusine.server",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "debusine.server.api.middleware.ScopeMiddleware",
+]
+
+ROOT_URLCONF = "debusine.server.project.urls"
+ASGI_APPLICATION = "debusine.server.project.asgi.application"
+AUTH_USER_MODEL = "db.User"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+USE_TZ = True
+TIME_ZONE = "UTC"
+LANGUAGE_CODE = "en-us"
+STATIC_URL = "/static/"
+STATIC_ROOT = DEBUSINE_DATA_DIR / "static"
+
+# Uploads stream straight to disk in the upload view; Django must not buffer them in memory.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 0
+
+REST_FRAMEWORK: dict[str, Any] = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "debusine.server.api.auth.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": [],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "debusine.server.api.errors.problem_exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+LOGGING: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "debusine": {"handlers": ["console"], "level": globals()["DEBUSINE_LOG_LEVEL"]},
+    },
+}
+
+# Tests and tools may point at another settings module; keep this one importable without side
+# effects (no connection, no file written).
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "debusine.server.project.settings")

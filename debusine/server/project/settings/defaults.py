@@ -1,0 +1,83 @@
+"""
+Every setting a deployment may change, with its default and what it means.
+
+Override any of them in `/etc/debusine/server/settings.toml` (top-level keys with the names
+below) or with an environment variable: `DEBUSINE_*` settings by their own name, the Django
+ones (`DEBUG`, `ALLOWED_HOSTS`, ...) with a `DEBUSINE_` prefix. Lists are comma-separated in
+the environment. `docs/reference/settings.md` lists the same settings for operators.
+
+Empty strings mean "work it out": see `debusine.server.project.instance` for how the data
+directory, database and Redis are chosen when they are not given.
+"""
+
+from pathlib import Path
+
+# --- Instance -------------------------------------------------------------------------------
+
+# Directory holding this instance's state: the local file store, partial uploads, the secret
+# key, and (for the development stack) the embedded PostgreSQL and Redis. Empty: `.data/` in a
+# source checkout, `/var/lib/debusine/server` otherwise.
+DEBUSINE_DATA_DIR = Path()
+
+# PostgreSQL connection URL, e.g. `postgresql://debusine@localhost:5432/debusine` or
+# `postgresql:///debusine?host=/run/postgresql`. Empty: the URL recorded in
+# `<data dir>/database-url` by the development stack, else PostgreSQL on 127.0.0.1:5432.
+DEBUSINE_DATABASE_URL = ""
+
+# Redis URL for the Celery broker and the Channels layer, e.g. `redis://localhost:6379/0` or
+# `unix:///run/redis/redis.sock`. Empty: `<data dir>/redis-url`, else 127.0.0.1:6379.
+DEBUSINE_REDIS_URL = ""
+
+# Whether the development stack (`make run`) starts an embedded PostgreSQL and Redis under the
+# data directory: "auto" (only when none is configured or answering on 127.0.0.1), "always"
+# or "never".
+DEBUSINE_EMBEDDED_SERVICES = "auto"
+
+# Secret key for sessions and CSRF. Empty: read from `<data dir>/secret-key`; if that file does
+# not exist either, an insecure development key is used and `debusine-admin check` fails unless
+# DEBUG is on.
+DEBUSINE_SECRET_KEY = ""
+
+# --- Web --------------------------------------------------------------------------------
+
+# Development mode: detailed error pages. Never enable it in production.
+DEBUG = False
+
+# Host names this server answers to. Empty: localhost names plus DEBUSINE_FQDN.
+ALLOWED_HOSTS: list[str] = []
+
+# Public host name of the server (used in ALLOWED_HOSTS and in `debusine-admin info`).
+DEBUSINE_FQDN = "localhost"
+
+# Trust `X-Forwarded-Proto: https` from the reverse proxy when building absolute URLs.
+DEBUSINE_TRUST_X_FORWARDED_PROTO = True
+
+# --- Tenancy ----------------------------------------------------------------------------
+
+# Scope used when a request carries no `X-Debusine-Scope` header (workers never send one).
+DEBUSINE_DEFAULT_SCOPE = "debusine"
+
+# Workspace used when an API request names none.
+DEBUSINE_DEFAULT_WORKSPACE = "System"
+
+# --- Files ------------------------------------------------------------------------------
+
+# Base directory of the `Default` local file store. Empty: `<data dir>/store`.
+DEBUSINE_STORE_DIRECTORY = Path()
+
+# Where partial uploads live until their SHA-256 has been checked. Empty: `<data dir>/uploads`.
+# Keep it on the same filesystem as the local store so that a verified upload is a rename.
+DEBUSINE_UPLOAD_DIRECTORY = Path()
+
+# Largest single file accepted in an artifact, in bytes (0: no limit).
+DEBUSINE_MAX_FILE_SIZE = 0
+
+# --- Work requests ----------------------------------------------------------------------
+
+# Page size of `GET /api/1.0/work-request/`.
+DEBUSINE_WORK_REQUEST_PAGE_SIZE = 10
+
+# --- Logging ----------------------------------------------------------------------------
+
+# Log level of the `debusine` loggers.
+DEBUSINE_LOG_LEVEL = "INFO"

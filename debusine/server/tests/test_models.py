@@ -1,0 +1,165 @@
+"""Tests of model behaviour: defaults, tokens, permissions, work request state changes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import IntegrityError
+from django.utils import timezone
+
+from debusine.server.db.models import (
+    FileStore,
+    Token,
+    Worker,
+    WorkRequestError,
+    WorkRequestStatus,
+    Workspace,
+    WorkspaceRoles,
+    hash_token_key,
+)
+from debusine.server.testing import FileSpec, Playground
+
+
+def test_fresh_database_has_defaults(db: None) -> None:
+    workspace = Workspace.objects.select_related("scope").get(name="System")
+    assert workspace.scope.name == "debusine"
+    assert workspace.public
+    store = FileStore.objects.get(name="Default")
+    assert store.backend == "Local"
+    assert list(store.scopes.all()) == [workspace.scope]
+
+
+def test_token_stores_only_hash(db: None) -> None:
+    token, key = Token.objects.create_with_key(enabled=True)
+    assert len(key) == 64
+    assert token.hash == hash_token_key(key)
+    assert key not in str(Token.objects.filter(pk=token.pk).values().get())
+    assert Token.objects.get_by_key(key) == token
+    assert Token.objects.get_by_key("0" * 64) is None
+
+
+def test_token_usable_honours_enabled_and_expiry(db: None) -> None:
+    token, _ = Token.objects.create_with_key(enabled=False)
+    assert not token.is_usable()
+    token.enable()
+    assert token.is_usable()
+    token.expire_at = timezone.now() - timedelta(seconds=1)
+    token.save()
+    assert not token.is_usable()
+    assert token not in Token.objects.usable()
+
+
+def test_worker_names_are_unique_slugs(db: None) -> None:
+    first = Worker.objects.create_from_fqdn("builder.example.org", "external")
+    second = Worker.objects.create_from_fqdn("builder.example.org", "external")
+    third = Worker.objects.create_from_fqdn("builder.example.org", "external")
+    assert [first.name, second.name, third.name] == [
+        "builder-example-org",
+        "builder-example-org-2",
+        "builder-example-org-3",
+    ]
+
+
+def test_worker_static_metadata_wins(db: None) -> None:
+    worker = Worker.objects.create(name="w")
+    worker.set_dynamic_metadata({"system:architectures": ["amd64"], "noop:version": 1})
+    worker.set_static_metadata({"system:architectures": ["amd64", "i386"]})
+    assert worker.metadata() == {"system:architectures": ["amd64", "i386"], "noop:version": 1}
+
+
+def test_private_workspace_visible_only_with_role(playground: Playground) -> None:
+    private = playground.create_workspace("secret")
+    outsider = playground.create_user("bob")
+    member = playground.create_user("carol")
+    playground.grant(member, private, WorkspaceRoles.VIEWER)
+    assert not private.can_display(outsider)
+    assert private.can_display(member)
+    assert not private.can_create_work_requests(member)
+    assert private not in Workspace.objects.can_display(outsider)
+    assert private in Workspace.objects.can_display(member)
+    assert playground.workspace in Workspace.objects.can_display(outsider)
+
+
+def test_work_request_life_cycle(playground: Playground) -> None:
+    user = playground.create_user()
+    work_request = playground.create_work_request(created_by=user)
+    assert work_request.status == WorkRequestStatus.PENDING
+    assert work_request.result == ""
+    work_request.mark_running()
+    assert work_request.mark_completed("success", {"runtime_statistics": {"duration": 1}})
+    work_request.refresh_from_db()
+    assert work_request.status == "completed"
+    assert work_request.result == "success"
+    assert work_request.duration is not None
+    # A second completion changes nothing.
+    assert not work_request.mark_completed("failure")
+    work_request.refresh_from_db()
+    assert work_request.result == "success"
+
+
+def test_result_requires_finished_status(playground: Playground) -> None:
+    user = playground.create_user()
+    with pytest.raises(IntegrityError):
+        playground.create_work_request(created_by=user, result="success")
+
+
+def test_dependants_unblock_on_success_and_abort_on_failure(playground: Playground) -> None:
+    user = playground.create_user()
+    first = playground.create_work_request(created_by=user)
+    then = playground.create_work_request(created_by=user, status=WorkRequestStatus.BLOCKED)
+    then.dependencies.add(first)
+    first.mark_completed("success")
+    then.refresh_from_db()
+    assert then.status == WorkRequestStatus.PENDING
+
+    failing = playground.create_work_request(created_by=user)
+    doomed = playground.create_work_request(created_by=user, status=WorkRequestStatus.BLOCKED)
+    doomed.dependencies.add(failing)
+    failing.mark_completed("failure")
+    doomed.refresh_from_db()
+    assert doomed.status == WorkRequestStatus.ABORTED
+
+
+def test_retry_supersedes_and_takes_over_dependants(playground: Playground) -> None:
+    user = playground.create_user()
+    failed = playground.create_work_request(created_by=user)
+    dependant = playground.create_work_request(created_by=user, status=WorkRequestStatus.BLOCKED)
+    dependant.dependencies.add(failed)
+    failed.mark_completed("failure")
+    dependant.refresh_from_db()
+    assert dependant.status == WorkRequestStatus.ABORTED
+
+    aborted_first = playground.create_work_request(created_by=user)
+    waiting = playground.create_work_request(created_by=user, status=WorkRequestStatus.BLOCKED)
+    waiting.dependencies.add(aborted_first)
+    aborted_first.mark_aborted(user)
+    new = aborted_first.retry()
+    assert new.supersedes == aborted_first
+    assert new.status == WorkRequestStatus.PENDING
+    assert list(new.reverse_dependencies.all()) == [waiting]
+    with pytest.raises(WorkRequestError):
+        aborted_first.retry()
+
+
+def test_cannot_retry_success(playground: Playground) -> None:
+    user = playground.create_user()
+    work_request = playground.create_work_request(created_by=user)
+    work_request.mark_completed("success")
+    assert not work_request.can_retry()
+    with pytest.raises(WorkRequestError):
+        work_request.retry()
+
+
+def test_file_store_total_size_follows_trigger(playground: Playground) -> None:
+    from debusine.server.db.models import FileInStore
+
+    store = FileStore.objects.get(name="Default")
+    artifact = playground.create_artifact(files=[FileSpec("a.txt", b"hello")])
+    file = artifact.files.get()
+    FileInStore.objects.create(store=store, file=file)
+    store.refresh_from_db()
+    assert store.total_size == 5
+    FileInStore.objects.filter(store=store, file=file).delete()
+    store.refresh_from_db()
+    assert store.total_size == 0
