@@ -1,0 +1,1 @@
+"""File stores: one interface, one module per backend (local, memory; S3 later)."""
