@@ -13,7 +13,7 @@ from typing import Any
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
-from rest_framework.views import exception_handler
+from rest_framework.views import exception_handler, set_rollback
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
@@ -56,6 +56,8 @@ def problem_response(
 def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """DRF exception handler: turn every API exception into a problem response."""
     if isinstance(exc, ProblemError):
+        # Bad input changes nothing: undo whatever the view wrote before it gave up.
+        set_rollback()
         return problem_response(
             exc.title,
             exc.detail,
