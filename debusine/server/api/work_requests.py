@@ -1,5 +1,415 @@
-"""API views: work_requests (being written)."""
+"""
+API views of work requests: list and create (`/api/1.0/work-request/`), read and re-prioritise
+one (`.../work-request/<id>/`), retry and abort it (`.../<id>/retry/`, `.../<id>/abort/`).
 
-from django.urls import URLPattern
+Also home of `work_request_json()`, the one serialisation of the WorkRequest object (the worker
+endpoints reuse it), and of `visible_work_requests()`, the one rule of who sees which.
+"""
 
-urlpatterns: list[URLPattern] = []
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import pydantic
+from django.conf import settings
+from django.urls import URLPattern, path
+from rest_framework import status
+from rest_framework.permissions import BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from debusine.protocol.work_requests import (
+    StrictRequest,
+    WorkRequestCreateRequest,
+    WorkRequestPatchRequest,
+)
+from debusine.server.api.auth import IsUser, request_worker
+from debusine.server.api.errors import ProblemError
+from debusine.server.api.middleware import request_scope
+from debusine.server.db.models import (
+    TaskType,
+    User,
+    WorkRequest,
+    WorkRequestError,
+    Workspace,
+)
+from debusine.server.db.models.work_requests import InvalidWorkRequestError, WorkRequestQuerySet
+from debusine.tasks import BaseTask
+
+RequestModel = TypeVar("RequestModel", bound=StrictRequest)
+
+#: Who may set a positive priority adjustment (besides superusers).
+MANAGE_PRIORITIES_PERMISSION = "db.manage_workrequest_priorities"
+
+
+# --- Serialisation ----------------------------------------------------------------------------
+
+
+def iso_datetime(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a `Z` suffix, as Debusine servers write datetimes."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def work_request_json(
+    work_request: WorkRequest, *, configured_task_data: bool = False
+) -> dict[str, Any]:
+    """
+    The WorkRequest object of the wire protocol (protocol.md §2.9).
+
+    Load `workspace__scope` with select_related and the `artifact_ids` annotation with
+    `WorkRequestQuerySet.with_artifact_ids()` to serialise without further queries; without
+    the annotation the artifact ids cost one query. `configured_task_data` sends the task data
+    with task configuration applied (what get-next hands to workers) instead of the user's.
+    """
+    artifact_ids = getattr(work_request, "artifact_ids", None)
+    if artifact_ids is None:
+        artifact_ids = list(
+            work_request.created_artifacts.order_by("id").values_list("id", flat=True)
+        )
+    workspace = work_request.workspace
+    scope_name = workspace.scope.name
+    task_data = (
+        work_request.effective_task_data if configured_task_data else work_request.task_data
+    )
+    return {
+        "id": work_request.pk,
+        "url": f"/{scope_name}/{workspace.name}/work-request/{work_request.pk}/",
+        "task_name": work_request.task_name,
+        "created_at": iso_datetime(work_request.created_at),
+        "created_by": work_request.created_by_id,
+        "aborted_by": work_request.aborted_by_id,
+        "started_at": iso_datetime(work_request.started_at),
+        "completed_at": iso_datetime(work_request.completed_at),
+        "duration": work_request.duration,
+        "worker": work_request.worker_id,
+        "task_type": work_request.task_type,
+        "task_data": task_data or {},
+        "dynamic_task_data": work_request.dynamic_task_data,
+        "priority_base": work_request.priority_base,
+        "priority_adjustment": work_request.priority_adjustment,
+        "workflow_data": work_request.workflow_data_json or {},
+        "event_reactions": work_request.event_reactions_json or {},
+        "status": work_request.status,
+        "result": work_request.result,
+        "artifacts": sorted(artifact_ids),
+        "scope": scope_name,
+        "workspace": workspace.name,
+    }
+
+
+# --- Shared helpers ---------------------------------------------------------------------------
+
+
+def visible_work_requests(request: Request) -> WorkRequestQuerySet:
+    """
+    Work requests of the request's scope that the caller may read, ready to serialise.
+
+    Workers see every work request of the scope (they never send a scope header, so that is
+    the default scope); users see those in workspaces they can display, anonymous callers
+    those in public workspaces.
+    """
+    queryset = (
+        WorkRequest.objects.in_scope(request_scope(request))
+        .select_related("workspace__scope")
+        .with_artifact_ids()
+    )
+    if request_worker(request) is not None:
+        return queryset
+    return queryset.can_display(request.user)
+
+
+def get_visible_work_request(request: Request, work_request_id: int) -> WorkRequest:
+    """The work request, or a 404 problem (the same whether it is missing or hidden)."""
+    work_request = visible_work_requests(request).filter(pk=work_request_id).first()
+    if work_request is None:
+        raise ProblemError(
+            f"Work request {work_request_id} not found", status_code=status.HTTP_404_NOT_FOUND
+        )
+    return work_request
+
+
+def parse_body(request: Request, model: type[RequestModel]) -> RequestModel:
+    """Validate the JSON body against `model`: unknown keys and bad values are 400 problems."""
+    body = request.data
+    if not isinstance(body, dict):
+        raise ProblemError("Invalid request", "The request body must be a JSON object.")
+    unknown = sorted(set(body) - set(model.model_fields))
+    if unknown:
+        raise ProblemError(
+            f"Invalid fields: {', '.join(unknown)}",
+            f"Allowed fields: {', '.join(model.model_fields)}",
+        )
+    try:
+        return model.model_validate(body)
+    except pydantic.ValidationError as error:
+        validation_errors: dict[str, list[str]] = {}
+        for item in error.errors(include_url=False):
+            location = ".".join(str(part) for part in item["loc"]) or "body"
+            validation_errors.setdefault(location, []).append(item["msg"])
+        detail = "; ".join(
+            f"{location}: {' '.join(messages)}" for location, messages in validation_errors.items()
+        )
+        raise ProblemError(
+            "Invalid request", detail, validation_errors=validation_errors
+        ) from None
+
+
+def request_user(request: Request) -> User:
+    """The user behind a request that passed IsUser."""
+    user = request.user
+    assert isinstance(user, User)
+    return user
+
+
+def can_manage(user: User, work_request: WorkRequest) -> bool:
+    """Whether `user` may retry or abort `work_request`."""
+    return (
+        user.is_superuser
+        or work_request.created_by_id == user.pk
+        or work_request.workspace.can_create_work_requests(user)
+    )
+
+
+def forbidden(detail: str) -> ProblemError:
+    return ProblemError("Permission denied", detail, status_code=status.HTTP_403_FORBIDDEN)
+
+
+def ok(work_request: WorkRequest) -> Response:
+    return Response(work_request_json(work_request), status=status.HTTP_200_OK)
+
+
+# --- Pagination -------------------------------------------------------------------------------
+
+# A cursor names an id and a direction: "n<id>" is the page of ids below it (older), "p<id>"
+# the page of ids above it (newer). Keyset pagination keeps the cost of a page constant and
+# pages stable while work requests are added. Cursors are opaque to clients.
+NEXT, PREVIOUS = "n", "p"
+
+
+def encode_cursor(direction: str, work_request_id: int) -> str:
+    return base64.urlsafe_b64encode(f"{direction}{work_request_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[str, int]:
+    """Return (direction, id) of a cursor, or raise a 404 problem, as DRF does."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        direction, work_request_id = text[0], int(text[1:])
+    except (binascii.Error, UnicodeDecodeError, ValueError, IndexError):
+        raise ProblemError(
+            "Invalid cursor", f"{cursor!r} is not a cursor", status_code=404
+        ) from None
+    if direction not in (NEXT, PREVIOUS) or work_request_id < 0:
+        raise ProblemError("Invalid cursor", f"{cursor!r} is not a cursor", status_code=404)
+    return direction, work_request_id
+
+
+def page_url(request: Request, cursor: str) -> str:
+    """Absolute URL of this listing at `cursor`, other query parameters kept."""
+    query = request.query_params.copy()
+    query["cursor"] = cursor
+    return request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+
+
+def paginated_response(request: Request, queryset: WorkRequestQuerySet) -> Response:
+    """One page of `queryset`, newest first: `{"next", "previous", "results"}` (no count)."""
+    size = settings.DEBUSINE_WORK_REQUEST_PAGE_SIZE
+    cursor = request.query_params.get("cursor")
+    direction, boundary = decode_cursor(cursor) if cursor else (NEXT, None)
+    if direction == NEXT:
+        if boundary is not None:
+            queryset = queryset.filter(pk__lt=boundary)
+        # One row beyond the page tells whether there is a next page.
+        rows = list(queryset.order_by("-pk")[: size + 1])
+        has_more, rows = len(rows) > size, rows[:size]
+        has_next, has_previous = has_more, boundary is not None
+    else:
+        assert boundary is not None
+        rows = list(queryset.filter(pk__gt=boundary).order_by("pk")[: size + 1])
+        has_more, rows = len(rows) > size, rows[:size]
+        rows.reverse()
+        has_next, has_previous = True, has_more
+
+    next_url = previous_url = None
+    if has_next:
+        # An empty page still links back to where it started.
+        last = rows[-1].pk if rows else (boundary if boundary is not None else 0) + 1
+        next_url = page_url(request, encode_cursor(NEXT, last))
+    if has_previous:
+        first = rows[0].pk if rows else (boundary if boundary is not None else 1) - 1
+        previous_url = page_url(request, encode_cursor(PREVIOUS, first))
+    return Response(
+        {
+            "next": next_url,
+            "previous": previous_url,
+            "results": [work_request_json(row) for row in rows],
+        }
+    )
+
+
+# --- Views ------------------------------------------------------------------------------------
+
+
+class ReadAnyWriteAsUser(BasePermission):
+    """Reads are open (visibility is filtered per row); writes need a user token."""
+
+    message = IsUser.message
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return request.method in ("GET", "HEAD", "OPTIONS") or IsUser().has_permission(
+            request, view
+        )
+
+
+class WorkRequestListView(APIView):
+    """`GET`: the visible work requests, paginated. `POST`: create one."""
+
+    permission_classes = [ReadAnyWriteAsUser]
+
+    def get(self, request: Request) -> Response:
+        return paginated_response(request, visible_work_requests(request))
+
+    def post(self, request: Request) -> Response:
+        body = parse_body(request, WorkRequestCreateRequest)
+        user = request_user(request)
+        workspace = self.workspace(request, body.workspace or settings.DEBUSINE_DEFAULT_WORKSPACE)
+        if not workspace.can_create_work_requests(user):
+            raise forbidden(f"{user.username} cannot create work requests in {workspace.name}")
+        try:
+            work_request = WorkRequest.objects.create_for_task(
+                workspace=workspace,
+                created_by=user,
+                task_type=self.task_type(user, body.task_name),
+                task_name=body.task_name,
+                task_data=body.task_data,
+                event_reactions=body.event_reactions,
+            )
+        except InvalidWorkRequestError as error:
+            raise ProblemError(
+                error.title, error.detail, validation_errors=error.validation_errors
+            ) from None
+        work_request.artifact_ids = []  # type: ignore[attr-defined]
+        return ok(work_request)
+
+    @staticmethod
+    def workspace(request: Request, name: str) -> Workspace:
+        """The named workspace of the request's scope; 404 if missing or hidden."""
+        scope = request_scope(request)
+        workspace = (
+            Workspace.objects.in_scope(scope).select_related("scope").filter(name=name).first()
+        )
+        if workspace is None or not workspace.can_display(request.user):
+            raise ProblemError(
+                f"Workspace {name} not found",
+                f"No workspace {name!r} in scope {scope.name!r}",
+                status_code=status.HTTP_404_NOT_FOUND,
+            )
+        return workspace
+
+    @staticmethod
+    def task_type(user: User, task_name: str) -> str:
+        """Users create Worker tasks; superusers may also create Server tasks."""
+        if (
+            user.is_superuser
+            and not BaseTask.is_registered(TaskType.WORKER, task_name)
+            and BaseTask.is_registered(TaskType.SERVER, task_name)
+        ):
+            return TaskType.SERVER
+        return TaskType.WORKER
+
+
+class WorkRequestDetailView(APIView):
+    """`GET`: one work request. `PATCH`: change its priority adjustment."""
+
+    permission_classes = [ReadAnyWriteAsUser]
+
+    def get(self, request: Request, work_request_id: int) -> Response:
+        return ok(get_visible_work_request(request, work_request_id))
+
+    def patch(self, request: Request, work_request_id: int) -> Response:
+        work_request = get_visible_work_request(request, work_request_id)
+        body = parse_body(request, WorkRequestPatchRequest)
+        user = request_user(request)
+        adjustment = body.priority_adjustment
+        may_raise = user.has_perm(MANAGE_PRIORITIES_PERMISSION)
+        own_and_lowering = work_request.created_by_id == user.pk and adjustment <= 0
+        if not (may_raise or own_and_lowering):
+            raise forbidden(
+                f"{user.username} cannot set the priority adjustment of work request "
+                f"{work_request.pk} to {adjustment}"
+            )
+        work_request.set_priority_adjustment(adjustment)
+        return ok(work_request)
+
+
+class WorkRequestRetryView(APIView):
+    """`POST`: retry a failed or aborted work request; answer with the new one."""
+
+    permission_classes = [IsUser]
+
+    def post(self, request: Request, work_request_id: int) -> Response:
+        work_request = get_visible_work_request(request, work_request_id)
+        user = request_user(request)
+        if not can_manage(user, work_request):
+            raise forbidden(f"{user.username} cannot retry work request {work_request.pk}")
+        if not work_request.can_retry():
+            raise ProblemError(
+                "Cannot retry work request",
+                f"Work request {work_request.pk} is {work_request.status}"
+                + (f" ({work_request.result})" if work_request.result else "")
+                + " or has been retried already: only failed or aborted work requests can be "
+                "retried, once",
+            )
+        try:
+            new = work_request.retry()
+        except WorkRequestError as error:
+            raise ProblemError("Cannot retry work request", str(error)) from None
+        new.artifact_ids = []  # type: ignore[attr-defined]
+        return ok(new)
+
+
+class WorkRequestAbortView(APIView):
+    """`POST`: abort a pending, blocked or running work request (its worker is not told)."""
+
+    permission_classes = [IsUser]
+
+    def post(self, request: Request, work_request_id: int) -> Response:
+        work_request = get_visible_work_request(request, work_request_id)
+        user = request_user(request)
+        if not can_manage(user, work_request):
+            raise forbidden(f"{user.username} cannot abort work request {work_request.pk}")
+        try:
+            work_request.mark_aborted(by=user)
+        except WorkRequestError:
+            raise ProblemError(
+                "Cannot abort work request",
+                f"Work request {work_request.pk} is {work_request.status}: only pending, "
+                "blocked or running work requests can be aborted",
+            ) from None
+        return ok(work_request)
+
+
+urlpatterns: list[URLPattern] = [
+    path("work-request/", WorkRequestListView.as_view(), name="api-work-requests"),
+    path(
+        "work-request/<int:work_request_id>/",
+        WorkRequestDetailView.as_view(),
+        name="api-work-request",
+    ),
+    path(
+        "work-request/<int:work_request_id>/retry/",
+        WorkRequestRetryView.as_view(),
+        name="api-work-request-retry",
+    ),
+    path(
+        "work-request/<int:work_request_id>/abort/",
+        WorkRequestAbortView.as_view(),
+        name="api-work-request-abort",
+    ),
+]

@@ -5,14 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+import pydantic
+from django.contrib.postgres.expressions import ArraySubquery
 from django.db import models, transaction
-from django.db.models import F, Q
+from django.db.models import F, OuterRef, Q
 from django.utils import timezone
 
+from debusine.protocol.work_requests import EventReactions
 from debusine.server.db.models.workspaces import Workspace
+from debusine.tasks import TaskDataError, UnknownTaskError, validate_task_data
 
 if TYPE_CHECKING:
+    from django.contrib.auth.models import AnonymousUser
+
     from debusine.server.db.models.auth import User
+    from debusine.server.db.models.scopes import Scope
     from debusine.server.db.models.workers import Worker
 
 #: How many times a work request is retried automatically after its worker failed.
@@ -69,6 +76,23 @@ class WorkRequestError(Exception):
     """A state change was asked of a work request that cannot make it."""
 
 
+class InvalidWorkRequestError(Exception):
+    """
+    A work request cannot be created as asked: the API answers 400, the admin command exits 3.
+
+    `title` is short, `detail` says what is wrong, `validation_errors` (field -> messages) says
+    where, when it is known.
+    """
+
+    def __init__(
+        self, title: str, detail: str, validation_errors: dict[str, list[str]] | None = None
+    ) -> None:
+        super().__init__(f"{title}: {detail}")
+        self.title = title
+        self.detail = detail
+        self.validation_errors = validation_errors
+
+
 class WorkRequestQuerySet(models.QuerySet["WorkRequest"]):
     """Queries over work requests."""
 
@@ -86,6 +110,98 @@ class WorkRequestQuerySet(models.QuerySet["WorkRequest"]):
                 WorkRequestStatus.BLOCKED,
             ]
         )
+
+    def in_scope(self, scope: Scope) -> WorkRequestQuerySet:
+        return self.filter(workspace__scope=scope)
+
+    def can_display(self, user: User | AnonymousUser) -> WorkRequestQuerySet:
+        """Work requests in workspaces `user` can see (public ones for anonymous users)."""
+        return self.filter(workspace__in=Workspace.objects.can_display(user))
+
+    def with_artifact_ids(self) -> WorkRequestQuerySet:
+        """
+        Annotate `artifact_ids`: ids of the artifacts each work request created, ascending.
+
+        A correlated subquery, so a page of work requests and their artifacts is one query.
+        """
+        from debusine.server.db.models.artifacts import Artifact
+
+        return self.annotate(
+            artifact_ids=ArraySubquery(
+                Artifact.objects.filter(created_by_work_request=OuterRef("pk"))
+                .order_by("id")
+                .values("id")
+            )
+        )
+
+    def create_for_task(
+        self,
+        *,
+        workspace: Workspace,
+        created_by: User,
+        task_type: str,
+        task_name: str,
+        task_data: Any,
+        event_reactions: Any = None,
+        priority_base: int = 0,
+    ) -> WorkRequest:
+        """
+        Validate a new work request and store it, pending; the one way to create one.
+
+        :param workspace: where it lives (permission checks are the caller's business).
+        :param created_by: the user it acts for.
+        :param task_type: a `TaskType` value, e.g. "Worker".
+        :param task_name: a task registered for `task_type` in `debusine.tasks`.
+        :param task_data: checked against the task's data model; stored normalised.
+        :param event_reactions: None or an object of `EventReactions` shape; only
+            `send-notification` actions are valid, and every channel must exist.
+        :param priority_base: base priority (an admin may adjust it later).
+        :raises InvalidWorkRequestError: nothing is stored then.
+        """
+        title = "Cannot create work request"
+        try:
+            normalised = validate_task_data(task_type, task_name, task_data)
+        except UnknownTaskError as error:
+            raise InvalidWorkRequestError(
+                title, str(error), {"task_name": ["task name is not registered"]}
+            ) from None
+        except TaskDataError as error:
+            raise InvalidWorkRequestError(title, str(error), error.validation_errors) from None
+        reactions = _validate_event_reactions(event_reactions)
+        return self.create(
+            workspace=workspace,
+            created_by=created_by,
+            task_type=task_type,
+            task_name=task_name,
+            task_data=normalised,
+            event_reactions_json=reactions,
+            priority_base=priority_base,
+            status=WorkRequestStatus.PENDING,
+        )
+
+
+def _validate_event_reactions(event_reactions: Any) -> dict[str, Any]:
+    """Return the event reactions to store, or raise InvalidWorkRequestError."""
+    title = "Cannot create work request"
+    if event_reactions is None:
+        return {}
+    try:
+        reactions = EventReactions.model_validate(event_reactions)
+    except pydantic.ValidationError as error:
+        problems: dict[str, list[str]] = {}
+        for item in error.errors(include_url=False):
+            location = ".".join(str(part) for part in ("event_reactions", *item["loc"]))
+            problems.setdefault(location, []).append(item["msg"])
+        listed = "; ".join(f"{loc}: {', '.join(msgs)}" for loc, msgs in problems.items())
+        raise InvalidWorkRequestError(
+            title, f"invalid event reactions: {listed}", problems
+        ) from None
+    # Notification channels do not exist yet, so no send-notification action can be valid.
+    channels = sorted({action.channel for action in reactions.actions()})
+    if channels:
+        missing = "notification channel(s) not found: " + ", ".join(repr(c) for c in channels)
+        raise InvalidWorkRequestError(title, missing, {"event_reactions": [missing]})
+    return reactions.model_dump(mode="json", exclude_unset=True)
 
 
 class WorkRequest(models.Model):
@@ -170,6 +286,9 @@ class WorkRequest(models.Model):
     objects = WorkRequestQuerySet.as_manager()
 
     class Meta:
+        permissions = [
+            ("manage_workrequest_priorities", "Can raise the priority of work requests"),
+        ]
         indexes = [
             # The scheduler's queue: pending requests by effective priority, then age.
             models.Index(

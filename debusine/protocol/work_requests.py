@@ -1,0 +1,109 @@
+"""
+Wire models of the work-request endpoints: request bodies the server parses, and the
+WorkRequest object it answers with (Debusine API 1.0, protocol.md §2.2 and §2.9).
+
+Request models forbid unknown keys; the response model ignores them, like Debusine's own
+clients do, so the server may add fields.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
+
+
+class StrictRequest(BaseModel):
+    """Base of request bodies: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class WorkRequestCreateRequest(StrictRequest):
+    """Body of `POST /1.0/work-request/`."""
+
+    task_name: StrictStr
+    task_data: dict[str, Any]
+    #: Debusine clients send `{}` when there are none.
+    event_reactions: dict[str, Any] | None = None
+    #: Workspace name; the scope's default workspace when left out.
+    workspace: StrictStr | None = None
+
+
+class WorkRequestPatchRequest(StrictRequest):
+    """Body of `PATCH /1.0/work-request/{id}/`: only the priority adjustment may change."""
+
+    priority_adjustment: StrictInt
+
+
+class SendNotificationAction(StrictRequest):
+    """The only event reaction users may ask for: notify a channel."""
+
+    action: Literal["send-notification"]
+    channel: StrictStr
+    data: dict[str, Any] | None = None
+
+
+class EventReactions(StrictRequest):
+    """What to do when a work request reaches each stage of its life."""
+
+    on_creation: list[SendNotificationAction] = []
+    on_unblock: list[SendNotificationAction] = []
+    on_assignment: list[SendNotificationAction] = []
+    on_success: list[SendNotificationAction] = []
+    on_failure: list[SendNotificationAction] = []
+
+    def actions(self) -> list[SendNotificationAction]:
+        """Every action, in stage order."""
+        return [
+            *self.on_creation,
+            *self.on_unblock,
+            *self.on_assignment,
+            *self.on_success,
+            *self.on_failure,
+        ]
+
+
+TaskTypeName = Literal["Worker", "Server", "Internal", "Workflow", "Signing", "Wait"]
+Status = Literal["pending", "running", "completed", "aborted", "blocked"]
+Result = Literal["", "success", "failure", "error", "skipped"]
+
+
+class WorkRequestResponse(BaseModel):
+    """The WorkRequest object as the server sends it."""
+
+    id: int
+    #: Relative web-UI path: `/{scope}/{workspace}/work-request/{id}/`.
+    url: str
+    task_name: str
+    created_at: datetime
+    created_by: int
+    aborted_by: int | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    #: Seconds between start and completion.
+    duration: float | None
+    worker: int | None
+    task_type: TaskTypeName
+    task_data: dict[str, Any]
+    dynamic_task_data: dict[str, Any] | None
+    priority_base: int
+    priority_adjustment: int
+    workflow_data: dict[str, Any]
+    event_reactions: dict[str, Any]
+    status: Status
+    #: Empty while the work request has not finished.
+    result: Result
+    #: Artifacts created by this work request, ascending ids.
+    artifacts: list[int]
+    scope: str
+    workspace: str
+
+
+class WorkRequestPage(BaseModel):
+    """One page of `GET /1.0/work-request/` (newest first; no count)."""
+
+    next: str | None
+    previous: str | None
+    results: list[WorkRequestResponse]

@@ -1,0 +1,82 @@
+"""Tests of `GET /api/1.0/whoami/`."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.test import Client
+from django.utils import timezone
+
+from debusine.server.db.models import Token, User
+from debusine.server.testing import Playground, api_client
+
+WHOAMI_URL = "/api/1.0/whoami/"
+
+
+def test_anonymous(db: None) -> None:
+    response = api_client().get(WHOAMI_URL)
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"user": "<anonymous>", "auth": False, "worker_token": False}
+
+
+def test_user_token(user: User, user_token: str) -> None:
+    assert api_client(user_token).get(WHOAMI_URL).json() == {
+        "user": "alice",
+        "auth": True,
+        "worker_token": False,
+    }
+
+
+def test_worker_token_is_not_a_user(playground: Playground) -> None:
+    _, key = playground.create_worker()
+    assert api_client(key).get(WHOAMI_URL).json() == {
+        "user": "<anonymous>",
+        "auth": True,
+        "worker_token": True,
+    }
+
+
+@pytest.mark.parametrize("kind", ["disabled", "expired", "unknown", "inactive-user"])
+def test_unusable_tokens_are_anonymous(playground: Playground, user: User, kind: str) -> None:
+    if kind == "disabled":
+        key = playground.create_user_token(user, enabled=False)
+    elif kind == "expired":
+        _, key = Token.objects.create_with_key(
+            user=user, enabled=True, expire_at=timezone.now() - timedelta(seconds=1)
+        )
+    elif kind == "inactive-user":
+        key = playground.create_user_token(user)
+        user.is_active = False
+        user.save()
+    else:
+        key = "f" * 64
+    assert api_client(key).get(WHOAMI_URL).json() == {
+        "user": "<anonymous>",
+        "auth": False,
+        "worker_token": False,
+    }
+
+
+def test_disabled_worker_token_is_anonymous(playground: Playground) -> None:
+    _, key = playground.create_worker(enabled=False)
+    assert api_client(key).get(WHOAMI_URL).json()["worker_token"] is False
+
+
+def test_lowercase_header_and_double_slash(user: User, user_token: str) -> None:
+    client = Client(headers={"token": user_token})
+    for path in (WHOAMI_URL, "/api//1.0//whoami/"):
+        assert client.get(path).json()["user"] == "alice"
+
+
+def test_unknown_scope_is_a_plain_404(db: None) -> None:
+    response = api_client(scope="nosuchscope").get(WHOAMI_URL)
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("text/plain")
+
+
+def test_only_get_is_allowed(db: None) -> None:
+    response = api_client().post(WHOAMI_URL, {}, format="json")
+    assert response.status_code == 405
+    assert response["Content-Type"] == "application/problem+json"

@@ -1,0 +1,14 @@
+"""The `noop` task: does nothing and succeeds or fails as its data says (used in tests)."""
+
+from __future__ import annotations
+
+from debusine.tasks.base import BaseTask
+from debusine.tasks.models import NoopData, TaskType
+
+
+class Noop(BaseTask[NoopData]):
+    """Return `task_data.result` without doing anything."""
+
+    TASK_TYPE = TaskType.WORKER
+    TASK_VERSION = 1
+    TASK_DATA_MODEL = NoopData

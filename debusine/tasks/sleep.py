@@ -1,0 +1,14 @@
+"""The `sleep` task: waits a number of seconds, then succeeds (for tests of long-running work)."""
+
+from __future__ import annotations
+
+from debusine.tasks.base import BaseTask
+from debusine.tasks.models import SleepData, TaskType
+
+
+class Sleep(BaseTask[SleepData]):
+    """Sleep for `task_data.seconds` seconds."""
+
+    TASK_TYPE = TaskType.WORKER
+    TASK_VERSION = 1
+    TASK_DATA_MODEL = SleepData
