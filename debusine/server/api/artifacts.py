@@ -1,5 +1,200 @@
-"""API views: artifacts (being written)."""
+"""
+API views: create an artifact (`POST /api/1.0/artifact/`) and read one (`GET .../artifact/<id>/`).
 
-from django.urls import URLPattern
+Also home of `artifact_json()`, the one serialisation of the Artifact object, and of
+`visible_artifacts()`, the one rule of who sees which artifact.
+"""
 
-urlpatterns: list[URLPattern] = []
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pydantic
+from django.conf import settings
+from django.db.models import QuerySet
+from django.urls import URLPattern, path
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from debusine.protocol.artifacts import ArtifactCreateRequest, quote_artifact_path
+from debusine.server.api.auth import IsUserOrWorker, request_worker
+from debusine.server.api.errors import ProblemError
+from debusine.server.api.middleware import request_scope
+from debusine.server.db.models import Artifact, FileInArtifact, User, WorkRequest, Workspace
+from debusine.server.db.models.artifacts import ArtifactQuerySet, NewArtifactFile
+
+
+def iso_datetime(value: datetime) -> str:
+    """ISO 8601 in UTC with a `Z` suffix, as Debusine servers write datetimes."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def validation_problem(title: str, error: pydantic.ValidationError) -> ProblemError:
+    """A 400 problem listing every field pydantic refused, keyed by its dotted location."""
+    validation_errors: dict[str, list[str]] = {}
+    for item in error.errors(include_url=False):
+        location = ".".join(str(part) for part in item["loc"]) or "body"
+        validation_errors.setdefault(location, []).append(item["msg"])
+    detail = "; ".join(
+        f"{location}: {' '.join(messages)}" for location, messages in validation_errors.items()
+    )
+    return ProblemError(title, detail, validation_errors=validation_errors)
+
+
+def visible_artifacts(request: Request) -> ArtifactQuerySet:
+    """
+    Artifacts the caller of `request` may read.
+
+    Workers see every artifact: they fetch the inputs of whatever they were assigned, and they
+    never send a scope header. Users and anonymous callers see artifacts of the request's scope
+    in workspaces they can display.
+    """
+    # A user token is never a worker token: skip the worker lookup for users.
+    if not request.user.is_authenticated and request_worker(request) is not None:
+        return Artifact.objects.all()
+    return Artifact.objects.in_scope(request_scope(request)).can_display(request.user)
+
+
+def artifact_not_found(artifact_id: int) -> ProblemError:
+    # The same answer whether the artifact does not exist or is hidden from the caller.
+    return ProblemError(f"Artifact {artifact_id} not found", status_code=status.HTTP_404_NOT_FOUND)
+
+
+def artifact_json(
+    request: Request, artifact: Artifact, files: Sequence[FileInArtifact] | None = None
+) -> dict[str, Any]:
+    """
+    The Artifact object of the wire protocol.
+
+    `artifact.workspace.scope` should be loaded already (select_related). `files` are the
+    artifact's FileInArtifact rows with their File, loaded here in one query when not given.
+    Download URLs are absolute (scheme and host as the client reached us, X-Forwarded-Proto
+    included) because clients fetch them as they are.
+    """
+    if files is None:
+        files = list(artifact.fileinartifact_set.select_related("file").order_by("path"))
+    workspace = artifact.workspace
+    artifact_path = f"/{workspace.scope.name}/{workspace.name}/artifact/{artifact.pk}/"
+    download_base = request.build_absolute_uri(f"{artifact_path}download/")
+    expire_at = artifact.expire_at
+    by_path = sorted(files, key=lambda file_in_artifact: file_in_artifact.path)
+    return {
+        "id": artifact.pk,
+        "url": artifact_path,
+        "scope": workspace.scope.name,
+        "workspace": workspace.name,
+        "category": artifact.category,
+        "data": artifact.data,
+        "created_at": iso_datetime(artifact.created_at),
+        "expire_at": iso_datetime(expire_at) if expire_at is not None else None,
+        "download_tar_gz_url": f"{download_base}?archive=tar.gz",
+        "files_to_upload": [entry.path for entry in by_path if not entry.complete],
+        "files": {
+            entry.path: {
+                "size": entry.file.size,
+                "type": "file",
+                "checksums": {"sha256": entry.file.hash_hex},
+                "url": download_base + quote_artifact_path(entry.path),
+                "content_type": entry.content_type,
+            }
+            for entry in by_path
+        },
+    }
+
+
+def workspace_for_new_artifact(request: Request, name: str, user: User | None) -> Workspace:
+    """
+    The workspace of the request's scope in which the caller may create an artifact.
+
+    `user` None means a worker, which may create artifacts in any workspace of the scope. A
+    user who cannot see a private workspace gets the same 404 as for a missing one.
+    """
+    workspace = (
+        Workspace.objects.select_related("scope")
+        .filter(scope=request_scope(request), name=name)
+        .first()
+    )
+    not_found = ProblemError(
+        f"Workspace {name!r} not found", status_code=status.HTTP_404_NOT_FOUND
+    )
+    if workspace is None:
+        raise not_found
+    if user is not None and not workspace.can_create_artifacts(user):
+        if not workspace.can_display(user):
+            raise not_found
+        raise ProblemError(
+            f"You cannot create artifacts in workspace {name!r}",
+            status_code=status.HTTP_403_FORBIDDEN,
+        )
+    return workspace
+
+
+class ArtifactCreateView(APIView):
+    """`POST /api/1.0/artifact/`: create an artifact and learn which files to upload."""
+
+    permission_classes = [IsUserOrWorker]
+
+    def post(self, request: Request) -> Response:
+        try:
+            body = ArtifactCreateRequest.model_validate(request.data)
+        except pydantic.ValidationError as error:
+            raise validation_problem("Cannot create artifact: invalid request", error) from None
+
+        user: User | None = None
+        if body.work_request is not None:
+            if request_worker(request) is None:
+                raise ProblemError(
+                    "work_request can only be set with a worker token",
+                    status_code=status.HTTP_403_FORBIDDEN,
+                )
+            if not WorkRequest.objects.filter(pk=body.work_request).exists():
+                raise ProblemError(f"Work request {body.work_request} does not exist")
+        else:
+            if not isinstance(request.user, User):
+                raise ProblemError(
+                    "An artifact without work_request must be created with a user token",
+                    status_code=status.HTTP_403_FORBIDDEN,
+                )
+            user = request.user
+
+        workspace = workspace_for_new_artifact(
+            request, body.workspace or settings.DEBUSINE_DEFAULT_WORKSPACE, user
+        )
+        artifact, files = Artifact.objects.create_with_files(
+            workspace=workspace,
+            category=body.category,
+            data=body.data,
+            files=[
+                NewArtifactFile(path, file.sha256, file.size, file.content_type)
+                for path, file in body.files.items()
+            ],
+            created_by=user,
+            created_by_work_request_id=body.work_request,
+            expiration_delay=body.expiration_delay,
+        )
+        return Response(artifact_json(request, artifact, files), status=status.HTTP_201_CREATED)
+
+
+class ArtifactDetailView(APIView):
+    """`GET /api/1.0/artifact/<id>/` (and without the slash, as Debusine clients call it)."""
+
+    def get(self, request: Request, artifact_id: int) -> Response:
+        artifacts: QuerySet[Artifact] = visible_artifacts(request).select_related(
+            "workspace__scope"
+        )
+        artifact = artifacts.filter(pk=artifact_id).first()
+        if artifact is None:
+            raise artifact_not_found(artifact_id)
+        return Response(artifact_json(request, artifact))
+
+
+urlpatterns: list[URLPattern] = [
+    path("artifact/", ArtifactCreateView.as_view(), name="api-artifact-create"),
+    path("artifact/<int:artifact_id>/", ArtifactDetailView.as_view(), name="api-artifact"),
+    # Served directly rather than redirected: one round trip fewer for every download.
+    path("artifact/<int:artifact_id>", ArtifactDetailView.as_view()),
+]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.db import models
 from django.db.models import Q
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from django.contrib.auth.models import AnonymousUser
 
     from debusine.server.db.models.auth import User
+    from debusine.server.db.models.scopes import Scope
 
 
 class FileManager(models.Manager["File"]):
@@ -24,6 +26,30 @@ class FileManager(models.Manager["File"]):
     def get_or_create_by_hash(self, sha256: bytes, size: int) -> File:
         file, _ = self.get_or_create(sha256=sha256, size=size)
         return file
+
+    def get_or_create_many(
+        self, hashes: Iterable[tuple[bytes, int]]
+    ) -> dict[tuple[bytes, int], File]:
+        """
+        Find or create the files with these (sha256, size): two queries however many there are.
+
+        Inserting in a fixed order keeps concurrent requests with overlapping files from
+        deadlocking; a row inserted concurrently is found by the select once its transaction
+        commits, since ON CONFLICT waits for it.
+        """
+        wanted = sorted(set(hashes))
+        if not wanted:
+            return {}
+        self.bulk_create(
+            [File(sha256=sha256, size=size) for sha256, size in wanted], ignore_conflicts=True
+        )
+        wanted_set = set(wanted)
+        found: dict[tuple[bytes, int], File] = {}
+        for file in self.filter(sha256__in=[sha256 for sha256, _ in wanted]):
+            key = (bytes(file.sha256), file.size)
+            if key in wanted_set:
+                found[key] = file
+        return found
 
 
 class File(models.Model):
@@ -57,6 +83,72 @@ class ArtifactQuerySet(models.QuerySet["Artifact"]):
 
     def can_display(self, user: User | AnonymousUser) -> ArtifactQuerySet:
         return self.filter(workspace__in=Workspace.objects.can_display(user))
+
+    def in_scope(self, scope: Scope) -> ArtifactQuerySet:
+        return self.filter(workspace__scope=scope)
+
+    def create_with_files(
+        self,
+        *,
+        workspace: Workspace,
+        category: str,
+        data: dict[str, Any],
+        files: Sequence[NewArtifactFile],
+        created_by: User | None = None,
+        created_by_work_request_id: int | None = None,
+        expiration_delay: timedelta | None = None,
+    ) -> tuple[Artifact, list[FileInArtifact]]:
+        """
+        Create an artifact and its file rows in a fixed number of queries.
+
+        A file is complete at once when it is empty, or when an artifact of the same workspace
+        already holds it complete: its contents are then known to be readable from there.
+        Contents present only in another workspace must be uploaded again, so that knowing a
+        hash never grants access to a file one cannot see.
+        """
+        artifact = self.create(
+            workspace=workspace,
+            category=category,
+            data=data,
+            created_by=created_by,
+            created_by_work_request_id=created_by_work_request_id,
+            expiration_delay=expiration_delay,
+        )
+        by_hash = File.objects.get_or_create_many((new.sha256, new.size) for new in files)
+        complete_in_workspace: set[int] = set()
+        if by_hash:
+            complete_in_workspace = set(
+                FileInArtifact.objects.filter(
+                    file__in=[file.pk for file in by_hash.values()],
+                    complete=True,
+                    artifact__workspace=workspace,
+                )
+                .values_list("file_id", flat=True)
+                .distinct()
+            )
+        rows = []
+        for new in sorted(files, key=lambda new: new.path):
+            file = by_hash[(new.sha256, new.size)]
+            rows.append(
+                FileInArtifact(
+                    artifact=artifact,
+                    path=new.path,
+                    file=file,
+                    complete=new.size == 0 or file.pk in complete_in_workspace,
+                    content_type=new.content_type,
+                )
+            )
+        FileInArtifact.objects.bulk_create(rows)
+        return artifact, rows
+
+
+class NewArtifactFile(NamedTuple):
+    """A file announced for a new artifact: where it goes and what it will contain."""
+
+    path: str
+    sha256: bytes
+    size: int
+    content_type: str | None = None
 
 
 class Artifact(models.Model):
