@@ -1,11 +1,8 @@
 """
-Default rows every instance has, and the trigger that keeps FileStore.total_size.
+The trigger that keeps FileStore.total_size equal to the sizes of the files in the store.
 
-A fresh database gets the `_system` user, the scope `debusine`, its public workspace `System`
-and the local file store `Default` used by that scope.
+(The default rows every instance has are created after each migrate: see db/defaults.py.)
 """
-
-from typing import Any
 
 from django.db import migrations
 
@@ -37,29 +34,9 @@ DROP FUNCTION db_filestore_total_size();
 """
 
 
-def create_defaults(apps: Any, schema_editor: Any) -> None:
-    User = apps.get_model("db", "User")
-    Scope = apps.get_model("db", "Scope")
-    Workspace = apps.get_model("db", "Workspace")
-    FileStore = apps.get_model("db", "FileStore")
-    FileStoreInScope = apps.get_model("db", "FileStoreInScope")
-
-    User.objects.get_or_create(
-        username="_system",
-        defaults={"is_system": True, "first_name": "Debusine", "last_name": "System"},
-    )
-    scope, _ = Scope.objects.get_or_create(name="debusine", defaults={"label": "Debusine"})
-    Workspace.objects.get_or_create(scope=scope, name="System", defaults={"public": True})
-    store, _ = FileStore.objects.get_or_create(
-        name="Default", defaults={"backend": "Local", "configuration": {}}
-    )
-    FileStoreInScope.objects.get_or_create(scope=scope, file_store=store)
-
-
 class Migration(migrations.Migration):
     dependencies = [("db", "0001_initial")]
 
     operations = [
         migrations.RunSQL(TOTAL_SIZE_TRIGGER, DROP_TOTAL_SIZE_TRIGGER),
-        migrations.RunPython(create_defaults, migrations.RunPython.noop),
     ]
