@@ -66,6 +66,16 @@ class Group(models.Model):
             GroupMembership(group=self, user_id=pk) for pk in sorted(wanted - present)
         )
 
+    def add_members(self, users: list[User]) -> None:
+        """Add `users` as members; those already in the group keep their role."""
+        GroupMembership.objects.bulk_create(
+            [GroupMembership(group=self, user=user) for user in users], ignore_conflicts=True
+        )
+
+    def remove_members(self, users: list[User]) -> None:
+        """Remove `users` from the group; users not in it are ignored."""
+        self.memberships.filter(user__in=users).delete()
+
     def is_admin(self, user: User) -> bool:
         """Whether `user` may manage this group (group admin or scope owner)."""
         if self.memberships.filter(user=user, role=GroupRoles.ADMIN).exists():

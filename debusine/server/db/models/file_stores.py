@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
+from typing import Any
+
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
@@ -12,6 +16,36 @@ class FileStoreBackend(models.TextChoices):
     LOCAL = "Local", "Local"
     S3 = "S3", "S3"
     MEMORY = "Memory", "Memory"
+
+
+def validate_file_store_configuration(backend: str, configuration: Any) -> None:
+    """
+    Raise ValidationError unless `configuration` suits `backend`.
+
+    Local: `base_directory` (optional, an absolute path; the `Default` store falls back to
+    DEBUSINE_STORE_DIRECTORY). Memory: `name` (optional string). S3 is not supported yet.
+    """
+    allowed: dict[str, set[str]] = {
+        FileStoreBackend.LOCAL: {"base_directory"},
+        FileStoreBackend.MEMORY: {"name"},
+    }
+    if backend not in allowed:
+        raise ValidationError(
+            {"backend": f"unsupported backend {backend!r}: expected {' or '.join(allowed)}"}
+        )
+    if not isinstance(configuration, dict):
+        raise ValidationError({"configuration": "must be a mapping"})
+    unknown = sorted(set(configuration) - allowed[backend])
+    if unknown:
+        raise ValidationError(
+            {"configuration": f"unknown keys for a {backend} store: {', '.join(unknown)}"}
+        )
+    if backend == FileStoreBackend.LOCAL and "base_directory" in configuration:
+        directory = configuration["base_directory"]
+        if not isinstance(directory, str) or not PurePosixPath(directory).is_absolute():
+            raise ValidationError({"configuration": "base_directory must be an absolute path"})
+    if backend == FileStoreBackend.MEMORY and not isinstance(configuration.get("name", ""), str):
+        raise ValidationError({"configuration": "name must be a string"})
 
 
 class FileStore(models.Model):
@@ -45,6 +79,25 @@ class FileStore(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.backend})"
+
+    def clean(self) -> None:
+        validate_file_store_configuration(self.backend, self.configuration)
+        if (
+            self.backend == FileStoreBackend.LOCAL
+            and self.name != self.DEFAULT_NAME
+            and not self.configuration.get("base_directory")
+        ):
+            # Only the Default store falls back to DEBUSINE_STORE_DIRECTORY.
+            raise ValidationError({"configuration": "a Local store needs a base_directory"})
+        for field in ("soft_max_size", "max_size"):
+            if (getattr(self, field) or 0) < 0:
+                raise ValidationError({field: "must not be negative"})
+        if (
+            self.soft_max_size is not None
+            and self.max_size is not None
+            and self.soft_max_size > self.max_size
+        ):
+            raise ValidationError({"soft_max_size": "must not be larger than max_size"})
 
 
 class FileInStore(models.Model):
@@ -91,3 +144,29 @@ class FileStoreInScope(models.Model):
 
     def __str__(self) -> str:
         return f"{self.file_store.name} in {self.scope.name}"
+
+    def clean(self) -> None:
+        """Check the policies: they must make sense together and within the scope."""
+        if self.read_only and self.write_only:
+            raise ValidationError("a file store cannot be both read-only and write-only")
+        if self.soft_max_size is not None and self.soft_max_size < 0:
+            raise ValidationError({"soft_max_size": "must not be negative"})
+        if (
+            not self.file_store.instance_wide
+            and FileStoreInScope.objects.filter(file_store=self.file_store)
+            .exclude(scope=self.scope)
+            .exists()
+        ):
+            raise ValidationError(
+                f"file store {self.file_store.name} is not instance-wide and is already used"
+                " by another scope"
+            )
+        if self.drain_to is not None:
+            if self.drain_to == self.file_store.name:
+                raise ValidationError({"drain_to": "a store cannot drain to itself"})
+            if not FileStoreInScope.objects.filter(
+                scope=self.scope, file_store__name=self.drain_to
+            ).exists():
+                raise ValidationError(
+                    {"drain_to": f"scope {self.scope.name} has no file store {self.drain_to}"}
+                )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.core.validators import RegexValidator
 from django.db import models
@@ -56,6 +56,11 @@ class Scope(models.Model):
         if user.is_superuser:
             return True
         return self.roles.filter(role=ScopeRoles.OWNER, group__memberships__user=user).exists()
+
+    def grant_role(self, group: Any, role: str) -> ScopeRole:
+        """Grant `role` (a ScopeRoles value) to `group` of this scope; twice is harmless."""
+        grant, _ = ScopeRole.objects.get_or_create(resource=self, group=group, role=role)
+        return grant
 
 
 class ScopeRole(models.Model):

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 
-from django.db import models
+from django.core.exceptions import ValidationError
+from django.db import models, transaction
 from django.utils import timezone
 
 from debusine.server.db.models.auth import Token
+
+#: How long the activation token printed by `debusine-admin worker create` can be used.
+ACTIVATION_TOKEN_LIFETIME = timedelta(minutes=15)
 
 
 class WorkerType(models.TextChoices):
@@ -67,6 +72,21 @@ class WorkerManager(models.Manager["Worker"]):
             registered_at=timezone.now(),
             **fields,
         )
+
+    def create_with_activation_token(self, fqdn: str, worker_type: str) -> tuple[Worker, str]:
+        """
+        Pre-create a worker and return it with the key of its activation token.
+
+        The token is enabled and expires after ACTIVATION_TOKEN_LIFETIME: the worker sends it
+        once, on registration, to receive its own token already enabled.
+        """
+        activation_token, key = Token.objects.create_with_key(
+            enabled=True,
+            expire_at=timezone.now() + ACTIVATION_TOKEN_LIFETIME,
+            comment=f"Activation token for {fqdn}",
+        )
+        worker = self.create_from_fqdn(fqdn, worker_type, activation_token=activation_token)
+        return worker, key
 
 
 class Worker(models.Model):
@@ -133,3 +153,31 @@ class Worker(models.Model):
         """Replace the admin-set metadata."""
         self.static_metadata = metadata
         self.save(update_fields=["static_metadata"])
+
+    def enable(self) -> None:
+        """Let the worker in: its token becomes usable (it connects on its next retry)."""
+        if self.token is None:
+            raise ValidationError(f"worker {self.name} has not registered yet: it has no token")
+        self.token.enable()
+
+    def disable(self) -> None:
+        """
+        Shut the worker out: disable its tokens and give its pending work requests back.
+
+        Running work requests stay assigned: the worker is told to stop (see
+        `notify_worker_disabled`) and its lease expiry puts them back in the queue.
+        """
+        for token in (self.token, self.activation_token):
+            if token is not None:
+                token.disable()
+        for work_request in self.assigned_work_requests.filter(status="pending"):
+            work_request.de_assign_worker()
+        transaction.on_commit(lambda: notify_worker_disabled(self))
+
+
+def notify_worker_disabled(worker: Worker) -> None:
+    """
+    Tell the worker's open websocket that it was disabled (`connection_closed`).
+
+    Nothing to do until the worker websocket exists; the websocket work fills this in.
+    """
