@@ -1,1 +1,5 @@
-"""Pydantic models of the wire API (Debusine API 1.0): the contract shared by server, worker and client. No Django."""
+"""
+Pydantic models of the wire API (Debusine API 1.0).
+
+The contract shared by the server, the worker and the client; never imports Django.
+"""
