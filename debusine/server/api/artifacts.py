@@ -8,7 +8,6 @@ Also home of `artifact_json()`, the one serialisation of the Artifact object, an
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import pydantic
@@ -21,28 +20,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from debusine.protocol.artifacts import ArtifactCreateRequest, quote_artifact_path
+from debusine.protocol.wire import iso_datetime
 from debusine.server.api.auth import IsUserOrWorker, request_worker
 from debusine.server.api.errors import ProblemError
 from debusine.server.api.middleware import request_scope
+from debusine.server.api.parsing import validation_problem
 from debusine.server.db.models import Artifact, FileInArtifact, User, WorkRequest, Workspace
 from debusine.server.db.models.artifacts import ArtifactQuerySet, NewArtifactFile
-
-
-def iso_datetime(value: datetime) -> str:
-    """ISO 8601 in UTC with a `Z` suffix, as Debusine servers write datetimes."""
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def validation_problem(title: str, error: pydantic.ValidationError) -> ProblemError:
-    """A 400 problem listing every field pydantic refused, keyed by its dotted location."""
-    validation_errors: dict[str, list[str]] = {}
-    for item in error.errors(include_url=False):
-        location = ".".join(str(part) for part in item["loc"]) or "body"
-        validation_errors.setdefault(location, []).append(item["msg"])
-    detail = "; ".join(
-        f"{location}: {' '.join(messages)}" for location, messages in validation_errors.items()
-    )
-    return ProblemError(title, detail, validation_errors=validation_errors)
 
 
 def visible_artifacts(request: Request) -> ArtifactQuerySet:

@@ -18,9 +18,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from debusine.protocol.artifacts import RelationCreateRequest
-from debusine.server.api.artifacts import artifact_not_found, validation_problem, visible_artifacts
+from debusine.server.api.artifacts import artifact_not_found, visible_artifacts
 from debusine.server.api.auth import IsUserOrWorker, request_worker
 from debusine.server.api.errors import ProblemError
+from debusine.server.api.parsing import validation_problem
 from debusine.server.db.models import Artifact, ArtifactRelation, FileInArtifact, User
 
 

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any
 
-import pydantic
 from django.conf import settings
 from django.urls import URLPattern, path
 from rest_framework import status
@@ -22,14 +20,15 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from debusine.protocol.wire import iso_datetime
 from debusine.protocol.work_requests import (
-    StrictRequest,
     WorkRequestCreateRequest,
     WorkRequestPatchRequest,
 )
 from debusine.server.api.auth import IsUser, request_worker
 from debusine.server.api.errors import ProblemError
 from debusine.server.api.middleware import request_scope
+from debusine.server.api.parsing import parse_body
 from debusine.server.db.models import (
     TaskType,
     User,
@@ -40,20 +39,11 @@ from debusine.server.db.models import (
 from debusine.server.db.models.work_requests import InvalidWorkRequestError, WorkRequestQuerySet
 from debusine.tasks import BaseTask
 
-RequestModel = TypeVar("RequestModel", bound=StrictRequest)
-
 #: Who may set a positive priority adjustment (besides superusers).
 MANAGE_PRIORITIES_PERMISSION = "db.manage_workrequest_priorities"
 
 
 # --- Serialisation ----------------------------------------------------------------------------
-
-
-def iso_datetime(value: datetime | None) -> str | None:
-    """ISO 8601 in UTC with a `Z` suffix, as Debusine servers write datetimes."""
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def work_request_json(
@@ -132,32 +122,6 @@ def get_visible_work_request(request: Request, work_request_id: int) -> WorkRequ
             f"Work request {work_request_id} not found", status_code=status.HTTP_404_NOT_FOUND
         )
     return work_request
-
-
-def parse_body(request: Request, model: type[RequestModel]) -> RequestModel:
-    """Validate the JSON body against `model`: unknown keys and bad values are 400 problems."""
-    body = request.data
-    if not isinstance(body, dict):
-        raise ProblemError("Invalid request", "The request body must be a JSON object.")
-    unknown = sorted(set(body) - set(model.model_fields))
-    if unknown:
-        raise ProblemError(
-            f"Invalid fields: {', '.join(unknown)}",
-            f"Allowed fields: {', '.join(model.model_fields)}",
-        )
-    try:
-        return model.model_validate(body)
-    except pydantic.ValidationError as error:
-        validation_errors: dict[str, list[str]] = {}
-        for item in error.errors(include_url=False):
-            location = ".".join(str(part) for part in item["loc"]) or "body"
-            validation_errors.setdefault(location, []).append(item["msg"])
-        detail = "; ".join(
-            f"{location}: {' '.join(messages)}" for location, messages in validation_errors.items()
-        )
-        raise ProblemError(
-            "Invalid request", detail, validation_errors=validation_errors
-        ) from None
 
 
 def request_user(request: Request) -> User:

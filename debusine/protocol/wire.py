@@ -1,0 +1,12 @@
+"""Wire formats shared by the server, the worker and the client."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def iso_datetime(value: datetime | None) -> str | None:
+    """ISO 8601 in UTC with a `Z` suffix, as Debusine servers write datetimes (None stays)."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")

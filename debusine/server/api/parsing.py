@@ -1,0 +1,48 @@
+"""Parsing request bodies into pydantic models, with problem+json errors for bad input."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import pydantic
+from rest_framework.request import Request
+
+from debusine.server.api.errors import ProblemError
+
+RequestModel = TypeVar("RequestModel", bound=pydantic.BaseModel)
+
+
+def validation_problem(title: str, error: pydantic.ValidationError) -> ProblemError:
+    """A 400 problem listing every field pydantic refused, keyed by its dotted location."""
+    validation_errors: dict[str, list[str]] = {}
+    for item in error.errors(include_url=False):
+        location = ".".join(str(part) for part in item["loc"]) or "body"
+        validation_errors.setdefault(location, []).append(item["msg"])
+    detail = "; ".join(
+        f"{location}: {' '.join(messages)}" for location, messages in validation_errors.items()
+    )
+    return ProblemError(title, detail, validation_errors=validation_errors)
+
+
+def parse_body(
+    request: Request, model: type[RequestModel], title: str = "Invalid request"
+) -> RequestModel:
+    """
+    Validate the JSON body against `model`.
+
+    Unknown top-level keys get the "Invalid fields: ..." problem Debusine clients know; other
+    refusals list every problem under `validation_errors`.
+    """
+    body = request.data
+    if not isinstance(body, dict):
+        raise ProblemError(title, "The request body must be a JSON object.")
+    unknown = sorted(set(body) - set(model.model_fields))
+    if unknown:
+        raise ProblemError(
+            f"Invalid fields: {', '.join(unknown)}",
+            f"Allowed fields: {', '.join(model.model_fields)}",
+        )
+    try:
+        return model.model_validate(body)
+    except pydantic.ValidationError as error:
+        raise validation_problem(title, error) from None
