@@ -15,7 +15,7 @@ SCOPE_HEADER = "HTTP_X_DEBUSINE_SCOPE"
 
 class ScopeMiddleware:
     """
-    Set `request.scope` on `/api/` requests.
+    Set `request.debusine_scope` on `/api/` requests (`request.scope` is the ASGI scope).
 
     Workers never send the header, so requests without one use DEBUSINE_DEFAULT_SCOPE. An
     unknown scope is a plain (non-JSON) 404, as Debusine clients expect.
@@ -34,13 +34,13 @@ class ScopeMiddleware:
             scope = Scope.objects.filter(name=name).first()
             if scope is None:
                 return HttpResponseNotFound(f"Scope {name!r} not found", content_type="text/plain")
-            request.scope = scope  # type: ignore[attr-defined]
+            request.debusine_scope = scope  # type: ignore[attr-defined]
         return self.get_response(request)
 
 
 def request_scope(request: HttpRequest) -> Scope:
     """The scope chosen for this request by ScopeMiddleware."""
-    scope = getattr(request, "scope", None)
+    scope = getattr(request, "debusine_scope", None)
     if not isinstance(scope, Scope):
         raise RuntimeError("request has no scope: is ScopeMiddleware installed?")
     return scope

@@ -124,9 +124,12 @@ LANGUAGE_CODE = "en-us"
 STATIC_URL = "/static/"
 STATIC_ROOT = DEBUSINE_DATA_DIR / "static"
 
-# Uploads stream straight to disk in the upload view; Django must not buffer them in memory.
+# JSON bodies larger than this are refused. Upload chunks (raw bytes, read by the upload view
+# from the request stream) are not subject to it.
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
-FILE_UPLOAD_MAX_MEMORY_SIZE = 0
+# Under ASGI Django spools each request body to a temporary file above this size, so a 50 MiB
+# upload chunk never sits in memory. (0 would mean "never spill", not "always spill".)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 
 REST_FRAMEWORK: dict[str, Any] = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
