@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -31,3 +32,11 @@ def user(playground: Playground) -> User:
 def user_token(playground: Playground, user: User) -> str:
     """An enabled token key of `user`."""
     return playground.create_user_token(user)
+
+
+@pytest.fixture
+def file_directories(settings: Any, tmp_path: Path) -> Path:
+    """Point the `Default` local store and the partial uploads at a fresh temporary directory."""
+    settings.DEBUSINE_STORE_DIRECTORY = tmp_path / "store"
+    settings.DEBUSINE_UPLOAD_DIRECTORY = tmp_path / "uploads"
+    return tmp_path

@@ -18,6 +18,7 @@ from debusine.server.db.models import (
     Artifact,
     File,
     FileInArtifact,
+    FileStore,
     Group,
     Scope,
     TaskType,
@@ -142,6 +143,40 @@ class Playground:
                 artifact=artifact, path=spec.path, file=file, complete=complete
             )
         return artifact
+
+    def create_file_store(
+        self,
+        name: str,
+        *,
+        backend: str = "Memory",
+        configuration: dict[str, Any] | None = None,
+        scope: Scope | None = None,
+        max_size: int | None = None,
+        **policies: Any,
+    ) -> FileStore:
+        """Create a file store used by `scope` with the given FileStoreInScope policies."""
+        from debusine.server.db.models import FileStoreInScope
+
+        store = FileStore.objects.create(
+            name=name, backend=backend, configuration=configuration or {}, max_size=max_size
+        )
+        FileStoreInScope.objects.create(scope=scope or self.scope, file_store=store, **policies)
+        return store
+
+    def store_contents(self, contents: bytes, store: FileStore | None = None) -> File:
+        """Put `contents` in `store` (default: the `Default` local store) and return its File."""
+        import tempfile
+        from pathlib import Path
+
+        from debusine.server.file_stores import get_backend
+
+        store = store or FileStore.objects.get(name=FileStore.DEFAULT_NAME)
+        file = File.objects.get_or_create_by_hash(hashlib.sha256(contents).digest(), len(contents))
+        with tempfile.TemporaryDirectory() as directory:
+            source = Path(directory, "contents")
+            source.write_bytes(contents)
+            get_backend(store).add_file(file, source, move=True)
+        return file
 
 
 def api_client(token: str | None = None, *, scope: str | None = None) -> APIClient:

@@ -1,5 +1,421 @@
-"""API views: uploads (being written)."""
+"""
+API view: `PUT /api/1.0/artifact/<id>/files/<path>/`, the resumable, verified file upload.
 
-from django.urls import URLPattern
+The client first probes (`Content-Range: bytes */SIZE`, empty body) and learns from the
+`Range: bytes=0-R` reply how many bytes the server already holds, then sends chunks
+(`Content-Range: bytes START-END/SIZE`). The chunk that brings the partial upload to SIZE
+bytes triggers verification: the SHA-256 must match the file declared at artifact creation,
+and only then do the contents move into the scope's upload store. A PUT without
+`Content-Range` carries the whole file.
 
-urlpatterns: list[URLPattern] = []
+Partial uploads live under DEBUSINE_UPLOAD_DIRECTORY (a `FileUpload` row names each one),
+never in a store. The view holds no database transaction while it streams a body to disk:
+an `flock` on the partial file serializes concurrent requests for the same file, and the
+final step that marks the file complete is one short transaction.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, BinaryIO
+
+from django.conf import settings
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.urls import URLPattern, path
+from django.utils import timezone
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from debusine.server.api.auth import IsUserOrWorker, request_worker
+from debusine.server.api.errors import ProblemError
+from debusine.server.db.models import Artifact, FileInArtifact, FileUpload
+from debusine.server.file_stores import get_backend
+from debusine.server.file_stores.policies import (
+    NoUploadStoreError,
+    download_store,
+    upload_store,
+)
+
+#: How much of the request body is read and written at a time.
+COPY_CHUNK_SIZE = 1024 * 1024
+
+#: How often a request tries again to lock a partial upload that concurrent requests keep
+#: completing or discarding under it.
+LOCK_ATTEMPTS = 3
+
+CONTENT_RANGE_RE = re.compile(
+    r"^bytes\s+(?:\*|(?P<start>[0-9]+)-(?P<end>[0-9]+))/(?P<size>[0-9]+)$"
+)
+
+
+@dataclass(frozen=True)
+class RequestedRange:
+    """What a PUT announces: a probe, or the bytes `start`..`end` (inclusive) of `size`."""
+
+    probe: bool
+    start: int
+    end: int
+    size: int
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+
+def parse_content_range(header: str | None, file_size: int) -> RequestedRange:
+    """Parse `Content-Range` (absent: the whole file) and check it against the file's size."""
+    if header is None:
+        return RequestedRange(probe=False, start=0, end=file_size - 1, size=file_size)
+    match = CONTENT_RANGE_RE.match(header.strip())
+    if match is None:
+        raise ProblemError(
+            "Invalid Content-Range header",
+            f"Expected 'bytes */SIZE' or 'bytes START-END/SIZE', got {header!r}",
+        )
+    size = int(match["size"])
+    if size != file_size:
+        raise ProblemError(
+            "Invalid file size in Content-Range header",
+            f"The artifact declares this file as {file_size} bytes, not {size}",
+        )
+    if match["start"] is None:
+        return RequestedRange(probe=True, start=0, end=-1, size=size)
+    start, end = int(match["start"]), int(match["end"])
+    if start > size:
+        raise ProblemError(
+            "Invalid Content-Range header", f"Range start {start} is beyond the file size {size}"
+        )
+    if end < start:
+        raise ProblemError(
+            "Invalid Content-Range header", f"Range end {end} is before its start {start}"
+        )
+    if end >= size:
+        raise ProblemError(
+            "Invalid Content-Range header",
+            f"Range end {end} is beyond the last byte of a {size}-byte file",
+        )
+    return RequestedRange(probe=False, start=start, end=end, size=size)
+
+
+def upload_directory() -> Path:
+    return Path(settings.DEBUSINE_UPLOAD_DIRECTORY)
+
+
+def received_so_far(file_in_artifact: FileInArtifact) -> tuple[FileUpload | None, int]:
+    """
+    The partial upload of a file, if any, and the bytes it holds.
+
+    Read without taking the lock: a hint, checked again under the lock before writing.
+    """
+    upload = FileUpload.objects.filter(file_in_artifact=file_in_artifact).first()
+    if upload is None:
+        return None, 0
+    try:
+        return upload, (upload_directory() / upload.path).stat().st_size
+    except FileNotFoundError:
+        return upload, 0
+
+
+@dataclass
+class PartialUpload:
+    """A partial upload locked by this request: its row, its path and its open file."""
+
+    upload: FileUpload
+    path: Path
+    handle: BinaryIO
+
+    @property
+    def received(self) -> int:
+        return os.fstat(self.handle.fileno()).st_size
+
+    def discard(self) -> None:
+        """Forget the bytes received so far."""
+        FileUpload.objects.filter(pk=self.upload.pk).delete()
+        self.path.unlink(missing_ok=True)
+
+
+def _is_current(upload: FileUpload, path: Path, handle: IO[bytes]) -> bool:
+    """Whether the locked file is still the live partial upload of its row."""
+    if not FileUpload.objects.filter(pk=upload.pk, path=upload.path).exists():
+        return False
+    try:
+        return path.stat().st_ino == os.fstat(handle.fileno()).st_ino
+    except FileNotFoundError:
+        return False
+
+
+@contextmanager
+def locked_partial_upload(
+    file_in_artifact: FileInArtifact, known: FileUpload | None = None
+) -> Iterator[PartialUpload | None]:
+    """
+    Lock the partial upload of a file (created when missing) for the duration of the block.
+
+    `known` is the upload row the caller already read, if any. Yields None when the file
+    became complete meanwhile: a concurrent request finished it.
+    """
+    directory = upload_directory()
+    directory.mkdir(parents=True, exist_ok=True)
+    for _ in range(LOCK_ATTEMPTS):
+        upload = known
+        known = None
+        if upload is None:
+            upload, _ = FileUpload.objects.get_or_create(
+                file_in_artifact=file_in_artifact,
+                defaults={"path": f"{file_in_artifact.pk}-{secrets.token_hex(8)}"},
+            )
+        partial_path = directory / upload.path
+        handle = os.fdopen(os.open(partial_path, os.O_RDWR | os.O_CREAT, 0o600), "r+b")
+        with handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            if _is_current(upload, partial_path, handle):
+                yield PartialUpload(upload=upload, path=partial_path, handle=handle)
+                return
+            # Completed or discarded while we waited for the lock. If our open() created a
+            # fresh file at the old path, nobody else owns it.
+            if not FileUpload.objects.filter(path=upload.path).exists():
+                try:
+                    if partial_path.stat().st_ino == os.fstat(handle.fileno()).st_ino:
+                        partial_path.unlink()
+                except FileNotFoundError:
+                    pass
+        file_in_artifact.refresh_from_db(fields=["complete"])
+        if file_in_artifact.complete:
+            yield None
+            return
+    raise ProblemError(
+        "Upload busy",
+        "Concurrent requests keep changing this upload; try again",
+        status_code=status.HTTP_409_CONFLICT,
+    )
+
+
+def write_body(
+    partial: PartialUpload, body: HttpRequest, requested: RequestedRange
+) -> bytes | None:
+    """
+    Write the request body at `requested.start`, refusing more than `requested.length` bytes.
+
+    Returns the SHA-256 of the whole file when this body was all of it (hashed on the way,
+    which spares reading it again), else None.
+    """
+    hasher = hashlib.sha256() if requested.start == 0 else None
+    received_before = partial.received
+    handle = partial.handle
+    handle.seek(requested.start)
+    written = 0
+    while True:
+        chunk = body.read(min(COPY_CHUNK_SIZE, requested.length - written + 1))
+        if not chunk:
+            break
+        if written + len(chunk) > requested.length:
+            # A longer body than announced: undo what extended the file, refuse the request.
+            handle.flush()
+            if partial.received > received_before:
+                handle.truncate(received_before)
+            raise ProblemError(
+                "Request body longer than the Content-Range",
+                f"The range announces {requested.length} bytes",
+            )
+        handle.write(chunk)
+        if hasher is not None:
+            hasher.update(chunk)
+        written += len(chunk)
+    handle.flush()
+    FileUpload.objects.filter(pk=partial.upload.pk).update(last_activity_at=timezone.now())
+    whole_file = requested.start == 0 and written == requested.size
+    return hasher.digest() if hasher is not None and whole_file else None
+
+
+def file_sha256(path: Path) -> bytes:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").digest()
+
+
+def complete_upload(
+    file_in_artifact: FileInArtifact, partial: PartialUpload, computed: bytes | None
+) -> None:
+    """
+    Verify a fully received upload, then put it in a store and mark the file complete.
+
+    On a hash mismatch the partial upload is discarded and a 409 problem raised.
+    """
+    file = file_in_artifact.file
+    digest = computed if computed is not None else file_sha256(partial.path)
+    if digest != bytes(file.sha256):
+        partial.discard()
+        raise ProblemError(
+            "SHA-256 mismatch",
+            f"Expected {file.hash_hex}, received contents with {digest.hex()}; "
+            "the upload was discarded, send the file again",
+            status_code=status.HTTP_409_CONFLICT,
+        )
+    scope = file_in_artifact.artifact.workspace.scope
+    backend = None
+    # Contents already readable in the scope (uploaded to another workspace) are not stored
+    # twice; the client still had to send every byte to prove it has them.
+    if download_store(scope, file) is None:
+        try:
+            store = upload_store(scope, file.size)
+        except NoUploadStoreError as error:
+            raise ProblemError(
+                "No file store can hold this file",
+                str(error),
+                status_code=status.HTTP_507_INSUFFICIENT_STORAGE,
+            ) from error
+        backend = get_backend(store)
+        # Outside the transaction: a rename and fsync for Local, longer for remote stores.
+        backend.put_contents(file, partial.path, move=True)
+    with transaction.atomic():
+        locked = FileInArtifact.objects.select_for_update().get(pk=file_in_artifact.pk)
+        if backend is not None:
+            backend.record(file)
+        locked.complete = True
+        locked.save(update_fields=["complete"])
+        FileUpload.objects.filter(pk=partial.upload.pk).delete()
+    partial.path.unlink(missing_ok=True)
+    file_in_artifact.complete = True
+
+
+def range_response(status_code: int, received: int) -> HttpResponse:
+    """An empty reply telling the client how many bytes the server holds (`bytes=0-R`)."""
+    return HttpResponse(status=status_code, headers={"Range": f"bytes=0-{received}"})
+
+
+class UploadFileView(APIView):
+    """Receive the contents of one file of an artifact, possibly in several requests."""
+
+    permission_classes = [IsUserOrWorker]
+    parser_classes: list[type] = []  # the body is raw bytes, streamed by the view
+
+    def handle_exception(self, exc: Exception) -> Response:
+        # The problem handler dooms "the request's transaction"; this view has none, so it
+        # must not doom a transaction that merely wraps the request (a test's).
+        connection = transaction.get_connection()
+        needs_rollback = connection.needs_rollback
+        response = super().handle_exception(exc)
+        connection.needs_rollback = needs_rollback
+        return response
+
+    def put(self, request: Request, artifact_id: int, path: str) -> HttpResponse:
+        file_in_artifact = self.get_file_in_artifact(request, artifact_id, path)
+        requested = parse_content_range(
+            request.META.get("HTTP_CONTENT_RANGE"), file_in_artifact.file.size
+        )
+        if requested.probe:
+            return self.probe(file_in_artifact)
+        return self.receive(file_in_artifact, requested, request._request)
+
+    def get_file_in_artifact(
+        self, request: Request, artifact_id: int, path: str
+    ) -> FileInArtifact:
+        """The file being uploaded, once the caller may upload to its artifact."""
+        artifact = Artifact.objects.select_related("workspace__scope").filter(pk=artifact_id)
+        found = artifact.first()
+        if found is None:
+            raise ProblemError(
+                "Artifact not found",
+                f"No artifact with id {artifact_id}",
+                status_code=status.HTTP_404_NOT_FOUND,
+            )
+        if request_worker(request) is None:
+            workspace = found.workspace
+            if not workspace.can_display(request.user):
+                raise ProblemError(
+                    "Artifact not found",
+                    f"No artifact with id {artifact_id}",
+                    status_code=status.HTTP_404_NOT_FOUND,
+                )
+            if not workspace.can_create_artifacts(request.user):
+                raise ProblemError(
+                    "Permission denied",
+                    f"You cannot upload files to artifacts of workspace {workspace.name}",
+                    status_code=status.HTTP_403_FORBIDDEN,
+                )
+        file_in_artifact = (
+            FileInArtifact.objects.select_related("file").filter(artifact=found, path=path).first()
+        )
+        if file_in_artifact is None:
+            raise ProblemError(
+                "File not found in artifact",
+                f"Artifact {artifact_id} has no file {path!r}",
+                status_code=status.HTTP_404_NOT_FOUND,
+            )
+        file_in_artifact.artifact = found
+        return file_in_artifact
+
+    def probe(self, file_in_artifact: FileInArtifact) -> HttpResponse:
+        """Tell the client where to resume (206), or that the file is complete (200)."""
+        if file_in_artifact.complete:
+            return HttpResponse(status=status.HTTP_200_OK)
+        upload, received = received_so_far(file_in_artifact)
+        if received < file_in_artifact.file.size:
+            return range_response(status.HTTP_206_PARTIAL_CONTENT, received)
+        # Every byte arrived but was never verified (an interrupted request, or a 0-byte
+        # file): verify now, so that "complete" in the reply is the truth.
+        with locked_partial_upload(file_in_artifact, upload) as partial:
+            if partial is None:
+                return HttpResponse(status=status.HTTP_200_OK)
+            if partial.received < file_in_artifact.file.size:
+                return range_response(status.HTTP_206_PARTIAL_CONTENT, partial.received)
+            try:
+                complete_upload(file_in_artifact, partial, None)
+            except ProblemError as error:
+                if error.status_code != status.HTTP_409_CONFLICT:
+                    raise
+                return range_response(status.HTTP_206_PARTIAL_CONTENT, 0)
+        return HttpResponse(status=status.HTTP_200_OK)
+
+    def receive(
+        self, file_in_artifact: FileInArtifact, requested: RequestedRange, body: HttpRequest
+    ) -> HttpResponse:
+        """Write one chunk; verify and store the file when it is the last one."""
+        if file_in_artifact.complete:
+            return HttpResponse(status=status.HTTP_201_CREATED)
+        content_length = body.META.get("CONTENT_LENGTH")
+        if content_length and content_length.isdigit() and int(content_length) > requested.length:
+            raise ProblemError(
+                "Request body longer than the Content-Range",
+                f"The range announces {requested.length} bytes, the body has {content_length}",
+            )
+        upload, received = received_so_far(file_in_artifact)
+        self.check_start(requested, received)
+        with locked_partial_upload(file_in_artifact, upload) as partial:
+            if partial is None:
+                return HttpResponse(status=status.HTTP_201_CREATED)
+            self.check_start(requested, partial.received)
+            whole_file_sha256 = write_body(partial, body, requested)
+            received = partial.received
+            if received < requested.size:
+                return range_response(status.HTTP_200_OK, received)
+            complete_upload(file_in_artifact, partial, whole_file_sha256)
+        return HttpResponse(status=status.HTTP_201_CREATED)
+
+    @staticmethod
+    def check_start(requested: RequestedRange, received: int) -> None:
+        if requested.start > received:
+            raise ProblemError(
+                "Range start beyond the bytes received",
+                f"The server has received {received} bytes: send the file from offset {received}",
+            )
+
+
+urlpatterns: list[URLPattern] = [
+    path(
+        "artifact/<int:artifact_id>/files/<path:path>/",
+        # No transaction around the request: bodies of 50 MiB stream to disk.
+        transaction.non_atomic_requests(UploadFileView.as_view()),
+        name="artifact-file-upload",
+    ),
+]
