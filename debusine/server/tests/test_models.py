@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.db import IntegrityError
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from debusine.server.db.models import (
@@ -163,3 +163,43 @@ def test_file_store_total_size_follows_trigger(playground: Playground) -> None:
     FileInStore.objects.filter(store=store, file=file).delete()
     store.refresh_from_db()
     assert store.total_size == 0
+
+
+def test_collection_item_names_unique_only_while_active(playground: Playground) -> None:
+    from debusine.server.db.models import Collection, CollectionItem
+
+    collection = Collection.objects.create(
+        name="bookworm", category="debian:suite", workspace=playground.workspace
+    )
+    artifact = playground.create_artifact(category="debian:source-package")
+
+    def add() -> CollectionItem:
+        return CollectionItem.objects.create(
+            name="hello_1.0",
+            child_type="a",
+            category=artifact.category,
+            parent_collection=collection,
+            parent_category=collection.category,
+            artifact=artifact,
+        )
+
+    first = add()
+    with pytest.raises(IntegrityError), transaction.atomic():
+        add()
+    first.removed_at = timezone.now()
+    first.save()
+    second = add()
+    assert CollectionItem.objects.filter(name="hello_1.0").count() == 2
+    assert second.removed_at is None
+
+
+def test_collection_names_starting_with_underscore_are_reserved(playground: Playground) -> None:
+    from debusine.server.db.models import Collection
+
+    Collection.objects.create(
+        name="_", category="debusine:task-history", workspace=playground.workspace
+    )
+    with pytest.raises(IntegrityError):
+        Collection.objects.create(
+            name="_private", category="debian:suite", workspace=playground.workspace
+        )
