@@ -21,14 +21,15 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	DEBUSINE_DATA_DIR="$(DATA_DIR)" $(BIN)/python -m debusine.server.devstack --port $(PORT)
 
+# PostgreSQL and Redis: the ones on 127.0.0.1 when they answer, else embedded ones for the run.
 test: $(STAMP)
-	$(BIN)/pytest -n auto $(PYTEST_ARGS)
+	$(BIN)/python -m debusine.server.project.testservices -n auto $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy debusine bench
-	$(BIN)/debusine-admin makemigrations --check --dry-run
+	$(BIN)/debusine-admin makemigrations --check --dry-run --skip-checks
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

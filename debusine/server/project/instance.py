@@ -9,15 +9,24 @@ of the instance reads them from there. Nothing here starts a process or opens a 
 
 from __future__ import annotations
 
+import hashlib
+import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit, urlunsplit
 
 import debusine
 
 DATABASE_URL_FILE = "database-url"
 REDIS_URL_FILE = "redis-url"
 SECRET_KEY_FILE = "secret-key"  # noqa: S105
+CLIENT_CONFIG_FILE = "client-config.ini"
+# Holds the PID of the running development stack, so other processes know it owns the services.
+DEVSTACK_PID_FILE = "devstack.pid"
+# Subdirectories of the data directory holding the embedded services' state.
+EMBEDDED_POSTGRES_DIR = "postgres"
+EMBEDDED_REDIS_DIR = "redis"
 
 DEFAULT_DATABASE_URL = "postgresql://127.0.0.1:5432/debusine"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -52,6 +61,61 @@ def read_recorded(data_dir: Path, name: str) -> str | None:
     except (FileNotFoundError, NotADirectoryError, PermissionError):
         return None
     return value or None
+
+
+def write_recorded(data_dir: Path, name: str, value: str, *, private: bool = False) -> Path:
+    """
+    Record `value` in a file of the data directory, replacing it atomically.
+
+    `private` files (secrets, tokens) are created readable by their owner only: they never
+    exist, even briefly, with wider permissions.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / name
+    temporary = data_dir / f".{name}.{os.getpid()}.tmp"
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(value if value.endswith("\n") else value + "\n")
+    if not private:
+        temporary.chmod(0o644)
+    temporary.replace(path)
+    return path
+
+
+def ensure_secret_key(data_dir: Path) -> str:
+    """Return the instance's secret key, generating `<data dir>/secret-key` the first time."""
+    existing = read_recorded(data_dir, SECRET_KEY_FILE)
+    if existing is not None:
+        return existing
+    key = secrets.token_urlsafe(50)
+    write_recorded(data_dir, SECRET_KEY_FILE, key, private=True)
+    return key
+
+
+def database_name_for(data_dir: Path) -> str:
+    """
+    Return the database name the development stack uses for `data_dir` on a shared server.
+
+    Derived from the absolute path, so that two checkouts (or two data directories) using the
+    PostgreSQL on 127.0.0.1 never share a database.
+    """
+    digest = hashlib.sha256(str(data_dir.absolute()).encode()).hexdigest()[:10]
+    return f"debusine_{digest}"
+
+
+def with_database_name(url: str, name: str) -> str:
+    """Return the PostgreSQL URL `url` pointing at database `name` on the same server."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + quote(name)))
+
+
+def redact_url(url: str) -> str:
+    """Return `url` with its password hidden, fit for messages and logs."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def resolve_url(configured: str, data_dir: Path, recorded: str, default: str) -> str:

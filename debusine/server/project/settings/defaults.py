@@ -33,9 +33,9 @@ DEBUSINE_REDIS_URL = ""
 # or "never".
 DEBUSINE_EMBEDDED_SERVICES = "auto"
 
-# Secret key for sessions and CSRF. Empty: read from `<data dir>/secret-key`; if that file does
-# not exist either, an insecure development key is used and `debusine-admin check` fails unless
-# DEBUG is on.
+# Secret key for sessions and CSRF. Empty: read from `<data dir>/secret-key` (`make run` creates
+# it); if that file does not exist either, an insecure development key is used and
+# `debusine-admin check --deploy` fails unless DEBUG is on.
 DEBUSINE_SECRET_KEY = ""
 
 # --- Web --------------------------------------------------------------------------------
@@ -51,6 +51,9 @@ DEBUSINE_FQDN = "localhost"
 
 # Trust `X-Forwarded-Proto: https` from the reverse proxy when building absolute URLs.
 DEBUSINE_TRUST_X_FORWARDED_PROTO = True
+
+# Number of gunicorn worker processes serving HTTP and websockets. 0: (2 x CPU cores) + 1.
+DEBUSINE_SERVER_WORKERS = 0
 
 # --- Tenancy ----------------------------------------------------------------------------
 

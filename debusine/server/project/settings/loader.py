@@ -98,3 +98,18 @@ def apply_overrides(
         variable = env_name(name)
         if variable in environ:
             namespace[name] = convert(name, default, environ[variable], f"${variable}")
+
+
+def declared_settings(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """
+    Return every setting declared in `defaults.py` with its overrides applied.
+
+    These are the values as configured, before anything is worked out from them (an empty
+    DEBUSINE_DATABASE_URL stays empty): the development stack decides from them which services
+    to use before Django's settings are loaded.
+    """
+    from debusine.server.project.settings import defaults
+
+    values = {name: getattr(defaults, name) for name in dir(defaults) if name.isupper()}
+    apply_overrides(values, dict(values), environ)
+    return values

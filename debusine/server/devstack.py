@@ -1,0 +1,379 @@
+"""
+The development stack behind `make run`: one command that runs the whole system.
+
+`python -m debusine.server.devstack --port 8000` (with DEBUSINE_DATA_DIR naming the data
+directory) chooses PostgreSQL and Redis (see `debusine.server.project.embedded`), records them
+in the data directory so that `debusine-admin` reaches the same instance, migrates the
+database, makes sure an admin user with a token and a ready client configuration exist, then
+runs the server processes in the foreground. SIGINT or SIGTERM stops every process it started,
+by PID, newest first, then the embedded services.
+
+Processes are listed in `stack_processes()`; adding one (scheduler, Celery, a local worker) is
+one line there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import configparser
+import contextlib
+import http.client
+import importlib.metadata
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import NoReturn
+
+from debusine.server.project import instance
+from debusine.server.project.embedded import (
+    EmbeddedServiceError,
+    Services,
+    provide_services,
+    stop_process,
+    terminate_with_parent,
+)
+
+ADMIN_USERNAME = "admin"
+CLIENT_CONFIG_SERVER = "local"
+TOKEN_COMMENT = "make run client configuration"  # noqa: S105 (a label, not a secret)
+READY_LINE_PREFIX = "Debusine is running at "
+STARTUP_TIMEOUT = 60.0
+
+
+class StopRequested(BaseException):
+    """SIGINT or SIGTERM arrived: unwind and stop everything (BaseException, like Ctrl-C)."""
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """A long-running process of the stack: a name for messages and its command line."""
+
+    name: str
+    argv: list[str]
+
+
+def server_worker_count(configured: int) -> int:
+    """Gunicorn workers: the configured number, else (2 x CPU cores) + 1."""
+    if configured > 0:
+        return configured
+    return 2 * (os.cpu_count() or 1) + 1
+
+
+def gunicorn_major_version() -> int:
+    """Major version of the installed gunicorn."""
+    return int(importlib.metadata.version("gunicorn").split(".")[0])
+
+
+def gunicorn_argv(bind: str, workers: int) -> list[str]:
+    """Command line of the HTTP/websocket server: gunicorn with uvicorn workers."""
+    argv = [
+        sys.executable, "-m", "gunicorn",
+        "--worker-class", "uvicorn.workers.UvicornWorker",
+        "--bind", bind,
+        "--workers", str(workers),
+        "--graceful-timeout", "10",
+        "--access-logfile", "-",
+    ]  # fmt: skip
+    if gunicorn_major_version() >= 27:
+        # Gunicorn 27's control socket defaults to one path per user (~/.gunicorn): two
+        # stacks (or a stack and the integration tests) would take it from each other.
+        argv.append("--no-control-socket")
+    return [*argv, "debusine.server.project.asgi:application"]
+
+
+def stack_processes(port: int, workers: int) -> list[ProcessSpec]:
+    """Every long-running process of the development stack, in start order."""
+    return [
+        ProcessSpec("server", gunicorn_argv(f"127.0.0.1:{port}", workers)),
+    ]
+
+
+class Supervisor:
+    """Starts processes, notices when one dies, and stops them all by PID."""
+
+    def __init__(self) -> None:
+        self.running: list[tuple[ProcessSpec, subprocess.Popen[bytes]]] = []
+
+    def start(
+        self,
+        spec: ProcessSpec,
+        *,
+        env: Mapping[str, str] | None = None,
+        output: Path | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """
+        Start `spec` in its own session, so a terminal Ctrl-C reaches only the stack.
+
+        Its output goes to ours, or is appended to the file `output`.
+        """
+        with contextlib.ExitStack() as files:
+            stdout = files.enter_context(output.open("ab")) if output is not None else None
+            process = subprocess.Popen(
+                spec.argv,
+                env=env,
+                stdout=stdout,
+                stderr=subprocess.STDOUT if stdout is not None else None,
+                start_new_session=True,
+                preexec_fn=terminate_with_parent,
+            )
+        self.running.append((spec, process))
+        return process
+
+    def first_exited(self) -> tuple[ProcessSpec, int] | None:
+        """The first process that has exited, with its exit code, if any."""
+        for spec, process in self.running:
+            code = process.poll()
+            if code is not None:
+                return spec, code
+        return None
+
+    def wait_for_any_exit(self, poll_interval: float = 0.5) -> tuple[ProcessSpec, int]:
+        """Block until one of the processes exits."""
+        while True:
+            exited = self.first_exited()
+            if exited is not None:
+                return exited
+            time.sleep(poll_interval)
+
+    def stop_all(self, timeout: float = 20) -> None:
+        """Stop every process, newest first: SIGTERM, then SIGKILL after `timeout`."""
+        while self.running:
+            _spec, process = self.running.pop()
+            stop_process(process, timeout)
+
+
+def _request_stop(signum: int, _frame: FrameType | None) -> NoReturn:
+    raise StopRequested(signal.Signals(signum).name)
+
+
+def client_config_text(port: int, scope: str, token_key: str) -> str:
+    """The `debusine` client configuration for this stack (config.ini format)."""
+    return (
+        "[General]\n"
+        f"default-server = {CLIENT_CONFIG_SERVER}\n"
+        "\n"
+        f"[server:{CLIENT_CONFIG_SERVER}]\n"
+        f"api-url = http://localhost:{port}/api\n"
+        f"scope = {scope}\n"
+        f"token = {token_key}\n"
+    )
+
+
+def recorded_token_key(config_path: Path) -> str | None:
+    """The token of the client configuration written by a previous run, if any."""
+    parser = configparser.ConfigParser()
+    try:
+        parser.read(config_path)
+    except configparser.Error:
+        return None
+    return parser.get(f"server:{CLIENT_CONFIG_SERVER}", "token", fallback=None) or None
+
+
+def ensure_admin_token(previous_key: str | None) -> str:
+    """
+    Make sure the `admin` superuser exists and return the key of a usable token of theirs.
+
+    The previous run's key is reused while its token still exists, is enabled and has not
+    expired, so a client configured once keeps working across restarts.
+    """
+    from django.db import transaction
+
+    from debusine.server.db.models import Token, User, hash_token_key
+
+    with transaction.atomic():
+        admin, created = User.objects.get_or_create(
+            username=ADMIN_USERNAME,
+            defaults={"is_superuser": True, "is_staff": True, "email": "admin@localhost"},
+        )
+        if created:
+            # Log in to the web UI after `debusine-admin changepassword admin`.
+            admin.set_unusable_password()
+            admin.save(update_fields=["password"])
+        elif not (admin.is_superuser and admin.is_staff):
+            admin.is_superuser = admin.is_staff = True
+            admin.save(update_fields=["is_superuser", "is_staff"])
+        if (
+            previous_key
+            and Token.objects.usable()
+            .filter(hash=hash_token_key(previous_key), user=admin)
+            .exists()
+        ):
+            return previous_key
+        _token, key = Token.objects.create_with_key(
+            user=admin, enabled=True, comment=TOKEN_COMMENT
+        )
+        return key
+
+
+def prepare_instance(data_dir: Path, port: int) -> str:
+    """Migrate the database and ensure the admin token; return the client configuration."""
+    import importlib
+
+    import django
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connections
+
+    import debusine.server.project.settings as settings_module
+
+    # The settings module was imported (to read the declared settings) before the services
+    # were chosen; evaluate it again so that it sees the URLs now in the environment.
+    importlib.reload(settings_module)
+    django.setup()
+    print("Applying database migrations...", flush=True)
+    call_command("migrate", interactive=False, verbosity=0)
+    config_path = data_dir / instance.CLIENT_CONFIG_FILE
+    key = ensure_admin_token(recorded_token_key(config_path))
+    config = client_config_text(port, settings.DEBUSINE_DEFAULT_SCOPE, key)
+    instance.write_recorded(data_dir, instance.CLIENT_CONFIG_FILE, config, private=True)
+    # The server processes open their own connections; keep none across their start.
+    connections.close_all()
+    return config
+
+
+def wait_until_answering(url: str, supervisor: Supervisor, timeout: float) -> None:
+    """Wait until `url` gives any HTTP answer; fail if a process dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        exited = supervisor.first_exited()
+        if exited is not None:
+            spec, code = exited
+            raise EmbeddedServiceError(f"the {spec.name} process exited with code {code}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 (our own http URL)
+                return
+        except urllib.error.HTTPError:
+            return  # Any HTTP status means the server is up.
+        except (urllib.error.URLError, OSError, http.client.HTTPException):
+            # Not up yet, or something else (not HTTP) holds the port: keep waiting.
+            if time.monotonic() > deadline:
+                raise EmbeddedServiceError(
+                    f"the server did not answer on {url} within {timeout:.0f}s"
+                ) from None
+            time.sleep(0.2)
+
+
+class DevStack:
+    """One run of the development stack for one data directory."""
+
+    def __init__(self, data_dir: Path, port: int, configured: dict[str, object]) -> None:
+        self.data_dir = data_dir
+        self.port = port
+        self.configured = configured
+        self.supervisor = Supervisor()
+        self.services: Services | None = None
+
+    def run(self) -> int:
+        """Run until a signal (exit 0) or a failure (exit 1); always clean up."""
+        signal.signal(signal.SIGINT, _request_stop)
+        signal.signal(signal.SIGTERM, _request_stop)
+        try:
+            self._start()
+            spec, code = self.supervisor.wait_for_any_exit()
+            print(f"The {spec.name} process exited with code {code}; stopping.", flush=True)
+            return 1
+        except StopRequested as stop:
+            print(f"\nReceived {stop}; stopping.", flush=True)
+            return 0
+        except EmbeddedServiceError as exc:
+            print(f"make run: {exc}", file=sys.stderr, flush=True)
+            return 1
+        finally:
+            self._stop()
+
+    def _start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        print(f"Data directory: {self.data_dir}", flush=True)
+        self.services = provide_services(
+            self.data_dir,
+            database_name=instance.database_name_for(self.data_dir),
+            mode=str(self.configured["DEBUSINE_EMBEDDED_SERVICES"]),
+            configured_database_url=str(self.configured["DEBUSINE_DATABASE_URL"]),
+            configured_redis_url=str(self.configured["DEBUSINE_REDIS_URL"]),
+        )
+        for description in self.services.descriptions:
+            print(description, flush=True)
+        instance.write_recorded(
+            self.data_dir, instance.DATABASE_URL_FILE, self.services.database_url, private=True
+        )
+        instance.write_recorded(
+            self.data_dir, instance.REDIS_URL_FILE, self.services.redis_url, private=True
+        )
+        instance.ensure_secret_key(self.data_dir)
+        instance.write_recorded(self.data_dir, instance.DEVSTACK_PID_FILE, str(os.getpid()))
+        # Explicit for this process and every child: a URL configured in the environment
+        # must not win over the embedded services chosen with DEBUSINE_EMBEDDED_SERVICES=always.
+        os.environ["DEBUSINE_DATA_DIR"] = str(self.data_dir)
+        os.environ["DEBUSINE_DATABASE_URL"] = self.services.database_url
+        os.environ["DEBUSINE_REDIS_URL"] = self.services.redis_url
+        os.environ["DJANGO_SETTINGS_MODULE"] = "debusine.server.project.settings"
+
+        client_config = prepare_instance(self.data_dir, self.port)
+        workers = server_worker_count(int(str(self.configured["DEBUSINE_SERVER_WORKERS"])))
+        for spec in stack_processes(self.port, workers):
+            self.supervisor.start(spec)
+        wait_until_answering(
+            f"http://127.0.0.1:{self.port}/api/1.0/whoami/", self.supervisor, STARTUP_TIMEOUT
+        )
+        config_path = self.data_dir / instance.CLIENT_CONFIG_FILE
+        print(
+            f"\n{READY_LINE_PREFIX}http://localhost:{self.port}/"
+            f" (API: http://localhost:{self.port}/api)\n"
+            f"Client configuration ({config_path}; copy it to"
+            " ~/.config/debusine/client/config.ini):\n\n"
+            f"{client_config}\nPress Ctrl-C to stop.",
+            flush=True,
+        )
+
+    def _stop(self) -> None:
+        # A second Ctrl-C must not interrupt the shutdown half-way and leave processes behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        self.supervisor.stop_all()
+        if self.services is not None:
+            self.services.stop()
+        pid_file = self.data_dir / instance.DEVSTACK_PID_FILE
+        if instance.read_recorded(self.data_dir, instance.DEVSTACK_PID_FILE) == str(os.getpid()):
+            with contextlib.suppress(FileNotFoundError):
+                pid_file.unlink()
+        print("Stopped.", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the stack."""
+    parser = argparse.ArgumentParser(
+        prog="python -m debusine.server.devstack", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--port", type=int, default=8000, help="HTTP port (default: 8000)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="data directory (default: DEBUSINE_DATA_DIR, else .data/ of the checkout)",
+    )
+    args = parser.parse_args(argv)
+
+    from debusine.server.project.settings.loader import SettingsError, declared_settings
+
+    try:
+        configured = declared_settings()
+    except SettingsError as exc:
+        print(f"make run: {exc}", file=sys.stderr)
+        return 2
+    data_dir_setting = (
+        args.data_dir if args.data_dir is not None else configured["DEBUSINE_DATA_DIR"]
+    )
+    data_dir = instance.resolve_data_dir(Path(data_dir_setting))
+    return DevStack(data_dir, args.port, configured).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

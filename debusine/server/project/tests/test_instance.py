@@ -1,0 +1,56 @@
+"""Tests of the files an instance records in its data directory, and the names derived there."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from debusine.server.project import instance
+
+
+def test_write_recorded_private_file_is_owner_only(tmp_path: Path) -> None:
+    path = instance.write_recorded(tmp_path / "new", "token", "s3cret", private=True)
+    assert path.read_text() == "s3cret\n"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert instance.read_recorded(tmp_path / "new", "token") == "s3cret"
+
+
+def test_write_recorded_public_file_replaces_the_old_one(tmp_path: Path) -> None:
+    instance.write_recorded(tmp_path, "redis-url", "redis://old/0")
+    path = instance.write_recorded(tmp_path, "redis-url", "redis://new/0\n")
+    assert path.read_text() == "redis://new/0\n"
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["redis-url"]  # no temporary left
+
+
+def test_secret_key_is_generated_once(tmp_path: Path) -> None:
+    key = instance.ensure_secret_key(tmp_path)
+    assert len(key) >= 50
+    assert (tmp_path / instance.SECRET_KEY_FILE).stat().st_mode & 0o777 == 0o600
+    assert instance.ensure_secret_key(tmp_path) == key
+
+
+def test_database_name_differs_per_data_dir_and_is_stable(tmp_path: Path) -> None:
+    first = instance.database_name_for(tmp_path / "a")
+    assert first == instance.database_name_for(tmp_path / "a")
+    assert first != instance.database_name_for(tmp_path / "b")
+    assert first.startswith("debusine_")
+    assert len(first) <= 63  # PostgreSQL's identifier limit
+
+
+def test_with_database_name_keeps_server_and_options() -> None:
+    url = "postgresql://u:p@db.example:5433/debusine?sslmode=require"
+    assert (
+        instance.with_database_name(url, "postgres")
+        == "postgresql://u:p@db.example:5433/postgres?sslmode=require"
+    )
+    socket_url = "postgresql://postgres@/debusine?host=/tmp/pg"
+    assert instance.parse_database_url(
+        instance.with_database_name(socket_url, "other")
+    ) == instance.DatabaseParameters(
+        name="other", user="postgres", password="", host="/tmp/pg", port="", options={}
+    )
+
+
+def test_redact_url_hides_only_the_password() -> None:
+    assert instance.redact_url("postgresql://u:pw@h:1/d") == "postgresql://u:***@h:1/d"
+    assert instance.redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"

@@ -1,0 +1,121 @@
+"""
+Run the test suite with the services it needs: the bootstrap behind `make test`.
+
+`python -m debusine.server.project.testservices [pytest arguments]` makes sure the tools the
+tests call exist (curl, for the HTTP protocol tests), then finds PostgreSQL and Redis the way
+`make run` does (configured URLs, else 127.0.0.1:5432 / 6379, else embedded ones started for
+this run in a temporary directory), points the tests at them through DEBUSINE_DATABASE_URL /
+DEBUSINE_REDIS_URL, and runs pytest. pytest-django then creates one `test_<name>_gwN`
+database per xdist worker. Embedded services are stopped afterwards.
+
+The exit status is pytest's, except that "no tests collected" (pytest's 5) is reported as a
+failure in its own words: a suite that runs nothing must never pass CI silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from types import FrameType
+from typing import NoReturn
+
+import psycopg
+
+from debusine.server.project.embedded import (
+    EmbeddedServiceError,
+    Services,
+    drop_database,
+    provide_services,
+)
+
+PYTEST_NO_TESTS_COLLECTED = 5
+# Tools the tests run as subprocesses, with the Debian package providing each.
+REQUIRED_TOOLS = {"curl": "curl"}
+# pytest-django derives the per-worker test databases from this name (test_<name>_gwN): one
+# name per run keeps two runs on one PostgreSQL (CI and a developer, two checkouts) apart.
+TEST_DATABASE_NAME = f"debusine_run_{os.getpid()}"
+
+
+def ensure_tools() -> None:
+    """Install missing test tools with apt-get (we run as root on CI), or say what is missing."""
+    missing = sorted(
+        {package for tool, package in REQUIRED_TOOLS.items() if shutil.which(tool) is None}
+    )
+    if not missing:
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        print(f"make test: please install {' '.join(missing)}", file=sys.stderr)
+        return
+    print(f"Installing {' '.join(missing)} with apt-get...", flush=True)
+    environment = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-qq"], check=False, env=environment)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing],
+        check=True,
+        env=environment,
+    )
+
+
+def _terminate(signum: int, _frame: FrameType | None) -> NoReturn:
+    raise SystemExit(128 + signum)
+
+
+def run_tests(pytest_args: list[str]) -> int:
+    """Provide the services, run pytest with `pytest_args`, stop the services."""
+    from debusine.server.project.settings.loader import declared_settings
+
+    configured = declared_settings()
+    ensure_tools()
+    # SIGTERM (CI timeouts) must stop embedded services too, like Ctrl-C does.
+    signal.signal(signal.SIGTERM, _terminate)
+    work_dir = Path(tempfile.mkdtemp(prefix="debusine-tests-"))
+    services: Services | None = None
+    try:
+        services = provide_services(
+            work_dir / "services",
+            database_name=TEST_DATABASE_NAME,
+            mode=str(configured["DEBUSINE_EMBEDDED_SERVICES"]),
+            configured_database_url=str(configured["DEBUSINE_DATABASE_URL"]),
+            configured_redis_url=str(configured["DEBUSINE_REDIS_URL"]),
+        )
+        for description in services.descriptions:
+            print(description, flush=True)
+        environment = {
+            **os.environ,
+            "DEBUSINE_DATABASE_URL": services.database_url,
+            "DEBUSINE_REDIS_URL": services.redis_url,
+            # Tests never touch the developer's `.data/`.
+            "DEBUSINE_DATA_DIR": str(work_dir / "data"),
+        }
+        command = [sys.executable, "-m", "pytest", *pytest_args]
+        code = subprocess.run(command, env=environment, check=False).returncode
+    except EmbeddedServiceError as exc:
+        print(f"make test: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if services is not None:
+            if not configured["DEBUSINE_DATABASE_URL"] or services.embedded_postgres:
+                # Cleanup only: a database left behind must not hide the tests' result.
+                with contextlib.suppress(psycopg.Error):
+                    drop_database(services.database_url)
+            services.stop()
+        shutil.rmtree(work_dir, ignore_errors=True)
+    if code == PYTEST_NO_TESTS_COLLECTED:
+        print("make test: pytest collected no tests; that is a failure.", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: every argument goes to pytest."""
+    return run_tests(sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

