@@ -20,35 +20,21 @@ import hashlib
 import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 import requests
+
+from debusine.server.throwaway import throwaway_instance
 
 MiB = 1024 * 1024
 UNITS = {"": 1, "b": 1, "k": 1000, "kib": 1024, "m": 1000**2, "mib": MiB, "g": 1000**3}
 UNITS |= {"gib": 1024**3, "kb": 1000, "mb": 1000**2, "gb": 1000**3}
 
-POSTGRES_SERVER = "postgresql://127.0.0.1:5432"
-
-SETUP_SCRIPT = """
-import django
-django.setup()
-from debusine.server.testing import Playground
-playground = Playground()
-user = playground.create_user("bench")
-playground.grant(user, playground.workspace)
-print(playground.create_user_token(user))
-"""
+POSTGRES_URL = os.environ.get("DEBUSINE_DATABASE_URL", "postgresql://127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("DEBUSINE_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def parse_size(text: str) -> int:
@@ -59,19 +45,10 @@ def parse_size(text: str) -> int:
     return int(match[1]) * UNITS[match[2].lower()]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Flush `path` to disk (the copy baseline pays what the server pays)."""
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
 
 
 def write_test_file(path: Path, size: int) -> str:
@@ -89,19 +66,6 @@ def write_test_file(path: Path, size: int) -> str:
             remaining -= len(piece)
     fsync_file(path)
     return hasher.hexdigest()
-
-
-@contextmanager
-def throwaway_database() -> Iterator[str]:
-    """Create an empty database; yield its URL; drop it at the end."""
-    name = f"debusine_bench_{os.getpid()}"
-    with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"{POSTGRES_SERVER}/{name}"
-    finally:
-        with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def process_tree(pid: int) -> list[int]:
@@ -127,55 +91,6 @@ def peak_rss_mib(pid: int) -> float:
         if match := re.search(r"^VmHWM:\s+([0-9]+) kB", status, re.MULTILINE):
             peak = max(peak, int(match[1]))
     return peak / 1024
-
-
-@contextmanager
-def running_server(env: dict[str, str], workers: int, log: Path) -> Iterator[tuple[str, int]]:
-    """Start gunicorn with uvicorn workers; yield its base URL and pid; stop it at the end."""
-    port = free_port()
-    gunicorn = Path(sys.executable).with_name("gunicorn")
-    with open(log, "wb") as log_file:
-        process = subprocess.Popen(
-            [
-                str(gunicorn),
-                "-k",
-                "uvicorn.workers.UvicornWorker",
-                "--workers",
-                str(workers),
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--timeout",
-                "600",
-                "debusine.server.project.asgi:application",
-            ],
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited early, see {log}:\n{log.read_text()}")
-            try:
-                requests.get(f"{base}/api/1.0/", timeout=10)
-                break
-            except (requests.ConnectionError, requests.Timeout):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        yield base, process.pid
-    except Exception:
-        print(f"--- server log ({log}):\n{log.read_text()[-5000:]}", file=sys.stderr)
-        raise
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @dataclass
@@ -225,55 +140,52 @@ def run(size: int, chunk_size: int, workers: int, directory: Path) -> tuple[Timi
     copy_seconds = time.perf_counter() - start
     (directory / "copy.bin").unlink()
 
-    with throwaway_database() as database_url:
-        env = dict(os.environ)
-        env |= {
-            "DEBUSINE_DATABASE_URL": database_url,
-            "DEBUSINE_DATA_DIR": str(directory / "data"),
-            "DJANGO_SETTINGS_MODULE": "debusine.server.project.settings",
-            "DEBUSINE_LOG_LEVEL": "WARNING",
-        }
-        admin = Path(sys.executable).with_name("debusine-admin")
-        subprocess.run([str(admin), "migrate", "-v", "0"], env=env, check=True)
-        token = (
-            subprocess.run(
-                [sys.executable, "-c", SETUP_SCRIPT], env=env, check=True, capture_output=True
-            )
-            .stdout.decode()
-            .strip()
-        )
-        with running_server(env, workers, directory / "server.log") as (base, pid):
-            session = requests.Session()
-            session.headers["Token"] = token
-            created = session.post(
-                f"{base}/api/1.0/artifact/",
-                json={
-                    "category": "debusine:test",
-                    "workspace": "System",
-                    "files": {
-                        "bench.bin": {
-                            "size": size,
-                            "checksums": {"sha256": sha256},
-                            "type": "file",
-                        }
-                    },
-                    "data": {},
+    data_dir = directory / "data"
+    data_dir.mkdir()
+    with throwaway_instance(
+        postgres_url=POSTGRES_URL,
+        redis_url=REDIS_URL,
+        data_dir=data_dir,
+        name_prefix="debusine_bench_upload",
+        workers=workers,
+    ) as server:
+        server.admin("create_user", "bench", "bench@example.org")
+        server.admin("group", "create", "bench-contributors")
+        server.admin("group", "members", "bench-contributors", "--add", "bench")
+        server.admin("workspace", "grant_role", "System", "contributor", "bench-contributors")
+        token = server.admin("create_token", "bench").strip()
+        base, pid = server.base_url, server.pid
+        session = requests.Session()
+        session.headers["Token"] = token
+        created = session.post(
+            f"{base}/api/1.0/artifact/",
+            json={
+                "category": "debusine:test",
+                "workspace": "System",
+                "files": {
+                    "bench.bin": {
+                        "size": size,
+                        "checksums": {"sha256": sha256},
+                        "type": "file",
+                    }
                 },
-            )
-            if created.status_code != 201:
-                raise RuntimeError(f"artifact create: {created.status_code} {created.text}")
-            artifact = created.json()
-            upload_url = f"{base}/api/1.0/artifact/{artifact['id']}/files/bench.bin/"
+                "data": {},
+            },
+        )
+        if created.status_code != 201:
+            raise RuntimeError(f"artifact create: {created.status_code} {created.text}")
+        artifact = created.json()
+        upload_url = f"{base}/api/1.0/artifact/{artifact['id']}/files/bench.bin/"
 
-            start = time.perf_counter()
-            upload(session, upload_url, source, size, chunk_size)
-            upload_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        upload(session, upload_url, source, size, chunk_size)
+        upload_seconds = time.perf_counter() - start
 
-            downloaded = directory / "downloaded.bin"
-            start = time.perf_counter()
-            download(session, artifact["files"]["bench.bin"]["url"], downloaded)
-            download_seconds = time.perf_counter() - start
-            server_peak = peak_rss_mib(pid)
+        downloaded = directory / "downloaded.bin"
+        start = time.perf_counter()
+        download(session, artifact["files"]["bench.bin"]["url"], downloaded)
+        download_seconds = time.perf_counter() - start
+        server_peak = peak_rss_mib(pid)
 
         with open(downloaded, "rb") as handle:
             if hashlib.file_digest(handle, "sha256").hexdigest() != sha256:
