@@ -101,6 +101,9 @@ _CLOCK_DURATION = re.compile(
 )
 _ISO_DURATION = TypeAdapter(timedelta)
 
+#: Longest expiration delay accepted: beyond it, creation time plus delay overflows dates.
+MAX_DURATION = timedelta(days=365 * 1000)
+
 
 def parse_duration(value: Any) -> Any:
     """Parse a duration string (`"7 00:00:00"`, `"3600"`, ISO 8601 `"P7D"`) into a timedelta."""
@@ -110,15 +113,21 @@ def parse_duration(value: Any) -> Any:
         raise ValueError("must be a duration string or null")
     match = _CLOCK_DURATION.match(value.strip())
     if match is not None:
-        return timedelta(
-            days=int(match["days"] or 0),
-            hours=int(match["hours"] or 0),
-            minutes=int(match["minutes"] or 0),
-            seconds=float(match["seconds"]),
-        )
-    duration = _ISO_DURATION.validate_python(value)
+        try:
+            duration = timedelta(
+                days=int(match["days"] or 0),
+                hours=int(match["hours"] or 0),
+                minutes=int(match["minutes"] or 0),
+                seconds=float(match["seconds"]),
+            )
+        except OverflowError:
+            raise ValueError(f"must be at most {MAX_DURATION.days} days") from None
+    else:
+        duration = _ISO_DURATION.validate_python(value)
     if duration < timedelta(0):
         raise ValueError("must not be negative")
+    if duration > MAX_DURATION:
+        raise ValueError(f"must be at most {MAX_DURATION.days} days")
     return duration
 
 

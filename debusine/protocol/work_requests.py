@@ -9,9 +9,12 @@ clients do, so the server may add fields.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+#: Priorities are 32-bit signed integers on the server (base, adjustment and their sum).
+PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1
 
 
 class StrictRequest(BaseModel):
@@ -34,7 +37,7 @@ class WorkRequestCreateRequest(StrictRequest):
 class WorkRequestPatchRequest(StrictRequest):
     """Body of `PATCH /1.0/work-request/{id}/`: only the priority adjustment may change."""
 
-    priority_adjustment: StrictInt
+    priority_adjustment: Annotated[StrictInt, Field(ge=PRIORITY_MIN, le=PRIORITY_MAX)]
 
 
 class SendNotificationAction(StrictRequest):

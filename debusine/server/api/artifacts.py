@@ -25,7 +25,14 @@ from debusine.server.api.auth import IsUserOrWorker, request_worker
 from debusine.server.api.errors import ProblemError
 from debusine.server.api.middleware import request_scope
 from debusine.server.api.parsing import validation_problem
-from debusine.server.db.models import Artifact, FileInArtifact, User, WorkRequest, Workspace
+from debusine.server.db.models import (
+    Artifact,
+    FileInArtifact,
+    Scope,
+    User,
+    WorkRequest,
+    Workspace,
+)
 from debusine.server.db.models.artifacts import ArtifactQuerySet, NewArtifactFile
 
 
@@ -90,18 +97,14 @@ def artifact_json(
     }
 
 
-def workspace_for_new_artifact(request: Request, name: str, user: User | None) -> Workspace:
+def workspace_for_new_artifact(scope: Scope, name: str, user: User | None) -> Workspace:
     """
-    The workspace of the request's scope in which the caller may create an artifact.
+    The workspace of `scope` in which the caller may create an artifact.
 
     `user` None means a worker, which may create artifacts in any workspace of the scope. A
     user who cannot see a private workspace gets the same 404 as for a missing one.
     """
-    workspace = (
-        Workspace.objects.select_related("scope")
-        .filter(scope=request_scope(request), name=name)
-        .first()
-    )
+    workspace = Workspace.objects.select_related("scope").filter(scope=scope, name=name).first()
     not_found = ProblemError(
         f"Workspace {name!r} not found", status_code=status.HTTP_404_NOT_FOUND
     )
@@ -129,14 +132,30 @@ class ArtifactCreateView(APIView):
             raise validation_problem("Cannot create artifact: invalid request", error) from None
 
         user: User | None = None
+        scope = request_scope(request)
         if body.work_request is not None:
-            if request_worker(request) is None:
+            worker = request_worker(request)
+            if worker is None:
                 raise ProblemError(
                     "work_request can only be set with a worker token",
                     status_code=status.HTTP_403_FORBIDDEN,
                 )
-            if not WorkRequest.objects.filter(pk=body.work_request).exists():
+            work_request = (
+                WorkRequest.objects.select_related("workspace__scope")
+                .filter(pk=body.work_request)
+                .first()
+            )
+            if work_request is None:
                 raise ProblemError(f"Work request {body.work_request} does not exist")
+            if work_request.worker_id != worker.pk:
+                # A worker records outputs only of the work it was given, so that a worker
+                # token cannot plant artifacts in any workspace of any scope.
+                raise ProblemError(
+                    f"Work request {work_request.pk} is not assigned to this worker",
+                    status_code=status.HTTP_403_FORBIDDEN,
+                )
+            # Workers send no scope header: their outputs belong to the work request's scope.
+            scope = work_request.workspace.scope
         else:
             if not isinstance(request.user, User):
                 raise ProblemError(
@@ -146,7 +165,7 @@ class ArtifactCreateView(APIView):
             user = request.user
 
         workspace = workspace_for_new_artifact(
-            request, body.workspace or settings.DEBUSINE_DEFAULT_WORKSPACE, user
+            scope, body.workspace or settings.DEBUSINE_DEFAULT_WORKSPACE, user
         )
         artifact, files = Artifact.objects.create_with_files(
             workspace=workspace,

@@ -25,13 +25,17 @@ class ScopeMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        if "\x00" in request.path_info:
+            # No name or path we store can hold NUL (PostgreSQL refuses it): whatever the
+            # URL names does not exist, and looking it up would be a database error.
+            return HttpResponseNotFound("Not found", content_type="text/plain")
         if "//" in request.path_info:
             # Workers join `api-url + "/1.0/..."`: an api-url ending in "/" must still work.
             request.path_info = re.sub("/{2,}", "/", request.path_info)
             request.path = re.sub("/{2,}", "/", request.path)
         if request.path.startswith("/api/"):
             name = request.META.get(SCOPE_HEADER) or settings.DEBUSINE_DEFAULT_SCOPE
-            scope = Scope.objects.filter(name=name).first()
+            scope = None if "\x00" in name else Scope.objects.filter(name=name).first()
             if scope is None:
                 return HttpResponseNotFound(f"Scope {name!r} not found", content_type="text/plain")
             request.debusine_scope = scope  # type: ignore[attr-defined]

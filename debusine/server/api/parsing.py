@@ -1,4 +1,9 @@
-"""Parsing request bodies into pydantic models, with problem+json errors for bad input."""
+"""
+Parsing request bodies into pydantic models, with problem+json errors for bad input.
+
+The JSON itself is parsed (and refused when PostgreSQL could not store it) by
+`debusine.server.api.json_parser`, DRF's parser for every API view.
+"""
 
 from __future__ import annotations
 

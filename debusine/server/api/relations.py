@@ -2,8 +2,9 @@
 API views: relations between artifacts (`/api/1.0/artifact-relation/`).
 
 Anyone may list the relations of an artifact they can see; creating and deleting them needs a
-token. A relation is only ever shown, made or removed when the caller can see both of its
-artifacts, so relations never reveal artifacts of a private workspace.
+token (a user who may add artifacts to the source's workspace, or the worker whose work request
+created the source). A relation is only ever shown, made or removed when the caller can see
+both of its artifacts, so relations never reveal artifacts of a private workspace.
 """
 
 from __future__ import annotations
@@ -51,9 +52,18 @@ def check_can_change_relations_of(request: Request, artifact: Artifact) -> None:
     Refuse (403) a user who may not add artifacts to the workspace of `artifact`.
 
     Relations belong to their source artifact, so changing them is a write to its workspace.
-    Workers may always: they link their outputs to inputs they were given.
+    Workers link the outputs of their work to other artifacts: a worker may change the
+    relations of artifacts created by a work request assigned to it, and no others.
     """
-    if request_worker(request) is not None:
+    worker = request_worker(request)
+    if worker is not None:
+        producer = artifact.created_by_work_request
+        if producer is None or producer.worker_id != worker.pk:
+            raise ProblemError(
+                f"You cannot change the relations of artifact {artifact.pk}",
+                "Workers may only relate artifacts created by their own work requests",
+                status_code=status.HTTP_403_FORBIDDEN,
+            )
         return
     if not (
         isinstance(request.user, User) and artifact.workspace.can_create_artifacts(request.user)
@@ -109,7 +119,7 @@ class ArtifactRelationListView(APIView):
         found = {
             artifact.pk: artifact
             for artifact in visible_artifacts(request)
-            .select_related("workspace")
+            .select_related("workspace", "created_by_work_request")
             .filter(pk__in=[body.artifact, body.target])
         }
         for artifact_id in (body.artifact, body.target):
@@ -148,7 +158,9 @@ class ArtifactRelationDetailView(APIView):
     def delete(self, request: Request, relation_id: int) -> Response:
         visible = visible_artifacts(request)
         relation = (
-            ArtifactRelation.objects.select_related("artifact__workspace")
+            ArtifactRelation.objects.select_related(
+                "artifact__workspace", "artifact__created_by_work_request"
+            )
             .filter(pk=relation_id, artifact__in=visible, target__in=visible)
             .first()
         )

@@ -22,6 +22,8 @@ from rest_framework.views import APIView
 
 from debusine.protocol.wire import iso_datetime
 from debusine.protocol.work_requests import (
+    PRIORITY_MAX,
+    PRIORITY_MIN,
     WorkRequestCreateRequest,
     WorkRequestPatchRequest,
 )
@@ -307,6 +309,13 @@ class WorkRequestDetailView(APIView):
             raise forbidden(
                 f"{user.username} cannot set the priority adjustment of work request "
                 f"{work_request.pk} to {adjustment}"
+            )
+        if not PRIORITY_MIN <= work_request.priority_base + adjustment <= PRIORITY_MAX:
+            # The scheduler's queue index sums both columns: the sum must fit too.
+            raise ProblemError(
+                "Invalid priority adjustment",
+                f"priority_base {work_request.priority_base} + priority_adjustment "
+                f"{adjustment} is outside [{PRIORITY_MIN}, {PRIORITY_MAX}]",
             )
         work_request.set_priority_adjustment(adjustment)
         return ok(work_request)

@@ -294,10 +294,9 @@ def test_create_query_count_does_not_grow_with_files(
 # --- Creation by workers ----------------------------------------------------------------
 
 
-def test_worker_creates_artifact_for_work_request(
-    playground: Playground, user: User, worker_token: str
-) -> None:
-    work_request = playground.create_work_request(created_by=user)
+def test_worker_creates_artifact_for_work_request(playground: Playground, user: User) -> None:
+    worker, worker_token = playground.create_worker("builder")
+    work_request = playground.create_work_request(created_by=user, worker=worker)
     # Workers need no role: they may create artifacts in any workspace of the scope.
     playground.create_workspace("Private")
     response = api_client(worker_token).post(
@@ -512,7 +511,10 @@ def test_unsafe_paths_are_refused(client: APIClient, path: str) -> None:
     body["files"][path] = file_entry(b"2")
     response = client.post(CREATE_URL, body, format="json")
     problem = assert_problem(response, 400)
-    if path:
+    if "\x00" in path:
+        # Refused by the JSON parser before validation: PostgreSQL cannot store NUL.
+        assert "NUL" in problem["detail"]
+    elif path:
         assert repr(path)[1:-1][:100] in problem["detail"]
     assert not Artifact.objects.exists()
     assert not FileInArtifact.objects.exists()

@@ -101,14 +101,39 @@ def test_each_type_is_its_own_relation(
     assert ArtifactRelation.objects.count() == 3
 
 
-def test_worker_creates_relation_in_any_workspace(
-    playground: Playground, worker_token: str, private: Workspace, target: Artifact
-) -> None:
-    output = playground.create_artifact(workspace=private, category="debug-logs")
-    response = api_client(worker_token).post(
-        RELATIONS_URL, relation_body(output, target), format="json"
+def worker_output(playground: Playground, workspace: Workspace) -> tuple[Artifact, str]:
+    """An artifact created by a work request of a worker, and that worker's token key."""
+    worker, key = playground.create_worker("builder")
+    creator = playground.create_user("creator")
+    work_request = playground.create_work_request(
+        created_by=creator, workspace=workspace, worker=worker
     )
+    output = playground.create_artifact(
+        workspace=workspace, category="debug-logs", created_by_work_request=work_request
+    )
+    return output, key
+
+
+def test_worker_relates_its_output_in_any_workspace(
+    playground: Playground, private: Workspace, target: Artifact
+) -> None:
+    output, key = worker_output(playground, private)
+    response = api_client(key).post(RELATIONS_URL, relation_body(output, target), format="json")
     assert response.status_code == 201, response.content
+
+
+@pytest.mark.parametrize("producer", ["user", "other worker"])
+def test_worker_cannot_relate_artifacts_it_did_not_create(
+    playground: Playground, user: User, target: Artifact, producer: str
+) -> None:
+    _, key = playground.create_worker("intruder")
+    if producer == "user":
+        source = playground.create_artifact(created_by=user)
+    else:
+        source, _ = worker_output(playground, playground.workspace)
+    response = api_client(key).post(RELATIONS_URL, relation_body(source, target), format="json")
+    assert_problem(response, 403)
+    assert not ArtifactRelation.objects.exists()
 
 
 def test_artifact_with_no_files_is_complete(
@@ -301,13 +326,23 @@ def test_delete_relation(client: APIClient, source: Artifact, target: Artifact) 
     assert not ArtifactRelation.objects.exists()
 
 
-def test_worker_deletes_relation(
-    worker_token: str, playground: Playground, private: Workspace, target: Artifact
+def test_worker_deletes_relation_of_its_output(
+    playground: Playground, private: Workspace, target: Artifact
 ) -> None:
-    relation = relate(playground.create_artifact(workspace=private), target)
-    response = api_client(worker_token).delete(f"{RELATIONS_URL}{relation.pk}/")
+    output, key = worker_output(playground, private)
+    relation = relate(output, target)
+    response = api_client(key).delete(f"{RELATIONS_URL}{relation.pk}/")
     assert response.status_code == 204
+    assert response.content == b""
     assert not ArtifactRelation.objects.exists()
+
+
+def test_worker_cannot_delete_relations_of_others(
+    worker_token: str, playground: Playground, source: Artifact, target: Artifact
+) -> None:
+    relation = relate(source, target)
+    assert_problem(api_client(worker_token).delete(f"{RELATIONS_URL}{relation.pk}/"), 403)
+    assert ArtifactRelation.objects.exists()
 
 
 def test_delete_needs_to_contribute_to_source_workspace(

@@ -137,7 +137,8 @@ REST_FRAMEWORK: dict[str, Any] = {
     ],
     "DEFAULT_PERMISSION_CLASSES": [],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # DRF's JSON parser plus 400s for what PostgreSQL would refuse (NUL, deep nesting).
+    "DEFAULT_PARSER_CLASSES": ["debusine.server.api.json_parser.StorableJSONParser"],
     "EXCEPTION_HANDLER": "debusine.server.api.errors.problem_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
