@@ -13,7 +13,8 @@ user `pgserver` (with `useradd`), hands the data directory to it, opens read/tra
 permissions on the directories above it and runs `initdb`/`pg_ctl` as that user. The embedded
 server listens on a Unix socket only (in its data directory), never on TCP, so two instances
 never fight over a port. `pg_ctl` detaches the postmaster into its own session, so a Ctrl-C in
-the terminal reaches only the stack, which then stops PostgreSQL with `pg_ctl stop`.
+the terminal reaches only the stack, which then stops PostgreSQL by signalling its postmaster
+(see `EmbeddedPostgres.stop`).
 """
 
 from __future__ import annotations
@@ -203,7 +204,7 @@ class EmbeddedPostgres:
             self.pgdata.mkdir(exist_ok=True)
             # The constructor, not pgserver.get_server(): that one caches a handle per data
             # directory and would not restart a server stopped since. cleanup_mode=None: we
-            # stop the server ourselves (through pg_ctl) rather than from pgserver's atexit
+            # stop the server ourselves (by signal) rather than from pgserver's atexit
             # hook, which a SIGTERM would skip.
             server = PostgresServer(self.pgdata, cleanup_mode=None)
             url: str = server.get_uri(MAINTENANCE_DATABASE)
