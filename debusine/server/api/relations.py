@@ -57,8 +57,7 @@ def check_can_change_relations_of(request: Request, artifact: Artifact) -> None:
     """
     worker = request_worker(request)
     if worker is not None:
-        producer = artifact.created_by_work_request
-        if producer is None or producer.worker_id != worker.pk:
+        if not artifact.written_by_worker(worker):
             raise ProblemError(
                 f"You cannot change the relations of artifact {artifact.pk}",
                 "Workers may only relate artifacts created by their own work requests",

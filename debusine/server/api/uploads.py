@@ -321,15 +321,26 @@ class UploadFileView(APIView):
         self, request: Request, artifact_id: int, path: str
     ) -> FileInArtifact:
         """The file being uploaded, once the caller may upload to its artifact."""
-        artifact = Artifact.objects.select_related("workspace__scope").filter(pk=artifact_id)
-        found = artifact.first()
+        found = (
+            Artifact.objects.select_related("workspace__scope", "created_by_work_request")
+            .filter(pk=artifact_id)
+            .first()
+        )
         if found is None:
             raise ProblemError(
                 "Artifact not found",
                 f"No artifact with id {artifact_id}",
                 status_code=status.HTTP_404_NOT_FOUND,
             )
-        if request_worker(request) is None:
+        worker = request_worker(request)
+        if worker is not None:
+            if not found.written_by_worker(worker):
+                raise ProblemError(
+                    "Permission denied",
+                    f"Artifact {artifact_id} was not created by a work request of this worker",
+                    status_code=status.HTTP_403_FORBIDDEN,
+                )
+        else:
             workspace = found.workspace
             if not workspace.can_display(request.user):
                 raise ProblemError(

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from django.contrib.auth.models import AnonymousUser
+from django.core.exceptions import PermissionDenied
 from django.core.handlers.asgi import ASGIRequest
 from django.http import (
     Http404,
@@ -135,6 +136,9 @@ def request_viewer(request: HttpRequest) -> Viewer:
         return Viewer(user if isinstance(user, User) else AnonymousUser())
     touch_last_seen(token)
     if token_worker(token) is not None:
+        if token.user is not None:
+            # As on the API: a token may be a user's or a worker's, never both.
+            raise PermissionDenied("A token cannot belong to a user and a worker")
         return Viewer(AnonymousUser(), is_worker=True)
     if token.user is not None and token.user.is_active:
         return Viewer(token.user)

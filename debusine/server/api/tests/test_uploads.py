@@ -389,15 +389,39 @@ def test_private_workspace_invisible_to_outsiders(playground: Playground, user: 
     assert probe(api_client(token), upload_url(artifact, "f")).status_code == 206
 
 
-def test_worker_may_upload_anywhere(playground: Playground) -> None:
+def test_worker_uploads_the_outputs_of_its_own_work_requests(
+    playground: Playground, user: User
+) -> None:
     private = playground.create_workspace("private")
-    artifact = playground.create_artifact(workspace=private, files=[FileSpec("f", CONTENTS)])
-    _, key = playground.create_worker()
+    worker, key = playground.create_worker()
+    work_request = playground.create_work_request(
+        created_by=user, workspace=private, worker=worker
+    )
+    artifact = playground.create_artifact(
+        workspace=private,
+        files=[FileSpec("f", CONTENTS)],
+        created_by_work_request=work_request,
+    )
 
     response = put(api_client(key), upload_url(artifact, "f"), CONTENTS)
 
     assert response.status_code == 201
     assert file_row(artifact, "f").complete
+
+
+def test_worker_cannot_upload_to_other_artifacts(playground: Playground, user: User) -> None:
+    worker, key = playground.create_worker()
+    other, _ = playground.create_worker("other")
+    not_produced = playground.create_artifact(files=[FileSpec("f", CONTENTS)])
+    of_other_worker = playground.create_artifact(
+        files=[FileSpec("f", CONTENTS)],
+        created_by_work_request=playground.create_work_request(created_by=user, worker=other),
+    )
+
+    for artifact in (not_produced, of_other_worker):
+        response = put(api_client(key), upload_url(artifact, "f"), CONTENTS)
+        assert_problem(response, 403, "Permission denied")
+        assert not file_row(artifact, "f").complete
 
 
 def test_disabled_worker_is_refused(playground: Playground, artifact: Artifact) -> None:

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from django.contrib.auth.models import AnonymousUser
 
     from debusine.server.db.models.auth import User
+    from debusine.server.db.models.workers import Worker
     from debusine.server.db.models.scopes import Scope
 
 
@@ -190,6 +191,16 @@ class Artifact(models.Model):
         if not delay:
             return None
         return self.created_at + delay
+
+    def written_by_worker(self, worker: Worker) -> bool:
+        """
+        Whether `worker` may write to this artifact (upload its files, change its relations).
+
+        Workers write only the outputs of work assigned to them: a worker token must not be a
+        way to change artifacts of any workspace of any scope.
+        """
+        producer = self.created_by_work_request
+        return producer is not None and producer.worker_id == worker.pk
 
     def is_complete(self) -> bool:
         """Whether every file of the artifact has been uploaded and verified."""

@@ -229,6 +229,18 @@ def test_private_workspace(client: Client, playground: Playground) -> None:
     assert client.get(url, headers={"Token": disabled_viewer}).status_code == 404
 
 
+def test_token_of_a_user_and_a_worker_is_refused(
+    client: Client, playground: Playground, user: User
+) -> None:
+    artifact = stored_artifact(playground, {"f": CONTENTS})
+    worker, key = playground.create_worker()
+    assert worker.token is not None
+    worker.token.user = user
+    worker.token.save()
+
+    assert client.get(file_url(artifact, "f"), headers={"Token": key}).status_code == 403
+
+
 def test_inactive_user_downloads_anonymously(client: Client, playground: Playground) -> None:
     private = playground.create_workspace("private")
     artifact = stored_artifact(playground, {"f": CONTENTS}, workspace=private)
