@@ -76,7 +76,7 @@ def gunicorn_argv(bind: str, workers: int) -> list[str]:
     """Command line of the HTTP/websocket server: gunicorn with uvicorn workers."""
     argv = [
         sys.executable, "-m", "gunicorn",
-        "--worker-class", "uvicorn.workers.UvicornWorker",
+        "--worker-class", "debusine.server.project.uvicorn_worker.DebusineUvicornWorker",
         "--bind", bind,
         "--workers", str(workers),
         "--graceful-timeout", "10",

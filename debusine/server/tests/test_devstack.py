@@ -28,7 +28,9 @@ def test_worker_count_defaults_to_twice_the_cores_plus_one() -> None:
 def test_server_is_gunicorn_with_uvicorn_workers() -> None:
     argv = devstack.gunicorn_argv("127.0.0.1:8123", 4)
     assert argv[:3] == [sys.executable, "-m", "gunicorn"]
-    assert argv[argv.index("--worker-class") + 1] == "uvicorn.workers.UvicornWorker"
+    assert argv[argv.index("--worker-class") + 1] == (
+        "debusine.server.project.uvicorn_worker.DebusineUvicornWorker"
+    )
     assert argv[argv.index("--bind") + 1] == "127.0.0.1:8123"
     assert argv[argv.index("--workers") + 1] == "4"
     assert argv[-1] == "debusine.server.project.asgi:application"

@@ -410,7 +410,7 @@ def test_worker_uploads_the_outputs_of_its_own_work_requests(
 
 
 def test_worker_cannot_upload_to_other_artifacts(playground: Playground, user: User) -> None:
-    worker, key = playground.create_worker()
+    _, key = playground.create_worker()
     other, _ = playground.create_worker("other")
     not_produced = playground.create_artifact(files=[FileSpec("f", CONTENTS)])
     of_other_worker = playground.create_artifact(

@@ -17,8 +17,8 @@ if TYPE_CHECKING:
     from django.contrib.auth.models import AnonymousUser
 
     from debusine.server.db.models.auth import User
-    from debusine.server.db.models.workers import Worker
     from debusine.server.db.models.scopes import Scope
+    from debusine.server.db.models.workers import Worker
 
 
 class FileManager(models.Manager["File"]):
