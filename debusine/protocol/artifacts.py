@@ -19,12 +19,13 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     StrictInt,
     StrictStr,
     TypeAdapter,
 )
+
+from debusine.protocol.wire import StrictRequest
 
 #: Longest artifact-relative path we store (FileInArtifact.path).
 MAX_PATH_LENGTH = 500
@@ -139,10 +140,8 @@ Checksums = Annotated[
 Duration = Annotated[timedelta | None, BeforeValidator(parse_duration)]
 
 
-class FileRequest(BaseModel):
+class FileRequest(StrictRequest):
     """One file of an artifact being created: what it will contain, not the contents."""
-
-    model_config = ConfigDict(extra="forbid")
 
     size: Annotated[StrictInt, Field(ge=0, le=MAX_FILE_SIZE)]
     checksums: Checksums
@@ -154,10 +153,8 @@ class FileRequest(BaseModel):
         return bytes.fromhex(self.checksums["sha256"])
 
 
-class ArtifactCreateRequest(BaseModel):
+class ArtifactCreateRequest(StrictRequest):
     """Body of `POST /api/1.0/artifact/`."""
-
-    model_config = ConfigDict(extra="forbid")
 
     category: Annotated[StrictStr, Field(min_length=1, max_length=255)]
     workspace: StrictStr | None = None
@@ -208,10 +205,8 @@ class ArtifactResponse(BaseModel):
     files: dict[str, FileResponse] = {}
 
 
-class RelationCreateRequest(BaseModel):
+class RelationCreateRequest(StrictRequest):
     """Body of `POST /api/1.0/artifact-relation/`."""
-
-    model_config = ConfigDict(extra="forbid")
 
     artifact: StrictInt
     target: StrictInt

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from pydantic import BaseModel, ConfigDict
+
+
+class StrictRequest(BaseModel):
+    """Base of request bodies: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
 
 def iso_datetime(value: datetime | None) -> str | None:
     """ISO 8601 in UTC with a `Z` suffix, as Debusine servers write datetimes (None stays)."""

@@ -11,16 +11,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, Field, StrictInt, StrictStr
+
+from debusine.protocol.wire import StrictRequest
 
 #: Priorities are 32-bit signed integers on the server (base, adjustment and their sum).
 PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1
-
-
-class StrictRequest(BaseModel):
-    """Base of request bodies: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class WorkRequestCreateRequest(StrictRequest):

@@ -19,6 +19,7 @@ from debusine.server.db.models import (
     File,
     FileInArtifact,
     FileStore,
+    FileStoreInScope,
     Group,
     Scope,
     TaskType,
@@ -77,7 +78,7 @@ class Playground:
         group, _ = Group.objects.get_or_create(
             name=f"{user.username}-{workspace.name}-{role}", scope=workspace.scope
         )
-        group.set_members([user, *group.users.all()])
+        group.add_members([user])
         workspace.grant_role(group, role)
         return group
 
@@ -155,8 +156,6 @@ class Playground:
         **policies: Any,
     ) -> FileStore:
         """Create a file store used by `scope` with the given FileStoreInScope policies."""
-        from debusine.server.db.models import FileStoreInScope
-
         store = FileStore.objects.create(
             name=name, backend=backend, configuration=configuration or {}, max_size=max_size
         )

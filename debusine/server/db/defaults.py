@@ -12,6 +12,9 @@ from typing import Any
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS
 
+#: The internal user that acts for the server itself (and for admin commands by default).
+SYSTEM_USERNAME = "_system"
+
 
 def ensure_default_rows(using: str = DEFAULT_DB_ALIAS) -> None:
     """Create the default rows that are missing."""
@@ -25,7 +28,7 @@ def ensure_default_rows(using: str = DEFAULT_DB_ALIAS) -> None:
     )
 
     User.objects.db_manager(using).get_or_create(
-        username="_system",
+        username=SYSTEM_USERNAME,
         defaults={"is_system": True, "first_name": "Debusine", "last_name": "System"},
     )
     scope, _ = Scope.objects.using(using).get_or_create(

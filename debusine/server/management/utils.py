@@ -26,6 +26,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import IntegrityError, transaction
 from django.db.models import Model
 
+from debusine.protocol.wire import iso_datetime
 from debusine.server.db.models import Group, Scope, Token, User, Worker, Workspace
 
 #: Exit code of a command that understood its arguments but could not do what they ask.
@@ -170,7 +171,7 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 def plain(value: Any) -> Any:
     """`value` with datetimes as ISO 8601 UTC strings and durations as seconds, for YAML."""
     if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
+        return iso_datetime(value)
     if isinstance(value, timedelta):
         return value.total_seconds()
     if isinstance(value, Mapping):
@@ -206,24 +207,27 @@ def read_yaml(source: str, stdin: IO[str] | None = None) -> Any:
         fail(f"invalid YAML in {source}: {' '.join(str(error).split())}")
 
 
-def read_yaml_mapping(source: str, stdin: IO[str] | None = None) -> dict[str, Any]:
-    """Like `read_yaml`, but the document must be a mapping (an empty document is `{}`)."""
+def read_json_mapping(
+    source: str, stdin: IO[str] | None = None, label: str | None = None
+) -> dict[str, Any]:
+    """
+    Like `read_yaml`, but the document must be a mapping of plain JSON data (string keys, no
+    dates or sets), as every model field it goes into is JSON. An empty document is `{}`.
+
+    `label` names the input in error messages (default: `source`).
+    """
+    label = label or source
     data = read_yaml(source, stdin)
     if data is None:
         return {}
     if not isinstance(data, dict):
-        fail(f"{source} must contain a YAML mapping, not {type(data).__name__}")
-    return data
-
-
-def require_json(data: dict[str, Any], source: str) -> dict[str, Any]:
-    """`data` if it round-trips through JSON unchanged (string keys, no dates or sets)."""
+        fail(f"{label} must contain a YAML mapping, not {type(data).__name__}")
     try:
         same = json.loads(json.dumps(data)) == data
     except (TypeError, ValueError):
         same = False
     if not same:
-        fail(f"{source} must hold plain JSON-compatible data (string keys, no dates)")
+        fail(f"{label} must hold plain JSON-compatible data (string keys, no dates)")
     return data
 
 

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import get_args
 
 import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from debusine import tasks
+from debusine.protocol import artifacts as artifact_wire
+from debusine.protocol import work_requests as work_request_wire
 from debusine.server.db.models import (
+    ArtifactRelationType,
     FileStore,
+    TaskType,
     Token,
     Worker,
     WorkRequestError,
+    WorkRequestResult,
     WorkRequestStatus,
     Workspace,
     WorkspaceRoles,
@@ -138,6 +145,8 @@ def test_retry_supersedes_and_takes_over_dependants(playground: Playground) -> N
     assert new.supersedes == aborted_first
     assert new.status == WorkRequestStatus.PENDING
     assert list(new.reverse_dependencies.all()) == [waiting]
+    assert list(waiting.dependencies.all()) == [new]
+    assert not aborted_first.reverse_dependencies.exists()
     with pytest.raises(WorkRequestError):
         aborted_first.retry()
 
@@ -203,3 +212,39 @@ def test_collection_names_starting_with_underscore_are_reserved(playground: Play
         Collection.objects.create(
             name="_private", category="debian:suite", workspace=playground.workspace
         )
+
+
+def test_database_choices_match_the_wire_and_task_enumerations() -> None:
+    # The Django-free packages cannot import these choices: keep the copies equal.
+    assert set(TaskType.values) == {member.value for member in tasks.TaskType}
+    assert set(TaskType.values) == set(get_args(work_request_wire.TaskTypeName))
+    assert set(WorkRequestStatus.values) == set(get_args(work_request_wire.Status))
+    assert set(WorkRequestResult.values) == set(get_args(work_request_wire.Result))
+    assert set(ArtifactRelationType.values) == {
+        member.value for member in artifact_wire.ArtifactRelationType
+    }
+
+
+def test_expiry_falls_back_to_the_workspace_default(playground: Playground) -> None:
+    user = playground.create_user()
+    artifact = playground.create_artifact()
+    work_request = playground.create_work_request(created_by=user)
+    # The default workspace keeps everything forever.
+    assert artifact.expire_at is None
+    assert work_request.expire_at is None
+    assert not work_request.is_expired()
+
+    workspace = playground.workspace
+    workspace.default_expiration_delay = timedelta(days=2)
+    workspace.save()
+    artifact.refresh_from_db()
+    work_request.refresh_from_db()
+    assert artifact.expire_at == artifact.created_at + timedelta(days=2)
+    assert work_request.expire_at == work_request.created_at + timedelta(days=2)
+    assert work_request.is_expired(work_request.created_at + timedelta(days=3))
+
+    # An own delay wins, and an own zero delay keeps it forever.
+    artifact.expiration_delay = timedelta(hours=1)
+    work_request.expiration_delay = timedelta(0)
+    assert artifact.expire_at == artifact.created_at + timedelta(hours=1)
+    assert work_request.expire_at is None

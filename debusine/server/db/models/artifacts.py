@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -11,6 +10,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+from debusine.protocol.artifacts import MAX_PATH_LENGTH
 from debusine.server.db.models.workspaces import Workspace
 
 if TYPE_CHECKING:
@@ -73,10 +73,6 @@ class File(models.Model):
     @property
     def hash_hex(self) -> str:
         return bytes(self.sha256).hex()
-
-    @classmethod
-    def empty_sha256(cls) -> bytes:
-        return hashlib.sha256(b"").digest()
 
 
 class ArtifactQuerySet(models.QuerySet["Artifact"]):
@@ -185,12 +181,8 @@ class Artifact(models.Model):
 
     @property
     def expire_at(self) -> datetime | None:
-        delay = self.expiration_delay
-        if delay is None:
-            delay = self.workspace.default_expiration_delay
-        if not delay:
-            return None
-        return self.created_at + delay
+        """When this artifact may be deleted (None: never)."""
+        return self.workspace.expiry(self.created_at, self.expiration_delay)
 
     def written_by_worker(self, worker: Worker) -> bool:
         """
@@ -235,7 +227,7 @@ class FileInArtifact(models.Model):
     """A file at a path inside an artifact; `complete` once its contents are verified."""
 
     artifact = models.ForeignKey(Artifact, on_delete=models.CASCADE)
-    path = models.CharField(max_length=500)
+    path = models.CharField(max_length=MAX_PATH_LENGTH)
     file = models.ForeignKey(File, on_delete=models.PROTECT)
     complete = models.BooleanField(default=False)
     content_type = models.CharField(max_length=255, null=True, blank=True)

@@ -337,12 +337,7 @@ class WorkRequest(models.Model):
     @property
     def expire_at(self) -> datetime | None:
         """When this work request may be deleted (None: never)."""
-        delay = self.expiration_delay
-        if delay is None:
-            delay = self.workspace.default_expiration_delay
-        if not delay:
-            return None
-        return self.created_at + delay
+        return self.workspace.expiry(self.created_at, self.expiration_delay)
 
     # --- State changes -------------------------------------------------------------------
 
@@ -502,9 +497,10 @@ class WorkRequest(models.Model):
                 supersedes=self,
             )
             new.dependencies.set(self.dependencies.all())
-            for dependant in self.reverse_dependencies.all():
-                dependant.dependencies.remove(self)
-                dependant.dependencies.add(new)
+            # The dependants now wait for `new` instead: one UPDATE of their links.
+            WorkRequest.dependencies.through.objects.filter(to_workrequest=self).update(
+                to_workrequest=new
+            )
             new.unblock_if_ready()
         return new
 

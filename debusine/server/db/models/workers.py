@@ -164,8 +164,9 @@ class Worker(models.Model):
         """
         Shut the worker out: disable its tokens and give its pending work requests back.
 
-        Running work requests stay assigned: the worker is told to stop (see
-        `notify_worker_disabled`) and its lease expiry puts them back in the queue.
+        Running work requests stay assigned: the worker is to be told to stop
+        (`notify_worker_disabled`, a no-op until the worker websocket exists) and lease expiry
+        is to put them back in the queue (leases do not exist yet either).
         """
         for token in (self.token, self.activation_token):
             if token is not None:

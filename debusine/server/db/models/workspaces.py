@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import models
@@ -108,6 +108,18 @@ class Workspace(models.Model):
 
     def __str__(self) -> str:
         return f"{self.scope.name}/{self.name}"
+
+    def expiry(self, created_at: datetime, expiration_delay: timedelta | None) -> datetime | None:
+        """
+        When an artifact or work request of this workspace expires (None: never).
+
+        Its own `expiration_delay` wins; None falls back to the workspace's default, and a
+        zero delay keeps it forever.
+        """
+        delay = self.default_expiration_delay if expiration_delay is None else expiration_delay
+        if not delay:
+            return None
+        return created_at + delay
 
     def _has_role(self, user: User | AnonymousUser, role: str) -> bool:
         return Workspace.objects.filter(pk=self.pk).with_role(user, role).exists()

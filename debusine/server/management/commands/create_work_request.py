@@ -7,6 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import CommandParser
 
+from debusine.server.db.defaults import SYSTEM_USERNAME
 from debusine.server.db.models import TaskType, User, WorkRequest
 from debusine.server.db.models.work_requests import InvalidWorkRequestError
 from debusine.server.management.utils import (
@@ -15,12 +16,8 @@ from debusine.server.management.utils import (
     fail,
     get_user,
     get_workspace,
-    read_yaml,
-    require_json,
+    read_json_mapping,
 )
-
-#: The user work requests are created for when --created-by is not given.
-SYSTEM_USERNAME = "_system"
 
 
 class Command(AdminCommand):
@@ -69,9 +66,11 @@ class Command(AdminCommand):
             fail("--data and --event-reactions cannot both read stdin")
         user: User = get_user(created_by or SYSTEM_USERNAME)
         target = get_workspace(workspace or settings.DEBUSINE_DEFAULT_WORKSPACE)
-        task_data = self._read(data, "--data") if data is not None else {}
+        task_data = (
+            read_json_mapping(data, self.stdin, f"--data {data}") if data is not None else {}
+        )
         reactions = (
-            self._read(event_reactions, "--event-reactions")
+            read_json_mapping(event_reactions, self.stdin, f"--event-reactions {event_reactions}")
             if event_reactions is not None
             else None
         )
@@ -87,12 +86,3 @@ class Command(AdminCommand):
         except InvalidWorkRequestError as error:
             fail(f"{error.title}: {error.detail}")
         self.write(str(work_request.pk))
-
-    def _read(self, source: str, option: str) -> Any:
-        """YAML from `source`; an empty document is an empty mapping."""
-        value = read_yaml(source, self.stdin)
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            fail(f"{option} {source} must contain a YAML mapping, not {type(value).__name__}")
-        return require_json(value, f"{option} {source}")

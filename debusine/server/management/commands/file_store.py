@@ -14,8 +14,7 @@ from debusine.server.management.utils import (
     check_choice,
     fail,
     non_negative_int,
-    read_yaml_mapping,
-    require_json,
+    read_json_mapping,
     save_validated,
 )
 
@@ -77,7 +76,7 @@ class Command(NounCommand):
         config: dict[str, Any] = {}
         if configuration is not None:
             # JSON is a subset of YAML: one parser reads both.
-            config = require_json(read_yaml_mapping(configuration, self.stdin), configuration)
+            config = read_json_mapping(configuration, self.stdin)
         store = FileStore(
             name=name,
             backend=backend,

@@ -13,8 +13,7 @@ from debusine.server.management.utils import (
     add_yaml_option,
     dump_yaml,
     get_worker,
-    read_yaml_mapping,
-    require_json,
+    read_json_mapping,
 )
 
 #: The worker types an administrator manages (Celery workers are internal).
@@ -137,6 +136,5 @@ class Command(NounCommand):
         if source is None:
             self.stdout.write(dump_yaml(target.static_metadata), ending="")
             return
-        metadata = require_json(read_yaml_mapping(source, self.stdin), source)
-        target.set_static_metadata(metadata)
+        target.set_static_metadata(read_json_mapping(source, self.stdin))
         self.write(f"Updated the static metadata of worker {target.name}")

@@ -70,6 +70,11 @@ def test_empty_event_reactions_are_accepted(playground: Playground, tmp_path: Pa
         (["Worker", "sleep"], None, "Cannot create work request: "),
         (["Worker", "noop", "--data", "-"], "result: [1", "invalid YAML in -: "),
         (["Worker", "noop", "--data", "-"], "- 1\n", "--data - must contain a YAML mapping"),
+        (
+            ["Worker", "noop", "--data", "-"],
+            "result: 2024-01-01\n",
+            "--data - must hold plain JSON-compatible data",
+        ),
         (["Worker", "noop", "--data", "-"], "unexpected: 1\n", "Cannot create work request: "),
         (
             ["Worker", "noop", "--event-reactions", "-"],
