@@ -21,7 +21,8 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	DEBUSINE_DATA_DIR="$(DATA_DIR)" $(BIN)/python -m debusine.server.devstack --port $(PORT)
 
-# PostgreSQL and Redis: the ones on 127.0.0.1 when they answer, else embedded ones for the run.
+# PostgreSQL and Redis: the configured ones (DEBUSINE_DATABASE_URL / DEBUSINE_REDIS_URL), else
+# the ones on 127.0.0.1 when they answer, else embedded ones for the run.
 test: $(STAMP)
 	$(BIN)/python -m debusine.server.project.testservices -n auto $(PYTEST_ARGS)
 

@@ -19,7 +19,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from debusine.server.devstack import ProcessSpec, Supervisor, gunicorn_argv, wait_until_answering
+from debusine.server.devstack import (
+    STARTUP_TIMEOUT,
+    ProcessSpec,
+    Supervisor,
+    gunicorn_argv,
+    wait_until_answering,
+)
 from debusine.server.project import instance
 from debusine.server.project.embedded import (
     EmbeddedServiceError,
@@ -27,8 +33,6 @@ from debusine.server.project.embedded import (
     ensure_database_exists,
     free_port,
 )
-
-STARTUP_TIMEOUT = 60.0
 
 
 class ThrowawayError(Exception):

@@ -158,7 +158,7 @@ def test_make_run_with_embedded_services(data_dir: Path) -> None:
                 stack.kill()
                 stack.wait()
 
-    time.sleep(0.2)  # psutil may see a process in the instant between its exit and reaping
+    time.sleep(0.2)  # a process may still show in /proc between its exit and its reaping
     assert [pid for pid in started if process_is_alive(pid)] == []
     assert postgres.running_pid() is None
     assert not redis_answers(redis_url)

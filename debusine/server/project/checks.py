@@ -25,14 +25,7 @@ from django.core.checks import CheckMessage, Error, Tags, register
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 
 from debusine.server.project import instance
-
-
-def first_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception's message (drivers add multi-line detail)."""
-    for line in str(exc).splitlines():
-        if line.strip():
-            return line.strip()
-    return type(exc).__name__
+from debusine.server.project.embedded import first_line
 
 
 def database_error() -> str | None:

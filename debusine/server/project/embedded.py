@@ -90,6 +90,14 @@ def terminate_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (drivers add multi-line detail)."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__
+
+
 def last_line(path: Path) -> str:
     """The last non-empty line of a text file, or "" if there is none."""
     try:
@@ -131,9 +139,9 @@ def ensure_database_exists(url: str) -> None:
     except psycopg.errors.DuplicateDatabase:
         pass  # Created concurrently by another process: just as good.
     except psycopg.Error as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EmbeddedServiceError(
-            f"cannot create database {name!r} on {instance.redact_url(maintenance)}: {first_line}"
+            f"cannot create database {name!r} on {instance.redact_url(maintenance)}:"
+            f" {first_line(exc)}"
         ) from exc
 
 
@@ -163,8 +171,7 @@ class EmbeddedPostgres:
     def running_pid(self) -> int | None:
         """The postmaster's PID if this cluster is running, else None."""
         try:
-            first_line = (self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0]
-            pid = int(first_line)
+            pid = int((self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
         except (FileNotFoundError, PermissionError, ValueError):
             return None
         return pid if process_is_alive(pid) else None
@@ -190,12 +197,8 @@ class EmbeddedPostgres:
         runtime_path = Path(PostgresServer.runtime_path)
         return socket_dir.parent == runtime_path
 
-    def start(self) -> str:
-        """
-        Initialise the cluster if needed, start it unless it runs, and return its URL.
-
-        The URL names the maintenance database; see `url_for` for others.
-        """
+    def start(self) -> None:
+        """Initialise the cluster if needed and start it unless it runs (see `url_for`)."""
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
         try:
             with quiet_pgserver_import():
@@ -205,16 +208,14 @@ class EmbeddedPostgres:
             # The constructor, not pgserver.get_server(): that one caches a handle per data
             # directory and would not restart a server stopped since. cleanup_mode=None: we
             # stop the server ourselves (by signal) rather than from pgserver's atexit
-            # hook, which a SIGTERM would skip.
-            server = PostgresServer(self.pgdata, cleanup_mode=None)
-            url: str = server.get_uri(MAINTENANCE_DATABASE)
+            # hook, which a SIGTERM would skip. The constructor starts the server.
+            PostgresServer(self.pgdata, cleanup_mode=None)
         except (OSError, subprocess.SubprocessError, AssertionError) as exc:
             log = self.pgdata / "log"
             reason = last_line(log) or str(exc)
             raise EmbeddedServiceError(
                 f"cannot start the embedded PostgreSQL in {self.pgdata}: {reason} (log: {log})"
             ) from exc
-        return url
 
     def url_for(self, database: str) -> str:
         """Return the URL of `database` in the running cluster."""

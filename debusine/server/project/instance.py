@@ -47,11 +47,14 @@ def default_data_dir() -> Path:
     return checkout / ".data" if checkout is not None else SYSTEM_DATA_DIR
 
 
+def resolve_directory(configured: Path, default: Path) -> Path:
+    """Return a directory setting's value, or `default` when it is empty (`Path()`)."""
+    return default if str(configured) in ("", ".") else Path(configured)
+
+
 def resolve_data_dir(configured: Path) -> Path:
     """Return the absolute data directory from the DEBUSINE_DATA_DIR setting."""
-    if str(configured) in ("", "."):
-        return default_data_dir()
-    return configured.expanduser().absolute()
+    return resolve_directory(configured, default_data_dir()).expanduser().absolute()
 
 
 def read_recorded(data_dir: Path, name: str) -> str | None:

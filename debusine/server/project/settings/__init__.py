@@ -8,29 +8,22 @@ values and is not meant to be overridden.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 from debusine.server.project import instance
-from debusine.server.project.settings import defaults
 from debusine.server.project.settings.defaults import *  # noqa: F403
-from debusine.server.project.settings.loader import apply_overrides
+from debusine.server.project.settings.loader import declared_settings
 
-_overridable = {name: getattr(defaults, name) for name in dir(defaults) if name.isupper()}
-apply_overrides(globals(), _overridable)
+globals().update(declared_settings())
 
 INSECURE_SECRET_KEY = "insecure-development-key-do-not-use-in-production"  # noqa: S105
 
 DEBUSINE_DATA_DIR = instance.resolve_data_dir(globals()["DEBUSINE_DATA_DIR"])
-DEBUSINE_STORE_DIRECTORY = (
-    Path(globals()["DEBUSINE_STORE_DIRECTORY"])
-    if str(globals()["DEBUSINE_STORE_DIRECTORY"]) not in ("", ".")
-    else DEBUSINE_DATA_DIR / "store"
+DEBUSINE_STORE_DIRECTORY = instance.resolve_directory(
+    globals()["DEBUSINE_STORE_DIRECTORY"], DEBUSINE_DATA_DIR / "store"
 )
-DEBUSINE_UPLOAD_DIRECTORY = (
-    Path(globals()["DEBUSINE_UPLOAD_DIRECTORY"])
-    if str(globals()["DEBUSINE_UPLOAD_DIRECTORY"]) not in ("", ".")
-    else DEBUSINE_DATA_DIR / "uploads"
+DEBUSINE_UPLOAD_DIRECTORY = instance.resolve_directory(
+    globals()["DEBUSINE_UPLOAD_DIRECTORY"], DEBUSINE_DATA_DIR / "uploads"
 )
 
 SECRET_KEY: str = (

@@ -15,7 +15,7 @@ from django.core.checks import CheckMessage
 from django.test import override_settings
 
 from debusine.server.project import checks, instance
-from debusine.server.project.embedded import ensure_database_exists
+from debusine.server.project.embedded import drop_database, ensure_database_exists
 
 
 def admin(*args: str, **environment: str) -> subprocess.CompletedProcess[str]:
@@ -59,17 +59,12 @@ def test_database_check_passes_on_the_test_database(db: None) -> None:
 @pytest.fixture
 def empty_database_url() -> Iterator[str]:
     """A database with no tables, dropped afterwards."""
-    import psycopg
-    from psycopg import sql
-
     url = instance.with_database_name(
         settings.DEBUSINE_DATABASE_URL, f"test_checks_{uuid.uuid4().hex[:10]}"
     )
     ensure_database_exists(url)
     yield url
-    with psycopg.connect(instance.with_database_name(url, "postgres"), autocommit=True) as conn:
-        name = instance.parse_database_url(url).name
-        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    drop_database(url)
 
 
 def test_unapplied_migrations_are_an_error(empty_database_url: str, tmp_path: Path) -> None:

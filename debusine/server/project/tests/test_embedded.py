@@ -20,17 +20,6 @@ from debusine.server.project.embedded import (
 )
 
 
-def drop(url: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    name = instance.parse_database_url(url).name
-    with psycopg.connect(instance.with_database_name(url, "postgres"), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-
-
 @pytest.fixture
 def scratch_database_url() -> Iterator[str]:
     """The URL of a database that does not exist yet on the tests' server; dropped after."""
@@ -38,7 +27,7 @@ def scratch_database_url() -> Iterator[str]:
         settings.DEBUSINE_DATABASE_URL, f"test_embedded_{uuid.uuid4().hex[:10]}"
     )
     yield url
-    drop(url)
+    embedded.drop_database(url)
 
 
 @pytest.fixture
@@ -88,7 +77,7 @@ def test_local_services_are_preferred_and_the_database_created(tmp_path: Path) -
         # The database exists now: creating it again is a no-op.
         embedded.ensure_database_exists(services.database_url)
     finally:
-        drop(services.database_url)
+        embedded.drop_database(services.database_url)
 
 
 def test_ensure_database_exists_creates_once(scratch_database_url: str) -> None:
@@ -98,6 +87,16 @@ def test_ensure_database_exists_creates_once(scratch_database_url: str) -> None:
     embedded.ensure_database_exists(scratch_database_url)
     with psycopg.connect(scratch_database_url) as connection:
         assert connection.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_drop_database_removes_it_and_tolerates_a_missing_one(scratch_database_url: str) -> None:
+    import psycopg
+
+    embedded.ensure_database_exists(scratch_database_url)
+    embedded.drop_database(scratch_database_url)
+    with pytest.raises(psycopg.OperationalError, match="does not exist"):
+        psycopg.connect(scratch_database_url).close()
+    embedded.drop_database(scratch_database_url)
 
 
 def test_ensure_database_exists_fails_in_one_line() -> None:

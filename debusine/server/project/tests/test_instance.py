@@ -54,3 +54,11 @@ def test_with_database_name_keeps_server_and_options() -> None:
 def test_redact_url_hides_only_the_password() -> None:
     assert instance.redact_url("postgresql://u:pw@h:1/d") == "postgresql://u:***@h:1/d"
     assert instance.redact_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_empty_directory_settings_fall_back_to_their_default(tmp_path: Path) -> None:
+    default = tmp_path / "store"
+    assert instance.resolve_directory(Path(), default) == default
+    assert instance.resolve_directory(Path("/srv/store"), default) == Path("/srv/store")
+    assert instance.resolve_data_dir(Path()) == instance.default_data_dir()
+    assert instance.resolve_data_dir(Path("relative")) == Path.cwd() / "relative"
