@@ -28,6 +28,7 @@ from django.db.models import Model
 
 from debusine.protocol.wire import iso_datetime
 from debusine.server.db.models import Group, Scope, Token, User, Worker, Workspace
+from debusine.server.project.embedded import first_line
 
 #: Exit code of a command that understood its arguments but could not do what they ask.
 EXIT_BAD_INPUT = 3
@@ -82,7 +83,7 @@ class AdminCommand(BaseCommand):
             fail(validation_message(error))
         except IntegrityError as error:
             # Pre-checks give the friendly messages; this catches what raced past them.
-            fail(f"the database refused the change: {str(error).splitlines()[0]}")
+            fail(f"the database refused the change: {first_line(error)}")
 
     #: Does the work of the command, inside the transaction, with the parsed options as
     #: keyword arguments (each command declares the ones it uses).
