@@ -44,8 +44,7 @@ def visible_artifacts(request: Request) -> ArtifactQuerySet:
     never send a scope header. Users and anonymous callers see artifacts of the request's scope
     in workspaces they can display.
     """
-    # A user token is never a worker token: skip the worker lookup for users.
-    if not request.user.is_authenticated and request_worker(request) is not None:
+    if request_worker(request) is not None:
         return Artifact.objects.all()
     return Artifact.objects.in_scope(request_scope(request)).can_display(request.user)
 
@@ -71,7 +70,6 @@ def artifact_json(
     workspace = artifact.workspace
     artifact_path = f"/{workspace.scope.name}/{workspace.name}/artifact/{artifact.pk}/"
     download_base = request.build_absolute_uri(f"{artifact_path}download/")
-    expire_at = artifact.expire_at
     by_path = sorted(files, key=lambda file_in_artifact: file_in_artifact.path)
     return {
         "id": artifact.pk,
@@ -81,7 +79,7 @@ def artifact_json(
         "category": artifact.category,
         "data": artifact.data,
         "created_at": iso_datetime(artifact.created_at),
-        "expire_at": iso_datetime(expire_at) if expire_at is not None else None,
+        "expire_at": iso_datetime(artifact.expire_at),
         "download_tar_gz_url": f"{download_base}?archive=tar.gz",
         "files_to_upload": [entry.path for entry in by_path if not entry.complete],
         "files": {

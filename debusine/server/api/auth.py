@@ -50,24 +50,42 @@ def token_worker(token: Token) -> Worker | None:
         return None
 
 
+class ConflictingTokenError(Exception):
+    """A token linked to a user and to a worker: refused (403) wherever it is sent."""
+
+
+def authenticate_token(request: HttpRequest) -> tuple[User | AnonymousUser, Token] | None:
+    """
+    What the request's `Token` header authenticates, for the API and the download views alike.
+
+    Records the token as seen, usable or not. Returns None when the request is anonymous (no
+    token, or an unknown, disabled or expired one, or one of an inactive user); the token's user
+    for a user token; AnonymousUser for a worker token (see `token_worker()`). Raises
+    ConflictingTokenError for a token of a user and a worker.
+    """
+    token = token_from_request(request)
+    if token is None:
+        return None
+    touch_last_seen(token)
+    if not token.is_usable():
+        return None
+    if token.user is None:
+        return AnonymousUser(), token
+    if token_worker(token) is not None:
+        raise ConflictingTokenError("A token cannot belong to a user and a worker")
+    if not token.user.is_active:
+        return None
+    return token.user, token
+
+
 class TokenAuthentication(authentication.BaseAuthentication):
     """DRF authentication from the `Token` header (case-insensitive by HTTP)."""
 
     def authenticate(self, request: Request) -> tuple[User | AnonymousUser, Token] | None:
-        token = token_from_request(request._request)
-        if token is None:
-            return None
-        touch_last_seen(token)
-        if not token.is_usable():
-            return None
-        worker = token_worker(token)
-        if token.user is not None and worker is not None:
-            raise exceptions.PermissionDenied("A token cannot belong to a user and a worker")
-        if token.user is not None:
-            if not token.user.is_active:
-                return None
-            return token.user, token
-        return AnonymousUser(), token
+        try:
+            return authenticate_token(request._request)
+        except ConflictingTokenError as error:
+            raise exceptions.PermissionDenied(str(error)) from None
 
     def authenticate_header(self, request: Request) -> str:
         # Without this DRF turns 401 into 403; we keep its 403 for missing credentials.

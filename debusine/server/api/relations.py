@@ -39,7 +39,7 @@ def relation_json(relation: ArtifactRelation) -> dict[str, Any]:
 class ReadOrToken(permissions.BasePermission):
     """Reading is open (visibility is checked per object); writing needs a user or worker."""
 
-    message = "Authentication credentials were not provided."
+    message = IsUserOrWorker.message
 
     def has_permission(self, request: Request, view: Any) -> bool:
         if request.method in permissions.SAFE_METHODS:

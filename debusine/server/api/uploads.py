@@ -342,13 +342,15 @@ class UploadFileView(APIView):
                 )
         else:
             workspace = found.workspace
-            if not workspace.can_display(request.user):
-                raise ProblemError(
-                    "Artifact not found",
-                    f"No artifact with id {artifact_id}",
-                    status_code=status.HTTP_404_NOT_FOUND,
-                )
+            # Contributors can see the workspace: ask whether the caller can see it only to
+            # choose between 404 and 403, not on every chunk of an allowed upload.
             if not workspace.can_create_artifacts(request.user):
+                if not workspace.can_display(request.user):
+                    raise ProblemError(
+                        "Artifact not found",
+                        f"No artifact with id {artifact_id}",
+                        status_code=status.HTTP_404_NOT_FOUND,
+                    )
                 raise ProblemError(
                     "Permission denied",
                     f"You cannot upload files to artifacts of workspace {workspace.name}",

@@ -33,10 +33,6 @@ class MemoryBackend(FileBackend):
         if move:
             local_path.unlink(missing_ok=True)
 
-    def put_bytes(self, file: File, contents: bytes) -> None:
-        """Store contents given in memory (tests set up downloads with it)."""
-        self._entries[entry_name(file)] = (contents, timezone.now())
-
     def has_contents(self, file: File) -> bool:
         return entry_name(file) in self._entries
 

@@ -35,10 +35,10 @@ from django.http import (
 from django.http.response import HttpResponseBase
 from django.utils.http import content_disposition_header
 
-from debusine.server.api.auth import token_from_request, token_worker, touch_last_seen
+from debusine.server.api.auth import ConflictingTokenError, authenticate_token, token_worker
 from debusine.server.db.models import Artifact, File, FileInArtifact, FileStore, User
 from debusine.server.file_stores import FileBackend, FileStoreError, get_backend
-from debusine.server.file_stores.policies import download_stores
+from debusine.server.file_stores.policies import download_store, download_stores
 
 logger = logging.getLogger(__name__)
 
@@ -129,20 +129,20 @@ class Viewer:
 
 
 def request_viewer(request: HttpRequest) -> Viewer:
-    """The viewer from the `Token` header; an unusable token downloads anonymously."""
-    token = token_from_request(request)
-    if token is None or not token.is_usable():
+    """
+    The viewer, authenticated by the `Token` header as on the API.
+
+    Without a usable token, the user of the request's session (or an anonymous one).
+    """
+    try:
+        authenticated = authenticate_token(request)
+    except ConflictingTokenError as error:
+        raise PermissionDenied(str(error)) from None
+    if authenticated is None:
         user = getattr(request, "user", None)
         return Viewer(user if isinstance(user, User) else AnonymousUser())
-    touch_last_seen(token)
-    if token_worker(token) is not None:
-        if token.user is not None:
-            # As on the API: a token may be a user's or a worker's, never both.
-            raise PermissionDenied("A token cannot belong to a user and a worker")
-        return Viewer(AnonymousUser(), is_worker=True)
-    if token.user is not None and token.user.is_active:
-        return Viewer(token.user)
-    return Viewer(AnonymousUser())
+    user, token = authenticated
+    return Viewer(user, is_worker=token_worker(token) is not None)
 
 
 def visible_artifact(
@@ -332,8 +332,8 @@ def download_artifact_file(
     )
     if file_in_artifact is None:
         raise Http404("No such file in this artifact, or not uploaded yet")
-    stores = download_stores(artifact.workspace.scope, [file_in_artifact.file])
-    return download_file(request, artifact, file_in_artifact, stores.get(file_in_artifact.file.pk))
+    store = download_store(artifact.workspace.scope, file_in_artifact.file)
+    return download_file(request, artifact, file_in_artifact, store)
 
 
 def download_artifact(

@@ -59,6 +59,16 @@ def test_unusable_tokens_are_anonymous(playground: Playground, user: User, kind:
     }
 
 
+def test_every_known_token_is_recorded_as_seen(playground: Playground, user: User) -> None:
+    for enabled in (True, False):
+        api_client(playground.create_user_token(user, enabled=enabled)).get(WHOAMI_URL)
+
+    # Usable or not, as Debusine servers do (protocol §1.1).
+    seen = [token.last_seen_at for token in Token.objects.filter(user=user)]
+    assert len(seen) == 2
+    assert None not in seen
+
+
 def test_disabled_worker_token_is_anonymous(playground: Playground) -> None:
     _, key = playground.create_worker(enabled=False)
     assert api_client(key).get(WHOAMI_URL).json()["worker_token"] is False

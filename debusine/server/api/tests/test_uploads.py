@@ -151,6 +151,22 @@ def test_upload_in_chunks(
     assert partial_files(directories) == []
 
 
+def test_chunk_to_a_private_workspace_costs_no_extra_query(
+    playground: Playground, user: User, django_assert_num_queries: Any
+) -> None:
+    private = playground.create_workspace("private")
+    playground.grant(user, private)
+    artifact = playground.create_artifact(workspace=private, files=[FileSpec("f", CONTENTS)])
+    client = api_client(playground.create_user_token(user))
+    url = upload_url(artifact, "f")
+    send_chunk(client, url, 0, 4095)
+
+    # Scope, token, artifact, role (contributors see the workspace: no visibility query), file,
+    # upload row, lock check, activity update.
+    with django_assert_num_queries(8):
+        assert send_chunk(client, url, 4096, 8191).status_code == 200
+
+
 def test_upload_resumed_after_a_dropped_connection(client: APIClient, artifact: Artifact) -> None:
     url = upload_url(artifact)
     # The connection dropped after 3000 bytes of a 6000-byte chunk reached the server.

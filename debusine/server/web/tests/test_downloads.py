@@ -14,7 +14,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.test import AsyncClient, Client
 
-from debusine.server.db.models import Artifact, FileInArtifact, User, Workspace
+from debusine.server.db.models import Artifact, FileInArtifact, Token, User, Workspace
 from debusine.server.testing import FileSpec, Playground
 
 CONTENTS = b"0123456789abcdef" * 64  # 1024 bytes
@@ -239,6 +239,17 @@ def test_token_of_a_user_and_a_worker_is_refused(
     worker.token.save()
 
     assert client.get(file_url(artifact, "f"), headers={"Token": key}).status_code == 403
+
+
+def test_download_records_the_token_as_seen_even_when_disabled(
+    client: Client, artifact: Artifact, user: User, playground: Playground
+) -> None:
+    key = playground.create_user_token(user, enabled=False)
+
+    assert client.get(file_url(artifact, "big.bin"), headers={"Token": key}).status_code == 200
+
+    token = Token.objects.get(user=user, enabled=False)
+    assert token.last_seen_at is not None
 
 
 def test_inactive_user_downloads_anonymously(client: Client, playground: Playground) -> None:
