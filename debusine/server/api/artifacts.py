@@ -7,7 +7,7 @@ Also home of `artifact_json()`, the one serialisation of the Artifact object, an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pydantic
@@ -19,7 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from debusine.protocol.artifacts import ArtifactCreateRequest, quote_artifact_path
+from debusine.protocol.artifacts import ArtifactCreateRequest, FileRequest, quote_artifact_path
 from debusine.protocol.wire import iso_datetime
 from debusine.server.api.auth import IsUserOrWorker, request_worker
 from debusine.server.api.errors import ProblemError
@@ -118,6 +118,22 @@ def workspace_for_new_artifact(scope: Scope, name: str, user: User | None) -> Wo
     return workspace
 
 
+def check_file_sizes(files: Mapping[str, FileRequest]) -> None:
+    """Refuse (400) files larger than DEBUSINE_MAX_FILE_SIZE, before anything is stored."""
+    limit: int = settings.DEBUSINE_MAX_FILE_SIZE
+    if limit <= 0:
+        return
+    too_large = sorted(path for path, file in files.items() if file.size > limit)
+    if too_large:
+        raise ProblemError(
+            "Cannot create artifact: file too large",
+            f"{', '.join(too_large)}: larger than the limit of {limit} bytes per file",
+            validation_errors={
+                f"files.{path}.size": [f"more than {limit} bytes"] for path in too_large
+            },
+        )
+
+
 class ArtifactCreateView(APIView):
     """`POST /api/1.0/artifact/`: create an artifact and learn which files to upload."""
 
@@ -129,6 +145,7 @@ class ArtifactCreateView(APIView):
         except pydantic.ValidationError as error:
             raise validation_problem("Cannot create artifact: invalid request", error) from None
 
+        check_file_sizes(body.files)
         user: User | None = None
         scope = request_scope(request)
         if body.work_request is not None:

@@ -224,6 +224,21 @@ def test_empty_file_is_complete_at_once(client: APIClient) -> None:
     assert FileInArtifact.objects.get(path="empty").complete
 
 
+def test_files_over_the_size_limit_are_refused(
+    client: APIClient, settings: Any
+) -> None:
+    settings.DEBUSINE_MAX_FILE_SIZE = 4
+    body = artifact_body({"small": b"1234", "big": b"12345", "bigger": b"123456"})
+
+    problem = assert_problem(client.post(CREATE_URL, body, format="json"), 400)
+
+    assert "big, bigger" in problem["detail"]
+    assert set(problem["validation_errors"]) == {"files.big.size", "files.bigger.size"}
+    assert not Artifact.objects.exists()
+    settings.DEBUSINE_MAX_FILE_SIZE = 0
+    assert client.post(CREATE_URL, body, format="json").status_code == 201
+
+
 def test_file_complete_in_same_workspace_needs_no_upload(
     client: APIClient, playground: Playground
 ) -> None:

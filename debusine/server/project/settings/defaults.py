@@ -72,8 +72,8 @@ DEBUSINE_STORE_DIRECTORY = Path()
 # Keep it on the same filesystem as the local store so that a verified upload is a rename.
 DEBUSINE_UPLOAD_DIRECTORY = Path()
 
-# Largest single file accepted in an artifact, in bytes (0: no limit). Not enforced yet: the
-# artifact API accepts any size a client declares.
+# Largest single file accepted in an artifact, in bytes (0: no limit). Artifact creation
+# refuses a larger declared size with a 400 problem, before anything is stored.
 DEBUSINE_MAX_FILE_SIZE = 0
 
 # --- Work requests ----------------------------------------------------------------------
