@@ -224,9 +224,7 @@ def test_empty_file_is_complete_at_once(client: APIClient) -> None:
     assert FileInArtifact.objects.get(path="empty").complete
 
 
-def test_files_over_the_size_limit_are_refused(
-    client: APIClient, settings: Any
-) -> None:
+def test_files_over_the_size_limit_are_refused(client: APIClient, settings: Any) -> None:
     settings.DEBUSINE_MAX_FILE_SIZE = 4
     body = artifact_body({"small": b"1234", "big": b"12345", "bigger": b"123456"})
 
