@@ -86,23 +86,6 @@ def assert_valid_artifact_json(body: dict[str, Any]) -> None:
     ClientArtifactResponse.parse_obj(body)
 
 
-@pytest.fixture
-def client(user_token: str) -> APIClient:
-    return api_client(user_token)
-
-
-@pytest.fixture
-def worker_token(playground: Playground) -> str:
-    _, key = playground.create_worker()
-    return key
-
-
-@pytest.fixture
-def outsider_token(playground: Playground) -> str:
-    """A user with no role anywhere."""
-    return playground.create_user_token(playground.create_user("mallory"))
-
-
 # --- Creation by users ------------------------------------------------------------------
 
 

@@ -34,23 +34,6 @@ def relation_body(source: Artifact, target: Artifact, type: str = "relates-to") 
 
 
 @pytest.fixture
-def client(user_token: str) -> APIClient:
-    return api_client(user_token)
-
-
-@pytest.fixture
-def worker_token(playground: Playground) -> str:
-    _, key = playground.create_worker()
-    return key
-
-
-@pytest.fixture
-def outsider_token(playground: Playground) -> str:
-    """A user with no role anywhere (System is public, so they can see it)."""
-    return playground.create_user_token(playground.create_user("mallory"))
-
-
-@pytest.fixture
 def private(playground: Playground) -> Workspace:
     return playground.create_workspace("Private")
 

@@ -36,12 +36,6 @@ def directories(file_directories: Path) -> Path:
 
 
 @pytest.fixture
-def client(user_token: str) -> APIClient:
-    """A contributor of the default workspace."""
-    return api_client(user_token)
-
-
-@pytest.fixture
 def artifact(playground: Playground, user: User) -> Artifact:
     """An artifact whose file `dir/a file.bin` still needs uploading."""
     return playground.create_artifact(files=[FileSpec("dir/a file.bin", CONTENTS)])

@@ -48,12 +48,6 @@ def assert_problem(response: Any, status_code: int, title: str | None = None) ->
 
 
 @pytest.fixture
-def client(user_token: str) -> APIClient:
-    """A client authenticated as `user` (contributor of System)."""
-    return api_client(user_token)
-
-
-@pytest.fixture
 def private(playground: Playground) -> Workspace:
     """A private workspace of the default scope nobody has a role on yet."""
     return playground.create_workspace("private")
@@ -64,11 +58,6 @@ def outsider(playground: Playground) -> tuple[User, str]:
     """A user with no role anywhere, and their token."""
     outsider = playground.create_user("mallory")
     return outsider, playground.create_user_token(outsider)
-
-
-@pytest.fixture
-def worker_token(playground: Playground) -> str:
-    return playground.create_worker("builder")[1]
 
 
 # --- Create ---------------------------------------------------------------------------------
