@@ -28,6 +28,10 @@ DEVSTACK_PID_FILE = "devstack.pid"
 EMBEDDED_POSTGRES_DIR = "postgres"
 EMBEDDED_REDIS_DIR = "redis"
 
+#: Set to "1" by the ASGI entry point before Django loads the settings: the process serves
+#: requests, and its requests (each in a thread of its own) share a connection pool.
+SERVING_ASGI_VARIABLE = "DEBUSINE_SERVING_ASGI"
+
 DEFAULT_DATABASE_URL = "postgresql://127.0.0.1:5432/debusine"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 SYSTEM_DATA_DIR = Path("/var/lib/debusine/server")

@@ -46,6 +46,14 @@ DEBUSINE_REDIS_URL = instance.resolve_url(
 )
 
 _db = instance.parse_database_url(DEBUSINE_DATABASE_URL)
+# Only server processes pool connections (asgi.py marks them): a command or a test needs one
+# connection and should fail at once, not after a pool timeout, when the database is down.
+_pool_size: int = globals()["DEBUSINE_DATABASE_POOL_SIZE"]
+_pool_options: dict[str, Any] = (
+    {"pool": {"min_size": 1, "max_size": _pool_size, "timeout": 30}}
+    if _pool_size > 0 and os.environ.get(instance.SERVING_ASGI_VARIABLE) == "1"
+    else {}
+)
 DATABASES: dict[str, dict[str, Any]] = {
     "default": {
         "ENGINE": "django.db.backends.postgresql",
@@ -54,12 +62,13 @@ DATABASES: dict[str, dict[str, Any]] = {
         "PASSWORD": _db.password,
         "HOST": _db.host,
         "PORT": _db.port,
-        "OPTIONS": dict(_db.options),
+        "OPTIONS": {**_db.options, **_pool_options},
         # Every request is one transaction: bad input changes nothing.
         "ATOMIC_REQUESTS": True,
-        # Reuse connections between requests: the API's hot paths are a few queries each.
-        "CONN_MAX_AGE": 600,
-        "CONN_HEALTH_CHECKS": True,
+        # Under ASGI every request runs its database code in a thread of its own: connections
+        # kept per thread (CONN_MAX_AGE > 0) would pile up until PostgreSQL refuses clients.
+        # Requests borrow from the process's pool instead, and return the connection at the end.
+        "CONN_MAX_AGE": 0,
         "TEST": {"NAME": f"test_{_db.name}"},
     }
 }
@@ -143,6 +152,8 @@ LOGGING: dict[str, Any] = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
         "debusine": {"handlers": ["console"], "level": globals()["DEBUSINE_LOG_LEVEL"]},
+        # Unhandled exceptions (500s) with their tracebacks: an operator must see them.
+        "django": {"handlers": ["console"], "level": "ERROR"},
     },
 }
 

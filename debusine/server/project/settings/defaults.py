@@ -24,6 +24,12 @@ DEBUSINE_DATA_DIR = Path()
 # `<data dir>/database-url` by the development stack, else PostgreSQL on 127.0.0.1:5432.
 DEBUSINE_DATABASE_URL = ""
 
+# Connections each server (ASGI) process keeps in its PostgreSQL connection pool
+# (psycopg_pool), at most. Each gunicorn worker has its own pool: keep workers x pool size (plus
+# other processes) below PostgreSQL's max_connections. 0: no pool, one connection per request.
+# Other processes (debusine-admin, tests) do not pool.
+DEBUSINE_DATABASE_POOL_SIZE = 8
+
 # Redis URL for the Celery broker and the Channels layer, e.g. `redis://localhost:6379/0` or
 # `unix:///run/redis/redis.sock`. Empty: `<data dir>/redis-url`, else 127.0.0.1:6379.
 DEBUSINE_REDIS_URL = ""
