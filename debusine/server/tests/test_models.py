@@ -15,8 +15,10 @@ from debusine.protocol import work_requests as work_request_wire
 from debusine.server.db.models import (
     ArtifactRelationType,
     FileStore,
+    Scope,
     TaskType,
     Token,
+    User,
     Worker,
     WorkRequestError,
     WorkRequestResult,
@@ -248,3 +250,34 @@ def test_expiry_falls_back_to_the_workspace_default(playground: Playground) -> N
     work_request.expiration_delay = timedelta(0)
     assert artifact.expire_at == artifact.created_at + timedelta(hours=1)
     assert work_request.expire_at is None
+
+
+def test_roles_imply_weaker_roles_and_scope_owners_hold_all(playground: Playground) -> None:
+    from debusine.server.db.models import ScopeRoles
+
+    private = playground.create_workspace("private")
+    other_private = playground.create_workspace("other-private")
+    owner = playground.create_user("owner")
+    viewer = playground.create_user("viewer")
+    scope_owner = playground.create_user("scope-owner")
+    playground.grant(owner, private, WorkspaceRoles.OWNER)
+    playground.grant(viewer, private, WorkspaceRoles.VIEWER)
+    playground.scope.grant_role(playground.create_group("owners", [scope_owner]), ScopeRoles.OWNER)
+
+    def with_role(user: User, role: str) -> set[str]:
+        names = Workspace.objects.with_role(user, role).values_list("name", flat=True)
+        return set(names) & {"private", "other-private"}
+
+    assert with_role(owner, WorkspaceRoles.OWNER) == {"private"}
+    assert with_role(owner, WorkspaceRoles.CONTRIBUTOR) == {"private"}
+    assert with_role(owner, WorkspaceRoles.VIEWER) == {"private"}
+    assert with_role(viewer, WorkspaceRoles.VIEWER) == {"private"}
+    assert with_role(viewer, WorkspaceRoles.CONTRIBUTOR) == set()
+    assert with_role(scope_owner, WorkspaceRoles.OWNER) == {"private", "other-private"}
+    assert other_private.can_configure(scope_owner)
+    assert not other_private.can_display(owner)
+    # A scope owner of another scope owns nothing here.
+    elsewhere = Scope.objects.create(name="elsewhere")
+    stranger = playground.create_user("stranger")
+    elsewhere.grant_role(playground.create_group("x", [stranger], scope=elsewhere), "owner")
+    assert with_role(stranger, WorkspaceRoles.VIEWER) == set()
