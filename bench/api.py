@@ -29,6 +29,7 @@ from pathlib import Path
 import psycopg
 import requests
 
+from bench.common import process_tree
 from debusine.server.throwaway import ThrowawayInstance, throwaway_instance
 
 POSTGRES_URL = os.environ.get("DEBUSINE_DATABASE_URL", "postgresql://127.0.0.1:5432/postgres")
@@ -66,18 +67,6 @@ class Measurement:
             f"p50 {statistics.median(ordered) * 1000:6.1f} ms   p99 {p99 * 1000:6.1f} ms   "
             f"server {self.server_cpu / self.requests * 1000:5.2f} CPU-ms/req"
         )
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and its descendants (Linux /proc)."""
-    pids = [pid]
-    for parent in pids:
-        for task in Path(f"/proc/{parent}/task").glob("*"):
-            try:
-                pids.extend(int(child) for child in (task / "children").read_text().split())
-            except OSError:
-                continue
-    return pids
 
 
 def cpu_seconds(pid: int) -> float:
@@ -207,11 +196,7 @@ def main() -> None:
             workers=args.workers,
         ) as server,
     ):
-        server.admin("create_user", "bench", "bench@example.org")
-        server.admin("group", "create", "bench-contributors")
-        server.admin("group", "members", "bench-contributors", "--add", "bench")
-        server.admin("workspace", "grant_role", "System", "contributor", "bench-contributors")
-        token = server.admin("create_token", "bench").strip()
+        token = server.create_contributor("bench")
 
         print(
             f"{args.workers} server workers, {args.threads} client threads, "

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import requests
 
+from bench.common import process_tree
 from debusine.server.throwaway import throwaway_instance
 
 MiB = 1024 * 1024
@@ -66,18 +67,6 @@ def write_test_file(path: Path, size: int) -> str:
             remaining -= len(piece)
     fsync_file(path)
     return hasher.hexdigest()
-
-
-def process_tree(pid: int) -> list[int]:
-    """`pid` and its descendants (Linux /proc)."""
-    pids = [pid]
-    for parent in pids:
-        for task in Path(f"/proc/{parent}/task").glob("*"):
-            try:
-                pids.extend(int(child) for child in (task / "children").read_text().split())
-            except OSError:
-                continue
-    return pids
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -149,11 +138,7 @@ def run(size: int, chunk_size: int, workers: int, directory: Path) -> tuple[Timi
         name_prefix="debusine_bench_upload",
         workers=workers,
     ) as server:
-        server.admin("create_user", "bench", "bench@example.org")
-        server.admin("group", "create", "bench-contributors")
-        server.admin("group", "members", "bench-contributors", "--add", "bench")
-        server.admin("workspace", "grant_role", "System", "contributor", "bench-contributors")
-        token = server.admin("create_token", "bench").strip()
+        token = server.create_contributor("bench")
         base, pid = server.base_url, server.pid
         session = requests.Session()
         session.headers["Token"] = token

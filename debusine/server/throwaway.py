@@ -84,6 +84,15 @@ class ThrowawayInstance:
         """Run `debusine-admin` against this instance; return its output."""
         return run_admin(self.environment, *args)
 
+    def create_contributor(self, username: str, workspace: str = "System") -> str:
+        """Create a user who contributes to `workspace` (via a group); return a token key."""
+        group = f"{username}-contributors"
+        self.admin("create_user", username, f"{username}@example.org")
+        self.admin("group", "create", group)
+        self.admin("group", "members", group, "--add", username)
+        self.admin("workspace", "grant_role", workspace, "contributor", group)
+        return self.admin("create_token", username).strip()
+
 
 def _start_server(environment: dict[str, str], log: Path, workers: int) -> tuple[Supervisor, str]:
     """Start gunicorn on a free port (again on another one if the port was taken)."""

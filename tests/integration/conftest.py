@@ -53,12 +53,7 @@ def debusine_server(
             data_dir=tmp_path_factory.mktemp("live-server"),
             name_prefix=f"test_live_{worker_id}",
         ) as instance:
-            instance.admin("create_user", TEST_USERNAME, f"{TEST_USERNAME}@example.org")
-            group = f"{TEST_USERNAME}-contributors"
-            instance.admin("group", "create", group)
-            instance.admin("group", "members", group, "--add", TEST_USERNAME)
-            instance.admin("workspace", "grant_role", "System", "contributor", group)
-            token = instance.admin("create_token", TEST_USERNAME).strip()
+            token = instance.create_contributor(TEST_USERNAME)
             yield LiveServer(instance=instance, token=token, username=TEST_USERNAME)
     except ThrowawayError as error:
         pytest.fail(str(error))
