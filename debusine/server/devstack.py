@@ -89,10 +89,48 @@ def gunicorn_argv(bind: str, workers: int) -> list[str]:
     return [*argv, "debusine.server.project.asgi:application"]
 
 
+CELERY_APP = "debusine.server.project.celery"
+
+
+def scheduler_argv() -> list[str]:
+    """The scheduler: a Celery worker on the `scheduler` queue, one job at a time."""
+    return [
+        sys.executable, "-m", "celery", "--app", CELERY_APP, "worker",
+        "--queues", "scheduler", "--pool", "solo", "--concurrency", "1",
+        "--hostname", f"scheduler-{os.getpid()}@%h", "--loglevel", "INFO",
+        "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+
+
+def celery_worker_argv() -> list[str]:
+    """A Celery worker for server-side tasks (the default `celery` queue)."""
+    return [
+        sys.executable, "-m", "celery", "--app", CELERY_APP, "worker",
+        "--queues", "celery", "--concurrency", "1",
+        "--hostname", f"celery-{os.getpid()}@%h", "--loglevel", "INFO",
+        "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+
+
+def beat_argv() -> list[str]:
+    """Celery beat: the periodic jobs (fallback scheduling pass, lease expiry)."""
+    return [sys.executable, "-m", "celery", "--app", CELERY_APP, "beat", "--loglevel", "INFO"]
+
+
+def scheduling_processes() -> list[ProcessSpec]:
+    """The processes that turn pending work requests into running ones."""
+    return [
+        ProcessSpec("scheduler", scheduler_argv()),
+        ProcessSpec("beat", beat_argv()),
+    ]
+
+
 def stack_processes(port: int, workers: int) -> list[ProcessSpec]:
-    """Every long-running process of the development stack, in start order."""
+    """Every long-running server-side process of the development stack, in start order."""
     return [
         ProcessSpec("server", gunicorn_argv(f"127.0.0.1:{port}", workers)),
+        *scheduling_processes(),
+        ProcessSpec("celery", celery_worker_argv()),
     ]
 
 

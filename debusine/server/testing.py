@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from debusine.server.db.models import (
@@ -98,6 +99,28 @@ class Playground:
         token, key = Token.objects.create_with_key(enabled=enabled)
         worker = Worker.objects.create(name=name, worker_type=worker_type, token=token)
         return worker, key
+
+    def create_connected_worker(
+        self,
+        name: str = "worker",
+        *,
+        metadata: dict[str, Any] | None = None,
+        concurrency: int = 1,
+        worker_type: str = WorkerType.EXTERNAL,
+    ) -> Worker:
+        """
+        A worker as the scheduler sees one with an open websocket: enabled, connected, alive,
+        reporting `metadata` (by default the version of every Worker task).
+        """
+        worker, _key = self.create_worker(name, worker_type=worker_type)
+        worker.dynamic_metadata = (
+            {f"{task}:version": 1 for task in ("noop", "sleep")} if metadata is None else metadata
+        )
+        worker.concurrency = concurrency
+        worker.connected_at = timezone.now()
+        worker.save()
+        worker.renew_lease()
+        return worker
 
     def create_work_request(
         self,

@@ -24,6 +24,7 @@ from debusine.server.devstack import (
     ProcessSpec,
     Supervisor,
     gunicorn_argv,
+    scheduling_processes,
     wait_until_answering,
 )
 from debusine.server.project import instance
@@ -39,13 +40,17 @@ class ThrowawayError(Exception):
     """The instance could not be set up; the message says which step failed and why."""
 
 
-def instance_environment(database_url: str, redis_url: str, data_dir: Path) -> dict[str, str]:
+def instance_environment(
+    database_url: str, redis_url: str, data_dir: Path, redis_key_prefix: str
+) -> dict[str, str]:
     """Environment of every process of a throwaway instance."""
     return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "debusine.server.project.settings",
         "DEBUSINE_DATABASE_URL": database_url,
         "DEBUSINE_REDIS_URL": redis_url,
+        # Its own Celery queues and Channels groups, whoever else uses that Redis.
+        "DEBUSINE_REDIS_KEY_PREFIX": redis_key_prefix,
         "DEBUSINE_DATA_DIR": str(data_dir),
         "DEBUSINE_SECRET_KEY": secrets.token_urlsafe(50),
         "DEBUSINE_DEBUG": "false",
@@ -74,6 +79,15 @@ class ThrowawayInstance:
     environment: dict[str, str]
     pid: int  # the gunicorn arbiter
     log: Path
+    supervisor: Supervisor  # every process of the instance
+
+    def process_pids(self, name: str) -> list[int]:
+        """PIDs of the instance's running processes called `name` ("server", "scheduler"...)."""
+        return [
+            process.pid
+            for spec, process in self.supervisor.running
+            if spec.name == name and process.poll() is None
+        ]
 
     @property
     def api_url(self) -> str:
@@ -121,16 +135,23 @@ def throwaway_instance(
     data_dir: Path,
     name_prefix: str = "debusine_throwaway",
     workers: int = 1,
+    scheduling: bool = False,
+    settings: dict[str, str] | None = None,
 ) -> Iterator[ThrowawayInstance]:
     """
     Create, migrate and serve a fresh database; drop it and stop the server at the end.
 
     `postgres_url` names any database of the PostgreSQL server to use: only its server part
-    matters. `data_dir` (existing, empty) holds the store, uploads and the server log.
+    matters. `data_dir` (existing, empty) holds the store, uploads and the logs.
+    `scheduling` also starts the scheduler and Celery beat (logs `scheduler.log`, `beat.log`).
+    `settings` are extra environment variables of every process (`DEBUSINE_*` settings).
     """
     name = f"{name_prefix}_{uuid.uuid4().hex[:8]}"
     database_url = instance.with_database_name(postgres_url, name)
-    environment = instance_environment(database_url, redis_url, data_dir)
+    environment = {
+        **instance_environment(database_url, redis_url, data_dir, redis_key_prefix=name),
+        **(settings or {}),
+    }
     log = data_dir / "server.log"
     ensure_database_exists(database_url)
     supervisor: Supervisor | None = None
@@ -138,6 +159,9 @@ def throwaway_instance(
         run_admin(environment, "migrate", "--no-input", "-v", "0")
         supervisor, base_url = _start_server(environment, log, workers)
         _spec, process = supervisor.running[0]
+        if scheduling:
+            for spec in scheduling_processes():
+                supervisor.start(spec, env=environment, output=data_dir / f"{spec.name}.log")
         yield ThrowawayInstance(
             base_url=base_url,
             database_url=database_url,
@@ -145,6 +169,7 @@ def throwaway_instance(
             environment=environment,
             pid=process.pid,
             log=log,
+            supervisor=supervisor,
         )
     finally:
         if supervisor is not None:

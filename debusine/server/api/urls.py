@@ -2,13 +2,14 @@
 
 from django.urls import include, path
 
-from debusine.server.api import artifacts, misc, relations, uploads, work_requests
+from debusine.server.api import artifacts, misc, relations, uploads, work_requests, workers
 
 urlpatterns = [
     path(
         "1.0/",
         include(
             [
+                *workers.urlpatterns,
                 *work_requests.urlpatterns,
                 *artifacts.urlpatterns,
                 *uploads.urlpatterns,

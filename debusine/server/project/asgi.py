@@ -1,6 +1,12 @@
-"""ASGI entry point, served by gunicorn with uvicorn workers."""
+"""
+ASGI entry point, served by gunicorn with uvicorn workers: Django for HTTP, Channels
+consumers for the websockets under `/api/ws/1.0/`.
+"""
 
 import os
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from django.core.asgi import get_asgi_application
 
@@ -10,4 +16,33 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "debusine.server.project.setting
 # Before the settings load: this process serves requests, so it pools database connections.
 os.environ[SERVING_ASGI_VARIABLE] = "1"
 
-application = get_asgi_application()
+http_application = get_asgi_application()
+
+# Imported once Django is set up.
+from debusine.server.api.worker_websocket import WorkerConsumer  # noqa: E402
+
+ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+
+#: Websocket routes. Workers join `api-url` and `/ws/1.0/...` without stripping a trailing `/`
+#: of the api-url, so repeated slashes are collapsed before matching.
+WEBSOCKET_ROUTES: list[tuple[re.Pattern[str], ASGIApp]] = [
+    (re.compile(r"^/api/ws/1\.0/worker/connect/?$"), WorkerConsumer.as_asgi()),
+]
+
+
+async def websocket_application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Dispatch a websocket to its consumer; refuse unknown paths before accepting them."""
+    path = re.sub("/{2,}", "/", scope.get("path", ""))
+    for pattern, consumer in WEBSOCKET_ROUTES:
+        if pattern.match(path):
+            await consumer(scope, receive, send)
+            return
+    await receive()  # websocket.connect
+    await send({"type": "websocket.close", "code": 4404})
+
+
+async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "websocket":
+        await websocket_application(scope, receive, send)
+    else:
+        await http_application(scope, receive, send)

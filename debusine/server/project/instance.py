@@ -162,3 +162,18 @@ def parse_database_url(url: str) -> DatabaseParameters:
         port=str(parts.port or ""),
         options=query,
     )
+
+
+def kombu_redis_url(url: str) -> str:
+    """
+    The Redis URL in kombu's (Celery's) spelling.
+
+    redis-py and Channels take `unix:///path/redis.sock?db=N`; kombu wants
+    `redis+socket:///path/redis.sock?virtual_host=N`. Other URLs are the same for both.
+    """
+    if not url.startswith("unix://"):
+        return url
+    parsed = urlsplit(url)
+    query = parse_qs(parsed.query)
+    database = query.get("db", ["0"])[0]
+    return f"redis+socket://{parsed.path}?virtual_host={database}"

@@ -90,6 +90,8 @@ def run_tests(pytest_args: list[str]) -> int:
             **os.environ,
             "DEBUSINE_DATABASE_URL": services.database_url,
             "DEBUSINE_REDIS_URL": services.redis_url,
+            # Celery queues and Channels groups of this run, apart from any other user of Redis.
+            "DEBUSINE_REDIS_KEY_PREFIX": TEST_DATABASE_NAME,
             # Tests never touch the developer's `.data/`.
             "DEBUSINE_DATA_DIR": str(work_dir / "data"),
         }

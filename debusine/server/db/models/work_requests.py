@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from debusine.protocol.work_requests import EventReactions
 from debusine.server.db.models.workspaces import Workspace
+from debusine.server.scheduler.triggers import request_scheduling_pass
 from debusine.tasks import TaskDataError, UnknownTaskError, validate_task_data
 
 if TYPE_CHECKING:
@@ -168,7 +169,7 @@ class WorkRequestQuerySet(models.QuerySet["WorkRequest"]):
         except TaskDataError as error:
             raise InvalidWorkRequestError(title, str(error), error.validation_errors) from None
         reactions = _validate_event_reactions(event_reactions)
-        return self.create(
+        work_request = self.create(
             workspace=workspace,
             created_by=created_by,
             task_type=task_type,
@@ -178,6 +179,8 @@ class WorkRequestQuerySet(models.QuerySet["WorkRequest"]):
             priority_base=priority_base,
             status=WorkRequestStatus.PENDING,
         )
+        request_scheduling_pass()
+        return work_request
 
 
 def _validate_event_reactions(event_reactions: Any) -> dict[str, Any]:
@@ -355,6 +358,7 @@ class WorkRequest(models.Model):
         """Take a pending work request away from its worker, back to the queue."""
         self.worker = None
         self._save("worker")
+        request_scheduling_pass()
 
     def mark_running(self) -> None:
         """The worker has taken this work request: it starts now."""
@@ -386,6 +390,8 @@ class WorkRequest(models.Model):
             fields.append("output_data_json")
         self._save(*fields)
         self.update_reverse_dependencies()
+        # Its worker is free again.
+        request_scheduling_pass()
         return True
 
     def mark_aborted(self, by: User | None = None) -> None:
@@ -396,6 +402,7 @@ class WorkRequest(models.Model):
             WorkRequestStatus.RUNNING,
         ):
             raise WorkRequestError(f"cannot abort a {self.status} work request")
+        running_on = self.worker_id if self.status == WorkRequestStatus.RUNNING else None
         self.status = WorkRequestStatus.ABORTED
         self.aborted_by = by
         self.completed_at = timezone.now()
@@ -404,6 +411,31 @@ class WorkRequest(models.Model):
         for child in self.children.unfinished():
             child.mark_aborted(by)
         self.update_reverse_dependencies()
+        if running_on is not None:
+            # Tell the worker to stop it; a worker that misses this finds out at completion.
+            from debusine.server.scheduler.notifications import notify_work_request_aborted
+
+            work_request_id = self.pk
+            transaction.on_commit(lambda: notify_work_request_aborted(running_on, work_request_id))
+            request_scheduling_pass()
+
+    def retry_after_worker_failure(self, reason: str) -> WorkRequest | None:
+        """
+        Abort this running work request because its worker failed, and retry it.
+
+        Return the new work request, or None when it has been retried automatically
+        MAX_AUTOMATIC_RETRIES times already (it then stays aborted). `reason` is recorded in
+        the old one's output data.
+        """
+        errors = list((self.output_data_json or {}).get("errors") or [])
+        errors.append({"code": "worker-failed", "message": reason})
+        self.output_data_json = {**(self.output_data_json or {}), "errors": errors}
+        self._save("output_data_json")
+        self.mark_aborted(None)
+        try:
+            return self.retry(RetryReason.WORKER_FAILED)
+        except WorkRequestError:
+            return None
 
     def succeeded_or_may_fail(self) -> bool:
         """Whether dependants may go on after this one has finished."""
@@ -430,9 +462,10 @@ class WorkRequest(models.Model):
                 WorkRequestStatus.BLOCKED,
             ]
         )
-        WorkRequest.objects.filter(pk__in=ready.values("pk")).update(
+        if WorkRequest.objects.filter(pk__in=ready.values("pk")).update(
             status=WorkRequestStatus.PENDING
-        )
+        ):
+            request_scheduling_pass()
 
     def unblock_if_ready(self) -> None:
         """Turn a blocked request whose dependencies have all finished well into pending."""
@@ -447,6 +480,7 @@ class WorkRequest(models.Model):
         if all(dep.succeeded_or_may_fail() for dep in dependencies):
             self.status = WorkRequestStatus.PENDING
             self._save("status")
+            request_scheduling_pass()
         else:
             self.mark_aborted(None)
 
@@ -507,6 +541,7 @@ class WorkRequest(models.Model):
     def set_priority_adjustment(self, adjustment: int) -> None:
         self.priority_adjustment = adjustment
         self._save("priority_adjustment")
+        request_scheduling_pass()
 
     def is_expired(self, at: datetime | None = None) -> bool:
         expire_at = self.expire_at

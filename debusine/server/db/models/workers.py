@@ -11,6 +11,7 @@ from django.db import models, transaction
 from django.utils import timezone
 
 from debusine.server.db.models.auth import Token
+from debusine.server.scheduler.triggers import request_scheduling_pass
 
 #: How long the activation token printed by `debusine-admin worker create` can be used.
 ACTIVATION_TOKEN_LIFETIME = timedelta(minutes=15)
@@ -135,50 +136,76 @@ class Worker(models.Model):
     def is_enabled(self) -> bool:
         return self.token is not None and self.token.enabled
 
+    def renew_lease(self) -> None:
+        """
+        Record that the worker is alive now: it keeps its running work requests.
+
+        The lease lives on the worker's token (`last_seen_at`), which every API call from the
+        worker renews too; see `debusine.server.scheduler.leases`.
+        """
+        if self.token_id is not None:
+            Token.objects.filter(pk=self.token_id).update(last_seen_at=timezone.now())
+
     def mark_connected(self) -> None:
+        """Its websocket is open: it can be given work."""
         self.connected_at = timezone.now()
         self.save(update_fields=["connected_at"])
+        self.renew_lease()
+        request_scheduling_pass()
 
     def mark_disconnected(self) -> None:
+        """
+        Its websocket closed: it gets no new work, and its lease runs out after the grace
+        period unless it comes back.
+        """
         self.connected_at = None
         self.save(update_fields=["connected_at"])
+        self.renew_lease()
 
     def set_dynamic_metadata(self, metadata: dict[str, Any]) -> None:
         """Replace the worker-reported metadata wholesale."""
         self.dynamic_metadata = metadata
         self.dynamic_metadata_updated_at = timezone.now()
         self.save(update_fields=["dynamic_metadata", "dynamic_metadata_updated_at"])
+        request_scheduling_pass()
 
     def set_static_metadata(self, metadata: dict[str, Any]) -> None:
         """Replace the admin-set metadata."""
         self.static_metadata = metadata
         self.save(update_fields=["static_metadata"])
+        request_scheduling_pass()
 
     def enable(self) -> None:
         """Let the worker in: its token becomes usable (it connects on its next retry)."""
         if self.token is None:
             raise ValidationError(f"worker {self.name} has not registered yet: it has no token")
         self.token.enable()
+        request_scheduling_pass()
 
     def disable(self) -> None:
         """
-        Shut the worker out: disable its tokens and give its pending work requests back.
+        Shut the worker out: disable its tokens and take its work away.
 
-        Running work requests stay assigned: the worker is to be told to stop
-        (`notify_worker_disabled`, a no-op until the worker websocket exists) and lease expiry
-        is to put them back in the queue (leases do not exist yet either).
+        Its pending work requests go back to the queue; its running ones are aborted (the
+        worker is told to stop them) and retried elsewhere; its websockets are closed.
         """
         for token in (self.token, self.activation_token):
             if token is not None:
                 token.disable()
-        for work_request in self.assigned_work_requests.filter(status="pending"):
-            work_request.de_assign_worker()
-        transaction.on_commit(lambda: notify_worker_disabled(self))
+        for work_request in self.assigned_work_requests.filter(
+            status__in=["pending", "running"]
+        ).order_by("id"):
+            if work_request.status == "pending":
+                work_request.de_assign_worker()
+            else:
+                work_request.retry_after_worker_failure(f"worker {self.name} was disabled")
+        if self.token is not None:
+            worker_id, token_hash = self.pk, self.token.hash
+            transaction.on_commit(lambda: notify_worker_disabled(worker_id, token_hash))
 
 
-def notify_worker_disabled(worker: Worker) -> None:
-    """
-    Tell the worker's open websocket that it was disabled (`connection_closed`).
+def notify_worker_disabled(worker_id: int, token_hash: str) -> None:
+    """Close the worker's open websockets with `connection_closed` (TOKEN_DISABLED)."""
+    from debusine.server.scheduler import notifications
 
-    Nothing to do until the worker websocket exists; the websocket work fills this in.
-    """
+    notifications.notify_worker_disabled(worker_id, token_hash)

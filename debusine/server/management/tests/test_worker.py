@@ -61,7 +61,7 @@ def test_enable_by_name_and_disable_by_token_key(playground: Playground) -> None
     assert not worker.is_enabled()
 
 
-def test_disable_gives_pending_work_requests_back(
+def test_disable_takes_pending_and_running_work_requests_back(
     playground: Playground, django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks
 ) -> None:
     user = playground.create_user("carol")
@@ -77,10 +77,21 @@ def test_disable_gives_pending_work_requests_back(
     pending.refresh_from_db()
     running.refresh_from_db()
     assert pending.worker is None
-    # The running one is the worker's to stop; its lease expiry requeues it.
-    assert running.worker == worker
-    # The websocket notification is sent only once the change is committed.
-    assert len(callbacks) == 1
+    assert pending.status == WorkRequestStatus.PENDING
+    # The running one is aborted (its worker is told to stop) and retried elsewhere.
+    assert running.status == WorkRequestStatus.ABORTED
+    assert running.worker is None
+    retry = running.superseded_by
+    assert retry.status == WorkRequestStatus.PENDING
+    assert retry.worker is None
+    assert running.output_data_json["errors"][0]["code"] == "worker-failed"
+    # Notifications go out only once the change is committed: the abort, the closing of the
+    # worker's websockets, and a scheduling pass.
+    assert {callback.__name__ for callback in callbacks} >= {
+        "<lambda>",
+        "enqueue_scheduling_pass",
+    }
+    assert len(callbacks) == 3
 
 
 def test_enable_signing_worker_needs_the_right_type(playground: Playground) -> None:

@@ -86,6 +86,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "django_celery_results",
     "debusine.server.db",
     "debusine.server",
 ]
@@ -145,6 +146,32 @@ REST_FRAMEWORK: dict[str, Any] = {
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 
+# --- Redis: Celery broker and Channels layer -----------------------------------------------
+
+_redis_prefix: str = globals()["DEBUSINE_REDIS_KEY_PREFIX"]
+
+CELERY_BROKER_URL = instance.kombu_redis_url(DEBUSINE_REDIS_URL)
+CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"{_redis_prefix}:celery:"}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_RESULT_BACKEND = "django-db"
+# Our jobs return nothing anyone reads: storing results would cost a write per job.
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_ROUTES = {"debusine.scheduler.*": {"queue": "scheduler"}}
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BEAT_SCHEDULE_FILENAME = str(DEBUSINE_DATA_DIR / "celerybeat-schedule")
+
+CHANNEL_LAYERS = {
+    "default": {
+        # Pub/sub: a group message is one PUBLISH that reaches the subscribed server processes
+        # at once; nothing is queued for consumers that are gone.
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [DEBUSINE_REDIS_URL], "prefix": f"{_redis_prefix}:channels:"},
+    }
+}
+
 LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -154,6 +181,7 @@ LOGGING: dict[str, Any] = {
         "debusine": {"handlers": ["console"], "level": globals()["DEBUSINE_LOG_LEVEL"]},
         # Unhandled exceptions (500s) with their tracebacks: an operator must see them.
         "django": {"handlers": ["console"], "level": "ERROR"},
+        "celery": {"handlers": ["console"], "level": "WARNING"},
     },
 }
 

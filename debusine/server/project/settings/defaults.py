@@ -34,6 +34,10 @@ DEBUSINE_DATABASE_POOL_SIZE = 8
 # `unix:///run/redis/redis.sock`. Empty: `<data dir>/redis-url`, else 127.0.0.1:6379.
 DEBUSINE_REDIS_URL = ""
 
+# Prefix of every Redis key this instance uses (Celery queues, Channels groups), so that several
+# instances (or test runs) can share one Redis server without reading each other's messages.
+DEBUSINE_REDIS_KEY_PREFIX = "debusine"
+
 # Whether the development stack (`make run`) starts an embedded PostgreSQL and Redis under the
 # data directory: "auto" (only when none is configured or answering on 127.0.0.1), "always"
 # or "never".
@@ -86,6 +90,21 @@ DEBUSINE_MAX_FILE_SIZE = 0
 
 # Page size of `GET /api/1.0/work-request/`.
 DEBUSINE_WORK_REQUEST_PAGE_SIZE = 10
+
+# --- Workers and scheduling -----------------------------------------------------------
+
+# Seconds a worker may stay out of touch (websocket closed and no API call) before its lease
+# on its running work requests expires: they are then retried on another worker (at most 3
+# automatic retries) and its assigned pending ones go back to the queue.
+DEBUSINE_WORKER_LEASE_GRACE = 60
+
+# Seconds between the scheduler's periodic fallback passes (Celery beat). Passes also run
+# whenever a work request is created or completed and a worker connects or reports metadata;
+# the fallback re-sends notifications that were lost (for instance when Redis restarted).
+DEBUSINE_SCHEDULER_FALLBACK_INTERVAL = 30
+
+# Seconds between the server's requests for a connected worker's dynamic metadata.
+DEBUSINE_DYNAMIC_METADATA_INTERVAL = 3600
 
 # --- Logging ----------------------------------------------------------------------------
 

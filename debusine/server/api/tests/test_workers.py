@@ -1,0 +1,303 @@
+"""Tests of the worker endpoints: register, dynamic metadata, get-next, completed."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
+
+from debusine.server.db.models import Token, User, Worker, WorkRequest
+from debusine.server.db.models.auth import hash_token_key
+from debusine.server.testing import Playground, api_client
+
+pytestmark = pytest.mark.django_db
+
+REGISTER = "/api/1.0/worker/register/"
+METADATA = "/api/1.0/worker/dynamic-metadata/"
+GET_NEXT = "/api/1.0/work-request/get-next-for-worker/"
+
+
+def completed_url(work_request_id: int) -> str:
+    return f"/api/1.0/work-request/{work_request_id}/completed/"
+
+
+def assert_problem(response: object, status: int, title: str) -> None:
+    assert response.status_code == status  # type: ignore[attr-defined]
+    assert response["Content-Type"] == "application/problem+json"  # type: ignore[index]
+    assert response.json()["title"] == title  # type: ignore[attr-defined]
+
+
+# --- register -----------------------------------------------------------------------------
+
+
+def test_register_creates_a_disabled_worker() -> None:
+    key = secrets.token_hex(32)
+
+    response = APIClient().post(
+        REGISTER, {"token": key, "fqdn": "builder.example.org"}, format="json"
+    )
+
+    assert response.status_code == 201
+    assert response.content == b""
+    worker = Worker.objects.get(name="builder-example-org")
+    assert worker.worker_type == "external"
+    assert worker.token is not None
+    assert worker.token.hash == hash_token_key(key)
+    assert not worker.token.enabled
+    assert worker.concurrency == 1
+
+
+def test_register_again_with_the_same_token_is_harmless() -> None:
+    key = secrets.token_hex(32)
+    for _ in range(2):
+        response = APIClient().post(REGISTER, {"token": key, "fqdn": "a.b"}, format="json")
+        assert response.status_code == 201
+    assert Worker.objects.count() == 1
+
+
+def test_register_names_are_unique_per_host() -> None:
+    for _ in range(3):
+        APIClient().post(
+            REGISTER, {"token": secrets.token_hex(32), "fqdn": "h.example"}, format="json"
+        )
+    assert sorted(Worker.objects.values_list("name", flat=True)) == [
+        "h-example",
+        "h-example-2",
+        "h-example-3",
+    ]
+
+
+def test_register_with_activation_token_enables_at_once() -> None:
+    worker, activation_key = Worker.objects.create_with_activation_token("pool-1", "external")
+    key = secrets.token_hex(32)
+
+    response = api_client(activation_key).post(
+        REGISTER, {"token": key, "fqdn": "ignored.example", "worker_type": "signing"}, format="json"
+    )
+
+    assert response.status_code == 201
+    worker.refresh_from_db()
+    assert worker.token is not None and worker.token.enabled
+    assert worker.token.hash == hash_token_key(key)
+    assert worker.worker_type == "external"
+    assert worker.activation_token is None
+    assert not Token.objects.filter(hash=hash_token_key(activation_key)).exists()
+    assert Worker.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"fqdn": "x"},
+        {"token": "a" * 65, "fqdn": "x"},
+        {"token": "k", "fqdn": "x", "worker_type": "robot"},
+        {"token": "k", "fqdn": "x", "extra": 1},
+        [],
+    ],
+)
+def test_register_refuses_bad_bodies(body: object) -> None:
+    response = APIClient().post(REGISTER, body, format="json")
+    assert response.status_code == 400
+    assert Worker.objects.count() == 0
+    assert Token.objects.count() == 0
+
+
+def test_register_refuses_a_user_token(playground: Playground, user: User) -> None:
+    key = playground.create_user_token(user)
+    response = APIClient().post(REGISTER, {"token": key, "fqdn": "x"}, format="json")
+    assert_problem(response, 400, "Cannot register worker")
+    assert Worker.objects.count() == 0
+
+
+# --- dynamic metadata ---------------------------------------------------------------------
+
+
+def test_dynamic_metadata_replaces_the_stored_one(playground: Playground) -> None:
+    worker, key = playground.create_worker()
+    client = api_client(key)
+    client.put(METADATA, {"a": 1, "b": 2}, format="json")
+
+    response = client.put(METADATA, {"system:cpu_count": 4}, format="json")
+
+    assert response.status_code == 204
+    assert response.content == b""
+    worker.refresh_from_db()
+    assert worker.dynamic_metadata == {"system:cpu_count": 4}
+    assert worker.dynamic_metadata_updated_at is not None
+
+
+def test_dynamic_metadata_needs_an_enabled_worker_token(
+    playground: Playground, user_token: str
+) -> None:
+    _worker, disabled_key = playground.create_worker(enabled=False)
+    for token in (None, user_token, disabled_key):
+        response = api_client(token).put(METADATA, {"a": 1}, format="json")
+        assert response.status_code == 403
+
+
+def test_dynamic_metadata_must_be_an_object(playground: Playground) -> None:
+    _worker, key = playground.create_worker()
+    response = api_client(key).put(METADATA, [1, 2], format="json")
+    assert_problem(response, 400, "Invalid metadata")
+
+
+# --- get-next -----------------------------------------------------------------------------
+
+
+def test_get_next_without_work_is_204(playground: Playground) -> None:
+    _worker, key = playground.create_worker()
+    response = api_client(key).get(GET_NEXT)
+    assert response.status_code == 204
+    assert response.content == b""
+
+
+def test_get_next_hands_over_the_assigned_work_request(
+    playground: Playground, user: User
+) -> None:
+    worker, key = playground.create_worker()
+    other, _ = playground.create_worker("other")
+    playground.create_work_request(created_by=user, worker=other)
+    playground.create_work_request(created_by=user)
+    mine = playground.create_work_request(
+        created_by=user, worker=worker, task_data={"result": False}
+    )
+
+    with CaptureQueriesContext(connection) as queries:
+        response = api_client(key).get(GET_NEXT)
+
+    assert response.status_code == 200
+    body = response.json()
+    # Serialised before it starts, as Debusine does; it is running once handed over.
+    assert (body["id"], body["status"], body["started_at"]) == (mine.pk, "pending", None)
+    assert body["task_type"] == "Worker"
+    assert body["task_data"] == {"result": False}
+    assert body["workspace"] == "System"
+    assert body["result"] == ""
+    mine.refresh_from_db()
+    assert mine.status == "running"
+    assert mine.started_at is not None
+    assert len(queries) <= 12
+    # Nothing else for this worker.
+    assert api_client(key).get(GET_NEXT).status_code == 204
+
+
+def test_get_next_while_running_means_the_worker_restarted(
+    playground: Playground, user: User
+) -> None:
+    worker, key = playground.create_worker()
+    lost = playground.create_work_request(created_by=user, worker=worker, status="running")
+
+    response = api_client(key).get(GET_NEXT)
+
+    assert response.status_code == 204
+    lost.refresh_from_db()
+    assert lost.status == "aborted"
+    retry = lost.superseded_by
+    assert (retry.status, retry.worker) == ("pending", None)
+
+
+def test_get_next_is_for_workers_only(playground: Playground, user_token: str) -> None:
+    assert api_client(user_token).get(GET_NEXT).status_code == 403
+    assert APIClient().get(GET_NEXT).status_code == 403
+
+
+# --- completed ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def running(playground: Playground, user: User) -> tuple[WorkRequest, str]:
+    worker, key = playground.create_worker()
+    work_request = playground.create_work_request(
+        created_by=user, worker=worker, status="running"
+    )
+    return work_request, key
+
+
+def test_completed_records_the_outcome(running: tuple[WorkRequest, str]) -> None:
+    work_request, key = running
+    statistics = {"duration": 3, "cpu_time": 1}
+
+    response = api_client(key).put(
+        completed_url(work_request.pk),
+        {"result": "failure", "output_data": {"runtime_statistics": statistics}},
+        format="json",
+    )
+
+    assert response.status_code == 200
+    assert response.content == b""
+    work_request.refresh_from_db()
+    assert (work_request.status, work_request.result) == ("completed", "failure")
+    assert work_request.completed_at is not None
+    assert work_request.output_data_json == {"runtime_statistics": statistics}
+
+
+def test_stale_completion_changes_nothing(running: tuple[WorkRequest, str], user: User) -> None:
+    work_request, key = running
+    work_request.mark_aborted(user)
+
+    response = api_client(key).put(
+        completed_url(work_request.pk), {"result": "success"}, format="json"
+    )
+
+    assert response.status_code == 200
+    assert response.content == b""
+    work_request.refresh_from_db()
+    assert (work_request.status, work_request.result) == ("aborted", "")
+
+
+def test_completion_of_another_workers_work_is_refused(
+    running: tuple[WorkRequest, str], playground: Playground
+) -> None:
+    work_request, _key = running
+    _other, other_key = playground.create_worker("other")
+
+    response = api_client(other_key).put(
+        completed_url(work_request.pk), {"result": "success"}, format="json"
+    )
+
+    assert_problem(response, 401, "Invalid worker to update the work request")
+    work_request.refresh_from_db()
+    assert work_request.status == "running"
+
+
+def test_completion_of_a_missing_work_request_is_404(playground: Playground) -> None:
+    _worker, key = playground.create_worker()
+    response = api_client(key).put(completed_url(999999), {"result": "success"}, format="json")
+    assert_problem(response, 404, "Work request 999999 not found")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"result": "great"},
+        {"result": "success", "output_data": {"runtime_statistics": {"duration": "x"}}},
+        {"result": "success", "output_data": {"surprise": 1}},
+        {"result": "success", "extra": 1},
+    ],
+)
+def test_completion_refuses_bad_bodies(running: tuple[WorkRequest, str], body: object) -> None:
+    work_request, key = running
+    response = api_client(key).put(completed_url(work_request.pk), body, format="json")
+    assert response.status_code == 400
+    work_request.refresh_from_db()
+    assert work_request.status == "running"
+
+
+def test_completion_unblocks_dependants(running: tuple[WorkRequest, str], user: User) -> None:
+    work_request, key = running
+    dependant = WorkRequest.objects.create(
+        workspace=work_request.workspace,
+        created_by=user,
+        task_name="noop",
+        status="blocked",
+    )
+    dependant.dependencies.add(work_request)
+
+    api_client(key).put(completed_url(work_request.pk), {"result": "success"}, format="json")
+
+    dependant.refresh_from_db()
+    assert dependant.status == "pending"

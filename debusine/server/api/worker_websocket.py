@@ -1,0 +1,180 @@
+"""
+The worker websocket, `/api/ws/1.0/worker/connect/` (protocol.md §3.1).
+
+A worker authenticates with the `token` header of the upgrade request. A missing, unknown or
+disabled token is accepted and then rejected with `connection_rejected` (TOKEN_DISABLED), which
+makes Debusine workers retry. While the websocket is open the worker:
+- counts as connected (it can be given work) and its lease is renewed periodically;
+- is told `work_request_available` when the scheduler assigns it work (and on connection when
+  it already has some), `work_request_aborted` (our extension) when its running work request is
+  aborted, and `connection_closed` when an admin disables it;
+- is asked for its dynamic metadata on connection and then every
+  DEBUSINE_DYNAMIC_METADATA_INTERVAL seconds.
+When it closes, the lease's grace period starts: a lease check is queued for when it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.db import transaction
+
+from debusine.protocol.workers import (
+    FRAME_CONNECTED,
+    FRAME_REQUEST_DYNAMIC_METADATA,
+    FRAME_WORK_REQUEST_ABORTED,
+    FRAME_WORK_REQUEST_AVAILABLE,
+    REASON_TOKEN_DISABLED,
+    event_frame,
+)
+from debusine.server.db.models import Token, Worker
+from debusine.server.scheduler.notifications import worker_group
+
+logger = logging.getLogger(__name__)
+
+REJECTED_REASON = "No token header, token not associated to a worker or not enabled"
+
+
+def lease_renewal_interval() -> float:
+    """Renew often enough that a connected worker never gets near the end of its grace."""
+    return float(min(20.0, max(0.5, settings.DEBUSINE_WORKER_LEASE_GRACE / 3)))
+
+
+def worker_for_key(key: str | None) -> Worker | None:
+    """The worker whose usable token is `key`, or None."""
+    if not key:
+        return None
+    token = Token.objects.get_by_key(key.strip())
+    if token is None or not token.is_usable():
+        return None
+    return Worker.objects.filter(token=token).first()
+
+
+def connect_worker(worker_id: int) -> bool:
+    """Mark the worker connected; return whether it already holds unfinished work."""
+    with transaction.atomic():
+        worker = Worker.objects.select_related("token").get(pk=worker_id)
+        worker.mark_connected()
+        return worker.assigned_work_requests.filter(status__in=["pending", "running"]).exists()
+
+
+def disconnect_worker(worker_id: int) -> None:
+    """Mark the worker disconnected and check its lease once the grace period is over."""
+    with transaction.atomic():
+        worker = Worker.objects.filter(pk=worker_id).first()
+        if worker is None:
+            return
+        worker.mark_disconnected()
+        has_running = worker.assigned_work_requests.filter(status="running").exists()
+    if has_running:
+        from debusine.server.scheduler.jobs import expire_worker_leases
+
+        try:
+            expire_worker_leases.apply_async(countdown=settings.DEBUSINE_WORKER_LEASE_GRACE + 1)
+        except Exception as error:  # beat's periodic check covers it
+            logger.warning("could not queue a lease check for worker %d: %s", worker_id, error)
+
+
+def renew_lease(worker_id: int) -> bool:
+    """Renew the lease; return False when the worker may no longer be connected."""
+    worker = Worker.objects.select_related("token").filter(pk=worker_id).first()
+    if worker is None or worker.token is None or not worker.token.is_usable():
+        return False
+    worker.renew_lease()
+    return True
+
+
+class WorkerConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
+    """One worker's websocket."""
+
+    worker_id: int | None = None
+    keep_alive: asyncio.Task[None] | None = None
+
+    async def send_frame(self, frame: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(frame))
+
+    async def reject(self, reason: str, reason_code: str | None = None) -> None:
+        frame: dict[str, Any] = {"type": "connection_rejected", "reason": reason}
+        if reason_code is not None:
+            frame["reason_code"] = reason_code
+        await self.send_frame(frame)
+        await self.close()
+
+    async def connect(self) -> None:
+        headers = dict(self.scope.get("headers", []))
+        key = headers.get(b"token", b"").decode("latin-1") or None
+        worker = await database_sync_to_async(worker_for_key)(key)
+        await self.accept()
+        if worker is None:
+            await self.reject(REJECTED_REASON, REASON_TOKEN_DISABLED)
+            return
+        try:
+            await self.channel_layer.group_add(worker_group(worker.pk), self.channel_name)
+        except Exception as error:  # the worker retries later
+            logger.warning("worker %s refused: channel layer unavailable: %s", worker, error)
+            await self.reject("Service unavailable")
+            return
+        self.worker_id = worker.pk
+        has_work = await database_sync_to_async(connect_worker)(worker.pk)
+        await self.send_frame(event_frame(FRAME_CONNECTED))
+        await self.send_frame(event_frame(FRAME_REQUEST_DYNAMIC_METADATA))
+        if has_work:
+            await self.send_frame(event_frame(FRAME_WORK_REQUEST_AVAILABLE))
+        self.keep_alive = asyncio.create_task(self.keep_connection_alive(worker.pk))
+
+    async def keep_connection_alive(self, worker_id: int) -> None:
+        """Renew the lease and the group membership; ask for metadata now and then."""
+        loop = asyncio.get_running_loop()
+        interval = lease_renewal_interval()
+        next_metadata = loop.time() + settings.DEBUSINE_DYNAMIC_METADATA_INTERVAL
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if not await database_sync_to_async(renew_lease)(worker_id):
+                    await self.close()
+                    return
+                # A restarted Redis forgets subscriptions: joining again is idempotent.
+                await self.channel_layer.group_add(worker_group(worker_id), self.channel_name)
+            except Exception as error:  # try again at the next interval
+                logger.warning("could not renew the lease of worker %d: %s", worker_id, error)
+            if loop.time() >= next_metadata:
+                next_metadata = loop.time() + settings.DEBUSINE_DYNAMIC_METADATA_INTERVAL
+                await self.send_frame(event_frame(FRAME_REQUEST_DYNAMIC_METADATA))
+
+    async def disconnect(self, code: int) -> None:
+        if self.keep_alive is not None:
+            self.keep_alive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.keep_alive
+        if self.worker_id is None:
+            return
+        with contextlib.suppress(Exception):
+            await self.channel_layer.group_discard(worker_group(self.worker_id), self.channel_name)
+        await database_sync_to_async(disconnect_worker)(self.worker_id)
+
+    # --- Channel layer messages (see debusine.server.scheduler.notifications) --------------
+
+    async def work_request_assigned(self, _message: dict[str, Any]) -> None:
+        await self.send_frame(event_frame(FRAME_WORK_REQUEST_AVAILABLE))
+
+    async def work_request_aborted(self, message: dict[str, Any]) -> None:
+        await self.send_frame(
+            event_frame(FRAME_WORK_REQUEST_ABORTED, work_request_id=message["work_request_id"])
+        )
+
+    async def worker_disabled(self, message: dict[str, Any]) -> None:
+        await self.send_frame(
+            {
+                "type": "connection_closed",
+                "reason": f'Token has been disabled (token hash: "{message["token_hash"]}")',
+                "reason_code": REASON_TOKEN_DISABLED,
+            }
+        )
+        await self.close()

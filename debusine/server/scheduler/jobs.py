@@ -1,0 +1,29 @@
+"""
+Celery entry points of the scheduler (queue `scheduler`, one process, concurrency 1).
+
+Jobs take no state from their message: each re-reads PostgreSQL and acts on what it finds, so
+a duplicated, late or replayed message does no harm.
+"""
+
+from __future__ import annotations
+
+from debusine.server.project.celery import app
+from debusine.server.scheduler.leases import expire_leases
+from debusine.server.scheduler.passes import run_scheduling_pass
+from debusine.server.scheduler.triggers import clear_pass_queued
+
+#: The queue of these jobs (CELERY_TASK_ROUTES sends every `debusine.scheduler.*` job there).
+SCHEDULER_QUEUE = "scheduler"
+
+
+@app.task(name="debusine.scheduler.schedule", ignore_result=True)
+def schedule_work_requests(renotify: bool = False) -> int:
+    """One scheduling pass; return how many work requests it assigned."""
+    clear_pass_queued()
+    return len(run_scheduling_pass(renotify=renotify).assigned)
+
+
+@app.task(name="debusine.scheduler.expire_leases", ignore_result=True)
+def expire_worker_leases() -> int:
+    """Retry the work of workers out of touch for too long; return how many were retried."""
+    return len(expire_leases().retried)

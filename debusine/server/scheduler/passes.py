@@ -1,0 +1,205 @@
+"""
+One scheduling pass: assign pending work requests to idle workers, in bulk SQL.
+
+A pass is one transaction holding a PostgreSQL advisory lock, so passes never overlap, even
+across several scheduler processes; the assignment UPDATE only touches rows that are still
+pending and unassigned, so a work request is never given to two workers. Workers are told after
+the commit (`work_request_available`); a fallback pass also re-tells workers about work they
+were given earlier and have not fetched (their message may have been lost).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from debusine.server.scheduler.matching import Candidate, IdleWorker, Matcher
+from debusine.server.scheduler.notifications import notify_work_request_assigned
+
+logger = logging.getLogger(__name__)
+
+#: Key of the advisory lock that serialises scheduling passes (and lease expiry).
+SCHEDULER_LOCK_KEY = 0x64627573  # "dbus"
+
+#: Pending work requests read per query while looking for runnable ones.
+CANDIDATE_PAGE_SIZE = 500
+
+
+def lease_grace() -> timedelta:
+    return timedelta(seconds=settings.DEBUSINE_WORKER_LEASE_GRACE)
+
+
+def lease_grace_seconds() -> float:
+    return float(settings.DEBUSINE_WORKER_LEASE_GRACE)
+
+
+def lock_scheduler() -> None:
+    """Take the scheduler's advisory lock until the end of the current transaction."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SCHEDULER_LOCK_KEY])
+
+
+# A worker is idle when it is connected, its token is enabled and alive (seen within the lease
+# grace period: a server process that died cannot have cleared `connected_at`), and it holds
+# fewer pending/running work requests than its concurrency.
+IDLE_WORKERS_SQL = """
+SELECT w.id, w.worker_type,
+       w.concurrency - (
+           SELECT count(*) FROM db_workrequest wr
+           WHERE wr.worker_id = w.id AND wr.status IN ('pending', 'running')
+       ) AS free_slots,
+       w.dynamic_metadata || w.static_metadata AS metadata
+FROM db_worker w
+JOIN db_token t ON t.id = w.token_id
+WHERE w.connected_at IS NOT NULL
+  AND t.enabled
+  AND (t.expire_at IS NULL OR t.expire_at > now())
+  AND t.last_seen_at >= now() - %s * interval '1 second'
+  AND w.worker_type IN ('external', 'signing')
+ORDER BY w.connected_at, w.id
+"""
+
+# Pending unassigned work requests in queue order, one page after a keyset position.
+CANDIDATES_SQL = """
+SELECT id, task_type, task_name, task_data->>'host_architecture',
+       priority_base + priority_adjustment, created_at
+FROM db_workrequest
+WHERE status = 'pending' AND worker_id IS NULL AND task_type IN ('Worker', 'Signing')
+  AND (%(first)s::boolean
+       OR priority_base + priority_adjustment < %(priority)s::integer
+       OR (priority_base + priority_adjustment = %(priority)s::integer
+           AND (created_at, id) > (%(created_at)s::timestamptz, %(id)s::bigint)))
+ORDER BY priority_base + priority_adjustment DESC, created_at, id
+LIMIT %(limit)s
+"""
+
+# The assignment, guarded so that a concurrent change (abort, disabled worker) wins.
+ASSIGN_SQL = """
+UPDATE db_workrequest wr SET worker_id = v.worker_id
+FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, worker_id)
+WHERE wr.id = v.id AND wr.status = 'pending' AND wr.worker_id IS NULL
+  AND EXISTS (
+      SELECT 1 FROM db_worker w JOIN db_token t ON t.id = w.token_id
+      WHERE w.id = v.worker_id AND t.enabled
+  )
+RETURNING wr.id, wr.worker_id
+"""
+
+# Workers holding pending work they have not fetched yet (for the fallback's re-notification).
+UNFETCHED_SQL = """
+SELECT DISTINCT wr.worker_id FROM db_workrequest wr
+JOIN db_worker w ON w.id = wr.worker_id
+WHERE wr.status = 'pending' AND wr.worker_id IS NOT NULL AND w.connected_at IS NOT NULL
+"""
+
+
+@dataclass
+class PassResult:
+    """What one pass did."""
+
+    idle_workers: int = 0
+    candidates_seen: int = 0
+    assigned: list[tuple[int, int]] = field(default_factory=list)  # (work request, worker)
+    notified_workers: set[int] = field(default_factory=set)
+    seconds: float = 0.0
+
+
+def load_idle_workers() -> list[IdleWorker]:
+    with connection.cursor() as cursor:
+        cursor.execute(IDLE_WORKERS_SQL, [lease_grace_seconds()])
+        rows = cursor.fetchall()
+    return [
+        # Django has psycopg hand JSON columns over as text: decode them here.
+        IdleWorker(id=row[0], worker_type=row[1], free_slots=row[2], metadata=json.loads(row[3]))
+        for row in rows
+        if row[2] > 0
+    ]
+
+
+def match_candidates(matcher: Matcher, result: PassResult) -> list[tuple[int, int]]:
+    """Walk the queue page by page until every free slot is taken or the queue ends."""
+    assignments: list[tuple[int, int]] = []
+    position: tuple[int, datetime | None, int] | None = None
+    with connection.cursor() as cursor:
+        while matcher.free_slots > 0:
+            first = position is None
+            priority, created_at, last_id = position or (0, None, 0)
+            cursor.execute(
+                CANDIDATES_SQL,
+                {
+                    "first": first,
+                    "priority": priority,
+                    "created_at": created_at,
+                    "id": last_id,
+                    "limit": CANDIDATE_PAGE_SIZE,
+                },
+            )
+            rows = cursor.fetchall()
+            for row in rows:
+                worker_id = matcher.assign(Candidate(row[0], row[1], row[2], row[3]))
+                if worker_id is not None:
+                    assignments.append((row[0], worker_id))
+                    if matcher.free_slots == 0:
+                        break
+            result.candidates_seen += len(rows)
+            if len(rows) < CANDIDATE_PAGE_SIZE:
+                break
+            last = rows[-1]
+            position = (last[4], last[5], last[0])
+    return assignments
+
+
+def apply_assignments(assignments: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    if not assignments:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            ASSIGN_SQL,
+            [[wr for wr, _ in assignments], [worker for _, worker in assignments]],
+        )
+        return [(row[0], row[1]) for row in cursor.fetchall()]
+
+
+def workers_with_unfetched_work() -> set[int]:
+    with connection.cursor() as cursor:
+        cursor.execute(UNFETCHED_SQL)
+        return {row[0] for row in cursor.fetchall()}
+
+
+def run_scheduling_pass(*, renotify: bool = False) -> PassResult:
+    """
+    Assign what can be assigned now, and notify the workers once the assignment commits.
+
+    `renotify` (the periodic fallback) also notifies every connected worker that holds
+    pending work it has not fetched.
+    """
+    started = time.perf_counter()
+    result = PassResult()
+    with transaction.atomic():
+        lock_scheduler()
+        workers = load_idle_workers()
+        result.idle_workers = len(workers)
+        if workers:
+            result.assigned = apply_assignments(match_candidates(Matcher(workers), result))
+        result.notified_workers = {worker for _, worker in result.assigned}
+        if renotify:
+            result.notified_workers |= workers_with_unfetched_work()
+        if result.notified_workers:
+            to_notify = set(result.notified_workers)
+            transaction.on_commit(lambda: notify_work_request_assigned(to_notify))
+    result.seconds = time.perf_counter() - started
+    if result.assigned:
+        logger.info(
+            "scheduling pass: %d assigned, %d idle workers, %d candidates read, %.1f ms",
+            len(result.assigned),
+            result.idle_workers,
+            result.candidates_seen,
+            result.seconds * 1000,
+        )
+    return result

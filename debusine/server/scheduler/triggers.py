@@ -1,0 +1,64 @@
+"""
+Asking for a scheduling pass when something changed that may let work start.
+
+`request_scheduling_pass()` is called by the model action methods (a work request created,
+completed, unblocked or given back; a worker connected, enabled or reporting metadata). It
+enqueues one Celery job after the transaction commits, at most once per transaction, and
+coalesces requests that arrive while a pass is already queued (a Redis flag the pass clears as
+it starts), so a burst of changes costs one pass, not one per change. Failures are logged and
+left to the periodic fallback pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import cache
+
+import redis
+from django.conf import settings
+from django.db import transaction
+
+logger = logging.getLogger(__name__)
+
+#: Seconds after which a "pass queued" flag whose job was lost stops suppressing new requests.
+PASS_QUEUED_TTL = 10
+
+
+@cache
+def redis_client() -> redis.Redis:
+    """One Redis client (with its connection pool) per process."""
+    return redis.Redis.from_url(settings.DEBUSINE_REDIS_URL, socket_timeout=5)
+
+
+def pass_queued_key() -> str:
+    return f"{settings.DEBUSINE_REDIS_KEY_PREFIX}:scheduler:pass-queued"
+
+
+def enqueue_scheduling_pass() -> None:
+    """Queue a pass unless one is queued and has not started yet."""
+    try:
+        if not redis_client().set(pass_queued_key(), "1", nx=True, ex=PASS_QUEUED_TTL):
+            return
+        from debusine.server.scheduler.jobs import schedule_work_requests
+
+        schedule_work_requests.apply_async()
+    except Exception as error:  # the periodic pass recovers
+        logger.warning("could not queue a scheduling pass: %s", error)
+
+
+def clear_pass_queued() -> None:
+    """Called by a pass as it starts: later requests must queue another pass."""
+    try:
+        redis_client().delete(pass_queued_key())
+    except redis.RedisError as error:
+        logger.warning("could not clear the scheduling flag: %s", error)
+
+
+def request_scheduling_pass() -> None:
+    """Enqueue a scheduling pass once the current transaction commits (once per transaction)."""
+    connection = transaction.get_connection()
+    if connection.in_atomic_block and any(
+        callback is enqueue_scheduling_pass for _, callback, _ in connection.run_on_commit
+    ):
+        return
+    transaction.on_commit(enqueue_scheduling_pass)
