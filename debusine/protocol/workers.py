@@ -78,7 +78,7 @@ FRAME_WORK_REQUEST_AVAILABLE = "work_request_available"
 FRAME_WORK_REQUEST_ABORTED = "work_request_aborted"
 
 #: `reason_code` of rejections and closures caused by a missing or disabled token.
-REASON_TOKEN_DISABLED = "TOKEN_DISABLED"
+REASON_TOKEN_DISABLED = "TOKEN_DISABLED"  # noqa: S105 (a reason code, not a secret)
 
 
 class WorkerFrame(BaseModel):

@@ -84,6 +84,7 @@ def test_disable_takes_pending_and_running_work_requests_back(
     retry = running.superseded_by
     assert retry.status == WorkRequestStatus.PENDING
     assert retry.worker is None
+    assert running.output_data_json is not None
     assert running.output_data_json["errors"][0]["code"] == "worker-failed"
     # Notifications go out only once the change is committed: the abort, the closing of the
     # worker's websockets, and a scheduling pass.

@@ -16,6 +16,7 @@ pytestmark = pytest.mark.django_db
 
 
 def lose_touch(worker: Worker, seconds: int = 3600) -> None:
+    assert worker.token_id is not None
     Token.objects.filter(pk=worker.token_id).update(
         last_seen_at=timezone.now() - timedelta(seconds=seconds)
     )
@@ -35,6 +36,7 @@ def test_expired_lease_retries_running_and_requeues_pending(playground: Playgrou
     worker.refresh_from_db()
     assert outcome.workers == [worker.pk]
     assert running.status == "aborted"
+    assert running.output_data_json is not None
     assert running.output_data_json["errors"][0]["code"] == "worker-failed"
     retry = running.superseded_by
     assert outcome.retried == [(running.pk, retry.pk)]

@@ -59,6 +59,7 @@ def test_only_connected_enabled_living_workers_get_work(
     assert disabled.token is not None
     disabled.token.disable()
     stale = playground.create_connected_worker("stale")
+    assert stale.token_id is not None
     Token.objects.filter(pk=stale.token_id).update(
         last_seen_at=timezone.now() - timedelta(seconds=3600)
     )
