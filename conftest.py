@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -9,6 +10,7 @@ import pytest
 
 if TYPE_CHECKING:
     from debusine.server.db.models import User
+    from debusine.server.file_stores.moto import MotoS3Server
     from debusine.server.testing import Playground
 
 
@@ -40,3 +42,12 @@ def file_directories(settings: Any, tmp_path: Path) -> Path:
     settings.DEBUSINE_STORE_DIRECTORY = tmp_path / "store"
     settings.DEBUSINE_UPLOAD_DIRECTORY = tmp_path / "uploads"
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def moto_s3() -> Iterator[MotoS3Server]:
+    """A moto S3 server on a loopback port, shared by the tests of one test process."""
+    from debusine.server.file_stores.moto import MotoS3Server
+
+    with MotoS3Server() as server:
+        yield server

@@ -9,10 +9,12 @@ from debusine.server.db.models import FileStore, FileStoreBackend
 from debusine.server.file_stores.base import FileBackend, FileStoreError
 from debusine.server.file_stores.local import LocalBackend
 from debusine.server.file_stores.memory import MemoryBackend
+from debusine.server.file_stores.s3 import S3Backend
 
 BACKENDS: dict[str, type[FileBackend]] = {
     FileStoreBackend.LOCAL: LocalBackend,
     FileStoreBackend.MEMORY: MemoryBackend,
+    FileStoreBackend.S3: S3Backend,
 }
 
 

@@ -96,7 +96,7 @@ class FileBackend(ABC):
 
     @abstractmethod
     def has_contents(self, file: File) -> bool:
-        """Whether the store holds the contents of `file`."""
+        """Whether the store holds contents of the size of `file` under its name."""
 
     @abstractmethod
     def open_contents(
@@ -109,8 +109,16 @@ class FileBackend(ABC):
         """Remove the contents of `file` (missing contents are not an error)."""
 
     @abstractmethod
+    def remove_entry(self, name: str) -> None:
+        """Remove the entry `name` as listed by `list_entries` (vacuuming leftovers)."""
+
+    @abstractmethod
     def list_entries(self) -> Iterator[StoreEntry]:
         """Every entry in the store, including leftovers that match no file."""
+
+    def remove_empty_directories(self, older_than: datetime) -> list[str]:
+        """Remove empty directories last changed before `older_than`; return their names."""
+        return []
 
     def redirect_url(self, file: File) -> str | None:
         """A URL clients may download `file` from directly, if the backend offers one."""

@@ -110,7 +110,10 @@ class LocalBackend(FileBackend):
         fsync_path(destination.parent)
 
     def has_contents(self, file: File) -> bool:
-        return self.path_of(file).is_file()
+        try:
+            return self.path_of(file).stat().st_size == file.size
+        except FileNotFoundError:
+            return False
 
     def open_contents(
         self, file: File, offset: int = 0, length: int | None = None
@@ -127,6 +130,34 @@ class LocalBackend(FileBackend):
 
     def remove_contents(self, file: File) -> None:
         self.path_of(file).unlink(missing_ok=True)
+
+    def remove_entry(self, name: str) -> None:
+        path = self.base_directory / name
+        # Names come from list_entries; refuse anything that would leave the store anyway.
+        if not path.resolve().is_relative_to(self.base_directory.resolve()):
+            raise FileStoreError(f"entry {name!r} is outside store {self.store.name!r}")
+        path.unlink(missing_ok=True)
+
+    def remove_empty_directories(self, older_than: datetime) -> list[str]:
+        removed: list[str] = []
+        if not self.base_directory.is_dir():
+            return removed
+        # Bottom-up, so that a directory emptied by removing its children goes too.
+        for directory, subdirectories, names in os.walk(self.base_directory, topdown=False):
+            path = Path(directory)
+            if path == self.base_directory or names:
+                continue
+            if any((path / sub).exists() for sub in subdirectories):
+                continue
+            try:
+                changed_at = datetime.fromtimestamp(path.stat().st_mtime, tz=UTC)
+                if changed_at >= older_than:
+                    continue
+                path.rmdir()
+            except OSError:
+                continue  # gained an entry meanwhile, or already gone
+            removed.append(path.relative_to(self.base_directory).as_posix())
+        return removed
 
     def list_entries(self) -> Iterator[StoreEntry]:
         if not self.base_directory.is_dir():

@@ -34,7 +34,8 @@ class MemoryBackend(FileBackend):
             local_path.unlink(missing_ok=True)
 
     def has_contents(self, file: File) -> bool:
-        return entry_name(file) in self._entries
+        entry = self._entries.get(entry_name(file))
+        return entry is not None and len(entry[0]) == file.size
 
     def open_contents(
         self, file: File, offset: int = 0, length: int | None = None
@@ -48,6 +49,9 @@ class MemoryBackend(FileBackend):
 
     def remove_contents(self, file: File) -> None:
         self._entries.pop(entry_name(file), None)
+
+    def remove_entry(self, name: str) -> None:
+        self._entries.pop(name, None)
 
     def list_entries(self) -> Iterator[StoreEntry]:
         for name, (contents, added_at) in list(self._entries.items()):

@@ -38,10 +38,16 @@ def test_server_is_gunicorn_with_uvicorn_workers() -> None:
         assert "--no-control-socket" in argv
 
 
-def test_stack_starts_the_server_on_the_port() -> None:
-    [server] = devstack.stack_processes(8123, 2)
+def test_stack_starts_the_server_scheduler_beat_and_celery() -> None:
+    server, scheduler, beat, celery = devstack.stack_processes(8123, 2)
     assert server.name == "server"
     assert "127.0.0.1:8123" in server.argv
+    assert scheduler.name == "scheduler"
+    # One scheduling job at a time, on its own queue.
+    assert scheduler.argv[scheduler.argv.index("--queues") + 1] == "scheduler"
+    assert scheduler.argv[scheduler.argv.index("--concurrency") + 1] == "1"
+    assert (beat.name, beat.argv[-3]) == ("beat", "beat")
+    assert celery.argv[celery.argv.index("--queues") + 1] == "celery"
 
 
 def test_client_config_round_trips_the_token(tmp_path: Path) -> None:

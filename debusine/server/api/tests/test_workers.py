@@ -75,7 +75,9 @@ def test_register_with_activation_token_enables_at_once() -> None:
     key = secrets.token_hex(32)
 
     response = api_client(activation_key).post(
-        REGISTER, {"token": key, "fqdn": "ignored.example", "worker_type": "signing"}, format="json"
+        REGISTER,
+        {"token": key, "fqdn": "ignored.example", "worker_type": "signing"},
+        format="json",
     )
 
     assert response.status_code == 201
@@ -154,9 +156,7 @@ def test_get_next_without_work_is_204(playground: Playground) -> None:
     assert response.content == b""
 
 
-def test_get_next_hands_over_the_assigned_work_request(
-    playground: Playground, user: User
-) -> None:
+def test_get_next_hands_over_the_assigned_work_request(playground: Playground, user: User) -> None:
     worker, key = playground.create_worker()
     other, _ = playground.create_worker("other")
     playground.create_work_request(created_by=user, worker=other)
@@ -210,9 +210,7 @@ def test_get_next_is_for_workers_only(playground: Playground, user_token: str) -
 @pytest.fixture
 def running(playground: Playground, user: User) -> tuple[WorkRequest, str]:
     worker, key = playground.create_worker()
-    work_request = playground.create_work_request(
-        created_by=user, worker=worker, status="running"
-    )
+    work_request = playground.create_work_request(created_by=user, worker=worker, status="running")
     return work_request, key
 
 

@@ -18,16 +18,56 @@ class FileStoreBackend(models.TextChoices):
     MEMORY = "Memory", "Memory"
 
 
+#: Configuration keys of an S3 store, and the type of each value.
+S3_CONFIGURATION_KEYS: dict[str, type] = {
+    "bucket_name": str,
+    "storage_class": str,
+    "endpoint_url": str,
+    "region_name": str,
+    "access_key_id": str,
+    "secret_access_key": str,
+    "multipart_threshold": int,
+    "multipart_chunk_size": int,
+}
+
+#: S3 refuses multipart parts smaller than this (except the last one).
+S3_MINIMUM_PART_SIZE = 5 * 1024 * 1024
+
+
+def _validate_s3_configuration(configuration: dict[str, Any]) -> None:
+    if not configuration.get("bucket_name"):
+        raise ValidationError({"configuration": "an S3 store needs a bucket_name"})
+    for key, expected in S3_CONFIGURATION_KEYS.items():
+        value = configuration.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise ValidationError(
+                {"configuration": f"{key} must be a {'string' if expected is str else 'number'}"}
+            )
+    if ("access_key_id" in configuration) != ("secret_access_key" in configuration):
+        raise ValidationError(
+            {"configuration": "give both access_key_id and secret_access_key, or neither"}
+        )
+    for key in ("multipart_threshold", "multipart_chunk_size"):
+        if key in configuration and configuration[key] < S3_MINIMUM_PART_SIZE:
+            raise ValidationError(
+                {"configuration": f"{key} must be at least {S3_MINIMUM_PART_SIZE} bytes"}
+            )
+
+
 def validate_file_store_configuration(backend: str, configuration: Any) -> None:
     """
     Raise ValidationError unless `configuration` suits `backend`.
 
     Local: `base_directory` (optional, an absolute path; the `Default` store falls back to
-    DEBUSINE_STORE_DIRECTORY). Memory: `name` (optional string). S3 is not supported yet.
+    DEBUSINE_STORE_DIRECTORY). Memory: `name` (optional string). S3: `bucket_name` plus the
+    optional keys of `S3_CONFIGURATION_KEYS` (see `debusine.server.file_stores.s3`).
     """
     allowed: dict[str, set[str]] = {
         FileStoreBackend.LOCAL: {"base_directory"},
         FileStoreBackend.MEMORY: {"name"},
+        FileStoreBackend.S3: set(S3_CONFIGURATION_KEYS),
     }
     if backend not in allowed:
         raise ValidationError(
@@ -46,6 +86,8 @@ def validate_file_store_configuration(backend: str, configuration: Any) -> None:
             raise ValidationError({"configuration": "base_directory must be an absolute path"})
     if backend == FileStoreBackend.MEMORY and not isinstance(configuration.get("name", ""), str):
         raise ValidationError({"configuration": "name must be a string"})
+    if backend == FileStoreBackend.S3:
+        _validate_s3_configuration(configuration)
 
 
 class FileStore(models.Model):
@@ -89,6 +131,12 @@ class FileStore(models.Model):
         ):
             # Only the Default store falls back to DEBUSINE_STORE_DIRECTORY.
             raise ValidationError({"configuration": "a Local store needs a base_directory"})
+        if self.provider_account is not None and (
+            self.provider_account.category != "debusine:cloud-provider-account"
+        ):
+            raise ValidationError(
+                {"provider_account": "must be a debusine:cloud-provider-account asset"}
+            )
         for field in ("soft_max_size", "max_size"):
             if (getattr(self, field) or 0) < 0:
                 raise ValidationError({field: "must not be negative"})

@@ -1,4 +1,4 @@
-"""The file store contract, checked against every backend (Local and Memory)."""
+"""The file store contract, checked against every backend (Local, Memory, and S3 on moto)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,21 @@ from django.db import transaction
 from debusine.server.db.models import File, FileInStore, FileStore
 from debusine.server.file_stores import FileStoreError, get_backend
 from debusine.server.file_stores.base import FileBackend, entry_name, parse_entry_name
+from debusine.server.file_stores.moto import MotoS3Server
 from debusine.server.testing import Playground
 
 CONTENTS = b"0123456789" * 1000
 
 
-@pytest.fixture(params=["Local", "Memory"])
+@pytest.fixture(params=["Local", "Memory", "S3"])
 def backend(request: pytest.FixtureRequest, playground: Playground, tmp_path: Path) -> FileBackend:
     """A fresh store of each backend kind, used by the default scope."""
-    configuration = {"base_directory": str(tmp_path / "store")} if request.param == "Local" else {}
+    configuration: dict[str, object] = {}
+    if request.param == "Local":
+        configuration = {"base_directory": str(tmp_path / "store")}
+    elif request.param == "S3":
+        moto_s3: MotoS3Server = request.getfixturevalue("moto_s3")
+        configuration = moto_s3.store_configuration(moto_s3.new_bucket())
     store = playground.create_file_store(
         f"test-{request.param}", backend=request.param, configuration=configuration
     )
@@ -152,11 +158,31 @@ def test_list_entries(backend: FileBackend, tmp_path: Path) -> None:
     assert entries == {entry_name(first): 5, entry_name(second): 7}
 
 
-def test_no_redirect_url(backend: FileBackend) -> None:
-    assert backend.redirect_url(make_file()) is None
+def test_remove_entry_removes_a_leftover(backend: FileBackend, tmp_path: Path) -> None:
+    file = make_file()
+    backend.put_contents(file, write_source(tmp_path))
+
+    backend.remove_entry(entry_name(file))
+
+    assert not backend.has_contents(file)
+    assert list(backend.list_entries()) == []
+
+
+def test_contents_of_the_wrong_size_are_not_the_file(backend: FileBackend, tmp_path: Path) -> None:
+    truncated = write_source(tmp_path, CONTENTS[:-1])
+    backend.put_contents(make_file(), truncated)
+    assert not backend.has_contents(make_file())
+
+
+def test_only_s3_offers_redirect_urls(backend: FileBackend) -> None:
+    url = backend.redirect_url(make_file())
+    if backend.store.backend == "S3":
+        assert url is not None and entry_name(make_file()) in url
+    else:
+        assert url is None
 
 
 def test_unsupported_backend(playground: Playground) -> None:
-    store = FileStore.objects.create(name="s3", backend="S3")
+    store = FileStore.objects.create(name="external", backend="External")
     with pytest.raises(FileStoreError, match="not supported"):
         get_backend(store)

@@ -39,13 +39,13 @@ def test_upload_goes_to_the_highest_upload_priority(playground: Playground, scop
     assert upload_store(scope, 1).name == "high"
 
 
-def test_upload_skips_read_only_but_allows_write_only(
-    playground: Playground, scope: Scope
-) -> None:
+def test_upload_skips_read_only_and_write_only(playground: Playground, scope: Scope) -> None:
     playground.create_file_store("frozen", scope=scope, upload_priority=10, read_only=True)
     playground.create_file_store("backup", scope=scope, upload_priority=5, write_only=True)
+    playground.create_file_store("plain", scope=scope, upload_priority=1)
 
-    assert upload_store(scope, 1).name == "backup"
+    # A file only in a write-only store could never be downloaded.
+    assert upload_store(scope, 1).name == "plain"
 
 
 def test_upload_skips_stores_that_would_exceed_max_size(

@@ -8,6 +8,9 @@ from typing import Any
 from django.core.management.base import CommandParser
 
 from debusine.server.db.models import (
+    File,
+    FileInArtifact,
+    FileInStore,
     FileStore,
     FileStoreInScope,
     Group,
@@ -117,7 +120,7 @@ def get_file_store(name: str) -> FileStore:
 
 
 class Command(NounCommand):
-    help = "Manage scopes: create, show, add_file_store, edit_file_store."
+    help = "Manage scopes: create, show, add_file_store, edit_file_store, remove_file_store."
 
     def add_verbs(self, verbs: argparse._SubParsersAction[CommandParser]) -> None:
         create = self.add_verb(
@@ -155,6 +158,15 @@ class Command(NounCommand):
         edit.add_argument("scope", metavar="SCOPE")
         edit.add_argument("store", metavar="STORE", help="file store name")
         add_policy_options(edit, editing=True)
+
+        remove = self.add_verb(
+            verbs,
+            "remove_file_store",
+            "Stop a scope from using a file store. Refused while the store holds files of the "
+            "scope that no other store of the scope holds: drain it first.",
+        )
+        remove.add_argument("scope", metavar="SCOPE")
+        remove.add_argument("store", metavar="STORE", help="file store name")
 
     def verb_create(
         self, *, name: str, label: str, icon: str, with_owners_group: str | None, **_: Any
@@ -279,3 +291,39 @@ class Command(NounCommand):
             setattr(link, field, value)
         save_validated(link)
         self.write(f"Updated file store {store} in scope {scope}")
+
+    def verb_remove_file_store(self, *, scope: str, store: str, **_: Any) -> None:
+        the_scope = get_scope(scope)
+        the_store = get_file_store(store)
+        link = FileStoreInScope.objects.filter(scope=the_scope, file_store=the_store).first()
+        if link is None:
+            fail(f"scope {scope!r} does not use file store {store!r}")
+        draining_to_it = sorted(
+            FileStoreInScope.objects.filter(scope=the_scope, drain_to=the_store.name).values_list(
+                "file_store__name", flat=True
+            )
+        )
+        if draining_to_it:
+            fail(
+                f"file store(s) {', '.join(draining_to_it)} of scope {scope!r} drain to "
+                f"{store!r}: change their --drain-to first"
+            )
+        scope_files = FileInArtifact.objects.filter(artifact__workspace__scope=the_scope).values(
+            "file_id"
+        )
+        elsewhere = FileInStore.objects.filter(
+            store__filestoreinscope__scope=the_scope, store__filestoreinscope__write_only=False
+        ).exclude(store=the_store)
+        stranded = (
+            File.objects.filter(pk__in=scope_files, in_stores__store=the_store)
+            .exclude(pk__in=elsewhere.values("file_id"))
+            .count()
+        )
+        if stranded:
+            fail(
+                f"file store {store!r} holds {stranded} file(s) of scope {scope!r} that no "
+                "other readable store of the scope holds: set --drain on it and run "
+                "vacuum_storage first"
+            )
+        link.delete()
+        self.write(f"Scope {scope} no longer uses file store {store}")

@@ -59,7 +59,7 @@ def test_create_memory_store_from_json_on_stdin(db: None) -> None:
     ("args", "stdin", "message"),
     [
         (["Default", "Memory"], None, "file store 'Default' already exists"),
-        (["new", "S3"], None, "unknown backend 'S3': expected one of Local, Memory"),
+        (["new", "Cloud"], None, "unknown backend 'Cloud': expected one of Local, S3, Memory"),
         (["new", "Local"], None, "configuration: a Local store needs a base_directory"),
         (
             ["new", "Local", "--configuration", "-"],
@@ -134,3 +134,60 @@ def test_list_stores_with_total_size(db: None) -> None:
         "total_size": 42,
         "configuration": {},
     }
+
+
+def test_create_s3_store_with_a_provider_account(db: None) -> None:
+    from debusine.server.db.models import Asset, AssetCategory
+
+    account = Asset.objects.create(
+        category=AssetCategory.CLOUD_PROVIDER_ACCOUNT, data={"name": "aws-main"}
+    )
+    run(
+        "file_store",
+        "create",
+        "cloud",
+        "S3",
+        "--provider-account",
+        "aws-main",
+        "--configuration",
+        "-",
+        stdin="bucket_name: artifacts\nsecret_access_key: s3cr3t\naccess_key_id: key\n",
+    )
+
+    store = FileStore.objects.get(name="cloud")
+    assert store.provider_account == account
+    shown = yaml.safe_load(run("file_store", "show", "cloud", "--yaml"))
+    assert shown["configuration"]["secret_access_key"] == "<hidden>"
+    assert shown["provider_account"] == account.pk
+    assert run_fails("file_store", "create", "x", "Local", "--provider-account", "nope") == (
+        "cloud provider account 'nope' does not exist"
+    )
+
+
+def test_delete_store_safety(db: None) -> None:
+    from debusine.server.db.models import FileStoreInScope, Scope
+
+    store = FileStore.objects.create(name="spare", backend="Memory")
+    other = FileStore.objects.create(name="other", backend="Memory")
+    file = File.objects.create(sha256=bytes(32), size=1)
+    FileInStore.objects.create(store=store, file=file)
+    link = FileStoreInScope.objects.create(
+        scope=Scope.objects.get(name="debusine"), file_store=store
+    )
+
+    assert "used by scope(s) debusine" in run_fails("file_store", "delete", "spare")
+    link.delete()
+    assert "still holds 1 file(s)" in run_fails("file_store", "delete", "spare")
+    assert "in no other store" in run_fails("file_store", "delete", "spare", "--force")
+    FileInStore.objects.create(store=other, file=file)
+    assert run("file_store", "delete", "spare", "--force", "--dry-run") == (
+        "Would delete file store spare and forget 1 file(s) in it\n"
+    )
+    assert FileStore.objects.filter(name="spare").exists()
+    assert run("file_store", "delete", "spare", "--force") == (
+        "Deleted file store spare (1 file(s) removed from it)\n"
+    )
+    assert not FileStore.objects.filter(name="spare").exists()
+    assert run_fails("file_store", "delete", "Default") == (
+        "the Default file store cannot be deleted"
+    )

@@ -229,3 +229,24 @@ def test_edit_file_store_not_in_scope_fails(store: FileStore) -> None:
 
 def test_scope_needs_a_verb(db: None) -> None:
     assert "VERB" in run_usage_error("scope")
+
+
+def test_remove_file_store_refuses_to_strand_files(playground: Playground) -> None:
+    from debusine.server.db.models import FileInStore, FileStoreInScope
+    from debusine.server.testing import FileSpec
+
+    extra = playground.create_file_store("extra")
+    playground.create_artifact(files=[FileSpec("f", b"only here")], complete=True)
+    file = playground.store_contents(b"only here", extra)
+
+    message = run_fails("scope", "remove_file_store", "debusine", "extra")
+    assert "holds 1 file(s) of scope 'debusine'" in message
+
+    FileInStore.objects.create(store=FileStore.objects.get(name="Default"), file=file)
+    assert run("scope", "remove_file_store", "debusine", "extra") == (
+        "Scope debusine no longer uses file store extra\n"
+    )
+    assert not FileStoreInScope.objects.filter(file_store=extra).exists()
+    assert run_fails("scope", "remove_file_store", "debusine", "extra") == (
+        "scope 'debusine' does not use file store 'extra'"
+    )
