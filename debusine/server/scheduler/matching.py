@@ -83,6 +83,10 @@ def can_run(worker_type: str, metadata: dict[str, Any], candidate: Candidate) ->
     return True
 
 
+def _ignoring_architectures(metadata: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in metadata.items() if key != "system:architectures"}
+
+
 @dataclass
 class _WorkerGroup:
     """Idle workers sharing one type and metadata, earliest connected first."""
@@ -110,6 +114,25 @@ class Matcher:
         self._groups = list(groups.values())
         self._eligible: dict[tuple[str, str, str | None], list[_WorkerGroup]] = {}
         self.free_slots = sum(worker.free_slots for worker in workers if worker.free_slots > 0)
+
+    def runnable_kinds(self) -> list[str]:
+        """
+        `task_type:task_name` of every registered task that a worker with a free slot may run
+        (on some architecture): the pass reads only those from the queue, and stops when
+        there are none left.
+        """
+        kinds: set[str] = set()
+        for group in self._groups:
+            if not group.queue:
+                continue
+            task_type = TASK_TYPES_BY_WORKER_TYPE.get(group.worker_type)
+            if task_type is None:
+                continue
+            for task_name in BaseTask.task_names(task_type):
+                probe = Candidate(0, task_type, task_name, None)
+                if can_run(group.worker_type, _ignoring_architectures(group.metadata), probe):
+                    kinds.add(f"{task_type}:{task_name}")
+        return sorted(kinds)
 
     def _groups_for(self, candidate: Candidate) -> list[_WorkerGroup]:
         key = (candidate.task_type, candidate.task_name, candidate.host_architecture)

@@ -71,6 +71,7 @@ SELECT id, task_type, task_name, task_data->>'host_architecture',
        priority_base + priority_adjustment, created_at
 FROM db_workrequest
 WHERE status = 'pending' AND worker_id IS NULL AND task_type IN ('Worker', 'Signing')
+  AND task_type || ':' || task_name = ANY(%(kinds)s)
   AND (%(first)s::boolean
        OR priority_base + priority_adjustment < %(priority)s::integer
        OR (priority_base + priority_adjustment = %(priority)s::integer
@@ -128,6 +129,9 @@ def match_candidates(matcher: Matcher, result: PassResult) -> list[tuple[int, in
     position: tuple[int, datetime | None, int] | None = None
     with connection.cursor() as cursor:
         while matcher.free_slots > 0:
+            kinds = matcher.runnable_kinds()
+            if not kinds:
+                break
             first = position is None
             priority, created_at, last_id = position or (0, None, 0)
             cursor.execute(
@@ -138,6 +142,7 @@ def match_candidates(matcher: Matcher, result: PassResult) -> list[tuple[int, in
                     "created_at": created_at,
                     "id": last_id,
                     "limit": CANDIDATE_PAGE_SIZE,
+                    "kinds": kinds,
                 },
             )
             rows = cursor.fetchall()

@@ -113,15 +113,33 @@ def test_unrunnable_requests_do_not_starve_runnable_ones(
     monkeypatch.setattr("debusine.server.scheduler.passes.CANDIDATE_PAGE_SIZE", 3)
     for _ in range(7):
         playground.create_work_request(
-            created_by=user, task_name="sleep", task_data={"seconds": 1}, priority_base=1
+            created_by=user, task_data={"host_architecture": "arm64"}, priority_base=1
         )
     runnable = playground.create_work_request(created_by=user)
-    worker = playground.create_connected_worker(metadata={"noop:version": 1})
+    worker = playground.create_connected_worker(
+        metadata={"noop:version": 1, "system:architectures": ["amd64"]}
+    )
 
     result = run_scheduling_pass()
 
     assert result.assigned == [(runnable.pk, worker.pk)]
     assert result.candidates_seen == 8
+
+
+def test_tasks_no_idle_worker_runs_are_not_read(playground: Playground, user: User) -> None:
+    for _ in range(5):
+        playground.create_work_request(
+            created_by=user, task_name="sleep", task_data={"seconds": 1}, priority_base=1
+        )
+    runnable = playground.create_work_request(created_by=user)
+    noop_only = playground.create_connected_worker(metadata={"noop:version": 1})
+
+    result = run_scheduling_pass()
+
+    assert result.assigned == [(runnable.pk, noop_only.pk)]
+    assert result.candidates_seen == 1
+    # Its slot is taken: the next pass reads nothing at all.
+    assert run_scheduling_pass().candidates_seen == 0
 
 
 def test_workers_are_notified_after_commit(
