@@ -7,25 +7,38 @@ Importing this package registers every task, so `BaseTask.class_from_name()` and
 
 from debusine.tasks.base import (
     BaseTask,
+    DynamicTaskDataError,
     TaskDataError,
     TaskError,
     UnknownTaskError,
+    task_version_metadata,
     validate_task_data,
 )
-from debusine.tasks.models import BaseTaskData, NoopData, SleepData, TaskType
+from debusine.tasks.execution import TaskContext
+from debusine.tasks.models import (
+    BaseDynamicTaskData,
+    BaseTaskData,
+    NoopData,
+    SleepData,
+    TaskType,
+)
 from debusine.tasks.noop import Noop
 from debusine.tasks.sleep import Sleep
 
 __all__ = [
+    "BaseDynamicTaskData",
     "BaseTask",
     "BaseTaskData",
+    "DynamicTaskDataError",
     "Noop",
     "NoopData",
     "Sleep",
     "SleepData",
+    "TaskContext",
     "TaskDataError",
     "TaskError",
     "TaskType",
     "UnknownTaskError",
+    "task_version_metadata",
     "validate_task_data",
 ]

@@ -4,19 +4,26 @@ The task framework's core: the `BaseTask` class, its registry, and task data val
 Every concrete task subclasses `BaseTask[SomeData]` and sets `TASK_TYPE`, `TASK_VERSION` and
 `TASK_DATA_MODEL`; defining the class registers it under (task type, task name). The server
 validates task data with `validate_task_data()` before it stores a work request; the worker
-builds the same class to run it (execution stages are added to `BaseTask` later).
+builds the same class and calls `execute()`, which runs the stages of a task in order (fetch
+input, configure, prepare, run, check, upload artifacts, clean up) and logs each one to the
+`stages.log` debug file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, ClassVar, Generic, TypeVar, cast
+import traceback
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TextIO, TypeVar, cast
 
 import pydantic
 
-from debusine.tasks.models import BaseTaskData, TaskType
+from debusine.tasks.execution import CONSISTENCY_LOG, STAGES_LOG, DebugLogs, TaskContext
+from debusine.tasks.models import BaseDynamicTaskData, BaseTaskData, TaskType
 
 TaskData = TypeVar("TaskData", bound=BaseTaskData)
+StageResult = TypeVar("StageResult")
 
 
 class TaskError(Exception):
@@ -57,6 +64,19 @@ class TaskDataError(TaskError, ValueError):
         return grouped
 
 
+class DynamicTaskDataError(TaskDataError):
+    """`dynamic_task_data` does not match the task's dynamic data model."""
+
+    def __init__(self, task_type: str, task_name: str, problems: list[tuple[str, str]]) -> None:
+        super().__init__(task_type, task_name, problems)
+        listed = "; ".join(f"{loc}: {msg}" if loc else msg for loc, msg in problems)
+        self.args = (f"invalid dynamic task data for {task_type} task {task_name!r}: {listed}",)
+
+
+class _StageError(Exception):
+    """A stage raised; its traceback is already in `stages.log`."""
+
+
 def _problems_of(error: pydantic.ValidationError) -> list[tuple[str, str]]:
     return [
         (".".join(str(part) for part in detail["loc"]), detail["msg"]) for detail in error.errors()
@@ -84,6 +104,8 @@ class BaseTask(Generic[TaskData]):
     TASK_VERSION: ClassVar[int]
     #: Model that `task_data` must match.
     TASK_DATA_MODEL: ClassVar[type[BaseTaskData]]
+    #: Model that `dynamic_task_data` (computed by the server) must match.
+    TASK_DYNAMIC_DATA_MODEL: ClassVar[type[BaseDynamicTaskData]] = BaseDynamicTaskData
 
     #: task type -> task name -> class.
     _registry: ClassVar[dict[TaskType, dict[str, type[BaseTask[Any]]]]] = {}
@@ -106,9 +128,18 @@ class BaseTask(Generic[TaskData]):
             )
         by_name[cls.TASK_NAME] = cls
 
-    def __init__(self, task_data: Mapping[str, Any]) -> None:
-        """Build the task for `task_data`; raise TaskDataError if it does not validate."""
+    def __init__(
+        self,
+        task_data: Mapping[str, Any],
+        dynamic_task_data: Mapping[str, Any] | None = None,
+    ) -> None:
+        """
+        Build the task for `task_data` and the server's `dynamic_task_data` (None: none).
+
+        Raise TaskDataError (or its subclass DynamicTaskDataError) if either does not validate.
+        """
         self.data = cast(TaskData, self.parse_task_data(task_data))
+        self.dynamic_data = self.parse_dynamic_task_data(dynamic_task_data or {})
 
     # --- Registry ------------------------------------------------------------------------
 
@@ -145,6 +176,144 @@ class BaseTask(Generic[TaskData]):
             return cls.TASK_DATA_MODEL.model_validate(task_data)
         except pydantic.ValidationError as error:
             raise TaskDataError(cls.TASK_TYPE, cls.TASK_NAME, _problems_of(error)) from None
+
+    @classmethod
+    def parse_dynamic_task_data(cls, dynamic_task_data: Any) -> BaseDynamicTaskData:
+        """Validate `dynamic_task_data`; raise DynamicTaskDataError listing problems."""
+        try:
+            return cls.TASK_DYNAMIC_DATA_MODEL.model_validate(dynamic_task_data)
+        except pydantic.ValidationError as error:
+            raise DynamicTaskDataError(cls.TASK_TYPE, cls.TASK_NAME, _problems_of(error)) from None
+
+    # --- Execution on a worker -------------------------------------------------------------
+    #
+    # `execute()` runs the stages below in order. Each stage may be overridden; the defaults
+    # do nothing and succeed, except `run`, which every executable task must define.
+
+    def fetch_input(self, destination: Path) -> bool:
+        """Download the input artifacts into `destination`; False if that failed."""
+        return True
+
+    def configure_for_execution(self, download_directory: Path) -> bool:
+        """Check the downloaded input and prepare the task's settings; False if unusable."""
+        return True
+
+    def prepare_to_run(self, download_directory: Path, execute_directory: Path) -> None:
+        """Set up `execute_directory` (copy or unpack input, write configuration)."""
+
+    def run(self, execute_directory: Path) -> bool:
+        """Do the task's work; True if it succeeded, False if it failed."""
+        raise NotImplementedError(f"{type(self).__qualname__} cannot run on a worker")
+
+    def check_directory_for_consistency_errors(self, build_directory: Path) -> list[str]:
+        """Problems found in the results (each makes the task fail); empty if none."""
+        return []
+
+    def upload_artifacts(self, directory: Path, *, execution_success: bool) -> None:
+        """Upload the output artifacts found in `directory` (called on failure too)."""
+
+    def cleanup(self) -> None:
+        """Release what the earlier stages acquired (always called, even after a failure)."""
+
+    def open_debug_log_file(self, name: str) -> TextIO:
+        """
+        The debug log file `name` of the current run, opened for appending.
+
+        Files still present when the run ends are uploaded with the work request's debug logs.
+        """
+        return self.debug_logs.open(name)
+
+    def execute(self, context: TaskContext) -> bool:
+        """
+        Run every stage for `context`; True if the task succeeded.
+
+        A stage that raises makes the task fail (its traceback goes to `stages.log`) rather
+        than escape: only problems of the framework itself propagate. On success `stages.log`
+        is removed, so a successful task leaves only the debug logs it wrote on purpose.
+        """
+        self.context = context
+        self.debug_logs = DebugLogs(context.debug_log_directory)
+        self._stages_log = self.debug_logs.open(STAGES_LOG)
+        try:
+            success = self._run_stages(context)
+            self._log_stage_line(f"result: {'success' if success else 'failure'}")
+        finally:
+            self.debug_logs.close_all()
+        if success:
+            self.debug_logs.remove(STAGES_LOG)
+        return success
+
+    def _run_stages(self, context: TaskContext) -> bool:
+        success = False
+        try:
+            success = self._stage(
+                "fetch_input", self.fetch_input, context.input_directory
+            ) and self._stage(
+                "configure_for_execution", self.configure_for_execution, context.input_directory
+            )
+            if success:
+                self._stage(
+                    "prepare_to_run",
+                    self.prepare_to_run,
+                    context.input_directory,
+                    context.execute_directory,
+                )
+                success = self._stage("run", self.run, context.execute_directory)
+                problems = self._stage(
+                    "check_directory_for_consistency_errors",
+                    self.check_directory_for_consistency_errors,
+                    context.execute_directory,
+                )
+                if problems:
+                    consistency_log = self.open_debug_log_file(CONSISTENCY_LOG)
+                    consistency_log.writelines(f"{problem}\n" for problem in problems)
+                    success = False
+                self._stage(
+                    "upload_artifacts",
+                    lambda: self.upload_artifacts(
+                        context.execute_directory, execution_success=success
+                    ),
+                )
+        except _StageError:
+            success = False
+        finally:
+            try:
+                self._stage("cleanup", self.cleanup)
+            except _StageError:
+                success = False
+        return bool(success)
+
+    def _stage(self, name: str, function: Callable[..., StageResult], *args: Any) -> StageResult:
+        """Run one stage, logging its start and end (or traceback) to `stages.log`."""
+        self._log_stage_line(f"{name}: started")
+        try:
+            result = function(*args)
+        except Exception:
+            self._log_stage_line(f"{name}: failed\n{traceback.format_exc().rstrip()}")
+            raise _StageError(name) from None
+        if result is None:
+            self._log_stage_line(f"{name}: finished")
+        else:
+            self._log_stage_line(f"{name}: finished, returned {result!r}")
+        return result
+
+    def _log_stage_line(self, message: str) -> None:
+        timestamp = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        self._stages_log.write(f"{timestamp} {message}\n")
+
+
+def task_version_metadata() -> dict[str, int]:
+    """
+    The `<task>:version` keys a worker reports in its dynamic metadata, for every registered
+    task: Worker tasks unprefixed (`noop:version`), others prefixed with their lowercased type
+    (`signing:noop:version`), as Debusine workers report them.
+    """
+    metadata: dict[str, int] = {}
+    for task_type, by_name in sorted(BaseTask._registry.items()):
+        prefix = "" if task_type == TaskType.WORKER else f"{task_type.value.lower()}:"
+        for name, task_class in sorted(by_name.items()):
+            metadata[f"{prefix}{name}:version"] = task_class.TASK_VERSION
+    return metadata
 
 
 def validate_task_data(task_type: str, task_name: str, task_data: Any) -> dict[str, Any]:

@@ -43,3 +43,25 @@ class SleepData(BaseTaskData):
 
     #: How long to sleep, in seconds.
     seconds: int = Field(ge=0)
+
+
+class BaseDynamicTaskData(BaseModel):
+    """
+    Data the server computes for a work request when it is assigned (`dynamic_task_data`).
+
+    Unknown keys are errors here too: a server that sends keys this worker's models lack is
+    running task code of another version, and the task must not run half-configured.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: One line describing the parameters, for listings.
+    parameter_summary: str | None = None
+    #: What the task works on (e.g. a source package name), for grouping results.
+    subject: str | None = None
+    #: Context the result depends on (e.g. a suite), for comparing results.
+    runtime_context: str | None = None
+    #: ID of the task configuration collection that was applied.
+    task_configuration_id: int | None = None
+    #: Context used to select task configuration items.
+    configuration_context: str | None = None

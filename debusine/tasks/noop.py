@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from debusine.tasks.base import BaseTask
 from debusine.tasks.models import NoopData, TaskType
 
@@ -12,3 +14,6 @@ class Noop(BaseTask[NoopData]):
     TASK_TYPE = TaskType.WORKER
     TASK_VERSION = 1
     TASK_DATA_MODEL = NoopData
+
+    def run(self, execute_directory: Path) -> bool:
+        return self.data.result

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 from debusine.tasks.base import BaseTask
 from debusine.tasks.models import SleepData, TaskType
 
@@ -12,3 +15,7 @@ class Sleep(BaseTask[SleepData]):
     TASK_TYPE = TaskType.WORKER
     TASK_VERSION = 1
     TASK_DATA_MODEL = SleepData
+
+    def run(self, execute_directory: Path) -> bool:
+        time.sleep(self.data.seconds)
+        return True

@@ -1,0 +1,327 @@
+"""
+Tests of the daemon's wire behaviour against a scripted server (see stub_server.py).
+
+The daemon runs in the test's event loop (or, for signals, as a real subprocess); the stub
+records every call so each test can check what went over the wire and what did not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import stat
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from debusine.worker.config import load_config
+from debusine.worker.daemon import WorkerDaemon, WorkerSetupError
+from debusine.worker.testing import LOG_CONNECTED, start_worker, write_worker_config
+from debusine.worker.tests.stub_server import StubServer, work_request
+
+TOKEN = "a" * 64
+
+Scenario = Callable[[StubServer, WorkerDaemon, Path], Awaitable[None]]
+
+
+@asynccontextmanager
+async def running_daemon(
+    tmp_path: Path, stub: StubServer, **secrets: str
+) -> AsyncIterator[tuple[WorkerDaemon, asyncio.Task[int]]]:
+    await stub.start()
+    config_dir = write_worker_config(tmp_path / "config", stub.api_url, **secrets)
+    daemon = WorkerDaemon(load_config(config_dir))
+    run = asyncio.create_task(daemon.run())
+    try:
+        yield daemon, run
+    finally:
+        daemon.request_stop()
+        with suppress(WorkerSetupError, TimeoutError):
+            await asyncio.wait_for(asyncio.shield(run), 30)
+        await stub.stop()
+
+
+def run_scenario(tmp_path: Path, scenario: Scenario, stub: StubServer | None = None) -> None:
+    async def main() -> None:
+        server = stub or StubServer()
+        async with running_daemon(tmp_path, server, token=TOKEN) as (daemon, _run):
+            await server.next_event("connected")
+            await scenario(server, daemon, tmp_path)
+
+    asyncio.run(main())
+
+
+async def announce(stub: StubServer, *work_requests: dict[str, Any]) -> None:
+    stub.work_requests.extend(work_requests)
+    await stub.send({"type": "websocket.send", "text": "work_request_available"})
+
+
+async def no_event(stub: StubServer, kind: str, seconds: float) -> None:
+    with pytest.raises(TimeoutError):
+        await stub.next_event(kind, timeout=seconds)
+
+
+def test_registration_then_connection_with_the_new_token(tmp_path: Path) -> None:
+    async def main() -> None:
+        stub = StubServer()
+        async with running_daemon(tmp_path, stub):
+            _kind, registration = await stub.next_event("register")
+            _kind, token = await stub.next_event("connected")
+            _kind, metadata = await stub.next_event("metadata")
+        body = registration["body"]
+        assert registration["token"] is None  # no activation token: no token header
+        assert re.fullmatch("[0-9a-f]{64}", body["token"])
+        assert body["worker_type"] == "external"
+        assert body["fqdn"]
+        assert token == body["token"]
+        token_file = tmp_path / "config" / "token"
+        assert token_file.read_text().strip() == token
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+        assert metadata["noop:version"] == 1
+        assert metadata["system:worker_type"] == "external"
+
+    asyncio.run(main())
+
+
+def test_registration_with_an_activation_token(tmp_path: Path) -> None:
+    async def main() -> None:
+        stub = StubServer()
+        async with running_daemon(tmp_path, stub, activation_token="b" * 64):
+            _kind, registration = await stub.next_event("register")
+            await stub.next_event("connected")
+        assert registration["token"] == "b" * 64
+        assert registration["body"]["token"] != "b" * 64
+
+    asyncio.run(main())
+
+
+def test_refused_registration_stops_the_daemon(tmp_path: Path) -> None:
+    async def main() -> None:
+        stub = StubServer(register_status=400)
+        async with running_daemon(tmp_path, stub) as (_daemon, run):
+            with pytest.raises(WorkerSetupError, match="answered 400"):
+                await asyncio.wait_for(run, 10)
+        assert not (tmp_path / "config" / "token").exists()
+
+    asyncio.run(main())
+
+
+def test_a_rejected_worker_retries_quickly_until_enabled(tmp_path: Path) -> None:
+    async def main() -> None:
+        stub = StubServer(disabled_tokens={TOKEN})
+        async with running_daemon(tmp_path, stub, token=TOKEN):
+            started = time.monotonic()
+            for _attempt in range(3):
+                await stub.next_event("rejected")
+            three_attempts = time.monotonic() - started
+            stub.disabled_tokens.clear()
+            await stub.next_event("connected", timeout=15)
+        # The first retries come within a second or two (backoff from 0.25 s).
+        assert three_attempts < 3
+
+    asyncio.run(main())
+
+
+def test_noop_success_is_reported_without_debug_logs(tmp_path: Path) -> None:
+    async def scenario(stub: StubServer, daemon: WorkerDaemon, tmp: Path) -> None:
+        await announce(stub, work_request(11, "noop", {"result": True}))
+        _kind, (work_request_id, body) = await stub.next_event("completed", "artifact")
+        assert work_request_id == 11
+        assert body == {
+            "result": "success",
+            "output_data": {"runtime_statistics": {"duration": 0, "cpu_time": 0}},
+        }
+
+    run_scenario(tmp_path, scenario)
+
+
+def test_noop_failure_uploads_stages_log_then_reports(tmp_path: Path) -> None:
+    async def scenario(stub: StubServer, daemon: WorkerDaemon, tmp: Path) -> None:
+        await announce(stub, work_request(12, "noop", {"result": False}, workspace="Other"))
+        _kind, artifact = await stub.next_event("artifact")
+        _kind, upload = await stub.next_event("upload")
+        _kind, (work_request_id, body) = await stub.next_event("completed")
+        assert artifact["category"] == "debusine:work-request-debug-logs"
+        assert artifact["work_request"] == 12
+        assert artifact["workspace"] == "Other"
+        assert list(artifact["files"]) == ["stages.log"]
+        assert artifact["files"]["stages.log"]["content_type"] == "text/plain; charset=utf-8"
+        assert upload == {"path": "stages.log", "content_type": None}
+        assert b"run: finished, returned False" in stub.uploads["stages.log"]
+        assert (work_request_id, body["result"]) == (12, "failure")
+        assert set(body["output_data"]["runtime_statistics"]) == {"duration", "cpu_time"}
+
+    run_scenario(tmp_path, scenario)
+
+
+@pytest.mark.parametrize(
+    ("fields", "code", "message"),
+    [
+        ({"task_type": "Server"}, "wrong-task-type", "not Server tasks"),
+        ({"task_name": "nosuchtask"}, "setup-failed", "task name is not registered"),
+        ({"task_data": {"result": True, "foo": "bar"}}, "configure-failed", "foo"),
+        ({"dynamic_task_data": {"bogus": 1}}, "configure-failed", "dynamic task data"),
+    ],
+)
+def test_work_requests_that_cannot_run_are_errors(
+    tmp_path: Path, fields: dict[str, Any], code: str, message: str
+) -> None:
+    async def scenario(stub: StubServer, daemon: WorkerDaemon, tmp: Path) -> None:
+        await announce(stub, {**work_request(13, "noop", {}), **fields})
+        _kind, (_id, body) = await stub.next_event("completed", "artifact")
+        assert body["result"] == "error"
+        assert "runtime_statistics" not in body["output_data"]
+        [error] = body["output_data"]["errors"]
+        assert error["code"] == code
+        assert message in error["message"]
+
+    run_scenario(tmp_path, scenario)
+
+
+def test_abort_stops_the_task_and_reports_nothing(tmp_path: Path) -> None:
+    async def scenario(stub: StubServer, daemon: WorkerDaemon, tmp: Path) -> None:
+        await announce(stub, work_request(14, "sleep", {"seconds": 300}))
+        await stub.next_event("get-next")
+        while daemon._current is None or daemon._current.process is None:
+            await asyncio.sleep(0.01)
+        process = daemon._current.process
+        # An abort for another work request changes nothing.
+        await stub.send(
+            {"type": "websocket.send", "text": "work_request_aborted", "work_request_id": 99}
+        )
+        await asyncio.sleep(0.2)
+        assert not process.finished
+        await stub.send(
+            {"type": "websocket.send", "text": "work_request_aborted", "work_request_id": 14}
+        )
+        outcome = await asyncio.wait_for(process.wait(), 10)
+        assert outcome.signal == signal.SIGTERM
+        await no_event(stub, "completed", 1)
+        # The worker goes on with the next work request.
+        await announce(stub, work_request(15, "noop", {}))
+        _kind, (work_request_id, body) = await stub.next_event("completed")
+        assert (work_request_id, body["result"]) == (15, "success")
+
+    run_scenario(tmp_path, scenario)
+
+
+def test_announcements_while_busy_lead_to_one_fetch_afterwards(tmp_path: Path) -> None:
+    async def scenario(stub: StubServer, daemon: WorkerDaemon, tmp: Path) -> None:
+        await announce(stub, work_request(16, "sleep", {"seconds": 1}))
+        await stub.next_event("get-next")
+        for _repeat in range(3):
+            await stub.send({"type": "websocket.send", "text": "work_request_available"})
+        stub.work_requests.append(work_request(17, "noop", {}))
+        # No fetch while the sleep runs: it would make a server retry the running one.
+        _kind, (first, _body) = await stub.next_event("completed", "get-next", timeout=10)
+        assert first == 16
+        await stub.next_event("get-next")
+        _kind, (second, _body) = await stub.next_event("completed")
+        assert second == 17
+        await no_event(stub, "get-next", 0.5)
+
+    run_scenario(tmp_path, scenario)
+
+
+def test_unknown_and_malformed_frames_are_ignored(tmp_path: Path) -> None:
+    async def scenario(stub: StubServer, daemon: WorkerDaemon, tmp: Path) -> None:
+        await stub.websockets[-1].send_str("not json")
+        await stub.websockets[-1].send_str("[1, 2]")
+        await stub.send({"type": "websocket.send", "text": "something_new", "x": 1})
+        await announce(stub, work_request(18, "noop", {}))
+        _kind, (work_request_id, _body) = await stub.next_event("completed")
+        assert work_request_id == 18
+
+    run_scenario(tmp_path, scenario)
+
+
+def test_transient_completion_failures_are_retried(tmp_path: Path) -> None:
+    stub = StubServer(completion_answers=[(503, b""), (500, b"")])
+
+    async def scenario(stub: StubServer, daemon: WorkerDaemon, tmp: Path) -> None:
+        await announce(stub, work_request(19, "noop", {}))
+        for _attempt in range(3):
+            _kind, (work_request_id, _body) = await stub.next_event("completed")
+        assert work_request_id == 19
+        assert daemon.exit_code == 0
+
+    run_scenario(tmp_path, scenario, stub)
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [
+        [(500, b"")] * 5,  # never delivered
+        [(200, b"{}")],  # Debusine workers require an empty body
+        [(401, b'{"title": "Invalid worker"}')],
+    ],
+)
+def test_undeliverable_completion_exits_with_status_1(
+    tmp_path: Path, answers: list[tuple[int, bytes]]
+) -> None:
+    async def main() -> None:
+        stub = StubServer(completion_answers=list(answers))
+        async with running_daemon(tmp_path, stub, token=TOKEN) as (_daemon, run):
+            await stub.next_event("connected")
+            await announce(stub, work_request(20, "noop", {}))
+            assert await asyncio.wait_for(run, 30) == 1
+        assert stub.completion_answers == []  # every attempt was made
+
+    asyncio.run(main())
+
+
+def test_sigterm_stops_the_task_reports_nothing_and_exits_0(tmp_path: Path) -> None:
+    async def main() -> None:
+        stub = StubServer()
+        await stub.start()
+        try:
+            worker = start_worker(stub.api_url, tmp_path, token=TOKEN)
+            await stub.next_event("connected", timeout=30)
+            await announce(stub, work_request(21, "sleep", {"seconds": 300}))
+            await stub.next_event("get-next")
+            await asyncio.to_thread(worker.wait_for_log, "work request 21: sleep")
+            task_pids = [
+                int(pid)
+                for pid in os.listdir("/proc")
+                if pid.isdigit() and _parent_of(int(pid)) == worker.pid
+            ]
+            assert await asyncio.to_thread(worker.stop) == 0
+            await stub.next_event("disconnected")
+            await no_event(stub, "completed", 0.5)
+            assert "stopping the task of work request 21" in worker.log_text()
+            for pid in task_pids:
+                assert not Path(f"/proc/{pid}").exists() or _parent_of(pid) != worker.pid
+        finally:
+            await stub.stop()
+
+    asyncio.run(main())
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, IndexError):
+        return None
+    return int(fields[1])
+
+
+def test_subprocess_worker_helper_registers_and_logs(tmp_path: Path) -> None:
+    async def main() -> None:
+        stub = StubServer()
+        await stub.start()
+        try:
+            worker = start_worker(stub.api_url, tmp_path)
+            await stub.next_event("connected", timeout=30)
+            await asyncio.to_thread(worker.wait_for_log, LOG_CONNECTED)
+            assert worker.token is not None
+            assert await asyncio.to_thread(worker.stop) == 0
+        finally:
+            await stub.stop()
+
+    asyncio.run(main())

@@ -1,0 +1,155 @@
+"""
+A real `debusine-worker` running work requests from a real server with its real scheduler:
+noop success and failure (with its debug-log artifact), and abort of a running `sleep`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from debusine.server.throwaway import ThrowawayError, ThrowawayInstance, throwaway_instance
+from debusine.worker.testing import LOG_CONNECTED, WorkerProcess, start_worker
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def instance(
+    tmp_path_factory: pytest.TempPathFactory, worker_id: str
+) -> Iterator[ThrowawayInstance]:
+    from django.conf import settings
+
+    try:
+        with throwaway_instance(
+            postgres_url=settings.DEBUSINE_DATABASE_URL,
+            redis_url=settings.DEBUSINE_REDIS_URL,
+            data_dir=tmp_path_factory.mktemp("worker-tasks"),
+            name_prefix=f"test_worker_tasks_{worker_id}",
+            scheduling=True,
+        ) as running:
+            yield running
+    except ThrowawayError as error:
+        pytest.fail(str(error))
+
+
+@pytest.fixture(scope="module")
+def user_token(instance: ThrowawayInstance) -> str:
+    return instance.create_contributor("worker-tasks-user")
+
+
+@pytest.fixture(scope="module")
+def worker(
+    instance: ThrowawayInstance, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
+    activation = instance.admin("worker", "create", "tasks.example").strip().splitlines()[-1]
+    process = start_worker(
+        instance.api_url, tmp_path_factory.mktemp("worker"), activation_token=activation
+    )
+    try:
+        process.wait_for_log(LOG_CONNECTED)
+        yield process
+    finally:
+        assert process.stop() == 0
+
+
+class Client:
+    """The few REST calls of a user these tests make."""
+
+    def __init__(self, instance: ThrowawayInstance, token: str) -> None:
+        self.api_url = instance.api_url
+        self.session = requests.Session()
+        self.session.headers["Token"] = token
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.session.request(method, f"{self.api_url}{path}", timeout=10, **kwargs)
+        assert response.status_code in (200, 201), response.text
+        return response.json()
+
+    def create(self, task_name: str, task_data: dict[str, Any]) -> int:
+        body = {"task_name": task_name, "task_data": task_data, "event_reactions": {}}
+        work_request_id: int = self.call("POST", "/1.0/work-request/", json=body)["id"]
+        return work_request_id
+
+    def wait_until(self, work_request_id: int, *statuses: str, timeout: float = 30) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            work_request = self.call("GET", f"/1.0/work-request/{work_request_id}/")
+            if work_request["status"] in statuses or time.monotonic() > deadline:
+                assert work_request["status"] in statuses, work_request
+                return work_request
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def client(instance: ThrowawayInstance, user_token: str) -> Client:
+    return Client(instance, user_token)
+
+
+def task_processes(worker: WorkerProcess) -> list[int]:
+    """PIDs of the worker daemon's child processes (its running task)."""
+    children: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, IndexError):
+            continue
+        if int(fields[1]) == worker.pid and fields[0] != "Z":
+            children.append(int(entry.name))
+    return children
+
+
+def test_noop_success_end_to_end(client: Client, worker: WorkerProcess) -> None:
+    work_request_id = client.create("noop", {"result": True})
+    done = client.wait_until(work_request_id, "completed")
+    assert done["result"] == "success"
+    # A successful noop leaves no debug log: no artifact at all (the reference would upload
+    # an empty one).
+    assert done["artifacts"] == []
+    assert f"work request {work_request_id}: success" in worker.log_text()
+
+
+def test_noop_failure_uploads_its_stages_log(client: Client, worker: WorkerProcess) -> None:
+    work_request_id = client.create("noop", {"result": False})
+    done = client.wait_until(work_request_id, "completed")
+    assert done["result"] == "failure"
+    [artifact_id] = done["artifacts"]
+    artifact = client.call("GET", f"/1.0/artifact/{artifact_id}/")
+    assert artifact["category"] == "debusine:work-request-debug-logs"
+    assert artifact["workspace"] == done["workspace"]
+    assert artifact["files_to_upload"] == []
+    stages = artifact["files"]["stages.log"]
+    assert stages["content_type"] == "text/plain; charset=utf-8"
+    contents = client.session.get(stages["url"], timeout=10)
+    assert contents.status_code == 200
+    assert "run: finished, returned False" in contents.text
+
+
+def test_abort_stops_the_running_task(client: Client, worker: WorkerProcess) -> None:
+    work_request_id = client.create("sleep", {"seconds": 300})
+    client.wait_until(work_request_id, "running")
+    deadline = time.monotonic() + 10
+    while not task_processes(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [task_pid] = task_processes(worker)
+
+    client.call("POST", f"/1.0/work-request/{work_request_id}/abort/", json={})
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{task_pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{task_pid}").exists(), "the task process survived the abort"
+    assert f"work request {work_request_id} was aborted by the server" in worker.log_text()
+    assert client.wait_until(work_request_id, "aborted")["result"] == ""
+
+    # The worker reported nothing for it and goes on with the next work request.
+    next_id = client.create("noop", {})
+    assert client.wait_until(next_id, "completed")["result"] == "success"
+    assert f"work request {work_request_id}: success" not in worker.log_text()
+    assert worker.process.poll() is None
