@@ -6,7 +6,8 @@ import re
 from collections.abc import Callable
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, HttpResponseNotFound
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotFound
+from django.utils.functional import SimpleLazyObject
 
 from debusine.server.db.models import Scope
 
@@ -34,12 +35,27 @@ class ScopeMiddleware:
             request.path_info = re.sub("/{2,}", "/", request.path_info)
             request.path = re.sub("/{2,}", "/", request.path)
         if request.path.startswith("/api/"):
-            name = request.META.get(SCOPE_HEADER) or settings.DEBUSINE_DEFAULT_SCOPE
-            scope = None if "\x00" in name else Scope.objects.filter(name=name).first()
-            if scope is None:
-                return HttpResponseNotFound(f"Scope {name!r} not found", content_type="text/plain")
-            request.debusine_scope = scope  # type: ignore[attr-defined]
+            name = request.META.get(SCOPE_HEADER)
+            if name is None:
+                # Workers never name a scope, and their hot path needs none: look the default
+                # scope up only when a view asks for it.
+                request.debusine_scope = SimpleLazyObject(default_scope)  # type: ignore[attr-defined]
+            else:
+                scope = None if "\x00" in name else Scope.objects.filter(name=name).first()
+                if scope is None:
+                    return HttpResponseNotFound(
+                        f"Scope {name!r} not found", content_type="text/plain"
+                    )
+                request.debusine_scope = scope  # type: ignore[attr-defined]
         return self.get_response(request)
+
+
+def default_scope() -> Scope:
+    """DEBUSINE_DEFAULT_SCOPE, or a 404 when it does not exist."""
+    scope = Scope.objects.filter(name=settings.DEBUSINE_DEFAULT_SCOPE).first()
+    if scope is None:
+        raise Http404(f"Scope {settings.DEBUSINE_DEFAULT_SCOPE!r} not found")
+    return scope
 
 
 def request_scope(request: HttpRequest) -> Scope:

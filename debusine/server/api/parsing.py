@@ -7,12 +7,15 @@ The JSON itself is parsed (and refused when PostgreSQL could not store it) by
 
 from __future__ import annotations
 
+import json
 from typing import TypeVar
 
 import pydantic
+from rest_framework.exceptions import ParseError
 from rest_framework.request import Request
 
 from debusine.server.api.errors import ProblemError
+from debusine.server.api.json_parser import check_storable_json
 
 RequestModel = TypeVar("RequestModel", bound=pydantic.BaseModel)
 
@@ -49,5 +52,30 @@ def parse_body(
         )
     try:
         return model.model_validate(body)
+    except pydantic.ValidationError as error:
+        raise validation_problem(title, error) from None
+
+
+def parse_json_body(body: bytes, model: type[RequestModel], title: str) -> RequestModel:
+    """
+    `parse_body()` for views outside DRF: parse and check raw JSON bytes, then validate them.
+
+    Refuses what PostgreSQL could not store, as the API's JSON parser does.
+    """
+    try:
+        data = json.loads(body or b"null")
+        check_storable_json(data)
+    except (ValueError, ParseError) as error:
+        raise ProblemError("Cannot parse the request body", str(error)) from None
+    if not isinstance(data, dict):
+        raise ProblemError(title, "The request body must be a JSON object.")
+    unknown = sorted(set(data) - set(model.model_fields))
+    if unknown:
+        raise ProblemError(
+            f"Invalid fields: {', '.join(unknown)}",
+            f"Allowed fields: {', '.join(model.model_fields)}",
+        )
+    try:
+        return model.model_validate(data)
     except pydantic.ValidationError as error:
         raise validation_problem(title, error) from None

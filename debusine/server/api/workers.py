@@ -8,24 +8,31 @@ also renews its lease (through its token's `last_seen_at`, see `debusine.server.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import status
 from rest_framework.request import Request
-from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from debusine.protocol.workers import WorkerRegisterRequest, WorkRequestCompletedRequest
-from debusine.server.api.auth import IsWorker, request_worker, token_from_request
-from debusine.server.api.errors import ProblemError
-from debusine.server.api.parsing import parse_body
-from debusine.server.api.work_requests import work_request_json
+from debusine.server.api.auth import TOKEN_HEADER, IsWorker, request_worker, token_from_request
+from debusine.server.api.errors import PROBLEM_CONTENT_TYPE, ProblemError
+from debusine.server.api.parsing import parse_body, parse_json_body
 from debusine.server.db.models import Token, Worker, WorkRequest
 from debusine.server.db.models.auth import hash_token_key
+from debusine.server.db.models.worker_work import (
+    Completion,
+    WorkerCaller,
+    complete_work_request,
+    running_count,
+    start_next_work_request,
+    worker_for_token_key,
+)
 
 
 def current_worker(request: Request) -> Worker:
@@ -114,45 +121,62 @@ class DynamicMetadataView(APIView):
         return HttpResponse(status=status.HTTP_204_NO_CONTENT)
 
 
-class GetNextForWorkerView(APIView):
+# --- The worker's hot path: plain Django views over single SQL statements -------------------
+#
+# A worker calls these twice per work request. They skip DRF (content negotiation, parsers,
+# permission classes) and the ORM: see debusine.server.db.models.worker_work.
+
+
+def problem(
+    title: str, detail: str | None = None, *, status_code: int = 400, **extra: Any
+) -> HttpResponse:
+    """A problem+json response, as `debusine.server.api.errors` writes them."""
+    body: dict[str, Any] = {"title": title, **extra}
+    if detail is not None:
+        body["detail"] = detail
+    transaction.set_rollback(True)
+    return HttpResponse(json.dumps(body), status=status_code, content_type=PROBLEM_CONTENT_TYPE)
+
+
+def calling_worker(request: HttpRequest) -> WorkerCaller | None:
+    key = request.META.get(TOKEN_HEADER)
+    return worker_for_token_key(key.strip()) if key else None
+
+
+def not_a_worker() -> HttpResponse:
+    return problem("Error", IsWorker.message, status_code=status.HTTP_403_FORBIDDEN)
+
+
+@csrf_exempt
+def get_next_for_worker(request: HttpRequest) -> HttpResponse:
     """
     `GET`: the next work request assigned to the calling worker (200), or 204 when none is.
 
-    The work request is serialised while still pending (as Debusine does) and then marked
-    running. A worker asking for work while already running as many work requests as its
-    concurrency allows has restarted: those are aborted and retried (worker-failed).
+    The work request is serialised as it was before it started (as Debusine does) and is
+    running once handed over. A worker asking for work while already running as many work
+    requests as its concurrency allows has restarted: those are aborted and retried
+    (worker-failed).
     """
-
-    permission_classes = [IsWorker]
-
-    def get(self, request: Request) -> Response | HttpResponse:
-        worker = current_worker(request)
-        running = list(
-            WorkRequest.objects.select_for_update()
-            .filter(worker=worker, status="running")
-            .order_by("id")
-        )
-        if running and len(running) >= worker.concurrency:
-            for lost in running:
-                lost.retry_after_worker_failure(
-                    f"worker {worker.name} asked for new work while running this one: it restarted"
-                )
-        work_request = (
-            WorkRequest.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(worker=worker, status="pending")
-            .select_related("workspace__scope")
-            .with_artifact_ids()
-            .order_by((F("priority_base") + F("priority_adjustment")).desc(), "created_at", "id")
-            .first()
-        )
-        if work_request is None:
-            return HttpResponse(status=status.HTTP_204_NO_CONTENT)
-        body = work_request_json(work_request, configured_task_data=True)
-        work_request.mark_running()
-        return Response(body, status=status.HTTP_200_OK)
+    if request.method != "GET":
+        return problem("Error", f'Method "{request.method}" not allowed.', status_code=405)
+    worker = calling_worker(request)
+    if worker is None:
+        return not_a_worker()
+    if running_count(worker.id) >= worker.concurrency:
+        for lost in WorkRequest.objects.select_for_update().filter(
+            worker_id=worker.id, status="running"
+        ):
+            lost.retry_after_worker_failure(
+                f"worker {worker.name} asked for new work while running this one: it restarted"
+            )
+    body = start_next_work_request(worker.id)
+    if body is None:
+        return HttpResponse(status=status.HTTP_204_NO_CONTENT)
+    return HttpResponse(json.dumps(body), content_type="application/json")
 
 
-class WorkRequestCompletedView(APIView):
+@csrf_exempt
+def work_request_completed(request: HttpRequest, work_request_id: int) -> HttpResponse:
     """
     `PUT`: the worker reports the outcome of its work request: 200 with an empty body.
 
@@ -160,33 +184,34 @@ class WorkRequestCompletedView(APIView):
     the worker lost its lease, completed already) is stale: answered 200, and nothing changes.
     A report about a pending or running work request of another worker is refused (401).
     """
-
-    permission_classes = [IsWorker]
-
-    def put(self, request: Request, work_request_id: int) -> HttpResponse:
-        worker = current_worker(request)
-        body = parse_body(request, WorkRequestCompletedRequest, title="Invalid completion")
-        work_request = WorkRequest.objects.select_for_update().filter(pk=work_request_id).first()
-        if work_request is None:
-            raise ProblemError(
-                f"Work request {work_request_id} not found",
-                status_code=status.HTTP_404_NOT_FOUND,
-            )
-        if work_request.worker_id != worker.pk:
-            if work_request.status in ("pending", "running"):
-                raise ProblemError(
-                    "Invalid worker to update the work request",
-                    f"Work request {work_request_id} is not assigned to worker {worker.name}",
-                    status_code=status.HTTP_401_UNAUTHORIZED,
-                )
-            return HttpResponse(status=status.HTTP_200_OK)
-        output_data = (
-            body.output_data.model_dump(mode="json", exclude_none=True)
-            if body.output_data is not None
-            else None
+    if request.method != "PUT":
+        return problem("Error", f'Method "{request.method}" not allowed.', status_code=405)
+    worker = calling_worker(request)
+    if worker is None:
+        return not_a_worker()
+    try:
+        body = parse_json_body(request.body, WorkRequestCompletedRequest, "Invalid completion")
+    except ProblemError as error:
+        return (
+            problem(error.title, error.detail, validation_errors=error.validation_errors)
+            if error.validation_errors is not None
+            else problem(error.title, error.detail)
         )
-        work_request.mark_completed(body.result, output_data)
-        return HttpResponse(status=status.HTTP_200_OK)
+    output_data = (
+        body.output_data.model_dump(mode="json", exclude_none=True)
+        if body.output_data is not None
+        else None
+    )
+    outcome = complete_work_request(worker.id, work_request_id, body.result, output_data)
+    if outcome is Completion.NOT_FOUND:
+        return problem(f"Work request {work_request_id} not found", status_code=404)
+    if outcome is Completion.NOT_ASSIGNED:
+        return problem(
+            "Invalid worker to update the work request",
+            f"Work request {work_request_id} is not assigned to worker {worker.name}",
+            status_code=status.HTTP_401_UNAUTHORIZED,
+        )
+    return HttpResponse(status=status.HTTP_200_OK)
 
 
 urlpatterns: list[URLPattern] = [
@@ -198,12 +223,12 @@ urlpatterns: list[URLPattern] = [
     ),
     path(
         "work-request/get-next-for-worker/",
-        GetNextForWorkerView.as_view(),
+        get_next_for_worker,
         name="api-work-request-get-next",
     ),
     path(
         "work-request/<int:work_request_id>/completed/",
-        WorkRequestCompletedView.as_view(),
+        work_request_completed,
         name="api-work-request-completed",
     ),
 ]
