@@ -5,11 +5,13 @@ The development stack behind `make run`: one command that runs the whole system.
 directory) chooses PostgreSQL and Redis (see `debusine.server.project.embedded`), records them
 in the data directory so that `debusine-admin` reaches the same instance, migrates the
 database, makes sure an admin user with a token and a ready client configuration exist, then
-runs the server processes in the foreground. SIGINT or SIGTERM stops every process it started,
-by PID, newest first, then the embedded services.
+runs in the foreground the server, the scheduler, Celery beat, a Celery worker and one local
+worker daemon (registered and enabled through an activation token, configured under
+`<data dir>/worker/`). SIGINT or SIGTERM stops every process it started, by PID, newest first,
+then the embedded services.
 
-Processes are listed in `stack_processes()`; adding one (scheduler, Celery, a local worker) is
-one line there.
+Server-side processes are listed in `stack_processes()`; the worker starts once the server
+answers.
 """
 
 from __future__ import annotations
@@ -251,6 +253,50 @@ def ensure_admin_token(previous_key: str | None) -> str:
         return key
 
 
+#: The development stack's own worker: its name, and its directory under the data directory.
+LOCAL_WORKER_FQDN = "local-worker"
+LOCAL_WORKER_DIRECTORY = "worker"
+
+
+def worker_argv(config_dir: Path) -> list[str]:
+    """The local worker daemon, configured by `config_dir`."""
+    return [sys.executable, "-m", "debusine.worker", "--config-dir", str(config_dir)]
+
+
+def prepare_local_worker(config_dir: Path, port: int) -> None:
+    """
+    Configure the stack's worker: registered and enabled without anyone running a command.
+
+    The first time (or when the database no longer knows the worker's token, e.g. a new
+    embedded database), a worker is pre-created with an activation token, which the daemon
+    exchanges for its own enabled token when it registers.
+    """
+    from django.db import transaction
+
+    from debusine.server.db.models import Token, Worker, hash_token_key
+
+    config_dir.mkdir(parents=True, exist_ok=True)
+    config_dir.chmod(0o700)
+    (config_dir / "config.ini").write_text(
+        f"[General]\napi-url = http://127.0.0.1:{port}/api\n", encoding="utf-8"
+    )
+    token_file = config_dir / "token"
+    activation_file = config_dir / "activation-token"
+    if token_file.exists():
+        key = token_file.read_text(encoding="utf-8").strip()
+        if Worker.objects.filter(token__hash=hash_token_key(key)).exists():
+            return
+        token_file.unlink()
+    if activation_file.exists():
+        key = activation_file.read_text(encoding="utf-8").strip()
+        if Token.objects.usable().filter(hash=hash_token_key(key)).exists():
+            return
+    with transaction.atomic():
+        _worker, key = Worker.objects.create_with_activation_token(LOCAL_WORKER_FQDN, "external")
+    activation_file.write_text(key + "\n", encoding="utf-8")
+    activation_file.chmod(0o600)
+
+
 def prepare_instance(data_dir: Path, port: int) -> str:
     """Migrate the database and ensure the admin token; return the client configuration."""
     import importlib
@@ -272,6 +318,7 @@ def prepare_instance(data_dir: Path, port: int) -> str:
     key = ensure_admin_token(recorded_token_key(config_path))
     config = client_config_text(port, settings.DEBUSINE_DEFAULT_SCOPE, key)
     instance.write_recorded(data_dir, instance.CLIENT_CONFIG_FILE, config, private=True)
+    prepare_local_worker(data_dir / LOCAL_WORKER_DIRECTORY, port)
     # The server processes open their own connections; keep none across their start.
     connections.close_all()
     return config
@@ -360,6 +407,9 @@ class DevStack:
             self.supervisor.start(spec)
         wait_until_answering(
             f"http://127.0.0.1:{self.port}/api/1.0/whoami/", self.supervisor, STARTUP_TIMEOUT
+        )
+        self.supervisor.start(
+            ProcessSpec("worker", worker_argv(self.data_dir / LOCAL_WORKER_DIRECTORY))
         )
         config_path = self.data_dir / instance.CLIENT_CONFIG_FILE
         print(

@@ -77,6 +77,29 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def wait_for_noop(port: int, token: str, timeout: float = 60) -> tuple[str, str]:
+    """Create a noop through the API; return its (status, result) once finished or at timeout."""
+    headers = {"Token": token, "Content-Type": "application/json"}
+    request = urllib.request.Request(
+        f"http://localhost:{port}/api/1.0/work-request/",
+        data=json.dumps({"task_name": "noop", "task_data": {}}).encode(),
+        headers=headers,
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        work_request_id = json.loads(response.read())["id"]
+    deadline = time.monotonic() + timeout
+    while True:
+        request = urllib.request.Request(
+            f"http://localhost:{port}/api/1.0/work-request/{work_request_id}/", headers=headers
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            body = json.loads(response.read())
+        if body["status"] in ("completed", "aborted") or time.monotonic() > deadline:
+            return body["status"], body["result"]
+        time.sleep(0.2)
+
+
 @pytest.fixture
 def data_dir() -> Iterator[Path]:
     """
@@ -139,6 +162,12 @@ def test_make_run_with_embedded_services(data_dir: Path) -> None:
                 "auth": True,
                 "worker_token": False,
             }
+
+        # A new user can create a noop and see it complete: the scheduler (Celery through the
+        # embedded Redis's socket), beat and the local worker (enabled through its activation
+        # token) all run.
+        assert wait_for_noop(port, token) == ("completed", "success")
+        assert (data_dir / "worker" / "token").stat().st_mode & 0o777 == 0o600
 
         postmaster = postgres.running_pid()
         assert postmaster is not None

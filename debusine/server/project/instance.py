@@ -177,3 +177,20 @@ def kombu_redis_url(url: str) -> str:
     query = parse_qs(parsed.query)
     database = query.get("db", ["0"])[0]
     return f"redis+socket://{parsed.path}?virtual_host={database}"
+
+
+#: Redis key prefix of an instance that is not a development stack's.
+DEFAULT_REDIS_KEY_PREFIX = "debusine"
+
+
+def resolve_redis_key_prefix(configured: str, data_dir: Path) -> str:
+    """
+    The configured Redis key prefix, else one of the data directory's own when the development
+    stack recorded its services there (two stacks sharing the Redis on 127.0.0.1 must not read
+    each other's messages), else DEFAULT_REDIS_KEY_PREFIX.
+    """
+    if configured:
+        return configured
+    if read_recorded(data_dir, REDIS_URL_FILE) is not None:
+        return database_name_for(data_dir)
+    return DEFAULT_REDIS_KEY_PREFIX

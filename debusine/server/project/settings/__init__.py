@@ -148,7 +148,10 @@ REST_FRAMEWORK: dict[str, Any] = {
 
 # --- Redis: Celery broker and Channels layer -----------------------------------------------
 
-_redis_prefix: str = globals()["DEBUSINE_REDIS_KEY_PREFIX"]
+DEBUSINE_REDIS_KEY_PREFIX = instance.resolve_redis_key_prefix(
+    globals()["DEBUSINE_REDIS_KEY_PREFIX"], DEBUSINE_DATA_DIR
+)
+_redis_prefix = DEBUSINE_REDIS_KEY_PREFIX
 
 CELERY_BROKER_URL = instance.kombu_redis_url(DEBUSINE_REDIS_URL)
 CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"{_redis_prefix}:celery:"}

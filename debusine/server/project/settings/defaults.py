@@ -36,7 +36,9 @@ DEBUSINE_REDIS_URL = ""
 
 # Prefix of every Redis key this instance uses (Celery queues, Channels groups), so that several
 # instances (or test runs) can share one Redis server without reading each other's messages.
-DEBUSINE_REDIS_KEY_PREFIX = "debusine"
+# Empty: a prefix of the data directory's own for a development stack (`make run`), else
+# `debusine`.
+DEBUSINE_REDIS_KEY_PREFIX = ""
 
 # Whether the development stack (`make run`) starts an embedded PostgreSQL and Redis under the
 # data directory: "auto" (only when none is configured or answering on 127.0.0.1), "always"
