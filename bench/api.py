@@ -29,12 +29,11 @@ from pathlib import Path
 import psycopg
 import requests
 
-from bench.common import process_tree
+from bench.common import cpu_seconds, rss_mib
 from debusine.server.throwaway import ThrowawayInstance, throwaway_instance
 
 POSTGRES_URL = os.environ.get("DEBUSINE_DATABASE_URL", "postgresql://127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("DEBUSINE_REDIS_URL", "redis://127.0.0.1:6379/0")
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 #: Work requests inserted in one statement, all completed noops of the bench user.
 HISTORY_SQL = """
@@ -67,32 +66,6 @@ class Measurement:
             f"p50 {statistics.median(ordered) * 1000:6.1f} ms   p99 {p99 * 1000:6.1f} ms   "
             f"server {self.server_cpu / self.requests * 1000:5.2f} CPU-ms/req"
         )
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of `pid` and its descendants (the gunicorn workers)."""
-    total = 0
-    for member in process_tree(pid):
-        try:
-            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / CLOCK_TICKS
-
-
-def rss_mib(pid: int) -> float:
-    """Resident memory of `pid` and its descendants, in MiB."""
-    total = 0
-    for member in process_tree(pid):
-        try:
-            status = Path(f"/proc/{member}/status").read_text()
-        except OSError:
-            continue
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total / 1024
 
 
 def measure(

@@ -99,17 +99,17 @@ def main() -> None:
 
 
 def timed_pass(label: str, renotify: bool = False, notify: bool = True) -> float:
-    from debusine.server.scheduler import passes
+    from debusine.server.scheduler import notifications, passes
 
-    original = passes.notify_work_request_assigned
+    original = notifications.notify_work_request_assigned
     if not notify:
-        passes.notify_work_request_assigned = lambda worker_ids: True  # type: ignore[assignment]
+        notifications.notify_work_request_assigned = lambda worker_ids: None
     try:
         started = time.perf_counter()
         result = passes.run_scheduling_pass(renotify=renotify)
         seconds = time.perf_counter() - started
     finally:
-        passes.notify_work_request_assigned = original
+        notifications.notify_work_request_assigned = original
     assigned = len(result.assigned)
     rate = f"{assigned / seconds:9.0f} assignments/s" if assigned else " " * 23
     print(

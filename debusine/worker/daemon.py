@@ -256,6 +256,10 @@ class WorkerDaemon:
                 work_request = await self._fetch_work_request()
                 if work_request is not None:
                     await self._handle(work_request)
+                    # Ask again at once: our server schedules for a worker that asks
+                    # (get-next), which saves waiting for the scheduler's notification.
+                    # Nothing assigned costs one 204.
+                    self._fetch_wanted = True
         finally:
             self._work_loop_task = None
 

@@ -33,6 +33,7 @@ from debusine.server.db.models.worker_work import (
     start_next_work_request,
     worker_for_token_key,
 )
+from debusine.server.scheduler.passes import run_scheduling_pass
 
 
 def current_worker(request: Request) -> Worker:
@@ -171,7 +172,12 @@ def get_next_for_worker(request: HttpRequest) -> HttpResponse:
             )
     body = start_next_work_request(worker.id)
     if body is None:
-        return HttpResponse(status=status.HTTP_204_NO_CONTENT)
+        # Nothing assigned yet: a worker asking for work is idle, so schedule for it now
+        # rather than make it wait for the scheduler's next pass and its notification.
+        if run_scheduling_pass(for_worker=worker.id).assigned:
+            body = start_next_work_request(worker.id)
+        if body is None:
+            return HttpResponse(status=status.HTTP_204_NO_CONTENT)
     return HttpResponse(json.dumps(body), content_type="application/json")
 
 

@@ -7,6 +7,8 @@ a duplicated, late or replayed message does no harm.
 
 from __future__ import annotations
 
+import logging
+
 from debusine.server.project.celery import app
 from debusine.server.scheduler.leases import expire_leases
 from debusine.server.scheduler.passes import run_scheduling_pass
@@ -15,12 +17,22 @@ from debusine.server.scheduler.triggers import clear_pass_queued
 #: The queue of these jobs (CELERY_TASK_ROUTES sends every `debusine.scheduler.*` job there).
 SCHEDULER_QUEUE = "scheduler"
 
+logger = logging.getLogger(__name__)
+
 
 @app.task(name="debusine.scheduler.schedule", ignore_result=True)
 def schedule_work_requests(renotify: bool = False) -> int:
     """One scheduling pass; return how many work requests it assigned."""
-    clear_pass_queued()
-    return len(run_scheduling_pass(renotify=renotify).assigned)
+    waited = clear_pass_queued()
+    result = run_scheduling_pass(renotify=renotify)
+    if result.assigned and waited is not None:
+        logger.debug(
+            "pass asked for %.1f ms before it started; assigned %d in %.1f ms",
+            waited * 1000,
+            len(result.assigned),
+            result.seconds * 1000,
+        )
+    return len(result.assigned)
 
 
 @app.task(name="debusine.scheduler.expire_leases", ignore_result=True)

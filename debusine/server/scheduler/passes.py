@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from debusine.server.scheduler.matching import Candidate, IdleWorker, Matcher
-from debusine.server.scheduler.notifications import notify_work_request_assigned
+from debusine.server.scheduler import notifications
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,7 @@ WHERE w.connected_at IS NOT NULL
   AND (t.expire_at IS NULL OR t.expire_at > now())
   AND t.last_seen_at >= now() - %s * interval '1 second'
   AND w.worker_type IN ('external', 'signing')
+  AND (%s::bigint IS NULL OR w.id = %s::bigint)
 ORDER BY w.connected_at, w.id
 """
 
@@ -111,9 +112,9 @@ class PassResult:
     seconds: float = 0.0
 
 
-def load_idle_workers() -> list[IdleWorker]:
+def load_idle_workers(only: int | None = None) -> list[IdleWorker]:
     with connection.cursor() as cursor:
-        cursor.execute(IDLE_WORKERS_SQL, [lease_grace_seconds()])
+        cursor.execute(IDLE_WORKERS_SQL, [lease_grace_seconds(), only, only])
         rows = cursor.fetchall()
     return [
         # Django has psycopg hand JSON columns over as text: decode them here.
@@ -177,30 +178,32 @@ def workers_with_unfetched_work() -> set[int]:
         return {row[0] for row in cursor.fetchall()}
 
 
-def run_scheduling_pass(*, renotify: bool = False) -> PassResult:
+def run_scheduling_pass(*, renotify: bool = False, for_worker: int | None = None) -> PassResult:
     """
     Assign what can be assigned now, and notify the workers once the assignment commits.
 
     `renotify` (the periodic fallback) also notifies every connected worker that holds
-    pending work it has not fetched.
+    pending work it has not fetched. `for_worker` limits the pass to one worker asking for
+    work itself (get-next): it is not notified, it is waiting for the answer.
     """
     started = time.perf_counter()
     result = PassResult()
     with transaction.atomic():
         lock_scheduler()
-        workers = load_idle_workers()
+        workers = load_idle_workers(for_worker)
         result.idle_workers = len(workers)
         if workers:
             result.assigned = apply_assignments(match_candidates(Matcher(workers), result))
-        result.notified_workers = {worker for _, worker in result.assigned}
+        if for_worker is None:
+            result.notified_workers = {worker for _, worker in result.assigned}
         if renotify:
             result.notified_workers |= workers_with_unfetched_work()
         if result.notified_workers:
             to_notify = set(result.notified_workers)
-            transaction.on_commit(lambda: notify_work_request_assigned(to_notify))
+            transaction.on_commit(lambda: notifications.notify_work_request_assigned(to_notify))
     result.seconds = time.perf_counter() - started
     if result.assigned:
-        logger.info(
+        logger.debug(
             "scheduling pass: %d assigned, %d idle workers, %d candidates read, %.1f ms",
             len(result.assigned),
             result.idle_workers,

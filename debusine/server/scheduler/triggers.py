@@ -12,6 +12,7 @@ left to the periodic fallback pass.
 from __future__ import annotations
 
 import logging
+import time
 from functools import cache
 
 import redis
@@ -37,7 +38,10 @@ def pass_queued_key() -> str:
 def enqueue_scheduling_pass() -> None:
     """Queue a pass unless one is queued and has not started yet."""
     try:
-        if not redis_client().set(pass_queued_key(), "1", nx=True, ex=PASS_QUEUED_TTL):
+        # The flag holds when the pass was asked for: the pass logs how long it waited.
+        if not redis_client().set(
+            pass_queued_key(), repr(time.time()), nx=True, ex=PASS_QUEUED_TTL
+        ):
             return
         from debusine.server.scheduler.jobs import schedule_work_requests
 
@@ -46,12 +50,20 @@ def enqueue_scheduling_pass() -> None:
         logger.warning("could not queue a scheduling pass: %s", error)
 
 
-def clear_pass_queued() -> None:
-    """Called by a pass as it starts: later requests must queue another pass."""
+def clear_pass_queued() -> float | None:
+    """
+    Called by a pass as it starts: later requests must queue another pass. Return how many
+    seconds ago the pass was asked for, when that is known.
+    """
     try:
-        redis_client().delete(pass_queued_key())
+        queued_at = redis_client().getdel(pass_queued_key())
     except redis.RedisError as error:
         logger.warning("could not clear the scheduling flag: %s", error)
+        return None
+    try:
+        return time.time() - float(queued_at) if queued_at is not None else None
+    except ValueError:
+        return None
 
 
 def request_scheduling_pass() -> None:

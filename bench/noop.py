@@ -1,0 +1,209 @@
+"""
+Noop work requests end to end with real processes: throughput, idle latency, server cost, memory.
+
+Starts, on a throwaway database, the server (gunicorn + uvicorn), the scheduler (Celery) and
+beat, and `--workers` real `debusine-worker` daemons (default 2), all on this machine. Then:
+
+- idle latency: one noop at a time, created through the API; created-to-completed is read from
+  the work request's own `created_at` / `completed_at` (server clock, no polling error);
+- throughput: `--requests` noops created through the API by a few client threads as fast as the
+  server takes them, and the rate at which they complete (first creation to last completion);
+  the server side's CPU seconds per noop (gunicorn tree + scheduler + beat) and resident memory;
+- the same again after inserting `--history` finished work requests (default 100,000), to show
+  whether it stays flat as history grows.
+
+Reference figures (Debusine, same kind of machine): 4.5-5 noops/s with 2 workers, 0.32-0.40
+server CPU-s per noop, 150-175 ms idle created-to-completed, 1.1 GiB RSS.
+Targets: >= 50 noops/s, <= 30 ms idle, flat to 10^5 work requests, half the memory.
+
+Usage: `.venv/bin/python -m bench.noop [--workers 2] [--requests 1000] [--history 100000]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import requests
+
+from bench.api import HISTORY_SQL
+from bench.common import cpu_seconds, rss_mib
+from debusine.server.throwaway import ThrowawayInstance, throwaway_instance
+from debusine.worker.testing import WorkerProcess, start_worker
+
+POSTGRES_URL = os.environ.get("DEBUSINE_DATABASE_URL", "postgresql://127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("DEBUSINE_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+UNFINISHED_SQL = "SELECT count(*) FROM db_workrequest WHERE status IN ('pending', 'running')"
+SPAN_SQL = """
+SELECT count(*), min(created_at), max(completed_at),
+       count(*) FILTER (WHERE result <> 'success')
+FROM db_workrequest WHERE id = ANY(%s)
+"""
+LATENCY_SQL = "SELECT status, completed_at - created_at FROM db_workrequest WHERE id = %s"
+
+
+def server_pids(instance: ThrowawayInstance) -> list[int]:
+    return [instance.pid, *instance.process_pids("scheduler"), *instance.process_pids("beat")]
+
+
+def server_cpu(instance: ThrowawayInstance) -> float:
+    return sum(cpu_seconds(pid) for pid in server_pids(instance))
+
+
+def server_rss(instance: ThrowawayInstance) -> float:
+    return sum(rss_mib(pid) for pid in server_pids(instance))
+
+
+def create_noop(session: requests.Session, api_url: str) -> int:
+    response = session.post(
+        f"{api_url}/1.0/work-request/", json={"task_name": "noop", "task_data": {}}, timeout=30
+    )
+    response.raise_for_status()
+    work_request_id: int = response.json()["id"]
+    return work_request_id
+
+
+def wait_until_idle(database: psycopg.Connection, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        row = database.execute(UNFINISHED_SQL).fetchone()
+        if row is not None and row[0] == 0:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError("work requests still unfinished")
+        time.sleep(0.005)
+
+
+def idle_latency(
+    instance: ThrowawayInstance, token: str, database: psycopg.Connection, count: int
+) -> str:
+    session = requests.Session()
+    session.headers["Token"] = token
+    latencies = []
+    for _ in range(count):
+        work_request_id = create_noop(session, instance.api_url)
+        while True:
+            row = database.execute(LATENCY_SQL, [work_request_id]).fetchone()
+            assert row is not None
+            if row[0] == "completed":
+                latencies.append(row[1].total_seconds())
+                break
+            time.sleep(0.002)
+        time.sleep(0.05)
+    ordered = sorted(latencies)
+    return (
+        f"idle created->completed: p50 {statistics.median(ordered) * 1000:6.1f} ms  "
+        f"p90 {ordered[int(len(ordered) * 0.9)] * 1000:6.1f} ms  "
+        f"max {ordered[-1] * 1000:6.1f} ms  ({count} noops, one at a time)"
+    )
+
+
+def throughput(
+    instance: ThrowawayInstance, token: str, database: psycopg.Connection, count: int, threads: int
+) -> str:
+    ids: list[int] = []
+    lock = threading.Lock()
+    per_thread = count // threads
+
+    def create_many() -> None:
+        session = requests.Session()
+        session.headers["Token"] = token
+        mine = [create_noop(session, instance.api_url) for _ in range(per_thread)]
+        with lock:
+            ids.extend(mine)
+
+    cpu_before = server_cpu(instance)
+    started = time.monotonic()
+    workers = [threading.Thread(target=create_many) for _ in range(threads)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    created = time.monotonic() - started
+    wait_until_idle(database)
+    cpu = server_cpu(instance) - cpu_before
+    row = database.execute(SPAN_SQL, [ids]).fetchone()
+    assert row is not None
+    total, first_created, last_completed, failed = row
+    span = (last_completed - first_created).total_seconds()
+    return (
+        f"throughput: {total / span:6.1f} noops/s completed ({total} in {span:.1f} s; created "
+        f"at {total / created:.0f}/s by {threads} client threads; {failed} not successful); "
+        f"server {cpu / total * 1000:.1f} CPU-ms/noop; server RSS {server_rss(instance):.0f} MiB"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--idle", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--history", type=int, default=100_000)
+    parser.add_argument("--server-workers", type=int, default=0)
+    args = parser.parse_args()
+    server_workers = args.server_workers or 2 * (os.cpu_count() or 1) + 1
+
+    with (
+        tempfile.TemporaryDirectory() as data_dir,
+        throwaway_instance(
+            postgres_url=POSTGRES_URL,
+            redis_url=REDIS_URL,
+            data_dir=Path(data_dir),
+            name_prefix="bench_noop",
+            workers=server_workers,
+            scheduling=True,
+        ) as instance,
+    ):
+        token = instance.create_contributor("bench")
+        daemons: list[WorkerProcess] = []
+        try:
+            for index in range(args.workers):
+                activation = instance.admin("worker", "create", f"bench-{index}.example")
+                daemon = start_worker(
+                    instance.api_url,
+                    Path(data_dir) / f"worker-{index}",
+                    activation_token=activation.strip().splitlines()[-1],
+                    log_level="WARNING",
+                )
+                daemons.append(daemon)
+            with psycopg.connect(instance.database_url, autocommit=True) as database:
+                # Warm up: every worker has connected, reported metadata and run something.
+                warm_up = requests.Session()
+                warm_up.headers["Token"] = token
+                for _ in range(20):
+                    create_noop(warm_up, instance.api_url)
+                wait_until_idle(database, timeout=120)
+
+                print(
+                    f"{args.workers} worker daemons, {server_workers} server processes, "
+                    f"{os.cpu_count()} cores shared by everything"
+                )
+                print(idle_latency(instance, token, database, args.idle), flush=True)
+                print(
+                    throughput(instance, token, database, args.requests, args.threads),
+                    flush=True,
+                )
+                if args.history:
+                    database.execute(HISTORY_SQL, {"count": args.history})
+                    database.execute("ANALYZE")
+                    print(f"after inserting {args.history} finished work requests:")
+                    print(idle_latency(instance, token, database, args.idle), flush=True)
+                    print(
+                        throughput(instance, token, database, args.requests, args.threads),
+                        flush=True,
+                    )
+        finally:
+            for daemon in daemons:
+                daemon.stop()
+
+
+if __name__ == "__main__":
+    main()
