@@ -10,13 +10,28 @@ directory. Then, in the same run and on the same disk:
   with the server verifying the SHA-256 and moving the file into the local store;
 - download: `GET files[path].url` streamed to a local file, plus fsync.
 
-Usage: `.venv/bin/python -m bench.upload [--size 1GiB] [--chunk-size 50MiB] [--workers 2]`
+Then, unless `--no-s3`, the same against an S3 store (a `moto_server` on loopback, with the
+store added to the scope at the highest upload and download priorities), next to boto3 used
+directly against the same moto server:
+
+- S3 upload (API): the same chunked protocol, ending with the server verifying the SHA-256
+  and uploading the file to the bucket (multipart, as the S3 backend does);
+- S3 download (API): `GET files[path].url`, which redirects to a presigned URL of the
+  object, streamed to a local file, plus fsync;
+- boto3 upload / download, measured first: `upload_file` of the same file to the same
+  bucket with the backend's transfer settings, and one streamed `get_object` of it (what a
+  client following the presigned URL does), plus fsync; the object is then deleted so that
+  the API meets the same moto state.
+
+Usage: `.venv/bin/python -m bench.upload [--size 1GiB] [--chunk-size 50MiB] [--workers 2]
+[--no-s3]`
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -28,7 +43,7 @@ from pathlib import Path
 import requests
 
 from bench.common import process_tree
-from debusine.server.throwaway import throwaway_instance
+from debusine.server.throwaway import ThrowawayInstance, throwaway_instance
 
 MiB = 1024 * 1024
 UNITS = {"": 1, "b": 1, "k": 1000, "kib": 1024, "m": 1000**2, "mib": MiB, "g": 1000**3}
@@ -89,6 +104,16 @@ class Timings:
     download: float
 
 
+@dataclass
+class S3Timings:
+    """Seconds taken through the API, and by boto3 directly, against one moto server."""
+
+    api_upload: float
+    api_download: float
+    boto3_upload: float
+    boto3_download: float
+
+
 def upload(session: requests.Session, url: str, path: Path, size: int, chunk_size: int) -> None:
     """The client's protocol: probe, then chunks from the offset the server reports."""
     probe = session.put(url, headers={"Content-Range": f"bytes */{size}"})
@@ -110,6 +135,7 @@ def upload(session: requests.Session, url: str, path: Path, size: int, chunk_siz
 
 
 def download(session: requests.Session, url: str, destination: Path) -> None:
+    """Stream `url` (following redirects, as to an S3 presigned URL) to `destination`."""
     with session.get(url, stream=True) as response:
         response.raise_for_status()
         with open(destination, "wb") as handle:
@@ -119,7 +145,34 @@ def download(session: requests.Session, url: str, destination: Path) -> None:
             os.fsync(handle.fileno())
 
 
-def run(size: int, chunk_size: int, workers: int, directory: Path) -> tuple[Timings, float]:
+def create_artifact(
+    session: requests.Session, base: str, path: str, size: int, sha256: str
+) -> dict[str, object]:
+    """Create a `debusine:test` artifact announcing one file; return the Artifact object."""
+    created = session.post(
+        f"{base}/api/1.0/artifact/",
+        json={
+            "category": "debusine:test",
+            "workspace": "System",
+            "files": {path: {"size": size, "checksums": {"sha256": sha256}, "type": "file"}},
+            "data": {},
+        },
+    )
+    if created.status_code != 201:
+        raise RuntimeError(f"artifact create: {created.status_code} {created.text}")
+    artifact: dict[str, object] = created.json()
+    return artifact
+
+
+def check_sha256(path: Path, sha256: str) -> None:
+    with open(path, "rb") as handle:
+        if hashlib.file_digest(handle, "sha256").hexdigest() != sha256:
+            raise RuntimeError(f"{path.name} differs from the uploaded file")
+
+
+def run(
+    size: int, chunk_size: int, workers: int, directory: Path, *, s3: bool
+) -> tuple[Timings, S3Timings | None, float]:
     source = directory / "source.bin"
     sha256 = write_test_file(source, size)
 
@@ -142,24 +195,7 @@ def run(size: int, chunk_size: int, workers: int, directory: Path) -> tuple[Timi
         base, pid = server.base_url, server.pid
         session = requests.Session()
         session.headers["Token"] = token
-        created = session.post(
-            f"{base}/api/1.0/artifact/",
-            json={
-                "category": "debusine:test",
-                "workspace": "System",
-                "files": {
-                    "bench.bin": {
-                        "size": size,
-                        "checksums": {"sha256": sha256},
-                        "type": "file",
-                    }
-                },
-                "data": {},
-            },
-        )
-        if created.status_code != 201:
-            raise RuntimeError(f"artifact create: {created.status_code} {created.text}")
-        artifact = created.json()
+        artifact = create_artifact(session, base, "bench.bin", size, sha256)
         upload_url = f"{base}/api/1.0/artifact/{artifact['id']}/files/bench.bin/"
 
         start = time.perf_counter()
@@ -168,14 +204,116 @@ def run(size: int, chunk_size: int, workers: int, directory: Path) -> tuple[Timi
 
         downloaded = directory / "downloaded.bin"
         start = time.perf_counter()
-        download(session, artifact["files"]["bench.bin"]["url"], downloaded)
+        download(session, file_url(artifact, "bench.bin"), downloaded)
         download_seconds = time.perf_counter() - start
-        server_peak = peak_rss_mib(pid)
+        check_sha256(downloaded, sha256)
+        downloaded.unlink()
 
-        with open(downloaded, "rb") as handle:
-            if hashlib.file_digest(handle, "sha256").hexdigest() != sha256:
-                raise RuntimeError("the downloaded file differs from the uploaded one")
-    return Timings(copy_seconds, upload_seconds, download_seconds), server_peak
+        s3_timings = None
+        if s3:
+            source.unlink()  # only one test file on disk at a time
+            s3_timings = run_s3(server, session, size, chunk_size, directory)
+        server_peak = peak_rss_mib(pid)
+    return Timings(copy_seconds, upload_seconds, download_seconds), s3_timings, server_peak
+
+
+def file_url(artifact: dict[str, object], path: str) -> str:
+    files = artifact["files"]
+    assert isinstance(files, dict)
+    url: str = files[path]["url"]
+    return url
+
+
+def run_s3(
+    server: ThrowawayInstance,
+    session: requests.Session,
+    size: int,
+    chunk_size: int,
+    directory: Path,
+) -> S3Timings:
+    """Upload and download through an S3 store of the scope, then with boto3 directly."""
+    # The moto helper and the backend's transfer settings live in a package that loads the
+    # models: configure Django as the instance's processes are (nothing here queries).
+    os.environ.update(server.environment)
+    import django
+
+    django.setup()
+    from boto3.s3.transfer import TransferConfig
+
+    from debusine.server.file_stores.moto import MotoS3Server
+    from debusine.server.file_stores.s3 import (
+        DEFAULT_MULTIPART_CHUNK_SIZE,
+        DEFAULT_MULTIPART_THRESHOLD,
+    )
+
+    base = server.base_url
+    with MotoS3Server() as moto:
+        bucket = moto.new_bucket()
+        configuration = directory / "s3-store.json"
+        configuration.write_text(json.dumps(moto.store_configuration(bucket)))
+        server.admin(
+            "file_store", "create", "bench-s3", "S3", "--configuration", str(configuration)
+        )
+        server.admin(
+            "scope", "add_file_store", "debusine", "bench-s3",
+            "--upload-priority", "100", "--download-priority", "100",
+        )  # fmt: skip
+
+        # New contents: the first file is already complete in this workspace.
+        source = directory / "source-s3.bin"
+        sha256 = write_test_file(source, size)
+        downloaded = directory / "downloaded-s3.bin"
+        client = moto.client()
+
+        # boto3 first, on an empty bucket; its object is deleted afterwards, so that the API
+        # meets the same moto state. Uploads use the backend's transfer settings; downloads
+        # are one streamed GET, as a client following the API's presigned URL makes
+        # (download_file's parallel ranged GETs are far slower against moto).
+        transfer = TransferConfig(
+            multipart_threshold=DEFAULT_MULTIPART_THRESHOLD,
+            multipart_chunksize=DEFAULT_MULTIPART_CHUNK_SIZE,
+            max_concurrency=4,
+        )
+        start = time.perf_counter()
+        client.upload_file(str(source), bucket, "direct/source.bin", Config=transfer)
+        boto3_upload = time.perf_counter() - start
+        start = time.perf_counter()
+        body = client.get_object(Bucket=bucket, Key="direct/source.bin")["Body"]
+        with open(downloaded, "wb") as handle:
+            for piece in body.iter_chunks(MiB):
+                handle.write(piece)
+            handle.flush()
+            os.fsync(handle.fileno())
+        boto3_download = time.perf_counter() - start
+        check_sha256(downloaded, sha256)
+        downloaded.unlink()
+        client.delete_object(Bucket=bucket, Key="direct/source.bin")
+
+        artifact = create_artifact(session, base, "bench-s3.bin", size, sha256)
+        start = time.perf_counter()
+        upload(
+            session,
+            f"{base}/api/1.0/artifact/{artifact['id']}/files/bench-s3.bin/",
+            source,
+            size,
+            chunk_size,
+        )
+        api_upload = time.perf_counter() - start
+        key = f"{sha256[0:2]}/{sha256[2:4]}/{sha256[4:6]}/{sha256}-{size}"
+        if client.head_object(Bucket=bucket, Key=key)["ContentLength"] != size:
+            raise RuntimeError("the file did not reach the S3 store")
+
+        # The API must hand S3 downloads to the object store, not stream them itself.
+        redirect = session.get(file_url(artifact, "bench-s3.bin"), allow_redirects=False)
+        if not redirect.is_redirect or not redirect.headers["Location"].startswith(
+            moto.endpoint_url
+        ):
+            raise RuntimeError(f"S3 download not redirected: {redirect.status_code}")
+        start = time.perf_counter()
+        download(session, file_url(artifact, "bench-s3.bin"), downloaded)
+        api_download = time.perf_counter() - start
+        check_sha256(downloaded, sha256)
+    return S3Timings(api_upload, api_download, boto3_upload, boto3_download)
 
 
 def main() -> None:
@@ -184,10 +322,18 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=parse_size, default=parse_size("50MiB"))
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     parser.add_argument("--directory", type=Path, default=None, help="where to work (a temp dir)")
+    parser.add_argument(
+        "--s3",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure an S3 store (moto) against boto3 used directly (default: yes)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="debusine-bench-", dir=args.directory) as work:
-        timings, server_peak = run(args.size, args.chunk_size, args.workers, Path(work))
+        timings, s3_timings, server_peak = run(
+            args.size, args.chunk_size, args.workers, Path(work), s3=args.s3
+        )
 
     mib = args.size / MiB
     copy_rate = mib / timings.copy
@@ -201,6 +347,20 @@ def main() -> None:
             f"{name + ' (API)':24} {rate:8.1f} MiB/s  ({seconds:.2f} s)  "
             f"= {rate / copy_rate:.2f} x copy"
         )
+    if s3_timings is not None:
+        for name, api_seconds, boto3_seconds in [
+            ("upload", s3_timings.api_upload, s3_timings.boto3_upload),
+            ("download", s3_timings.api_download, s3_timings.boto3_download),
+        ]:
+            boto3_rate = mib / boto3_seconds
+            api_rate = mib / api_seconds
+            print(
+                f"{'S3 ' + name + ' (boto3)':24} {boto3_rate:8.1f} MiB/s  ({boto3_seconds:.2f} s)"
+            )
+            print(
+                f"{'S3 ' + name + ' (API)':24} {api_rate:8.1f} MiB/s  ({api_seconds:.2f} s)  "
+                f"= {api_rate / boto3_rate:.2f} x boto3"
+            )
     print(f"server peak RSS (largest process): {server_peak:.0f} MiB")
 
 

@@ -2,11 +2,12 @@
 Run the test suite with the services it needs: the bootstrap behind `make test`.
 
 `python -m debusine.server.project.testservices [pytest arguments]` makes sure the tools the
-tests call exist (curl, for the HTTP protocol tests), then finds PostgreSQL and Redis the way
-`make run` does (configured URLs, else 127.0.0.1:5432 / 6379, else embedded ones started for
-this run in a temporary directory), points the tests at them through DEBUSINE_DATABASE_URL /
-DEBUSINE_REDIS_URL, and runs pytest. pytest-django then creates one `test_<name>_gwN`
-database per xdist worker. Embedded services are stopped afterwards.
+tests call exist (curl, for the HTTP protocol tests; pg_dump and pg_restore, for the
+disaster-recovery test), then finds PostgreSQL and Redis the way `make run` does (configured
+URLs, else 127.0.0.1:5432 / 6379, else embedded ones started for this run in a temporary
+directory), points the tests at them through DEBUSINE_DATABASE_URL / DEBUSINE_REDIS_URL, and
+runs pytest. pytest-django then creates one `test_<name>_gwN` database per xdist worker.
+Embedded services are stopped afterwards.
 
 The exit status is pytest's, except that "no tests collected" (pytest's 5) is reported as a
 failure in its own words: a suite that runs nothing must never pass CI silently.
@@ -36,7 +37,12 @@ from debusine.server.project.embedded import (
 
 PYTEST_NO_TESTS_COLLECTED = 5
 # Tools the tests run as subprocesses, with the Debian package providing each.
-REQUIRED_TOOLS = {"curl": "curl"}
+REQUIRED_TOOLS = {
+    "curl": "curl",
+    "dpkg-buildpackage": "dpkg-dev",
+    "pg_dump": "postgresql-client",
+    "pg_restore": "postgresql-client",
+}
 # pytest-django derives the per-worker test databases from this name (test_<name>_gwN): one
 # name per run keeps two runs on one PostgreSQL (CI and a developer, two checkouts) apart.
 TEST_DATABASE_NAME = f"debusine_run_{os.getpid()}"
