@@ -24,7 +24,6 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
-from django.db import transaction
 
 from debusine.protocol.workers import (
     FRAME_CONNECTED,
@@ -57,22 +56,24 @@ def worker_for_key(key: str | None) -> Worker | None:
     return Worker.objects.filter(token=token).first()
 
 
+# These run in autocommit mode, one statement per transaction: holding the worker's row while
+# waiting for its token's (or the reverse) in one transaction could deadlock with API calls.
+
+
 def connect_worker(worker_id: int) -> bool:
     """Mark the worker connected; return whether it already holds unfinished work."""
-    with transaction.atomic():
-        worker = Worker.objects.select_related("token").get(pk=worker_id)
-        worker.mark_connected()
-        return worker.assigned_work_requests.filter(status__in=["pending", "running"]).exists()
+    worker = Worker.objects.select_related("token").get(pk=worker_id)
+    worker.mark_connected()
+    return worker.assigned_work_requests.filter(status__in=["pending", "running"]).exists()
 
 
 def disconnect_worker(worker_id: int) -> None:
     """Mark the worker disconnected and check its lease once the grace period is over."""
-    with transaction.atomic():
-        worker = Worker.objects.filter(pk=worker_id).first()
-        if worker is None:
-            return
-        worker.mark_disconnected()
-        has_running = worker.assigned_work_requests.filter(status="running").exists()
+    worker = Worker.objects.filter(pk=worker_id).first()
+    if worker is None:
+        return
+    worker.mark_disconnected()
+    has_running = worker.assigned_work_requests.filter(status="running").exists()
     if has_running:
         from debusine.server.scheduler.jobs import expire_worker_leases
 

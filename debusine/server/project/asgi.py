@@ -19,6 +19,7 @@ os.environ[SERVING_ASGI_VARIABLE] = "1"
 http_application = get_asgi_application()
 
 # Imported once Django is set up.
+from debusine.server.api.completion_websocket import CompletionConsumer  # noqa: E402
 from debusine.server.api.worker_websocket import WorkerConsumer  # noqa: E402
 
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
@@ -27,6 +28,7 @@ ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 #: of the api-url, so repeated slashes are collapsed before matching.
 WEBSOCKET_ROUTES: list[tuple[re.Pattern[str], ASGIApp]] = [
     (re.compile(r"^/api/ws/1\.0/worker/connect/?$"), WorkerConsumer.as_asgi()),
+    (re.compile(r"^/api/ws/1\.0/work-request/on-completed/?$"), CompletionConsumer.as_asgi()),
 ]
 
 

@@ -14,6 +14,8 @@ in threads), so the sends run on one background event loop per process.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import concurrent.futures
 import logging
 import threading
 from collections.abc import Coroutine, Iterable
@@ -43,6 +45,13 @@ class _BackgroundLoop:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: set[concurrent.futures.Future[None]] = set()
+        # A short-lived process (debusine-admin) must not exit before its messages are out.
+        atexit.register(self.flush)
+
+    def flush(self, timeout: float = SEND_TIMEOUT) -> None:
+        """Wait (at most `timeout` seconds) for the messages submitted so far to go out."""
+        concurrent.futures.wait(list(self._pending), timeout=timeout)
 
     def loop(self) -> asyncio.AbstractEventLoop:
         with self._lock:
@@ -59,6 +68,19 @@ class _BackgroundLoop:
         future = asyncio.run_coroutine_threadsafe(coroutine, self.loop())
         future.result(timeout=SEND_TIMEOUT)
 
+    def submit(self, coroutine: Coroutine[Any, Any, None], what: str) -> None:
+        """Run `coroutine` without waiting for it; log its failure as about `what`."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop())
+        self._pending.add(future)
+
+        def report(done: concurrent.futures.Future[None]) -> None:
+            self._pending.discard(done)
+            error = done.exception()
+            if error is not None:
+                logger.warning("could not notify %s: %s", what, error)
+
+        future.add_done_callback(report)
+
 
 _background = _BackgroundLoop()
 
@@ -70,35 +92,63 @@ async def _group_send_all(messages: list[tuple[str, dict[str, Any]]]) -> None:
     await asyncio.gather(*(layer.group_send(group, message) for group, message in messages))
 
 
-def send_to_workers(messages: Iterable[tuple[int, dict[str, Any]]]) -> bool:
-    """Send each (worker id, channel layer message); return False (and log) on failure."""
+def send_to_workers(messages: Iterable[tuple[int, dict[str, Any]]]) -> None:
+    """
+    Send each (worker id, channel layer message), without waiting: the caller (a view, the
+    scheduler) goes on while the messages go out; a failure is logged.
+    """
     batch = [(worker_group(worker_id), message) for worker_id, message in messages]
-    if not batch:
-        return True
-    try:
-        _background.run(_group_send_all(batch))
-    except Exception as error:  # recovery is the fallback pass's job
-        logger.warning("could not notify %d worker(s): %s", len(batch), error)
-        return False
-    return True
+    if batch:
+        _background.submit(_group_send_all(batch), f"{len(batch)} worker(s)")
 
 
-def notify_work_request_assigned(worker_ids: Iterable[int]) -> bool:
+def notify_work_request_assigned(worker_ids: Iterable[int]) -> None:
     """Tell workers that work is waiting for them (`work_request_available`)."""
-    return send_to_workers(
+    send_to_workers(
         (worker_id, {"type": MESSAGE_WORK_REQUEST_ASSIGNED}) for worker_id in set(worker_ids)
     )
 
 
-def notify_work_request_aborted(worker_id: int, work_request_id: int) -> bool:
+def notify_work_request_aborted(worker_id: int, work_request_id: int) -> None:
     """Tell a worker to stop running an aborted work request."""
-    return send_to_workers(
+    send_to_workers(
         [(worker_id, {"type": MESSAGE_WORK_REQUEST_ABORTED, "work_request_id": work_request_id})]
     )
 
 
-def notify_worker_disabled(worker_id: int, token_hash: str) -> bool:
+def notify_worker_disabled(worker_id: int, token_hash: str) -> None:
     """Close the websockets of a worker whose token was just disabled."""
-    return send_to_workers(
-        [(worker_id, {"type": MESSAGE_WORKER_DISABLED, "token_hash": token_hash})]
-    )
+    send_to_workers([(worker_id, {"type": MESSAGE_WORKER_DISABLED, "token_hash": token_hash})])
+
+
+#: Channel layer message type of a finished work request, handled by the completion websocket.
+MESSAGE_WORK_REQUEST_COMPLETED = "work_request.completed"
+
+
+def completed_work_requests_group(scope_id: int) -> str:
+    """The Channels group of every `on-completed` websocket listening in one scope."""
+    return f"work_request_completed.scope.{scope_id}"
+
+
+def notify_work_request_completed(
+    *, work_request_id: int, scope_id: int, workspace_id: int, completed_at: str, result: str
+) -> bool:
+    """
+    Tell `on-completed` websockets of the scope that a work request finished.
+
+    Listeners filter by workspace and visibility themselves; a lost message is recovered by the
+    client replaying from its last `completed_at` (PostgreSQL holds every completion).
+    """
+    message = {
+        "type": MESSAGE_WORK_REQUEST_COMPLETED,
+        "work_request_id": work_request_id,
+        "workspace_id": workspace_id,
+        "completed_at": completed_at,
+        "result": result,
+    }
+    try:
+        _background.run(_group_send_all([(completed_work_requests_group(scope_id), message)]))
+    except Exception as error:  # listeners replay from PostgreSQL when they reconnect
+        logger.warning("could not announce completed work request %d: %s", work_request_id, error)
+        return False
+    return True

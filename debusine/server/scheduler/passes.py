@@ -19,8 +19,8 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import connection, transaction
 
-from debusine.server.scheduler.matching import Candidate, IdleWorker, Matcher
 from debusine.server.scheduler import notifications
+from debusine.server.scheduler.matching import Candidate, IdleWorker, Matcher
 
 logger = logging.getLogger(__name__)
 

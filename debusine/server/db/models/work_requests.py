@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -392,7 +393,14 @@ class WorkRequest(models.Model):
         self.update_reverse_dependencies()
         # Its worker is free again.
         request_scheduling_pass()
+        self._announce_completion()
         return True
+
+    def _announce_completion(self) -> None:
+        """Tell `on-completed` websocket listeners, once the completion has committed."""
+        announce_completion(
+            self.pk, self.workspace.scope_id, self.workspace_id, self.completed_at, self.result
+        )
 
     def mark_aborted(self, by: User | None = None) -> None:
         """Abort a pending, blocked or running work request (and its children)."""
@@ -546,3 +554,34 @@ class WorkRequest(models.Model):
     def is_expired(self, at: datetime | None = None) -> bool:
         expire_at = self.expire_at
         return expire_at is not None and expire_at <= (at or timezone.now())
+
+
+#: Results announced to `on-completed` listeners (not aborted or skipped work).
+ANNOUNCED_RESULTS = frozenset(
+    {WorkRequestResult.SUCCESS, WorkRequestResult.FAILURE, WorkRequestResult.ERROR}
+)
+
+
+def announce_completion(
+    work_request_id: int,
+    scope_id: int,
+    workspace_id: int,
+    completed_at: datetime | None,
+    result: str,
+) -> None:
+    """Announce a completion to `on-completed` websockets once the transaction commits."""
+    if result not in ANNOUNCED_RESULTS:
+        return
+    from debusine.protocol.wire import iso_datetime
+    from debusine.server.scheduler.notifications import notify_work_request_completed
+
+    transaction.on_commit(
+        functools.partial(
+            notify_work_request_completed,
+            work_request_id=work_request_id,
+            scope_id=scope_id,
+            workspace_id=workspace_id,
+            completed_at=iso_datetime(completed_at) or "",
+            result=str(result),
+        )
+    )

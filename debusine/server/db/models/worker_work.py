@@ -68,7 +68,8 @@ SET status = 'completed', result = %(result)s, completed_at = now(),
 WHERE wr.id = %(id)s AND wr.worker_id = %(worker)s AND wr.status IN ('pending', 'running')
 RETURNING EXISTS (
     SELECT 1 FROM db_workrequest_dependencies d WHERE d.to_workrequest_id = wr.id
-)
+), wr.workspace_id, (SELECT ws.scope_id FROM db_workspace ws WHERE ws.id = wr.workspace_id),
+wr.completed_at
 """
 
 
@@ -199,13 +200,15 @@ def complete_work_request(
                 return Completion.NOT_ASSIGNED
             return Completion.STALE
     has_dependants = bool(row[0])
+    workspace_id, scope_id, completed_at = row[1], row[2], row[3]
     if has_dependants:
         from debusine.server.db.models.work_requests import WorkRequest
 
         WorkRequest.objects.get(pk=work_request_id).update_reverse_dependencies()
     # The worker is free again.
     request_scheduling_pass()
-    from debusine.server.db.models.work_requests import announce_recorded_completion
+    from debusine.server.db.models.work_requests import announce_completion
 
-    announce_recorded_completion(work_request_id, result)
+    # For `on-completed` websocket listeners, once this commits.
+    announce_completion(work_request_id, scope_id, workspace_id, completed_at, result)
     return Completion.RECORDED

@@ -1,0 +1,164 @@
+"""
+The resumable, verified file upload of protocol.md §2.3, client side.
+
+For each file: probe (`Content-Range: bytes */SIZE`, empty body) to learn how many bytes the
+server already holds (`Range: bytes=0-RECEIVED`), then send chunks from there. The chunk that
+completes the file is answered 201 once the server has checked the SHA-256, or 409 when the
+hash differs: the server then discards what it had, and the whole file is sent again (three
+attempts in all). A lost connection is retried (three times, a few seconds apart) by probing
+again, so an interrupted upload resumes where the server stopped receiving.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import TYPE_CHECKING, BinaryIO
+
+import requests
+
+from debusine.client.errors import ProblemError, ServerUnreachableError, UploadError
+from debusine.client.progress import Advance
+
+if TYPE_CHECKING:
+    from debusine.client.client import DebusineClient, LocalFile
+
+#: Bytes per PUT, as Debusine's client sends them.
+DEFAULT_CHUNK_SIZE = 50 * 1024 * 1024
+#: Whole-file attempts when the server finds that the SHA-256 differs.
+HASH_ATTEMPTS = 3
+#: Retries after a lost connection, and the pause before each.
+CONNECTION_RETRIES = 3
+DEFAULT_RETRY_DELAY = 5.0
+
+_RANGE = re.compile(r"^bytes=0-(\d+)$")
+
+
+class _Slice:
+    """`length` bytes of an open file from its current position, reporting progress."""
+
+    def __init__(self, contents: BinaryIO, length: int, advance: Advance) -> None:
+        self.contents = contents
+        self.remaining = length
+        self.length = length
+        self.advance = advance
+
+    def __len__(self) -> int:  # requests sends it as Content-Length
+        return self.length
+
+    def read(self, size: int = -1) -> bytes:
+        if self.remaining <= 0:
+            return b""
+        wanted = self.remaining if size < 0 else min(size, self.remaining)
+        block = self.contents.read(wanted)
+        self.remaining -= len(block)
+        self.advance(len(block))
+        return block
+
+
+def received_bytes(response: requests.Response) -> int:
+    """The `N` of a `Range: bytes=0-N` answer: how many bytes the server holds."""
+    header = response.headers.get("Range", "")
+    match = _RANGE.match(header.strip())
+    if match is None:
+        raise UploadError(f"{response.url}: status {response.status_code} without a valid Range")
+    return int(match.group(1))
+
+
+class FileUploader:
+    """Uploads files of artifacts through one client."""
+
+    def __init__(
+        self,
+        client: DebusineClient,
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        retry_delay: float = DEFAULT_RETRY_DELAY,
+    ) -> None:
+        self.client = client
+        self.chunk_size = chunk_size
+        self.retry_delay = retry_delay
+        #: What happened, for tests and `-d`: ("probe", offset) / ("chunk", start, end, status).
+        self.events: list[tuple[object, ...]] = []
+
+    def upload(self, artifact_id: int, name: str, local: LocalFile) -> None:
+        url = self.client.file_upload_url(artifact_id, name)
+        with self.client.progress.track(name, local.size) as advance:
+            for _attempt in range(HASH_ATTEMPTS):
+                if self._upload_once(url, local, advance):
+                    return
+        raise UploadError(
+            f"{name}: the server found a different SHA-256 {HASH_ATTEMPTS} times; "
+            f"is {local.path} changing while it is uploaded?"
+        )
+
+    def _upload_once(self, url: str, local: LocalFile, advance: Advance) -> bool:
+        """Send the file from where the server stands; False if the hash did not match."""
+        connection_failures = 0
+        offset: int | None = None
+        must_probe = True
+        with local.path.open("rb") as contents:
+            while True:
+                try:
+                    if must_probe:
+                        offset = self._probe(url, local.size)
+                        must_probe = False
+                    if offset is None:
+                        return True
+                    contents.seek(offset)
+                    status, offset = self._send_chunk(url, local, contents, offset, advance)
+                except ServerUnreachableError as error:
+                    connection_failures += 1
+                    if connection_failures > CONNECTION_RETRIES:
+                        raise UploadError(f"{local.path.name}: {error}") from None
+                    time.sleep(self.retry_delay)
+                    must_probe = True
+                    continue
+                if status == 409:
+                    return False
+
+    def _probe(self, url: str, size: int) -> int | None:
+        """How many bytes the server holds, or None when the file is already complete."""
+        response = self.client.send(
+            "PUT",
+            url,
+            data=b"",
+            headers={"Content-Range": f"bytes */{size}"},
+            expected=(200, 206),
+        )
+        if response.status_code == 200:
+            self.events.append(("probe", None))
+            return None
+        offset = received_bytes(response)
+        self.events.append(("probe", offset))
+        return offset
+
+    def _send_chunk(
+        self, url: str, local: LocalFile, contents: BinaryIO, start: int, advance: Advance
+    ) -> tuple[int, int | None]:
+        """Send one chunk from `start`; return (status, next offset or None when done)."""
+        if local.size == 0:
+            end = -1
+            body = b""
+            headers = {"Content-Range": f"bytes */{local.size}"}
+        else:
+            end = min(start + self.chunk_size, local.size) - 1
+            body_slice = _Slice(contents, end - start + 1, advance)
+            headers = {"Content-Range": f"bytes {start}-{end}/{local.size}"}
+        try:
+            response = self.client.send(
+                "PUT",
+                url,
+                data=body if local.size == 0 else body_slice,
+                headers=headers,
+                expected=(200, 201),
+            )
+        except ProblemError as problem:
+            if problem.status == 409:
+                self.events.append(("chunk", start, end, 409))
+                return 409, None
+            raise
+        self.events.append(("chunk", start, end, response.status_code))
+        if response.status_code == 201:
+            return 201, None
+        return 200, received_bytes(response)
