@@ -82,6 +82,7 @@ def gunicorn_argv(bind: str, workers: int) -> list[str]:
         "--bind", bind,
         "--workers", str(workers),
         "--graceful-timeout", "10",
+        "--preload",
         "--access-logfile", "-",
     ]  # fmt: skip
     if gunicorn_major_version() >= 27:
@@ -116,7 +117,10 @@ def celery_worker_argv() -> list[str]:
 
 def beat_argv() -> list[str]:
     """Celery beat: the periodic jobs (fallback scheduling pass, lease expiry)."""
-    return [sys.executable, "-m", "celery", "--app", CELERY_APP, "beat", "--loglevel", "INFO"]
+    return [
+        sys.executable, "-m", "celery", "--app", f"{CELERY_APP}:beat_app", "beat",
+        "--loglevel", "INFO",
+    ]  # fmt: skip
 
 
 def scheduling_processes() -> list[ProcessSpec]:
