@@ -54,6 +54,8 @@ class Playground:
         self.workspace = Workspace.objects.get(
             scope=self.scope, name=settings.DEBUSINE_DEFAULT_WORKSPACE
         )
+        #: Token keys of the workers made by `create_connected_worker`, by worker id.
+        self.worker_keys: dict[int, str] = {}
 
     def create_user(self, username: str = "user", **fields: Any) -> User:
         return User.objects.create_user(
@@ -110,9 +112,11 @@ class Playground:
     ) -> Worker:
         """
         A worker as the scheduler sees one with an open websocket: enabled, connected, alive,
-        reporting `metadata` (by default the version of every Worker task).
+        reporting `metadata` (by default the version of every Worker task). Its token key is
+        `self.worker_keys[worker.pk]`.
         """
-        worker, _key = self.create_worker(name, worker_type=worker_type)
+        worker, key = self.create_worker(name, worker_type=worker_type)
+        self.worker_keys[worker.pk] = key
         worker.dynamic_metadata = (
             {f"{task}:version": 1 for task in ("noop", "sleep")} if metadata is None else metadata
         )

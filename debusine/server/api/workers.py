@@ -174,7 +174,7 @@ def get_next_for_worker(request: HttpRequest) -> HttpResponse:
     if body is None:
         # Nothing assigned yet: a worker asking for work is idle, so schedule for it now
         # rather than make it wait for the scheduler's next pass and its notification.
-        if run_scheduling_pass(for_worker=worker.id).assigned:
+        if run_scheduling_pass(for_worker=worker.id, notify=False).assigned:
             body = start_next_work_request(worker.id)
         if body is None:
             return HttpResponse(status=status.HTTP_204_NO_CONTENT)

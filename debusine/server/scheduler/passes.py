@@ -178,13 +178,16 @@ def workers_with_unfetched_work() -> set[int]:
         return {row[0] for row in cursor.fetchall()}
 
 
-def run_scheduling_pass(*, renotify: bool = False, for_worker: int | None = None) -> PassResult:
+def run_scheduling_pass(
+    *, renotify: bool = False, for_worker: int | None = None, notify: bool = True
+) -> PassResult:
     """
     Assign what can be assigned now, and notify the workers once the assignment commits.
 
     `renotify` (the periodic fallback) also notifies every connected worker that holds
-    pending work it has not fetched. `for_worker` limits the pass to one worker asking for
-    work itself (get-next): it is not notified, it is waiting for the answer.
+    pending work it has not fetched. `for_worker` limits the pass to one worker (one that asks
+    for work, or has just finished some). `notify=False` tells nobody: the worker asking for
+    work is waiting for the answer.
     """
     started = time.perf_counter()
     result = PassResult()
@@ -194,7 +197,7 @@ def run_scheduling_pass(*, renotify: bool = False, for_worker: int | None = None
         result.idle_workers = len(workers)
         if workers:
             result.assigned = apply_assignments(match_candidates(Matcher(workers), result))
-        if for_worker is None:
+        if notify:
             result.notified_workers = {worker for _, worker in result.assigned}
         if renotify:
             result.notified_workers |= workers_with_unfetched_work()

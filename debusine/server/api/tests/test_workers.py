@@ -7,6 +7,7 @@ import secrets
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from pytest_django import DjangoCaptureOnCommitCallbacks
 from rest_framework.test import APIClient
 
 from debusine.server.db.models import Token, User, Worker, WorkRequest
@@ -241,8 +242,35 @@ def test_completed_records_the_outcome(running: tuple[WorkRequest, str]) -> None
     assert (work_request.status, work_request.result) == ("completed", "failure")
     assert work_request.completed_at is not None
     assert work_request.output_data_json == {"runtime_statistics": statistics}
-    # Who calls, renewing its lease (a new token), then one UPDATE.
-    assert len(statements(queries)) == 3
+    # Who calls, renewing its lease (a new token), one UPDATE, then a scheduling pass for the
+    # worker alone (the scheduler's lock, is it idle: it is not connected, so no more).
+    assert len(statements(queries)) == 5
+
+
+def test_completion_gives_the_worker_its_next_work_request(
+    playground: Playground,
+    user: User,
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
+) -> None:
+    worker = playground.create_connected_worker()
+    key = playground.worker_keys[worker.pk]
+    finished = playground.create_work_request(created_by=user, worker=worker, status="running")
+    waiting = playground.create_work_request(created_by=user)
+    other = playground.create_connected_worker("other", metadata={})
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = api_client(key).put(
+            completed_url(finished.pk), {"result": "success"}, format="json"
+        )
+
+    assert response.status_code == 200
+    waiting.refresh_from_db()
+    assert (waiting.status, waiting.worker) == ("pending", worker)
+    # The worker is told once this commits (and no pass is queued for the scheduler).
+    names = [getattr(callback, "__qualname__", "") for callback in callbacks]
+    assert "run_scheduling_pass.<locals>.<lambda>" in names
+    assert "enqueue_scheduling_pass" not in names
+    assert other.assigned_work_requests.count() == 0
 
 
 def test_stale_completion_changes_nothing(running: tuple[WorkRequest, str], user: User) -> None:

@@ -1,6 +1,6 @@
 """
 The worker's hot path as single SQL statements: who is calling, take the next work request,
-report a completion.
+report a completion (and assign the worker its next work request in the same transaction).
 
 Every work request a worker runs costs a get-next and a completion call, so these run as one
 or two statements each instead of ORM round trips. They make the same state changes as the
@@ -20,7 +20,6 @@ from django.db import connection
 
 from debusine.protocol.wire import iso_datetime
 from debusine.server.db.models.auth import hash_token_key
-from debusine.server.scheduler.triggers import request_scheduling_pass
 
 #: A worker's token `last_seen_at` (its lease) is written at most this often by API calls.
 LAST_SEEN_RESOLUTION_SECONDS = 30
@@ -205,8 +204,12 @@ def complete_work_request(
         from debusine.server.db.models.work_requests import WorkRequest
 
         WorkRequest.objects.get(pk=work_request_id).update_reverse_dependencies()
-    # The worker is free again.
-    request_scheduling_pass()
+    # The worker is free again: give it its next work request now, in this transaction (and
+    # tell it), rather than queue a pass for the scheduler. Nothing else became runnable,
+    # except dependants, which `update_reverse_dependencies` queued a pass for.
+    from debusine.server.scheduler.passes import run_scheduling_pass
+
+    run_scheduling_pass(for_worker=worker_id)
     from debusine.server.db.models.work_requests import announce_completion
 
     # For `on-completed` websocket listeners, once this commits.
