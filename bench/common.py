@@ -44,3 +44,20 @@ def rss_mib(pid: int) -> float:
             if line.startswith("VmRSS:"):
                 total += int(line.split()[1])
     return total / 1024
+
+
+def pss_mib(pid: int) -> float:
+    """
+    Proportional memory of `pid` and its descendants, in MiB: each shared page counts once in
+    all (RSS counts it in every process that maps it, e.g. code preloaded before a fork).
+    """
+    total = 0
+    for member in process_tree(pid):
+        try:
+            rollup = Path(f"/proc/{member}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in rollup.splitlines():
+            if line.startswith("Pss:"):
+                total += int(line.split()[1])
+    return total / 1024

@@ -33,7 +33,7 @@ import psycopg
 import requests
 
 from bench.api import HISTORY_SQL
-from bench.common import cpu_seconds, rss_mib
+from bench.common import cpu_seconds, pss_mib, rss_mib
 from debusine.server.throwaway import ThrowawayInstance, throwaway_instance
 from debusine.worker.testing import WorkerProcess, start_worker
 
@@ -57,8 +57,10 @@ def server_cpu(instance: ThrowawayInstance) -> float:
     return sum(cpu_seconds(pid) for pid in server_pids(instance))
 
 
-def server_rss(instance: ThrowawayInstance) -> float:
-    return sum(rss_mib(pid) for pid in server_pids(instance))
+def server_memory(instance: ThrowawayInstance) -> str:
+    rss = sum(rss_mib(pid) for pid in server_pids(instance))
+    pss = sum(pss_mib(pid) for pid in server_pids(instance))
+    return f"server memory RSS {rss:.0f} MiB, PSS {pss:.0f} MiB"
 
 
 def create_noop(session: requests.Session, api_url: str) -> int:
@@ -136,7 +138,7 @@ def throughput(
     return (
         f"throughput: {total / span:6.1f} noops/s completed ({total} in {span:.1f} s; created "
         f"at {total / created:.0f}/s by {threads} client threads; {failed} not successful); "
-        f"server {cpu / total * 1000:.1f} CPU-ms/noop; server RSS {server_rss(instance):.0f} MiB"
+        f"server {cpu / total * 1000:.1f} CPU-ms/noop; {server_memory(instance)}"
     )
 
 

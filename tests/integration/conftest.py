@@ -9,6 +9,7 @@ contributor of the `System` workspace with a token, made with `debusine-admin` c
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -57,3 +58,34 @@ def debusine_server(
             yield LiveServer(instance=instance, token=token, username=TEST_USERNAME)
     except ThrowawayError as error:
         pytest.fail(str(error))
+
+
+@contextmanager
+def scheduling_instance(
+    tmp_path_factory: pytest.TempPathFactory, name: str, settings: dict[str, str] | None = None
+) -> Iterator[ThrowawayInstance]:
+    """A real server with its scheduler and beat (`settings`: extra DEBUSINE_* variables)."""
+    from django.conf import settings as django_settings
+
+    try:
+        with throwaway_instance(
+            postgres_url=django_settings.DEBUSINE_DATABASE_URL,
+            redis_url=django_settings.DEBUSINE_REDIS_URL,
+            data_dir=tmp_path_factory.mktemp(name),
+            name_prefix=f"test_{name}",
+            scheduling=True,
+            settings=settings,
+        ) as running:
+            yield running
+    except ThrowawayError as error:
+        pytest.fail(str(error))
+
+
+@pytest.fixture(scope="module")
+def instance(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, worker_id: str
+) -> Iterator[ThrowawayInstance]:
+    """A real server with its scheduler and beat, shared by the tests of one module."""
+    module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    with scheduling_instance(tmp_path_factory, f"{module}_{worker_id}") as running:
+        yield running

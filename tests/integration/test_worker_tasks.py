@@ -13,29 +13,10 @@ from typing import Any
 import pytest
 import requests
 
-from debusine.server.throwaway import ThrowawayError, ThrowawayInstance, throwaway_instance
+from debusine.server.throwaway import ThrowawayInstance
 from debusine.worker.testing import LOG_CONNECTED, WorkerProcess, start_worker
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def instance(
-    tmp_path_factory: pytest.TempPathFactory, worker_id: str
-) -> Iterator[ThrowawayInstance]:
-    from django.conf import settings
-
-    try:
-        with throwaway_instance(
-            postgres_url=settings.DEBUSINE_DATABASE_URL,
-            redis_url=settings.DEBUSINE_REDIS_URL,
-            data_dir=tmp_path_factory.mktemp("worker-tasks"),
-            name_prefix=f"test_worker_tasks_{worker_id}",
-            scheduling=True,
-        ) as running:
-            yield running
-    except ThrowawayError as error:
-        pytest.fail(str(error))
 
 
 @pytest.fixture(scope="module")

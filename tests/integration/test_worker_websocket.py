@@ -7,35 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
 
-from debusine.server.throwaway import ThrowawayError, ThrowawayInstance, throwaway_instance
+from debusine.server.throwaway import ThrowawayInstance
 from tests.integration.raw_worker import RawWorker
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def instance(
-    tmp_path_factory: pytest.TempPathFactory, worker_id: str
-) -> Iterator[ThrowawayInstance]:
-    from django.conf import settings
-
-    try:
-        with throwaway_instance(
-            postgres_url=settings.DEBUSINE_DATABASE_URL,
-            redis_url=settings.DEBUSINE_REDIS_URL,
-            data_dir=tmp_path_factory.mktemp("scheduling"),
-            name_prefix=f"test_ws_{worker_id}",
-            scheduling=True,
-        ) as running:
-            yield running
-    except ThrowawayError as error:
-        pytest.fail(str(error))
 
 
 @pytest.fixture(scope="module")
