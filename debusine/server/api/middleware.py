@@ -58,6 +58,12 @@ def default_scope() -> Scope:
     return scope
 
 
+def request_scope_name(request: HttpRequest) -> str:
+    """The name of the request's scope, without looking the scope up."""
+    name: str = request.META.get(SCOPE_HEADER) or settings.DEBUSINE_DEFAULT_SCOPE
+    return name
+
+
 def request_scope(request: HttpRequest) -> Scope:
     """The scope chosen for this request by ScopeMiddleware."""
     scope = getattr(request, "debusine_scope", None)

@@ -29,7 +29,7 @@ from debusine.protocol.work_requests import (
 )
 from debusine.server.api.auth import IsUser, request_worker
 from debusine.server.api.errors import ProblemError
-from debusine.server.api.middleware import request_scope
+from debusine.server.api.middleware import request_scope, request_scope_name
 from debusine.server.api.parsing import parse_body
 from debusine.server.db.models import (
     TaskType,
@@ -245,7 +245,7 @@ class WorkRequestListView(APIView):
         body = parse_body(request, WorkRequestCreateRequest)
         user = request_user(request)
         workspace = self.workspace(request, body.workspace or settings.DEBUSINE_DEFAULT_WORKSPACE)
-        if not workspace.can_create_work_requests(user):
+        if not workspace.user_can_contribute:  # type: ignore[attr-defined]
             raise forbidden(f"{user.username} cannot create work requests in {workspace.name}")
         try:
             work_request = WorkRequest.objects.create_for_task(
@@ -265,15 +265,21 @@ class WorkRequestListView(APIView):
 
     @staticmethod
     def workspace(request: Request, name: str) -> Workspace:
-        """The named workspace of the request's scope; 404 if missing or hidden."""
-        scope = request_scope(request)
+        """
+        The named workspace of the request's scope, with the caller's permissions on it
+        (`Workspace.objects.with_permissions`), in one query; 404 if missing or hidden.
+        """
+        scope_name = request_scope_name(request)
         workspace = (
-            Workspace.objects.in_scope(scope).select_related("scope").filter(name=name).first()
+            Workspace.objects.select_related("scope")
+            .filter(scope__name=scope_name, name=name)
+            .with_permissions(request.user)
+            .first()
         )
-        if workspace is None or not workspace.can_display(request.user):
+        if workspace is None or not workspace.user_can_display:  # type: ignore[attr-defined]
             raise ProblemError(
                 f"Workspace {name} not found",
-                f"No workspace {name!r} in scope {scope.name!r}",
+                f"No workspace {name!r} in scope {scope_name!r}",
                 status_code=status.HTTP_404_NOT_FOUND,
             )
         return workspace

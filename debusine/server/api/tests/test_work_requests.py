@@ -103,6 +103,22 @@ def test_create_noop_answers_200_with_the_new_work_request(client: APIClient, us
     assert work_request.task_data == {"result": True}
 
 
+def test_create_costs_three_queries(client: APIClient) -> None:
+    body = {"task_name": "noop", "task_data": {}}
+    client.post(LIST_URL, body, format="json")  # the token's last use is now recorded
+
+    with CaptureQueriesContext(connection) as captured:
+        assert client.post(LIST_URL, body, format="json").status_code == 200
+
+    # The token; the workspace with its scope and the caller's permissions; the INSERT.
+    statements = [
+        query["sql"]
+        for query in captured.captured_queries
+        if not query["sql"].startswith(("SAVEPOINT", "RELEASE SAVEPOINT"))
+    ]
+    assert len(statements) == 3, statements
+
+
 def test_create_normalises_task_data_and_accepts_null_event_reactions(
     client: APIClient,
 ) -> None:

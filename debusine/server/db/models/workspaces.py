@@ -75,6 +75,31 @@ class WorkspaceQuerySet(models.QuerySet["Workspace"]):
             return self
         return self.filter(_role_filter(user, role))
 
+    def with_permissions(self, user: User | AnonymousUser) -> WorkspaceQuerySet:
+        """
+        Annotate `user_can_display` and `user_can_contribute` (create artifacts and work
+        requests), so that fetching a workspace and checking both is one query.
+        """
+        if not user.is_authenticated:
+            return self.annotate(
+                user_can_display=models.F("public"),
+                user_can_contribute=models.Value(False),
+            )
+        if user.is_superuser:
+            return self.annotate(
+                user_can_display=models.Value(True), user_can_contribute=models.Value(True)
+            )
+        viewer = _role_filter(user, WorkspaceRoles.VIEWER)
+        contributor = _role_filter(user, WorkspaceRoles.CONTRIBUTOR)
+        return self.annotate(
+            user_can_display=models.ExpressionWrapper(
+                Q(public=True) | viewer, output_field=models.BooleanField()
+            ),
+            user_can_contribute=models.ExpressionWrapper(
+                contributor, output_field=models.BooleanField()
+            ),
+        )
+
     def can_display(self, user: User | AnonymousUser) -> WorkspaceQuerySet:
         """Workspaces `user` can see: public ones and those they hold any role on."""
         if not user.is_authenticated:
