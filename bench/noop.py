@@ -53,8 +53,13 @@ def server_pids(instance: ThrowawayInstance) -> list[int]:
     return [instance.pid, *instance.process_pids("scheduler"), *instance.process_pids("beat")]
 
 
-def server_cpu(instance: ThrowawayInstance) -> float:
-    return sum(cpu_seconds(pid) for pid in server_pids(instance))
+def server_cpu(instance: ThrowawayInstance) -> dict[str, float]:
+    """CPU seconds used so far by the web server (gunicorn tree) and by the scheduler."""
+    return {
+        "web": cpu_seconds(instance.pid),
+        "scheduler": sum(cpu_seconds(pid) for pid in instance.process_pids("scheduler")),
+        "beat": sum(cpu_seconds(pid) for pid in instance.process_pids("beat")),
+    }
 
 
 def server_memory(instance: ThrowawayInstance) -> str:
@@ -130,7 +135,9 @@ def throughput(
         thread.join()
     created = time.monotonic() - started
     wait_until_idle(database)
-    cpu = server_cpu(instance) - cpu_before
+    cpu_after = server_cpu(instance)
+    cpu_parts = {name: cpu_after[name] - cpu_before[name] for name in cpu_after}
+    cpu = sum(cpu_parts.values())
     row = database.execute(SPAN_SQL, [ids]).fetchone()
     assert row is not None
     total, first_created, last_completed, failed = row
@@ -138,7 +145,9 @@ def throughput(
     return (
         f"throughput: {total / span:6.1f} noops/s completed ({total} in {span:.1f} s; created "
         f"at {total / created:.0f}/s by {threads} client threads; {failed} not successful); "
-        f"server {cpu / total * 1000:.1f} CPU-ms/noop; {server_memory(instance)}"
+        f"server {cpu / total * 1000:.1f} CPU-ms/noop ("
+        + ", ".join(f"{name} {value / total * 1000:.1f}" for name, value in cpu_parts.items())
+        + f"); {server_memory(instance)}"
     )
 
 

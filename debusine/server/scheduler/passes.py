@@ -27,8 +27,11 @@ logger = logging.getLogger(__name__)
 #: Key of the advisory lock that serialises scheduling passes (and lease expiry).
 SCHEDULER_LOCK_KEY = 0x64627573  # "dbus"
 
-#: Pending work requests read per query while looking for runnable ones.
+#: Most pending work requests read per query while looking for runnable ones. A page is
+#: a few times the number of free slots: a worker that just finished reads a handful.
 CANDIDATE_PAGE_SIZE = 500
+CANDIDATES_PER_FREE_SLOT = 4
+MIN_CANDIDATE_PAGE = 8
 
 
 def lease_grace() -> timedelta:
@@ -134,6 +137,10 @@ def match_candidates(matcher: Matcher, result: PassResult) -> list[tuple[int, in
             if not kinds:
                 break
             first = position is None
+            page_size = min(
+                CANDIDATE_PAGE_SIZE,
+                max(MIN_CANDIDATE_PAGE, matcher.free_slots * CANDIDATES_PER_FREE_SLOT),
+            )
             priority, created_at, last_id = position or (0, None, 0)
             cursor.execute(
                 CANDIDATES_SQL,
@@ -142,7 +149,7 @@ def match_candidates(matcher: Matcher, result: PassResult) -> list[tuple[int, in
                     "priority": priority,
                     "created_at": created_at,
                     "id": last_id,
-                    "limit": CANDIDATE_PAGE_SIZE,
+                    "limit": page_size,
                     "kinds": kinds,
                 },
             )
@@ -154,7 +161,7 @@ def match_candidates(matcher: Matcher, result: PassResult) -> list[tuple[int, in
                     if matcher.free_slots == 0:
                         break
             result.candidates_seen += len(rows)
-            if len(rows) < CANDIDATE_PAGE_SIZE:
+            if len(rows) < page_size:
                 break
             last = rows[-1]
             position = (last[4], last[5], last[0])
