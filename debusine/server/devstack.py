@@ -28,6 +28,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +101,7 @@ def scheduler_argv() -> list[str]:
     return [
         sys.executable, "-m", "celery", "--app", CELERY_APP, "worker",
         "--queues", "scheduler", "--pool", "solo", "--concurrency", "1",
-        "--hostname", f"scheduler-{os.getpid()}@%h", "--loglevel", "INFO",
+        "--hostname", f"scheduler-{uuid.uuid4().hex[:8]}@%h", "--loglevel", "INFO",
         "--without-gossip", "--without-mingle",
     ]  # fmt: skip
 
@@ -110,7 +111,7 @@ def celery_worker_argv() -> list[str]:
     return [
         sys.executable, "-m", "celery", "--app", CELERY_APP, "worker",
         "--queues", "celery", "--concurrency", "1",
-        "--hostname", f"celery-{os.getpid()}@%h", "--loglevel", "INFO",
+        "--hostname", f"celery-{uuid.uuid4().hex[:8]}@%h", "--loglevel", "INFO",
         "--without-gossip", "--without-mingle",
     ]  # fmt: skip
 

@@ -85,11 +85,24 @@ class _BackgroundLoop:
 _background = _BackgroundLoop()
 
 
+#: Seconds before the one retry of a message whose first send failed (Redis restarted: the
+#: layer reconnects on its next command).
+RETRY_DELAY = 0.2
+
+
 async def _group_send_all(messages: list[tuple[str, dict[str, Any]]]) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
-    await asyncio.gather(*(layer.group_send(group, message) for group, message in messages))
+
+    async def send(group: str, message: dict[str, Any]) -> None:
+        try:
+            await layer.group_send(group, message)
+        except Exception:
+            await asyncio.sleep(RETRY_DELAY)
+            await layer.group_send(group, message)
+
+    await asyncio.gather(*(send(group, message) for group, message in messages))
 
 
 def send_to_workers(messages: Iterable[tuple[int, dict[str, Any]]]) -> None:

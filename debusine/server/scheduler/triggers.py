@@ -36,18 +36,26 @@ def pass_queued_key() -> str:
 
 
 def enqueue_scheduling_pass() -> None:
-    """Queue a pass unless one is queued and has not started yet."""
-    try:
-        # The flag holds when the pass was asked for: the pass logs how long it waited.
-        if not redis_client().set(
-            pass_queued_key(), repr(time.time()), nx=True, ex=PASS_QUEUED_TTL
-        ):
-            return
-        from debusine.server.scheduler.jobs import schedule_work_requests
+    """
+    Queue a pass unless one is queued and has not started yet.
 
-        schedule_work_requests.apply_async()
-    except Exception as error:  # the periodic pass recovers
-        logger.warning("could not queue a scheduling pass: %s", error)
+    Tried twice: the first command after Redis restarted fails on the connection it had, the
+    second reconnects. If both fail, the periodic fallback pass catches up.
+    """
+    for attempt in (1, 2):
+        try:
+            # The flag holds when the pass was asked for: the pass logs how long it waited.
+            if not redis_client().set(
+                pass_queued_key(), repr(time.time()), nx=True, ex=PASS_QUEUED_TTL
+            ):
+                return
+            from debusine.server.scheduler.jobs import schedule_work_requests
+
+            schedule_work_requests.apply_async()
+            return
+        except Exception as error:
+            if attempt == 2:
+                logger.warning("could not queue a scheduling pass: %s", error)
 
 
 def clear_pass_queued() -> float | None:

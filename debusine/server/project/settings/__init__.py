@@ -181,10 +181,15 @@ LOGGING: dict[str, Any] = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
-        "debusine": {"handlers": ["console"], "level": globals()["DEBUSINE_LOG_LEVEL"]},
+        # Not propagated: under Celery the root logger has a handler of its own, and every
+        # line would be written twice.
+        "debusine": {
+            "handlers": ["console"],
+            "level": globals()["DEBUSINE_LOG_LEVEL"],
+            "propagate": False,
+        },
         # Unhandled exceptions (500s) with their tracebacks: an operator must see them.
-        "django": {"handlers": ["console"], "level": "ERROR"},
-        "celery": {"handlers": ["console"], "level": "WARNING"},
+        "django": {"handlers": ["console"], "level": "ERROR", "propagate": False},
     },
 }
 
