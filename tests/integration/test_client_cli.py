@@ -6,6 +6,9 @@ every command's success path and its main error paths.
 from __future__ import annotations
 
 import hashlib
+import os
+import pty
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -13,7 +16,7 @@ import pytest
 
 from debusine.client.tests.debian_build import build_upload
 from debusine.server.project.embedded import free_port
-from tests.integration.client_cli import Cli, configured_cli
+from tests.integration.client_cli import DEBUSINE, Cli, configured_cli
 from tests.integration.conftest import LiveServer
 
 pytestmark = pytest.mark.integration
@@ -202,6 +205,52 @@ def test_abort_then_retry(cli: Cli) -> None:
     assert retried["id"] != work_request_id
     assert retried["status"] == "pending"
     cli.fails(3, "abort-work-request", str(work_request_id))
+
+
+def run_with_terminal_stderr(cli: Cli, *args: str) -> tuple[int, str, str]:
+    """Run the command with stderr on a pseudo-terminal (stdout piped): status, out, err."""
+    leader, follower = pty.openpty()
+    try:
+        process = subprocess.Popen(
+            [DEBUSINE, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            env={**cli.environment(), "COLUMNS": "120", "TERM": "xterm"},
+        )
+        os.close(follower)
+        follower = -1
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the command closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        stdout = process.communicate(timeout=60)[0]
+        return process.returncode, stdout.decode(), b"".join(chunks).decode(errors="replace")
+    finally:
+        os.close(leader)
+        if follower != -1:
+            os.close(follower)
+
+
+def test_uploads_show_progress_on_a_terminal(cli: Cli, tmp_path: Path) -> None:
+    [path] = write_files(tmp_path, {"watched.bin": 200_000})
+
+    status, stdout, stderr = run_with_terminal_stderr(
+        cli, "create-artifact", "debusine:test", "--upload", str(path)
+    )
+
+    assert status == 0, stderr
+    assert "watched.bin" in stderr
+    assert "━" in stderr  # the bar
+    assert "200.0 kB" in stderr
+    # The YAML result on stdout stays clean for scripts.
+    assert "━" not in stdout
+    assert "result: success" in stdout
 
 
 def test_workflows_report_the_missing_endpoint(cli: Cli) -> None:
