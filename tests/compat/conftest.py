@@ -4,6 +4,7 @@ Harness for the compatibility tests: the real `debusine` client against a real s
 `debusine_server` is the integration harness's throwaway server (one per test worker);
 `reference_cli` runs the Debian `debusine` 0.11.3 client, configured for that server through
 `~/.config/debusine/client/config.ini` in a private HOME, exactly as a user would set it up.
+`installed_reference_worker` is the Debian `debusine-worker` 0.11.3 daemon, unpacked with it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,13 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.compat.reference_client import ReferenceClient, ReferenceClientError, reference_client
+from tests.compat.reference_client import (
+    ReferenceClient,
+    ReferenceClientError,
+    ReferenceWorker,
+    reference_client,
+    reference_worker,
+)
 from tests.integration.conftest import LiveServer, debusine_server
 
 __all__ = ["CliRun", "ReferenceCli", "debusine_server"]
@@ -82,6 +89,15 @@ def installed_reference_client() -> ReferenceClient:
     except ReferenceClientError as error:
         # Never a skip: a compatibility suite that silently runs nothing proves nothing.
         pytest.fail(f"cannot get the reference debusine client: {error}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def installed_reference_worker() -> ReferenceWorker:
+    """The unpacked Debian worker daemon (fetched together with the client)."""
+    try:
+        return reference_worker()
+    except ReferenceClientError as error:
+        pytest.fail(f"cannot get the reference debusine-worker: {error}", pytrace=False)
 
 
 @pytest.fixture

@@ -1,12 +1,14 @@
 """
-The real Debusine client (Debian's `debusine-client` 0.11.3), fetched for the compatibility tests.
+The real Debusine client and worker (Debian's `debusine-client` and `debusine-worker` 0.11.3),
+fetched for the compatibility tests.
 
 The packages come from Debian's archive with `apt-get`, but through a private sources.list,
 package lists and cache, so the machine's apt configuration and installed packages are left
 alone. apt simulates installing `debusine-client` against the machine's dpkg status: what it
-would install is exactly the dependency closure the machine lacks. Those packages are
-downloaded and unpacked with `dpkg-deb -x` into a directory keyed by the client version; the
-client then runs under Debian's own Python (`/usr/bin/python3`) with that directory's
+would install is exactly the dependency closure the machine lacks. Those packages, plus
+`debusine-worker` (a launcher script over the same `python3-debusine` library), are
+downloaded and unpacked with `dpkg-deb -x` into a directory keyed by the version; both
+programs then run under Debian's own Python (`/usr/bin/python3`) with that directory's
 dist-packages first on `PYTHONPATH`. Reruns reuse the directory and need no network.
 
 The cache lives in `.data/reference-client/` of the checkout (or in
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CLIENT_PACKAGE = "debusine-client"
+WORKER_PACKAGE = "debusine-worker"
 LIBRARY_PACKAGE = "python3-debusine"
 CLIENT_VERSION = "0.11.3~bpo12+1"
 ARCHIVE_URL = "http://deb.debian.org/debian"
@@ -40,6 +43,8 @@ CACHE_ENVIRONMENT_VARIABLE = "DEBUSINE_REFERENCE_CLIENT_CACHE"
 ARCHIVE_ENVIRONMENT_VARIABLE = "DEBUSINE_REFERENCE_CLIENT_ARCHIVE"
 DEFAULT_CACHE = Path(__file__).resolve().parents[2] / ".data" / "reference-client"
 COMPLETE_MARKER = "packages.txt"
+# Unpacked at the pinned version whatever the machine has; a cache lacking one is fetched again.
+PINNED_PACKAGES = (CLIENT_PACKAGE, WORKER_PACKAGE, LIBRARY_PACKAGE)
 # `Inst NAME [OLD-VERSION] (NEW-VERSION SUITES [ARCH])` lines of `apt-get -s install`.
 SIMULATED_INSTALL = re.compile(r"^Inst (?P<name>\S+) (?:\[[^\]]*\] )?\((?P<version>\S+) ", re.M)
 
@@ -49,22 +54,18 @@ class ReferenceClientError(Exception):
 
 
 @dataclass(frozen=True)
-class ReferenceClient:
-    """An unpacked `debusine` client, runnable with the system Python."""
+class UnpackedDebusine:
+    """The unpacked Debian packages, whose programs run under the system Python."""
 
     root: Path  # the unpacked packages: root/usr/bin/debusine, root/usr/lib/python3/...
     version: str
-
-    @property
-    def script(self) -> Path:
-        return self.root / "usr" / "bin" / "debusine"
 
     @property
     def python_path(self) -> Path:
         return self.root / "usr" / "lib" / "python3" / "dist-packages"
 
     def environment(self, home: Path) -> dict[str, str]:
-        """Environment of a client run: a private HOME, the unpacked packages first."""
+        """Environment of a run: a private HOME, the unpacked packages first."""
         inherited = {
             name: value
             for name, value in os.environ.items()
@@ -80,6 +81,28 @@ class ReferenceClient:
             "COLUMNS": "200",
             "TERM": "dumb",
         }
+
+
+@dataclass(frozen=True)
+class ReferenceWorker(UnpackedDebusine):
+    """An unpacked `debusine-worker` daemon."""
+
+    @property
+    def script(self) -> Path:
+        return self.root / "usr" / "bin" / "debusine-worker"
+
+    def command(self, *args: str) -> list[str]:
+        """The command line of `debusine-worker ARGS`, as the Debian package starts it."""
+        return [str(SYSTEM_PYTHON), str(self.script), *args]
+
+
+@dataclass(frozen=True)
+class ReferenceClient(UnpackedDebusine):
+    """An unpacked `debusine` client."""
+
+    @property
+    def script(self) -> Path:
+        return self.root / "usr" / "bin" / "debusine"
 
     def run(
         self,
@@ -181,8 +204,11 @@ def _packages_to_unpack(apt: _PrivateApt) -> list[tuple[str, str]]:
         match["name"]: match["version"] for match in SIMULATED_INSTALL.finditer(simulation)
     }
     # Installed copies of the client itself are ignored: we always run the pinned version.
-    packages[CLIENT_PACKAGE] = CLIENT_VERSION
-    packages[LIBRARY_PACKAGE] = CLIENT_VERSION
+    # The worker package adds only its launcher to python3-debusine; its own dependencies are
+    # machine-level (udev, which would drag in a systemd upgrade, adduser and arch-test, which
+    # the test wrapper installs), so it joins the closure without being resolved itself.
+    for name in PINNED_PACKAGES:
+        packages[name] = CLIENT_VERSION
     return sorted(packages.items())
 
 
@@ -229,6 +255,38 @@ def _check_prerequisites() -> None:
         )
 
 
+def _is_complete(target: Path) -> bool:
+    """Whether `target` holds a finished fetch with every pinned package at the pinned version."""
+    try:
+        listed = (target / COMPLETE_MARKER).read_text().splitlines()
+    except FileNotFoundError:
+        return False
+    return all(f"{name} {CLIENT_VERSION}" in listed for name in PINNED_PACKAGES)
+
+
+def _unpacked_root(cache: Path | None, archive_url: str | None) -> Path:
+    """The unpacked packages' root: from the cache, else fetched from Debian's archive now."""
+    cache = cache if cache is not None else _cache_directory()
+    archive_url = archive_url or os.environ.get(ARCHIVE_ENVIRONMENT_VARIABLE) or ARCHIVE_URL
+    target = cache / CLIENT_VERSION
+    if _is_complete(target):
+        return target / "root"
+    _check_prerequisites()
+    cache.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(cache / f"{CLIENT_VERSION}.lock"):
+        if _is_complete(target):  # another test worker fetched it meanwhile
+            return target / "root"
+        with tempfile.TemporaryDirectory(prefix="fetch-", dir=cache) as scratch:
+            staging = Path(scratch) / "result"
+            staging.mkdir()
+            _fetch_into(staging, Path(scratch), archive_url)
+            # An older fetch (one lacking the worker, say) is replaced as a whole.
+            shutil.rmtree(target, ignore_errors=True)
+            # Rename: a half-fetched tree is never seen under the version's name.
+            staging.rename(target)
+    return target / "root"
+
+
 def reference_client(cache: Path | None = None, archive_url: str | None = None) -> ReferenceClient:
     """
     The unpacked reference client: from the cache, else fetched from Debian's archive now.
@@ -236,22 +294,9 @@ def reference_client(cache: Path | None = None, archive_url: str | None = None) 
     `archive_url` (default `$DEBUSINE_REFERENCE_CLIENT_ARCHIVE`, else deb.debian.org) may name
     a mirror. Raises ReferenceClientError when the client cannot be fetched.
     """
-    cache = cache if cache is not None else _cache_directory()
-    archive_url = archive_url or os.environ.get(ARCHIVE_ENVIRONMENT_VARIABLE) or ARCHIVE_URL
-    target = cache / CLIENT_VERSION
-    client = ReferenceClient(root=target / "root", version=CLIENT_VERSION)
-    if (target / COMPLETE_MARKER).exists():
-        return client
-    _check_prerequisites()
-    cache.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(cache / f"{CLIENT_VERSION}.lock"):
-        if (target / COMPLETE_MARKER).exists():  # another test worker fetched it meanwhile
-            return client
-        with tempfile.TemporaryDirectory(prefix="fetch-", dir=cache) as scratch:
-            staging = Path(scratch) / "result"
-            staging.mkdir()
-            _fetch_into(staging, Path(scratch), archive_url)
-            shutil.rmtree(target, ignore_errors=True)
-            # Rename: a half-fetched client is never seen under the version's name.
-            staging.rename(target)
-    return client
+    return ReferenceClient(root=_unpacked_root(cache, archive_url), version=CLIENT_VERSION)
+
+
+def reference_worker(cache: Path | None = None, archive_url: str | None = None) -> ReferenceWorker:
+    """The unpacked reference worker, fetched like (and together with) the reference client."""
+    return ReferenceWorker(root=_unpacked_root(cache, archive_url), version=CLIENT_VERSION)

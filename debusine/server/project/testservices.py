@@ -38,6 +38,8 @@ from debusine.server.project.embedded import (
 PYTEST_NO_TESTS_COLLECTED = 5
 # Tools the tests run as subprocesses, with the Debian package providing each.
 REQUIRED_TOOLS = {
+    # The reference debusine-worker (tests/compat) crashes on its first metadata without it.
+    "arch-test": "arch-test",
     "curl": "curl",
     "dpkg-buildpackage": "dpkg-dev",
     "pg_dump": "postgresql-client",

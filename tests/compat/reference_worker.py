@@ -1,0 +1,77 @@
+"""
+Start Debian's real `debusine-worker` 0.11.3 daemon for the compatibility tests.
+
+The daemon runs exactly as the Debian package starts it (`/usr/bin/python3
+/usr/bin/debusine-worker`, from the unpacked packages of `reference_client`), with HOME set to
+a private directory so that it reads `$HOME/.config/debusine/worker/` (config.ini, and the
+`token` and `activation-token` files) rather than `/etc/debusine/worker/`. The running process
+is a `debusine.worker.testing.WorkerProcess`, so tests wait on its log and stop it by PID the
+same way as our own worker.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from debusine.worker.testing import WorkerProcess
+from tests.compat.reference_client import ReferenceWorker
+
+#: Lines the 0.11.3 daemon logs (its own wording, not ours).
+LOG_CONNECTED = "Connected to "
+LOG_TOKEN_DISABLED = "is disabled. Debusine admin"
+LOG_METADATA_SENT = "Sent dynamic_metadata"
+LOG_NO_WORK = "No work request available"
+
+
+def worker_config_dir(home: Path) -> Path:
+    """Where the daemon looks first for its configuration, under HOME."""
+    return home / ".config" / "debusine" / "worker"
+
+
+def write_reference_worker_config(
+    home: Path, api_url: str, log_file: Path, *, activation_token: str | None = None
+) -> Path:
+    """Write `config.ini` (and an `activation-token` file, mode 0600); return the directory."""
+    config_dir = worker_config_dir(home)
+    config_dir.mkdir(parents=True, exist_ok=True)
+    (config_dir / "config.ini").write_text(
+        f"[General]\napi-url = {api_url}\nlog-file = {log_file}\nlog-level = DEBUG\n"
+    )
+    if activation_token is not None:
+        activation = config_dir / "activation-token"
+        activation.write_text(f"{activation_token}\n")
+        # The daemon refuses (exit 3) a token file that group or others may read.
+        activation.chmod(0o600)
+    return config_dir
+
+
+def start_reference_worker(
+    worker: ReferenceWorker,
+    api_url: str,
+    directory: Path,
+    *,
+    activation_token: str | None = None,
+) -> WorkerProcess:
+    """
+    Start the daemon for `api_url` with HOME `directory/home`, logging to
+    `directory/worker.log` (anything it prints goes to `directory/worker.out`).
+    """
+    home = directory / "home"
+    log_file = directory / "worker.log"
+    output_file = directory / "worker.out"
+    config_dir = write_reference_worker_config(
+        home, api_url, log_file, activation_token=activation_token
+    )
+    with output_file.open("ab") as output:
+        process = subprocess.Popen(
+            worker.command(),
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=worker.environment(home),
+            cwd=home,
+            # Its own process group: a Ctrl-C in the test's terminal does not reach it.
+            start_new_session=True,
+        )
+    return WorkerProcess(process, config_dir, log_file, output_file)
