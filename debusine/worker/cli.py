@@ -74,6 +74,12 @@ def setup_logging(config: WorkerConfig) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(config.log_level)
+    # The daemon owns its process's logging: whatever configured the `debusine` loggers
+    # before (the server's Django settings, when both run in one test process) gives way.
+    package = logging.getLogger("debusine")
+    package.handlers[:] = []
+    package.propagate = True
+    package.setLevel(logging.NOTSET)
 
 
 def main(argv: list[str] | None = None) -> int:
