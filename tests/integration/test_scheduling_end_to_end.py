@@ -141,6 +141,9 @@ def instance(
             settings={
                 "DEBUSINE_WORKER_LEASE_GRACE": str(LEASE_GRACE),
                 "DEBUSINE_SCHEDULER_FALLBACK_INTERVAL": str(FALLBACK_INTERVAL),
+                # Every pass goes through the scheduler processes (Celery, Redis): what these
+                # scenarios are about. Other integration tests run passes in-process.
+                "DEBUSINE_SCHEDULER_PASS_IN_PROCESS": "false",
                 # Passes log their assignments at DEBUG level: scenarios count them.
                 "DEBUSINE_LOG_LEVEL": "DEBUG",
             },

@@ -42,10 +42,18 @@ def lease_grace_seconds() -> float:
     return float(settings.DEBUSINE_WORKER_LEASE_GRACE)
 
 
-def lock_scheduler() -> None:
-    """Take the scheduler's advisory lock until the end of the current transaction."""
+def lock_scheduler(*, wait: bool = True) -> bool:
+    """
+    Take the scheduler's advisory lock until the end of the current transaction. With
+    `wait=False`, give up at once (return False) when another pass holds it.
+    """
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SCHEDULER_LOCK_KEY])
+        if wait:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [SCHEDULER_LOCK_KEY])
+            return True
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [SCHEDULER_LOCK_KEY])
+        row = cursor.fetchone()
+        return bool(row and row[0])
 
 
 # A worker is idle when it is connected, its token is enabled and alive (seen within the lease
@@ -194,12 +202,26 @@ def run_scheduling_pass(
     `renotify` (the periodic fallback) also notifies every connected worker that holds
     pending work it has not fetched. `for_worker` limits the pass to one worker (one that asks
     for work, or has just finished some). `notify=False` tells nobody: the worker asking for
-    work is waiting for the answer.
+    work is waiting for the answer. Waits for a pass that is running to end first.
     """
+    result = _scheduling_pass(renotify=renotify, for_worker=for_worker, notify=notify, wait=True)
+    assert result is not None
+    return result
+
+
+def try_scheduling_pass() -> PassResult | None:
+    """A pass, unless another one is running: then None, at once, having done nothing."""
+    return _scheduling_pass(renotify=False, for_worker=None, notify=True, wait=False)
+
+
+def _scheduling_pass(
+    *, renotify: bool, for_worker: int | None, notify: bool, wait: bool
+) -> PassResult | None:
     started = time.perf_counter()
     result = PassResult()
     with transaction.atomic():
-        lock_scheduler()
+        if not lock_scheduler(wait=wait):
+            return None
         workers = load_idle_workers(for_worker)
         result.idle_workers = len(workers)
         if workers:

@@ -2,10 +2,11 @@
 Asking for a scheduling pass when something changed that may let work start.
 
 `request_scheduling_pass()` is called by the model action methods (a work request created,
-completed, unblocked or given back; a worker connected, enabled or reporting metadata). It
-enqueues one Celery job after the transaction commits, at most once per transaction, and
-coalesces requests that arrive while a pass is already queued (a Redis flag the pass clears as
-it starts), so a burst of changes costs one pass, not one per change. Failures are logged and
+completed, unblocked or given back; a worker connected, enabled or reporting metadata). Once
+the transaction commits (at most once per transaction), it runs a pass in the same process if
+no other pass is running, and otherwise enqueues one Celery job for the scheduler, coalescing
+requests that arrive while a pass is already queued (a Redis flag the pass clears as it
+starts), so a burst of changes costs one pass, not one per change. Failures are logged and
 left to the periodic fallback pass.
 """
 
@@ -17,7 +18,7 @@ from functools import cache
 
 import redis
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +75,32 @@ def clear_pass_queued() -> float | None:
         return None
 
 
+def run_or_enqueue_scheduling_pass() -> None:
+    """
+    Run a pass here and now when no other pass is running (DEBUSINE_SCHEDULER_PASS_IN_PROCESS),
+    otherwise queue one for the scheduler.
+
+    Running it in the process that made the change saves the round trip through Redis and the
+    scheduler process (a few milliseconds between a work request's creation and its worker
+    hearing of it); a pass already running (elsewhere, holding the lock) means the system is
+    busy, and the scheduler process takes the request, coalesced with others.
+    """
+    if settings.DEBUSINE_SCHEDULER_PASS_IN_PROCESS:
+        from debusine.server.scheduler.passes import try_scheduling_pass
+
+        try:
+            if try_scheduling_pass() is not None:
+                return
+        except DatabaseError as error:
+            logger.warning("scheduling pass failed, queueing one: %s", error)
+    enqueue_scheduling_pass()
+
+
 def request_scheduling_pass() -> None:
-    """Enqueue a scheduling pass once the current transaction commits (once per transaction)."""
+    """Ask for a scheduling pass once the current transaction commits (once per transaction)."""
     connection = transaction.get_connection()
     if connection.in_atomic_block and any(
-        callback is enqueue_scheduling_pass for _, callback, _ in connection.run_on_commit
+        callback is run_or_enqueue_scheduling_pass for _, callback, _ in connection.run_on_commit
     ):
         return
-    transaction.on_commit(enqueue_scheduling_pass)
+    transaction.on_commit(run_or_enqueue_scheduling_pass)

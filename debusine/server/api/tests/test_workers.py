@@ -268,8 +268,8 @@ def test_completion_gives_the_worker_its_next_work_request(
     assert (waiting.status, waiting.worker) == ("pending", worker)
     # The worker is told once this commits (and no pass is queued for the scheduler).
     names = [getattr(callback, "__qualname__", "") for callback in callbacks]
-    assert "run_scheduling_pass.<locals>.<lambda>" in names
-    assert "enqueue_scheduling_pass" not in names
+    assert "_scheduling_pass.<locals>.<lambda>" in names
+    assert "run_or_enqueue_scheduling_pass" not in names
     assert other.assigned_work_requests.count() == 0
 
 

@@ -90,7 +90,7 @@ def test_disable_takes_pending_and_running_work_requests_back(
     # worker's websockets, and a scheduling pass.
     assert {callback.__name__ for callback in callbacks} >= {
         "<lambda>",
-        "enqueue_scheduling_pass",
+        "run_or_enqueue_scheduling_pass",
     }
     assert len(callbacks) == 3
 

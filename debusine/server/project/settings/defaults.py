@@ -105,6 +105,12 @@ DEBUSINE_WORKER_LEASE_GRACE = 60
 # the fallback re-sends notifications that were lost (for instance when Redis restarted).
 DEBUSINE_SCHEDULER_FALLBACK_INTERVAL = 30
 
+# Whether a change that may let work start (a work request created, a worker connected...)
+# runs a scheduling pass at once in the process that made it, when no other pass is running;
+# otherwise (or when this is off) the scheduler process runs one. Passes never overlap either
+# way (a PostgreSQL advisory lock). On: a few milliseconds less between creation and dispatch.
+DEBUSINE_SCHEDULER_PASS_IN_PROCESS = True
+
 # Seconds between the server's requests for a connected worker's dynamic metadata.
 DEBUSINE_DYNAMIC_METADATA_INTERVAL = 3600
 
