@@ -9,7 +9,9 @@ the create request was sent and from the moment its 200 answer arrived; the work
 fetches and completes the work request at once, which gives the created-to-completed time of
 the server side alone.
 
-Runs with 1 and with 50 connected workers by default. Target (issue 3): p99 <= 100 ms.
+Runs with 1 and with 50 connected workers by default, each with the scheduling pass run by the
+process that created the work request (DEBUSINE_SCHEDULER_PASS_IN_PROCESS, the default) and by
+the scheduler process (through Redis and Celery). Target (issue 3): p99 <= 100 ms.
 
 Usage: `.venv/bin/python -m bench.dispatch [--workers 1 50] [--requests 200]`
 """
@@ -98,7 +100,9 @@ class BenchWorker:
         self.completed.put_nowait((work_request["id"], asyncio.get_running_loop().time()))
 
 
-async def measure(instance: ThrowawayInstance, user_token: str, workers: int, count: int) -> None:
+async def measure(
+    instance: ThrowawayInstance, user_token: str, workers: int, count: int, mode: str
+) -> None:
     loop = asyncio.get_running_loop()
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -155,7 +159,7 @@ async def measure(instance: ThrowawayInstance, user_token: str, workers: int, co
             task.cancel()
         await asyncio.gather(*tasks, *forwarders, return_exceptions=True)
 
-    print(f"{workers:3d} connected worker(s), {count} work requests, one at a time:")
+    print(f"{workers:3d} connected worker(s), {count} work requests, one at a time, {mode}:")
     print(f"  created (request sent)  -> worker notified   {describe(timings.from_send)}")
     print(f"  created (200 received)  -> worker notified   {describe(timings.from_answer)}")
     print(f"  created (request sent)  -> completed (*)     {describe(timings.completed)}")
@@ -169,20 +173,26 @@ def main() -> None:
     parser.add_argument("--server-workers", type=int, default=0)
     args = parser.parse_args()
     server_workers = args.server_workers or 2 * (os.cpu_count() or 1) + 1
+    modes = {
+        "pass in the creating process": "true",
+        "pass in the scheduler process": "false",
+    }
     for workers in args.workers:
-        with (
-            tempfile.TemporaryDirectory() as data_dir,
-            throwaway_instance(
-                postgres_url=POSTGRES_URL,
-                redis_url=REDIS_URL,
-                data_dir=Path(data_dir),
-                name_prefix="bench_dispatch",
-                workers=server_workers,
-                scheduling=True,
-            ) as instance,
-        ):
-            user_token = instance.create_contributor("bench")
-            asyncio.run(measure(instance, user_token, workers, args.requests))
+        for mode, in_process in modes.items():
+            with (
+                tempfile.TemporaryDirectory() as data_dir,
+                throwaway_instance(
+                    postgres_url=POSTGRES_URL,
+                    redis_url=REDIS_URL,
+                    data_dir=Path(data_dir),
+                    name_prefix="bench_dispatch",
+                    workers=server_workers,
+                    scheduling=True,
+                    settings={"DEBUSINE_SCHEDULER_PASS_IN_PROCESS": in_process},
+                ) as instance,
+            ):
+                user_token = instance.create_contributor("bench")
+                asyncio.run(measure(instance, user_token, workers, args.requests, mode))
 
 
 if __name__ == "__main__":
