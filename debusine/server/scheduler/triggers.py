@@ -18,7 +18,7 @@ from functools import cache
 
 import redis
 from django.conf import settings
-from django.db import DatabaseError, transaction
+from django.db import transaction
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +91,10 @@ def run_or_enqueue_scheduling_pass() -> None:
         try:
             if try_scheduling_pass() is not None:
                 return
-        except DatabaseError as error:
-            logger.warning("scheduling pass failed, queueing one: %s", error)
+        except Exception:
+            # The change itself has committed: its request must not fail now. The scheduler
+            # process gets the pass instead.
+            logger.exception("scheduling pass failed, queueing one for the scheduler")
     enqueue_scheduling_pass()
 
 
