@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from django.contrib.postgres.aggregates import ArrayAgg
 from django.core.management.base import CommandParser
+from django.db.models import Q, Value
 
 from debusine.server.db.models import Worker, WorkerType
 from debusine.server.management.utils import (
@@ -98,7 +100,19 @@ class Command(NounCommand):
         self.write(f"Disabled worker {target.name}")
 
     def verb_list(self, *, yaml: bool, **_: Any) -> None:
-        workers = list(Worker.objects.select_related("token").order_by("name"))
+        workers = list(
+            Worker.objects.select_related("token")
+            .annotate(
+                # What the worker holds: its running and assigned (not yet fetched) work.
+                work_request_ids=ArrayAgg(
+                    "assigned_work_requests",
+                    filter=Q(assigned_work_requests__status__in=["pending", "running"]),
+                    order_by="assigned_work_requests",
+                    default=Value([]),
+                )
+            )
+            .order_by("name")
+        )
         if yaml:
             self.write_yaml(
                 [
@@ -107,7 +121,11 @@ class Command(NounCommand):
                         "worker_type": worker.worker_type,
                         "enabled": worker.is_enabled(),
                         "connected_at": worker.connected_at,
+                        # The lease: renewed while connected and by every API call.
+                        "last_seen_at": worker.token.last_seen_at if worker.token else None,
                         "registered_at": worker.registered_at,
+                        "concurrency": worker.concurrency,
+                        "work_requests": worker.work_request_ids,
                         "static_metadata": worker.static_metadata,
                         "dynamic_metadata": worker.dynamic_metadata,
                         "dynamic_metadata_updated_at": worker.dynamic_metadata_updated_at,
@@ -117,7 +135,7 @@ class Command(NounCommand):
             )
             return
         self.write_table(
-            ["NAME", "TYPE", "ENABLED", "CONNECTED", "REGISTERED", "METADATA"],
+            ["NAME", "TYPE", "ENABLED", "CONNECTED", "REGISTERED", "WORK", "METADATA"],
             [
                 [
                     worker.name,
@@ -125,6 +143,7 @@ class Command(NounCommand):
                     worker.is_enabled(),
                     worker.connected_at,
                     worker.registered_at,
+                    ",".join(map(str, worker.work_request_ids)) or "-",
                     metadata_summary(worker),
                 ]
                 for worker in workers

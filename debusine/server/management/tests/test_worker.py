@@ -130,12 +130,24 @@ def test_list_workers(playground: Playground) -> None:
     worker.set_dynamic_metadata({"system:host_architecture": "amd64", "system:cpu_count": 4})
     worker.set_static_metadata({"system:cpu_count": 2})
     worker.mark_connected()
+    user = playground.create_user("carol")
+    running = playground.create_work_request(created_by=user, worker=worker, status="running")
+    playground.create_work_request(created_by=user, worker=worker, status="completed")
     playground.create_worker("idle", enabled=False, worker_type="signing")
 
     lines = run("worker", "list").splitlines()
 
-    assert lines[0].split() == ["NAME", "TYPE", "ENABLED", "CONNECTED", "REGISTERED", "METADATA"]
+    assert lines[0].split() == [
+        "NAME",
+        "TYPE",
+        "ENABLED",
+        "CONNECTED",
+        "REGISTERED",
+        "WORK",
+        "METADATA",
+    ]
     assert lines[1].startswith("builder  external  yes")
+    assert f" {running.pk} " in lines[1]
     assert lines[1].endswith("host_architecture=amd64 cpu_count=2 1 static/2 dynamic")
     assert lines[2].startswith("idle     signing   no       -")
 
@@ -144,7 +156,12 @@ def test_list_workers(playground: Playground) -> None:
     assert listed[0]["static_metadata"] == {"system:cpu_count": 2}
     assert listed[0]["enabled"] is True
     assert listed[0]["connected_at"].endswith("Z")
+    assert listed[0]["last_seen_at"].endswith("Z")
+    assert listed[0]["work_requests"] == [running.pk]
+    assert listed[0]["concurrency"] == 1
     assert listed[1]["connected_at"] is None
+    assert listed[1]["last_seen_at"] is None
+    assert listed[1]["work_requests"] == []
 
 
 def test_edit_metadata_from_file_and_stdin(playground: Playground, tmp_path: Path) -> None:
