@@ -229,6 +229,9 @@ class StorageVacuum:
             if entry.modified_at >= self.cutoff:
                 young_orphans += 1
                 continue
+            if key is not None and recorded_in(store, key):
+                present.add(key)  # recorded since the listing began: an upload just committed
+                continue
             self.did(
                 "delete", f"{entry.name} from store {store.name}: the database does not know it"
             )
@@ -525,6 +528,12 @@ class StorageVacuum:
                     f"Artifact {item.artifact_id} file {item.path!r} ({item.file}): no store "
                     f"readable by scope {scope.name} holds its contents"
                 )
+
+
+def recorded_in(store: FileStore, key: tuple[bytes, int]) -> bool:
+    """Whether the database says `store` holds the contents `key` (sha256, size), right now."""
+    sha256, size = key
+    return FileInStore.objects.filter(store=store, file__sha256=sha256, file__size=size).exists()
 
 
 def scope_files(scope: Scope) -> QuerySet[File]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from datetime import timedelta
 from pathlib import Path
@@ -28,7 +29,7 @@ from debusine.server.db.models import (
     Scope,
 )
 from debusine.server.file_stores import get_backend
-from debusine.server.file_stores.base import entry_name
+from debusine.server.file_stores.base import FileBackend, StoreEntry, entry_name
 from debusine.server.file_stores.moto import MotoS3Server
 from debusine.server.testing import FileSpec, Playground
 
@@ -340,3 +341,35 @@ def test_dry_run_changes_nothing(playground: Playground, vacuum: Vacuum) -> None
     assert out.endswith("action(s) planned, 0 problem(s)\n")
     assert stores_of(file) == {"old"}
     assert Artifact.objects.filter(pk=stale.pk).exists()
+
+
+def test_an_entry_recorded_while_vacuum_lists_the_store_is_kept(
+    playground: Playground, directories: Path
+) -> None:
+    from debusine.server.file_stores.vacuum import StorageVacuum
+
+    default = FileStore.objects.get(name=FileStore.DEFAULT_NAME)
+    contents = b"uploaded again just now"
+    file = File.objects.create(sha256=hashlib.sha256(contents).digest(), size=len(contents))
+    source = directories / "source"
+    source.write_bytes(contents)
+    get_backend(default).put_contents(file, source, move=True)
+    make_old(directories / "store" / entry_name(file))
+
+    class UploadCommitsDuringListing(StorageVacuum):
+        """An upload of the same contents commits after the pass read what the store holds."""
+
+        def backend(self, store: FileStore) -> FileBackend:
+            backend = super().backend(store)
+            entries = backend.list_entries
+
+            def list_entries() -> Iterator[StoreEntry]:
+                FileInStore.objects.get_or_create(store=store, file=file)
+                yield from entries()
+
+            backend.list_entries = list_entries  # type: ignore[method-assign]
+            return backend
+
+    UploadCommitsDuringListing().check_entries_of(default)
+
+    assert (directories / "store" / entry_name(file)).read_bytes() == contents
