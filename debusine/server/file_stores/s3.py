@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 #: leaked URL is soon worthless.
 PRESIGNED_URL_SECONDS = 60
 
+#: Largest object S3 copies in one request.
+SINGLE_COPY_LIMIT = 5 * 1024**3
+
 #: Multipart defaults: boto3's 8 MiB parts, and whole-object PUTs below 64 MiB.
 DEFAULT_MULTIPART_THRESHOLD = 64 * 1024 * 1024
 DEFAULT_MULTIPART_CHUNK_SIZE = 8 * 1024 * 1024
@@ -142,7 +145,9 @@ class S3Backend(FileBackend):
         )
 
     def put_contents(self, file: File, local_path: Path, *, move: bool = False) -> None:
-        if not self.has_contents(file):
+        if self.has_contents(file):
+            self._refresh(file)
+        else:
             extra_args = {"StorageClass": self.storage_class} if self.storage_class else {}
             try:
                 # Streams from disk; multipart (parts in parallel) above the threshold.
@@ -157,6 +162,29 @@ class S3Backend(FileBackend):
                 raise self._failed("upload", file, error) from error
         if move:
             local_path.unlink(missing_ok=True)
+
+    def _refresh(self, file: File) -> None:
+        """
+        Make an object stored again young (a copy onto itself updates its LastModified), so
+        that vacuum_storage, which deletes only unknown objects older than a day, cannot take
+        it for an orphan before the database row of this upload commits. Objects above the
+        5 GiB limit of a single copy keep their date; the vacuum's last check covers them.
+        """
+        if file.size > SINGLE_COPY_LIMIT:
+            return
+        key = entry_name(file)
+        arguments: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": key,
+            "CopySource": {"Bucket": self.bucket, "Key": key},
+            "MetadataDirective": "REPLACE",
+        }
+        if self.storage_class:
+            arguments["StorageClass"] = self.storage_class
+        try:
+            self.client.copy_object(**arguments)
+        except (BotoCoreError, ClientError) as error:
+            raise self._failed("refresh", file, error) from error
 
     def has_contents(self, file: File) -> bool:
         try:

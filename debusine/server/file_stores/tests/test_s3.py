@@ -7,6 +7,7 @@ import hashlib
 import io
 import os
 import tarfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,29 @@ def test_small_files_are_one_put_with_the_storage_class(
     )
     assert "-" not in head["ETag"]
     assert head["StorageClass"] == "STANDARD_IA"
+
+
+def test_storing_an_existing_object_again_makes_it_young(
+    playground: Playground, moto_s3: MotoS3Server, tmp_path: Path
+) -> None:
+    store = s3_store(playground, moto_s3, configuration={"storage_class": "STANDARD_IA"})
+    backend = get_backend(store)
+    file = make_file(b"again")
+    for name in ("first", "second"):
+        source = tmp_path / name
+        source.write_bytes(b"again")
+        backend.put_contents(file, source, move=True)
+        head = moto_s3.client().head_object(
+            Bucket=store.configuration["bucket_name"], Key=entry_name(file)
+        )
+        if name == "first":
+            first_modified = head["LastModified"]
+            time.sleep(1.1)  # S3 dates have one-second resolution
+
+    assert head["LastModified"] > first_modified
+    assert head["StorageClass"] == "STANDARD_IA"
+    with backend.open_contents(file) as reader:
+        assert reader.read() == b"again"
 
 
 def test_credentials_from_a_cloud_provider_account(
