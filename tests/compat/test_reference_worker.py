@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 import yaml
 
 from debusine.server.throwaway import ThrowawayInstance
@@ -33,6 +32,7 @@ from tests.compat.reference_worker import (
     start_reference_worker,
 )
 from tests.integration.conftest import scheduling_instance
+from tests.integration.rest_user import RestUser
 
 pytestmark = pytest.mark.compat
 
@@ -48,37 +48,9 @@ def server(
         yield running
 
 
-class User:
-    """The few REST calls of a contributor of the System workspace these tests make."""
-
-    def __init__(self, server: ThrowawayInstance, token: str) -> None:
-        self.api_url = server.api_url
-        self.session = requests.Session()
-        self.session.headers["Token"] = token
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.session.request(method, f"{self.api_url}{path}", timeout=30, **kwargs)
-        assert response.status_code in (200, 201), response.text
-        return response.json()
-
-    def create_noop(self, result: bool) -> int:
-        body = {"task_name": "noop", "task_data": {"result": result}, "event_reactions": {}}
-        work_request_id: int = self.call("POST", "/1.0/work-request/", json=body)["id"]
-        return work_request_id
-
-    def wait_until(self, work_request_id: int, *statuses: str, timeout: float = 30) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            work_request = self.call("GET", f"/1.0/work-request/{work_request_id}/")
-            if work_request["status"] in statuses or time.monotonic() > deadline:
-                assert work_request["status"] in statuses, work_request
-                return work_request
-            time.sleep(0.05)
-
-
 @pytest.fixture(scope="module")
-def user(server: ThrowawayInstance) -> User:
-    return User(server, server.create_contributor("reference-worker-user"))
+def user(server: ThrowawayInstance) -> RestUser:
+    return RestUser(server, server.create_contributor("reference-worker-user"))
 
 
 def worker_row(server: ThrowawayInstance, name: str) -> dict[str, Any]:
@@ -205,7 +177,7 @@ def running_worker(
         stop(worker)
 
 
-def debug_log_artifact(user: User, work_request: dict[str, Any]) -> dict[str, Any]:
+def debug_log_artifact(user: RestUser, work_request: dict[str, Any]) -> dict[str, Any]:
     [artifact_id] = work_request["artifacts"]
     artifact: dict[str, Any] = user.call("GET", f"/1.0/artifact/{artifact_id}/")
     assert artifact["category"] == "debusine:work-request-debug-logs"
@@ -215,9 +187,9 @@ def debug_log_artifact(user: User, work_request: dict[str, Any]) -> dict[str, An
 
 
 def test_noop_success_completes_with_an_empty_debug_log(
-    user: User, running_worker: WorkerProcess
+    user: RestUser, running_worker: WorkerProcess
 ) -> None:
-    work_request_id = user.create_noop(result=True)
+    work_request_id = user.create("noop", {"result": True})
     done = user.wait_until(work_request_id, "completed")
     assert done["result"] == "success"
     # On success the daemon deletes stages.log before uploading: the artifact has no file.
@@ -227,9 +199,9 @@ def test_noop_success_completes_with_an_empty_debug_log(
 
 
 def test_noop_failure_completes_with_its_stages_log(
-    user: User, running_worker: WorkerProcess
+    user: RestUser, running_worker: WorkerProcess
 ) -> None:
-    work_request_id = user.create_noop(result=False)
+    work_request_id = user.create("noop", {"result": False})
     done = user.wait_until(work_request_id, "completed")
     assert done["result"] == "failure"
     stages = debug_log_artifact(user, done)["files"]["stages.log"]
@@ -245,13 +217,13 @@ def test_noop_failure_completes_with_its_stages_log(
 
 
 def test_abort_of_a_running_work_request_leaves_the_worker_running(
-    user: User, running_worker: WorkerProcess, proxy: HoldingProxy
+    user: RestUser, running_worker: WorkerProcess, proxy: HoldingProxy
 ) -> None:
     # The noop itself takes milliseconds: its completion is held back at the proxy so that the
     # work request is still running on the server when it is aborted.
     proxy.hold(b"/completed/ HTTP/1.1")
     try:
-        work_request_id = user.create_noop(result=True)
+        work_request_id = user.create("noop", {"result": True})
         assert proxy.wait_until_held(timeout=30), running_worker.log_text()[-3000:]
         assert user.wait_until(work_request_id, "running")["worker"] is not None
 
@@ -266,7 +238,7 @@ def test_abort_of_a_running_work_request_leaves_the_worker_running(
     # Its stale completion is answered 200 with an empty body and changes nothing; the daemon
     # (which would log "Cannot reach server..." for any other answer) takes the next one.
     running_worker.wait_for_log(completion_answer(work_request_id), timeout=20)
-    next_id = user.create_noop(result=True)
+    next_id = user.create("noop", {"result": True})
     assert user.wait_until(next_id, "completed")["result"] == "success"
     running_worker.wait_for_log(completion_answer(next_id), timeout=10)
     assert "Cannot reach server" not in running_worker.log_text()

@@ -44,6 +44,7 @@ from debusine.worker.testing import (
     WorkerProcess,
     start_worker,
 )
+from tests.integration.rest_user import RestUser
 
 pytestmark = pytest.mark.integration
 
@@ -207,48 +208,9 @@ def database(instance: ThrowawayInstance) -> Iterator[Database]:
         opened.connection.close()
 
 
-class Client:
-    """The REST calls of a user (a contributor of the System workspace) these tests make."""
-
-    def __init__(self, instance: ThrowawayInstance, token: str) -> None:
-        self.api_url = instance.api_url
-        self.session = requests.Session()
-        self.session.headers["Token"] = token
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.session.request(method, f"{self.api_url}{path}", timeout=30, **kwargs)
-        assert response.status_code in (200, 201), response.text
-        return response.json()
-
-    def create(self, task_name: str, task_data: dict[str, Any]) -> int:
-        body = {"task_name": task_name, "task_data": task_data}
-        work_request_id: int = self.call("POST", "/1.0/work-request/", json=body)["id"]
-        return work_request_id
-
-    def get(self, work_request_id: int) -> dict[str, Any]:
-        work_request: dict[str, Any] = self.call("GET", f"/1.0/work-request/{work_request_id}/")
-        return work_request
-
-    def wait_until(self, work_request_id: int, *statuses: str, timeout: float = 30) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            work_request = self.get(work_request_id)
-            if work_request["status"] in statuses or time.monotonic() > deadline:
-                assert work_request["status"] in statuses, work_request
-                return work_request
-            time.sleep(0.05)
-
-    def wait_all_completed(self, work_request_ids: list[int], timeout: float) -> list[Any]:
-        deadline = time.monotonic() + timeout
-        return [
-            self.wait_until(work_request_id, "completed", timeout=deadline - time.monotonic())
-            for work_request_id in work_request_ids
-        ]
-
-
 @pytest.fixture(scope="module")
-def client(instance: ThrowawayInstance) -> Client:
-    return Client(instance, instance.create_contributor("end-to-end"))
+def client(instance: ThrowawayInstance) -> RestUser:
+    return RestUser(instance, instance.create_contributor("end-to-end"))
 
 
 # --- The worker daemons -----------------------------------------------------------------------
@@ -406,7 +368,7 @@ def logged_assignments(log: Path, offset: int = 0) -> int:
 # --- The scenarios ----------------------------------------------------------------------------
 
 
-def test_noop_success_and_failure(client: Client, workers: Workers, database: Database) -> None:
+def test_noop_success_and_failure(client: RestUser, workers: Workers, database: Database) -> None:
     succeeded_id = client.create("noop", {"result": True})
     failed_id = client.create("noop", {"result": False})
     succeeded, failed = client.wait_all_completed([succeeded_id, failed_id], timeout=30)
@@ -433,7 +395,7 @@ def test_noop_success_and_failure(client: Client, workers: Workers, database: Da
 
 def test_disabled_worker_is_refused_until_enabled_then_runs_work(
     instance: ThrowawayInstance,
-    client: Client,
+    client: RestUser,
     workers: Workers,
     database: Database,
     tmp_path: Path,
@@ -468,7 +430,7 @@ def test_disabled_worker_is_refused_until_enabled_then_runs_work(
 
 
 def test_priorities_then_fifo_and_deny_list(
-    client: Client,
+    client: RestUser,
     workers: Workers,
     static_metadata: Callable[[str, dict[str, Any]], None],
 ) -> None:
@@ -495,7 +457,7 @@ def test_priorities_then_fifo_and_deny_list(
 
 
 def test_allow_lists(
-    client: Client,
+    client: RestUser,
     workers: Workers,
     static_metadata: Callable[[str, dict[str, Any]], None],
 ) -> None:
@@ -514,7 +476,7 @@ def test_allow_lists(
 
 
 def test_killed_worker_work_is_retried_on_the_other_one(
-    instance: ThrowawayInstance, client: Client, workers: Workers, database: Database
+    instance: ThrowawayInstance, client: RestUser, workers: Workers, database: Database
 ) -> None:
     sleep_id = client.create("sleep", {"seconds": 2})
     victim_name = workers.name_of(client.wait_until(sleep_id, "running")["worker"])
@@ -563,7 +525,7 @@ def test_killed_worker_work_is_retried_on_the_other_one(
 
 
 def test_abort_stops_the_task_process(
-    instance: ThrowawayInstance, client: Client, workers: Workers
+    instance: ThrowawayInstance, client: RestUser, workers: Workers
 ) -> None:
     sleep_id = client.create("sleep", {"seconds": 60})
     runner = workers.daemons[workers.name_of(client.wait_until(sleep_id, "running")["worker"])]
@@ -587,7 +549,7 @@ def test_abort_stops_the_task_process(
 
 def test_redis_restart_loses_no_work_request(
     instance: ThrowawayInstance,
-    client: Client,
+    client: RestUser,
     workers: Workers,
     database: Database,
     private_redis: PrivateRedis,
@@ -627,7 +589,7 @@ def test_redis_restart_loses_no_work_request(
 
 
 def test_two_schedulers_never_assign_a_work_request_twice(
-    instance: ThrowawayInstance, client: Client, workers: Workers, database: Database
+    instance: ThrowawayInstance, client: RestUser, workers: Workers, database: Database
 ) -> None:
     first_log = instance.data_dir / "scheduler.log"
     first_offset = first_log.stat().st_size

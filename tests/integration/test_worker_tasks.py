@@ -8,13 +8,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import requests
 
 from debusine.server.throwaway import ThrowawayInstance
 from debusine.worker.testing import LOG_CONNECTED, WorkerProcess, start_worker
+from tests.integration.rest_user import RestUser
 
 pytestmark = pytest.mark.integration
 
@@ -39,37 +38,9 @@ def worker(
         assert process.stop() == 0
 
 
-class Client:
-    """The few REST calls of a user these tests make."""
-
-    def __init__(self, instance: ThrowawayInstance, token: str) -> None:
-        self.api_url = instance.api_url
-        self.session = requests.Session()
-        self.session.headers["Token"] = token
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.session.request(method, f"{self.api_url}{path}", timeout=10, **kwargs)
-        assert response.status_code in (200, 201), response.text
-        return response.json()
-
-    def create(self, task_name: str, task_data: dict[str, Any]) -> int:
-        body = {"task_name": task_name, "task_data": task_data, "event_reactions": {}}
-        work_request_id: int = self.call("POST", "/1.0/work-request/", json=body)["id"]
-        return work_request_id
-
-    def wait_until(self, work_request_id: int, *statuses: str, timeout: float = 30) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            work_request = self.call("GET", f"/1.0/work-request/{work_request_id}/")
-            if work_request["status"] in statuses or time.monotonic() > deadline:
-                assert work_request["status"] in statuses, work_request
-                return work_request
-            time.sleep(0.05)
-
-
 @pytest.fixture
-def client(instance: ThrowawayInstance, user_token: str) -> Client:
-    return Client(instance, user_token)
+def client(instance: ThrowawayInstance, user_token: str) -> RestUser:
+    return RestUser(instance, user_token)
 
 
 def task_processes(worker: WorkerProcess) -> list[int]:
@@ -87,7 +58,7 @@ def task_processes(worker: WorkerProcess) -> list[int]:
     return children
 
 
-def test_noop_success_end_to_end(client: Client, worker: WorkerProcess) -> None:
+def test_noop_success_end_to_end(client: RestUser, worker: WorkerProcess) -> None:
     work_request_id = client.create("noop", {"result": True})
     done = client.wait_until(work_request_id, "completed")
     assert done["result"] == "success"
@@ -98,7 +69,7 @@ def test_noop_success_end_to_end(client: Client, worker: WorkerProcess) -> None:
     worker.wait_for_log(f"work request {work_request_id}: success", timeout=10)
 
 
-def test_noop_failure_uploads_its_stages_log(client: Client, worker: WorkerProcess) -> None:
+def test_noop_failure_uploads_its_stages_log(client: RestUser, worker: WorkerProcess) -> None:
     work_request_id = client.create("noop", {"result": False})
     done = client.wait_until(work_request_id, "completed")
     assert done["result"] == "failure"
@@ -114,7 +85,7 @@ def test_noop_failure_uploads_its_stages_log(client: Client, worker: WorkerProce
     assert "run: finished, returned False" in contents.text
 
 
-def test_abort_stops_the_running_task(client: Client, worker: WorkerProcess) -> None:
+def test_abort_stops_the_running_task(client: RestUser, worker: WorkerProcess) -> None:
     work_request_id = client.create("sleep", {"seconds": 300})
     client.wait_until(work_request_id, "running")
     deadline = time.monotonic() + 10
