@@ -104,6 +104,10 @@ class ReferenceClient(UnpackedDebusine):
     def script(self) -> Path:
         return self.root / "usr" / "bin" / "debusine"
 
+    def command(self, *args: str) -> list[str]:
+        """The command line of `debusine ARGS`, for a client that runs in the background."""
+        return [str(SYSTEM_PYTHON), str(self.script), *args]
+
     def run(
         self,
         *args: str,
@@ -114,7 +118,7 @@ class ReferenceClient(UnpackedDebusine):
     ) -> subprocess.CompletedProcess[str]:
         """Run `debusine ARGS` (never raises on a non-zero exit: tests check the status)."""
         return subprocess.run(
-            [str(SYSTEM_PYTHON), str(self.script), *args],
+            self.command(*args),
             input=stdin if stdin is not None else "",
             env=self.environment(home),
             cwd=cwd,
