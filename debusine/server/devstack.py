@@ -294,7 +294,8 @@ def prepare_local_worker(config_dir: Path, port: int) -> None:
         token_file.unlink()
     if activation_file.exists():
         key = activation_file.read_text(encoding="utf-8").strip()
-        if Token.objects.usable().filter(hash=hash_token_key(key)).exists():
+        usable = Token.objects.usable().filter(hash=hash_token_key(key))
+        if Worker.objects.filter(activation_token__in=usable).exists():
             return
     with transaction.atomic():
         _worker, key = Worker.objects.create_with_activation_token(LOCAL_WORKER_FQDN, "external")

@@ -171,3 +171,58 @@ def test_children_are_terminated_when_the_stack_is_killed() -> None:
     stack.kill()
     stack.wait()
     assert wait_for_exit(child_pid, 10)
+
+
+def test_beat_sends_the_fallback_pass_and_lease_expiry_by_name() -> None:
+    from debusine.server.project import celery
+
+    schedule = celery.beat_app.conf.beat_schedule
+    assert {entry["task"] for entry in schedule.values()} == {
+        "debusine.scheduler.schedule",
+        "debusine.scheduler.expire_leases",
+    }
+    # Every name beat sends is a job the scheduler runs.
+    from debusine.server.scheduler import jobs
+
+    assert {jobs.schedule_work_requests.name, jobs.expire_worker_leases.name} == {
+        entry["task"] for entry in schedule.values()
+    }
+    assert celery.lease_check_interval(60) == 15.0
+    assert celery.lease_check_interval(2) == 1.0
+    assert celery.lease_check_interval(3600) == 30.0
+
+
+@pytest.mark.django_db
+def test_local_worker_is_pre_created_once_and_again_for_a_new_database(tmp_path: Path) -> None:
+    from debusine.server.db.models import Token, Worker, hash_token_key
+
+    config_dir = tmp_path / "worker"
+    devstack.prepare_local_worker(config_dir, 8123)
+
+    assert (config_dir / "config.ini").read_text() == (
+        "[General]\napi-url = http://127.0.0.1:8123/api\n"
+    )
+    activation = config_dir / "activation-token"
+    assert activation.stat().st_mode & 0o777 == 0o600
+    worker = Worker.objects.get(name=devstack.LOCAL_WORKER_FQDN)
+    assert worker.activation_token is not None
+    assert worker.activation_token.hash == hash_token_key(activation.read_text().strip())
+
+    # A second start before it registered: the activation token is still good.
+    devstack.prepare_local_worker(config_dir, 8124)
+    assert Worker.objects.count() == 1
+    assert "8124" in (config_dir / "config.ini").read_text()
+
+    # It registered (its own token, enabled); later starts leave it alone.
+    token, key = Token.objects.create_with_key(enabled=True)
+    worker.token = token
+    worker.save()
+    (config_dir / "token").write_text(key + "\n")
+    devstack.prepare_local_worker(config_dir, 8123)
+    assert Worker.objects.count() == 1
+
+    # A new database does not know that token: a new worker is pre-created.
+    Worker.objects.all().delete()
+    devstack.prepare_local_worker(config_dir, 8123)
+    assert not (config_dir / "token").exists()
+    assert Worker.objects.filter(name=devstack.LOCAL_WORKER_FQDN).count() == 1

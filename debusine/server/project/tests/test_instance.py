@@ -62,3 +62,25 @@ def test_empty_directory_settings_fall_back_to_their_default(tmp_path: Path) -> 
     assert instance.resolve_directory(Path("/srv/store"), default) == Path("/srv/store")
     assert instance.resolve_data_dir(Path()) == instance.default_data_dir()
     assert instance.resolve_data_dir(Path("relative")) == Path.cwd() / "relative"
+
+
+def test_kombu_gets_unix_sockets_in_its_own_spelling() -> None:
+    assert (
+        instance.kombu_redis_url("unix:///run/redis/redis.sock?db=3")
+        == "redis+socket:///run/redis/redis.sock?virtual_host=3"
+    )
+    assert (
+        instance.kombu_redis_url("unix:///tmp/r.sock")
+        == "redis+socket:///tmp/r.sock?virtual_host=0"
+    )
+    assert instance.kombu_redis_url("redis://127.0.0.1:6379/2") == "redis://127.0.0.1:6379/2"
+
+
+def test_redis_key_prefix_is_the_data_dirs_own_for_a_development_stack(tmp_path: Path) -> None:
+    assert instance.resolve_redis_key_prefix("mine", tmp_path) == "mine"
+    assert instance.resolve_redis_key_prefix("", tmp_path) == instance.DEFAULT_REDIS_KEY_PREFIX
+    instance.write_recorded(tmp_path, instance.REDIS_URL_FILE, "redis://127.0.0.1:6379/0")
+    prefix = instance.resolve_redis_key_prefix("", tmp_path)
+    # Shared by make run and debusine-admin on that data directory, and by no other.
+    assert prefix == instance.database_name_for(tmp_path)
+    assert prefix != instance.resolve_redis_key_prefix("", tmp_path / "other")
