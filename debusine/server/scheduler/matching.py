@@ -46,6 +46,13 @@ class IdleWorker:
     worker_type: str
     free_slots: int
     metadata: dict[str, Any]
+    #: Equal for workers of one type and metadata (they can run the same tasks); computed
+    #: from them when not given.
+    signature: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.signature:
+            self.signature = self.worker_type + json.dumps(self.metadata, sort_keys=True)
 
 
 def version_key(task_type: str, task_name: str) -> str:
@@ -106,10 +113,11 @@ class Matcher:
         for rank, worker in enumerate(workers):
             if worker.free_slots <= 0:
                 continue
-            signature = worker.worker_type + json.dumps(worker.metadata, sort_keys=True)
-            group = groups.get(signature)
+            group = groups.get(worker.signature)
             if group is None:
-                group = groups[signature] = _WorkerGroup(worker.worker_type, worker.metadata)
+                group = groups[worker.signature] = _WorkerGroup(
+                    worker.worker_type, worker.metadata
+                )
             group.queue.append([rank, worker.id, worker.free_slots])
         self._groups = list(groups.values())
         self._eligible: dict[tuple[str, str, str | None], list[_WorkerGroup]] = {}

@@ -60,21 +60,30 @@ def lock_scheduler(*, wait: bool = True) -> bool:
 # grace period: a server process that died cannot have cleared `connected_at`), and it holds
 # fewer pending/running work requests than its concurrency.
 IDLE_WORKERS_SQL = """
-SELECT w.id, w.worker_type,
-       w.concurrency - (
-           SELECT count(*) FROM db_workrequest wr
-           WHERE wr.worker_id = w.id AND wr.status IN ('pending', 'running')
-       ) AS free_slots,
-       w.dynamic_metadata || w.static_metadata AS metadata
-FROM db_worker w
-JOIN db_token t ON t.id = w.token_id
-WHERE w.connected_at IS NOT NULL
-  AND t.enabled
-  AND (t.expire_at IS NULL OR t.expire_at > now())
-  AND t.last_seen_at >= now() - %s * interval '1 second'
-  AND w.worker_type IN ('external', 'signing')
-  AND (%s::bigint IS NULL OR w.id = %s::bigint)
-ORDER BY w.connected_at, w.id
+WITH idle AS (
+    SELECT w.id, w.worker_type, w.connected_at,
+           w.concurrency - (
+               SELECT count(*) FROM db_workrequest wr
+               WHERE wr.worker_id = w.id AND wr.status IN ('pending', 'running')
+           ) AS free_slots,
+           w.dynamic_metadata || w.static_metadata AS metadata
+    FROM db_worker w
+    JOIN db_token t ON t.id = w.token_id
+    WHERE w.connected_at IS NOT NULL
+      AND t.enabled
+      AND (t.expire_at IS NULL OR t.expire_at > now())
+      AND t.last_seen_at >= now() - %s * interval '1 second'
+      AND w.worker_type IN ('external', 'signing')
+      AND (%s::bigint IS NULL OR w.id = %s::bigint)
+), signed AS (
+    SELECT *, md5(worker_type || metadata::text) AS signature FROM idle WHERE free_slots > 0
+)
+-- Workers mostly share a few configurations: each distinct metadata travels once.
+SELECT id, worker_type, free_slots, signature,
+       CASE WHEN row_number() OVER (PARTITION BY signature ORDER BY connected_at, id) = 1
+            THEN metadata END
+FROM signed
+ORDER BY connected_at, id
 """
 
 # Pending unassigned work requests in queue order, one page after a keyset position.
@@ -127,11 +136,17 @@ def load_idle_workers(only: int | None = None) -> list[IdleWorker]:
     with connection.cursor() as cursor:
         cursor.execute(IDLE_WORKERS_SQL, [lease_grace_seconds(), only, only])
         rows = cursor.fetchall()
+    # Django has psycopg hand JSON columns over as text: decode each distinct one once.
+    metadata = {row[3]: json.loads(row[4]) for row in rows if row[4] is not None}
     return [
-        # Django has psycopg hand JSON columns over as text: decode them here.
-        IdleWorker(id=row[0], worker_type=row[1], free_slots=row[2], metadata=json.loads(row[3]))
+        IdleWorker(
+            id=row[0],
+            worker_type=row[1],
+            free_slots=row[2],
+            metadata=metadata[row[3]],
+            signature=row[3],
+        )
         for row in rows
-        if row[2] > 0
     ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import psycopg
@@ -19,10 +20,13 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def no_pass_queued(settings: object) -> Iterator[None]:
-    """No pass queued before the test; none left behind (no scheduler reads this run's queue)."""
+    """
+    A "pass queued" flag of this test's own (parallel test processes share the run's Redis
+    prefix), and no Celery message left behind (no scheduler reads this run's queue).
+    """
     prefix = settings.DEBUSINE_REDIS_KEY_PREFIX  # type: ignore[attr-defined]
+    settings.DEBUSINE_REDIS_KEY_PREFIX = f"{prefix}-{uuid.uuid4().hex}"  # type: ignore[attr-defined]
     keys = [triggers.pass_queued_key(), f"{prefix}:celery:scheduler"]
-    triggers.redis_client().delete(*keys)
     yield
     triggers.redis_client().delete(*keys)
 
