@@ -163,19 +163,21 @@ def get_next_for_worker(request: HttpRequest) -> HttpResponse:
     worker = calling_worker(request)
     if worker is None:
         return not_a_worker()
-    if running_count(worker.id) >= worker.concurrency:
+    # The usual case in one statement: the worker runs nothing and has work assigned.
+    body = start_next_work_request(worker.id, worker.concurrency)
+    if body is None and running_count(worker.id) >= worker.concurrency:
         for lost in WorkRequest.objects.select_for_update().filter(
             worker_id=worker.id, status="running"
         ):
             lost.retry_after_worker_failure(
                 f"worker {worker.name} asked for new work while running this one: it restarted"
             )
-    body = start_next_work_request(worker.id)
+        body = start_next_work_request(worker.id, worker.concurrency)
     if body is None:
         # Nothing assigned yet: a worker asking for work is idle, so schedule for it now
         # rather than make it wait for the scheduler's next pass and its notification.
         if run_scheduling_pass(for_worker=worker.id, notify=False).assigned:
-            body = start_next_work_request(worker.id)
+            body = start_next_work_request(worker.id, worker.concurrency)
         if body is None:
             return HttpResponse(status=status.HTTP_204_NO_CONTENT)
     return HttpResponse(json.dumps(body), content_type="application/json")

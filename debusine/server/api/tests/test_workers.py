@@ -189,8 +189,8 @@ def test_get_next_hands_over_the_assigned_work_request(playground: Playground, u
     mine.refresh_from_db()
     assert mine.status == "running"
     assert mine.started_at is not None
-    # Who calls, renewing its lease (a new token), its running count, taking the work request.
-    assert len(statements(queries)) == 4
+    # Who calls, renewing its lease (a new token), taking the work request.
+    assert len(statements(queries)) == 3
     # Nothing else for this worker.
     assert api_client(key).get(GET_NEXT).status_code == 204
 
@@ -208,6 +208,22 @@ def test_get_next_while_running_means_the_worker_restarted(
     assert lost.status == "aborted"
     retry = lost.superseded_by
     assert (retry.status, retry.worker) == ("pending", None)
+
+
+def test_a_restarted_worker_gets_its_pending_work_after_the_retry(
+    playground: Playground, user: User
+) -> None:
+    worker, key = playground.create_worker()
+    lost = playground.create_work_request(created_by=user, worker=worker, status="running")
+    waiting = playground.create_work_request(created_by=user, worker=worker)
+
+    response = api_client(key).get(GET_NEXT)
+
+    assert response.status_code == 200
+    assert response.json()["id"] == waiting.pk
+    lost.refresh_from_db()
+    assert lost.status == "aborted"
+    assert lost.superseded_by.status == "pending"
 
 
 def test_get_next_is_for_workers_only(playground: Playground, user_token: str) -> None:

@@ -40,7 +40,10 @@ SELECT count(*) FROM db_workrequest WHERE worker_id = %s AND status = 'running'
 START_NEXT_SQL = """
 WITH next AS (
     SELECT id FROM db_workrequest
-    WHERE worker_id = %s AND status = 'pending'
+    WHERE worker_id = %(worker)s AND status = 'pending'
+      -- Not while the worker runs as much as it can: then it has restarted (the caller checks).
+      AND (SELECT count(*) FROM db_workrequest r
+           WHERE r.worker_id = %(worker)s AND r.status = 'running') < %(concurrency)s
     ORDER BY priority_base + priority_adjustment DESC, created_at, id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
@@ -109,14 +112,15 @@ def running_count(worker_id: int) -> int:
     return int(row[0]) if row else 0
 
 
-def start_next_work_request(worker_id: int) -> dict[str, Any] | None:
+def start_next_work_request(worker_id: int, concurrency: int) -> dict[str, Any] | None:
     """
     Start the worker's next assigned work request; return its WorkRequest object as it was
     before it started (protocol.md §2.1: `status: pending`, `started_at: null`), with the
-    configured task data when there is one. None when the worker has nothing assigned.
+    configured task data when there is one. None when the worker has nothing assigned, or
+    already runs `concurrency` work requests.
     """
     with connection.cursor() as cursor:
-        cursor.execute(START_NEXT_SQL, [worker_id])
+        cursor.execute(START_NEXT_SQL, {"worker": worker_id, "concurrency": concurrency})
         row = cursor.fetchone()
     if row is None:
         return None
