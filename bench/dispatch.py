@@ -108,12 +108,12 @@ async def measure(
     async with aiohttp.ClientSession(connector=connector) as session:
         bench_workers = []
         for index in range(workers):
-            activation = instance.admin("worker", "create", f"bench-{workers}-{index}.example")
+            activation = instance.create_worker_activation(f"bench-{workers}-{index}.example")
             key = secrets.token_hex(32)
             async with session.post(
                 f"{instance.api_url}/1.0/worker/register/",
                 json={"token": key, "fqdn": "bench.example"},
-                headers={"token": activation.strip().splitlines()[-1]},
+                headers={"token": activation},
             ) as response:
                 assert response.status == 201
             bench_workers.append(BenchWorker(session, instance.api_url, key))

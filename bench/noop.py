@@ -177,11 +177,11 @@ def main() -> None:
         daemons: list[WorkerProcess] = []
         try:
             for index in range(args.workers):
-                activation = instance.admin("worker", "create", f"bench-{index}.example")
+                activation = instance.create_worker_activation(f"bench-{index}.example")
                 daemon = start_worker(
                     instance.api_url,
                     Path(data_dir) / f"worker-{index}",
-                    activation_token=activation.strip().splitlines()[-1],
+                    activation_token=activation,
                     log_level="WARNING",
                 )
                 daemons.append(daemon)

@@ -98,6 +98,10 @@ class ThrowawayInstance:
         """Run `debusine-admin` against this instance; return its output."""
         return run_admin(self.environment, *args)
 
+    def create_worker_activation(self, fqdn: str) -> str:
+        """Pre-create a worker (`debusine-admin worker create`); return its activation token."""
+        return self.admin("worker", "create", fqdn).strip().splitlines()[-1]
+
     def create_contributor(self, username: str, workspace: str = "System") -> str:
         """Create a user who contributes to `workspace` (via a group); return a token key."""
         group = f"{username}-contributors"

@@ -55,7 +55,7 @@ def noop_worker(
     server: ThrowawayInstance, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
     """Our worker daemon, enabled at once through an activation token, running the noops."""
-    activation = server.admin("worker", "create", "completion.example").strip().splitlines()[-1]
+    activation = server.create_worker_activation("completion.example")
     worker = start_worker(
         server.api_url, tmp_path_factory.mktemp("noop-worker"), activation_token=activation
     )

@@ -129,7 +129,7 @@ def test_activation_token_gives_an_enabled_worker_at_once(
     server: ThrowawayInstance, installed_reference_worker: ReferenceWorker, tmp_path: Path
 ) -> None:
     fqdn = "activated.example.org"
-    activation_token = server.admin("worker", "create", fqdn).strip().splitlines()[-1]
+    activation_token = server.create_worker_activation(fqdn)
     worker = start_reference_worker(
         installed_reference_worker, server.api_url, tmp_path, activation_token=activation_token
     )
@@ -162,7 +162,7 @@ def running_worker(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[WorkerProcess]:
     """An enabled reference worker, talking to the server through `proxy`."""
-    activation = server.admin("worker", "create", "runner.example.org").strip().splitlines()[-1]
+    activation = server.create_worker_activation("runner.example.org")
     worker = start_reference_worker(
         installed_reference_worker,
         f"{proxy.url}/api",

@@ -117,13 +117,8 @@ def test_live_events_and_replay_after_time_away(
 
     async def scenario() -> None:
         async with RawWorker(instance.api_url) as worker:
-            activation = instance.admin("worker", "create", "completion.example")
-            assert (
-                await worker.register(
-                    "completion.example", activation_token=activation.strip().splitlines()[-1]
-                )
-                == 201
-            )
+            activation = instance.create_worker_activation("completion.example")
+            assert await worker.register("completion.example", activation_token=activation) == 201
             await connect_worker(worker)
             await worker.send_metadata()
             # Completed before the listener starts: found by the replay from the cursor.

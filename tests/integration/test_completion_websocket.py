@@ -94,7 +94,7 @@ def test_listeners_hear_only_of_what_they_may_see(
 
     async def scenario() -> None:
         async with aiohttp.ClientSession() as session, RawWorker(instance.api_url) as worker:
-            activation = instance.admin("worker", "create", "completion.example").split()[-1]
+            activation = instance.create_worker_activation("completion.example")
             assert await worker.register("completion.example", activation_token=activation) == 201
             await worker.connect()
             await worker.send_metadata()

@@ -261,7 +261,7 @@ def workers(
     )
     try:
         for name in WORKER_NAMES:
-            activation = instance.admin("worker", "create", f"{name}.example").split()[-1]
+            activation = instance.create_worker_activation(f"{name}.example")
             pool.start(name, activation_token=activation)
         for name, daemon in pool.daemons.items():
             daemon.wait_for_log(LOG_CONNECTED)

@@ -27,7 +27,7 @@ def user_token(instance: ThrowawayInstance) -> str:
 def worker(
     instance: ThrowawayInstance, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WorkerProcess]:
-    activation = instance.admin("worker", "create", "tasks.example").strip().splitlines()[-1]
+    activation = instance.create_worker_activation("tasks.example")
     process = start_worker(
         instance.api_url, tmp_path_factory.mktemp("worker"), activation_token=activation
     )

@@ -48,7 +48,7 @@ def get_work_request(instance: ThrowawayInstance, token: str, work_request_id: i
 
 async def enabled_worker(instance: ThrowawayInstance, worker: RawWorker, name: str) -> None:
     """Register `worker` through an activation token: enabled at once."""
-    activation = instance.admin("worker", "create", f"{name}.example").strip().splitlines()[-1]
+    activation = instance.create_worker_activation(f"{name}.example")
     assert await worker.register(f"{name}.example", activation_token=activation) == 201
 
 

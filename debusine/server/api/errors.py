@@ -2,15 +2,16 @@
 Every API error as an RFC 7807 problem: `application/problem+json` with a title and detail.
 
 Clients check the content type before the status code, so every error path of every API view
-must go through `problem_exception_handler` (configured as DRF's EXCEPTION_HANDLER) or
-`problem_response`.
+must go through `problem_exception_handler` (configured as DRF's EXCEPTION_HANDLER),
+`problem_response`, or, for the few plain Django views, `plain_problem_response`.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler, set_rollback
@@ -45,12 +46,30 @@ def problem_response(
     headers: dict[str, str] | None = None,
 ) -> Response:
     """Build a problem+json response."""
+    body = problem_body(title, detail, validation_errors)
+    return Response(body, status=status_code, content_type=PROBLEM_CONTENT_TYPE, headers=headers)
+
+
+def problem_body(title: str, detail: Any = None, validation_errors: Any = None) -> dict[str, Any]:
+    """The problem document: `title`, then `detail` and `validation_errors` when given."""
     body: dict[str, Any] = {"title": title}
     if detail is not None:
         body["detail"] = detail
     if validation_errors is not None:
         body["validation_errors"] = validation_errors
-    return Response(body, status=status_code, content_type=PROBLEM_CONTENT_TYPE, headers=headers)
+    return body
+
+
+def plain_problem_response(error: ProblemError) -> HttpResponse:
+    """
+    `error` as a problem+json response from a plain Django view (outside DRF), undoing what
+    the view wrote, as the DRF handler does.
+    """
+    set_rollback()
+    body = problem_body(error.title, error.detail, error.validation_errors)
+    return HttpResponse(
+        json.dumps(body), status=error.status_code, content_type=PROBLEM_CONTENT_TYPE
+    )
 
 
 def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:

@@ -32,16 +32,13 @@ def validation_problem(title: str, error: pydantic.ValidationError) -> ProblemEr
     return ProblemError(title, detail, validation_errors=validation_errors)
 
 
-def parse_body(
-    request: Request, model: type[RequestModel], title: str = "Invalid request"
-) -> RequestModel:
+def validate_body(body: object, model: type[RequestModel], title: str) -> RequestModel:
     """
-    Validate the JSON body against `model`.
+    Validate a parsed JSON body against `model`.
 
     Unknown top-level keys get the "Invalid fields: ..." problem Debusine clients know; other
     refusals list every problem under `validation_errors`.
     """
-    body = request.data
     if not isinstance(body, dict):
         raise ProblemError(title, "The request body must be a JSON object.")
     unknown = sorted(set(body) - set(model.model_fields))
@@ -56,6 +53,13 @@ def parse_body(
         raise validation_problem(title, error) from None
 
 
+def parse_body(
+    request: Request, model: type[RequestModel], title: str = "Invalid request"
+) -> RequestModel:
+    """Validate a DRF request's JSON body against `model` (see `validate_body`)."""
+    return validate_body(request.data, model, title)
+
+
 def parse_json_body(body: bytes, model: type[RequestModel], title: str) -> RequestModel:
     """
     `parse_body()` for views outside DRF: parse and check raw JSON bytes, then validate them.
@@ -67,15 +71,4 @@ def parse_json_body(body: bytes, model: type[RequestModel], title: str) -> Reque
         check_storable_json(data)
     except (ValueError, ParseError) as error:
         raise ProblemError("Cannot parse the request body", str(error)) from None
-    if not isinstance(data, dict):
-        raise ProblemError(title, "The request body must be a JSON object.")
-    unknown = sorted(set(data) - set(model.model_fields))
-    if unknown:
-        raise ProblemError(
-            f"Invalid fields: {', '.join(unknown)}",
-            f"Allowed fields: {', '.join(model.model_fields)}",
-        )
-    try:
-        return model.model_validate(data)
-    except pydantic.ValidationError as error:
-        raise validation_problem(title, error) from None
+    return validate_body(data, model, title)

@@ -8,7 +8,9 @@ also renews its lease (through its token's `last_seen_at`, see `debusine.server.
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -21,7 +23,7 @@ from rest_framework.views import APIView
 
 from debusine.protocol.workers import WorkerRegisterRequest, WorkRequestCompletedRequest
 from debusine.server.api.auth import TOKEN_HEADER, IsWorker, request_worker, token_from_request
-from debusine.server.api.errors import PROBLEM_CONTENT_TYPE, ProblemError
+from debusine.server.api.errors import ProblemError, plain_problem_response
 from debusine.server.api.parsing import parse_body, parse_json_body
 from debusine.server.db.models import Token, Worker, WorkRequest
 from debusine.server.db.models.auth import hash_token_key
@@ -128,27 +130,42 @@ class DynamicMetadataView(APIView):
 # permission classes) and the ORM: see debusine.server.db.models.worker_work.
 
 
-def problem(
-    title: str, detail: str | None = None, *, status_code: int = 400, **extra: Any
-) -> HttpResponse:
-    """A problem+json response, as `debusine.server.api.errors` writes them."""
-    body: dict[str, Any] = {"title": title, **extra}
-    if detail is not None:
-        body["detail"] = detail
-    transaction.set_rollback(True)
-    return HttpResponse(json.dumps(body), status=status_code, content_type=PROBLEM_CONTENT_TYPE)
-
-
-def calling_worker(request: HttpRequest) -> WorkerCaller | None:
+def calling_worker(request: HttpRequest) -> WorkerCaller:
+    """The worker behind the request's token, or a 403 problem."""
     key = request.META.get(TOKEN_HEADER)
-    return worker_for_token_key(key.strip()) if key else None
+    worker = worker_for_token_key(key.strip()) if key else None
+    if worker is None:
+        raise ProblemError("Error", IsWorker.message, status_code=status.HTTP_403_FORBIDDEN)
+    return worker
 
 
-def not_a_worker() -> HttpResponse:
-    return problem("Error", IsWorker.message, status_code=status.HTTP_403_FORBIDDEN)
+def worker_view(
+    method: str,
+) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+    """
+    A plain Django view for one HTTP method, CSRF-exempt (token-authenticated), whose
+    ProblemErrors become problem+json responses as in the DRF views.
+    """
+
+    def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+        @csrf_exempt
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            try:
+                if request.method != method:
+                    raise ProblemError(
+                        "Error", f'Method "{request.method}" not allowed.', status_code=405
+                    )
+                return view(request, *args, **kwargs)
+            except ProblemError as error:
+                return plain_problem_response(error)
+
+        return wrapper
+
+    return decorate
 
 
-@csrf_exempt
+@worker_view("GET")
 def get_next_for_worker(request: HttpRequest) -> HttpResponse:
     """
     `GET`: the next work request assigned to the calling worker (200), or 204 when none is.
@@ -158,11 +175,7 @@ def get_next_for_worker(request: HttpRequest) -> HttpResponse:
     requests as its concurrency allows has restarted: those are aborted and retried
     (worker-failed).
     """
-    if request.method != "GET":
-        return problem("Error", f'Method "{request.method}" not allowed.', status_code=405)
     worker = calling_worker(request)
-    if worker is None:
-        return not_a_worker()
     # The usual case in one statement: the worker runs nothing and has work assigned.
     body = start_next_work_request(worker.id, worker.concurrency)
     if body is None and running_count(worker.id) >= worker.concurrency:
@@ -183,7 +196,7 @@ def get_next_for_worker(request: HttpRequest) -> HttpResponse:
     return HttpResponse(json.dumps(body), content_type="application/json")
 
 
-@csrf_exempt
+@worker_view("PUT")
 def work_request_completed(request: HttpRequest, work_request_id: int) -> HttpResponse:
     """
     `PUT`: the worker reports the outcome of its work request: 200 with an empty body.
@@ -192,19 +205,8 @@ def work_request_completed(request: HttpRequest, work_request_id: int) -> HttpRe
     the worker lost its lease, completed already) is stale: answered 200, and nothing changes.
     A report about a pending or running work request of another worker is refused (401).
     """
-    if request.method != "PUT":
-        return problem("Error", f'Method "{request.method}" not allowed.', status_code=405)
     worker = calling_worker(request)
-    if worker is None:
-        return not_a_worker()
-    try:
-        body = parse_json_body(request.body, WorkRequestCompletedRequest, "Invalid completion")
-    except ProblemError as error:
-        return (
-            problem(error.title, error.detail, validation_errors=error.validation_errors)
-            if error.validation_errors is not None
-            else problem(error.title, error.detail)
-        )
+    body = parse_json_body(request.body, WorkRequestCompletedRequest, "Invalid completion")
     output_data = (
         body.output_data.model_dump(mode="json", exclude_none=True)
         if body.output_data is not None
@@ -212,9 +214,9 @@ def work_request_completed(request: HttpRequest, work_request_id: int) -> HttpRe
     )
     outcome = complete_work_request(worker.id, work_request_id, body.result, output_data)
     if outcome is Completion.NOT_FOUND:
-        return problem(f"Work request {work_request_id} not found", status_code=404)
+        raise ProblemError(f"Work request {work_request_id} not found", status_code=404)
     if outcome is Completion.NOT_ASSIGNED:
-        return problem(
+        raise ProblemError(
             "Invalid worker to update the work request",
             f"Work request {work_request_id} is not assigned to worker {worker.name}",
             status_code=status.HTTP_401_UNAUTHORIZED,

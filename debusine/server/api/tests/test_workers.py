@@ -356,3 +356,27 @@ def test_completion_unblocks_dependants(running: tuple[WorkRequest, str], user: 
 
     dependant.refresh_from_db()
     assert dependant.status == "pending"
+
+
+def test_worker_views_refuse_other_methods_with_a_problem(
+    running: tuple[WorkRequest, str],
+) -> None:
+    work_request, key = running
+    client = api_client(key)
+
+    assert_problem(client.post(GET_NEXT, {}, format="json"), 405, "Error")
+    assert_problem(client.get(completed_url(work_request.pk)), 405, "Error")
+    work_request.refresh_from_db()
+    assert work_request.status == "running"
+
+
+def test_completion_with_a_body_that_is_not_json(running: tuple[WorkRequest, str]) -> None:
+    work_request, key = running
+
+    response = api_client(key).put(
+        completed_url(work_request.pk), b"{not json", content_type="application/json"
+    )
+
+    assert_problem(response, 400, "Cannot parse the request body")
+    work_request.refresh_from_db()
+    assert work_request.status == "running"
