@@ -25,7 +25,7 @@ from channels.layers import get_channel_layer
 
 logger = logging.getLogger(__name__)
 
-#: How long a sync caller waits for its messages to reach Redis.
+#: How long a process about to exit waits for the messages it sent to reach Redis.
 SEND_TIMEOUT = 5.0
 
 #: Channel layer message types, handled by the worker websocket consumer.
@@ -63,10 +63,6 @@ class _BackgroundLoop:
                 thread.start()
                 self._loop = loop
             return self._loop
-
-    def run(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop())
-        future.result(timeout=SEND_TIMEOUT)
 
     def submit(self, coroutine: Coroutine[Any, Any, None], what: str) -> None:
         """Run `coroutine` without waiting for it; log its failure as about `what`."""
@@ -145,9 +141,10 @@ def completed_work_requests_group(scope_id: int) -> str:
 
 def notify_work_request_completed(
     *, work_request_id: int, scope_id: int, workspace_id: int, completed_at: str, result: str
-) -> bool:
+) -> None:
     """
-    Tell `on-completed` websockets of the scope that a work request finished.
+    Tell `on-completed` websockets of the scope that a work request finished, without waiting
+    (the completing request goes on; a failure is logged).
 
     Listeners filter by workspace and visibility themselves; a lost message is recovered by the
     client replaying from its last `completed_at` (PostgreSQL holds every completion).
@@ -159,9 +156,7 @@ def notify_work_request_completed(
         "completed_at": completed_at,
         "result": result,
     }
-    try:
-        _background.run(_group_send_all([(completed_work_requests_group(scope_id), message)]))
-    except Exception as error:  # listeners replay from PostgreSQL when they reconnect
-        logger.warning("could not announce completed work request %d: %s", work_request_id, error)
-        return False
-    return True
+    _background.submit(
+        _group_send_all([(completed_work_requests_group(scope_id), message)]),
+        f"the completion of work request {work_request_id}",
+    )
