@@ -8,7 +8,6 @@ token can never act as a user; `request_worker()` returns the worker).
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
@@ -18,10 +17,7 @@ from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 
 from debusine.server.db.models import Token, User, Worker
-
-#: `last_seen_at` is written at most this often per token: it is a hint for humans and for
-#: expiry, and a write on every request would be the most expensive part of most requests.
-LAST_SEEN_RESOLUTION = timedelta(seconds=30)
+from debusine.server.db.models.auth import LAST_SEEN_RESOLUTION
 
 TOKEN_HEADER = "HTTP_TOKEN"  # noqa: S105
 

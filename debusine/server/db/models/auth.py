@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractUser, UserManager
@@ -97,6 +97,12 @@ class GroupMembership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user.username} in {self.group} ({self.role})"
+
+
+#: A token's `last_seen_at` is written at most this often by API calls: it is a hint for
+#: humans, expiry and workers' leases (which last far longer), and a write on every request
+#: would be the most expensive part of most requests.
+LAST_SEEN_RESOLUTION = timedelta(seconds=30)
 
 
 def hash_token_key(key: str) -> str:

@@ -19,10 +19,7 @@ from typing import Any
 from django.db import connection
 
 from debusine.protocol.wire import iso_datetime
-from debusine.server.db.models.auth import hash_token_key
-
-#: A worker's token `last_seen_at` (its lease) is written at most this often by API calls.
-LAST_SEEN_RESOLUTION_SECONDS = 30
+from debusine.server.db.models.auth import LAST_SEEN_RESOLUTION, hash_token_key
 
 CALLER_SQL = """
 SELECT w.id, w.name, w.concurrency, t.id,
@@ -87,10 +84,10 @@ class WorkerCaller:
 def worker_for_token_key(key: str) -> WorkerCaller | None:
     """
     The worker whose usable token is `key`, or None; renews its lease (the token's
-    `last_seen_at`, at most every LAST_SEEN_RESOLUTION_SECONDS).
+    `last_seen_at`, at most every LAST_SEEN_RESOLUTION).
     """
     with connection.cursor() as cursor:
-        cursor.execute(CALLER_SQL, [LAST_SEEN_RESOLUTION_SECONDS, hash_token_key(key)])
+        cursor.execute(CALLER_SQL, [LAST_SEEN_RESOLUTION.total_seconds(), hash_token_key(key)])
         row = cursor.fetchone()
         if row is None:
             return None
