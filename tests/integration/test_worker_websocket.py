@@ -207,3 +207,32 @@ def test_disabling_closes_the_websocket(instance: ThrowawayInstance) -> None:
 def test_scheduler_log_has_no_errors(instance: ThrowawayInstance) -> None:
     log = Path(instance.data_dir, "scheduler.log").read_text()
     assert "Traceback" not in log
+
+
+def test_redis_down_is_service_unavailable(tmp_path: Path) -> None:
+    from django.conf import settings
+
+    from debusine.server.project.embedded import free_port
+    from debusine.server.throwaway import throwaway_instance
+
+    nothing_listens = f"redis://127.0.0.1:{free_port()}/0"
+    with throwaway_instance(
+        postgres_url=settings.DEBUSINE_DATABASE_URL,
+        redis_url=nothing_listens,
+        data_dir=tmp_path,
+        name_prefix="test_ws_no_redis",
+    ) as without_redis:
+
+        async def scenario() -> None:
+            async with RawWorker(without_redis.api_url) as worker:
+                activation = without_redis.create_worker_activation("stranded.example")
+                assert await worker.register("stranded.example", activation) == 201
+                await worker.connect()
+                assert await worker.next_frame() == {
+                    "type": "connection_rejected",
+                    "reason": "Service unavailable",
+                }
+                assert (await worker.next_frame())["type"] == "<closed>"
+
+        asyncio.run(scenario())
+        assert "channel layer unavailable" in without_redis.log.read_text()

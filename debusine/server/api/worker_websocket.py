@@ -92,11 +92,36 @@ def renew_lease(worker_id: int) -> bool:
     return True
 
 
+SERVICE_UNAVAILABLE_REASON = "Service unavailable"
+
+
+async def reject_without_channel_layer(receive: Any, send: Any) -> None:
+    """Complete the handshake only to say that the service is unavailable, and close."""
+    message = await receive()
+    if message.get("type") != "websocket.connect":
+        return
+    await send({"type": "websocket.accept"})
+    frame = {"type": "connection_rejected", "reason": SERVICE_UNAVAILABLE_REASON}
+    await send({"type": "websocket.send", "text": json.dumps(frame)})
+    await send({"type": "websocket.close", "code": 1011})
+
+
 class WorkerConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     """One worker's websocket."""
 
     worker_id: int | None = None
     keep_alive: asyncio.Task[None] | None = None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except Exception as error:
+            if getattr(self, "channel_name", None) is not None:
+                raise
+            # The channel layer (Redis) refused this consumer its channel, before anything was
+            # said to the worker: Debusine workers log the reason and retry.
+            logger.warning("worker websocket refused: channel layer unavailable: %s", error)
+            await reject_without_channel_layer(receive, send)
 
     async def send_frame(self, frame: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(frame))
@@ -120,7 +145,7 @@ class WorkerConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.channel_layer.group_add(worker_group(worker.pk), self.channel_name)
         except Exception as error:  # the worker retries later
             logger.warning("worker %s refused: channel layer unavailable: %s", worker, error)
-            await self.reject("Service unavailable")
+            await self.reject(SERVICE_UNAVAILABLE_REASON)
             return
         self.worker_id = worker.pk
         has_work = await database_sync_to_async(connect_worker)(worker.pk)
