@@ -63,7 +63,7 @@ def test_activation_token_registers_an_enabled_worker(
     debusine_server: LiveServer, tmp_path: Path
 ) -> None:
     fqdn = f"activated-{tmp_path.name}.example.org"
-    activation_token = debusine_server.create_worker_activation(fqdn)
+    activation_token = debusine_server.instance.create_worker_activation(fqdn)
     worker = start_worker(debusine_server.api_url, tmp_path, activation_token=activation_token)
     try:
         worker.wait_for_log(LOG_CONNECTED, timeout=20)
