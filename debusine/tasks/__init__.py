@@ -8,9 +8,14 @@ Importing this package registers every task, so `BaseTask.class_from_name()` and
 from debusine.tasks.base import (
     BaseTask,
     DynamicTaskDataError,
+    Lookup,
+    LookupFailedError,
+    LookupResolver,
+    LookupResult,
     TaskDataError,
     TaskError,
     UnknownTaskError,
+    task_availability_metadata,
     task_version_metadata,
     validate_task_data,
 )
@@ -30,6 +35,10 @@ __all__ = [
     "BaseTask",
     "BaseTaskData",
     "DynamicTaskDataError",
+    "Lookup",
+    "LookupFailedError",
+    "LookupResolver",
+    "LookupResult",
     "Noop",
     "NoopData",
     "Sleep",
@@ -39,6 +48,7 @@ __all__ = [
     "TaskError",
     "TaskType",
     "UnknownTaskError",
+    "task_availability_metadata",
     "task_version_metadata",
     "validate_task_data",
 ]

@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TextIO, TypeVar, cast
+from typing import Any, ClassVar, Generic, NamedTuple, Protocol, TextIO, TypeVar, cast
 
 import pydantic
 
@@ -71,6 +71,51 @@ class DynamicTaskDataError(TaskDataError):
         super().__init__(task_type, task_name, problems)
         listed = "; ".join(f"{loc}: {msg}" if loc else msg for loc, msg in problems)
         self.args = (f"invalid dynamic task data for {task_type} task {task_name!r}: {listed}",)
+
+
+class LookupFailedError(TaskError):
+    """A lookup in the task data matched nothing, or not what the task needs."""
+
+
+class LookupResult(NamedTuple):
+    """What one lookup resolved to (the fields of protocol.md's lookup response)."""
+
+    #: "b" (bare data), "a" (artifact) or "c" (collection).
+    result_type: str
+    collection_item: int | None = None
+    artifact: int | None = None
+    collection: int | None = None
+
+
+#: A lookup as task data may hold it: an ID, a lookup string, or a dictionary lookup.
+Lookup = int | str | dict[str, Any]
+
+
+class LookupResolver(Protocol):
+    """
+    Resolves lookups for one work request (its workspace and creator); given by the server to
+    `BaseTask.compute_dynamic_data`. Both methods raise LookupFailedError with a message a user can
+    act on.
+    """
+
+    def lookup_single(
+        self, lookup: Lookup, *, expect_type: str, default_category: str | None = None
+    ) -> LookupResult:
+        """
+        Exactly one match of `lookup`; `expect_type` is "bare", "artifact", "collection",
+        "artifact-or-promise" or "any".
+        """
+        ...
+
+    def lookup_multiple(
+        self,
+        lookup: Lookup | list[Lookup],
+        *,
+        expect_type: str,
+        default_category: str | None = None,
+    ) -> list[LookupResult]:
+        """Every match of `lookup` (a list lookup is the union of its items, in order)."""
+        ...
 
 
 class _StageError(Exception):
@@ -184,6 +229,32 @@ class BaseTask(Generic[TaskData]):
             return cls.TASK_DYNAMIC_DATA_MODEL.model_validate(dynamic_task_data)
         except pydantic.ValidationError as error:
             raise DynamicTaskDataError(cls.TASK_TYPE, cls.TASK_NAME, _problems_of(error)) from None
+
+    # --- Server side --------------------------------------------------------------------------
+
+    def compute_dynamic_data(self, resolver: LookupResolver) -> BaseDynamicTaskData | None:
+        """
+        The work request's `dynamic_task_data`, computed by the server before it is assigned:
+        lookups resolved to IDs. None (the default) means the task has none. Raise
+        LookupFailedError when a lookup cannot be resolved: the work request then ends as an error.
+        """
+        return None
+
+    def can_run_on(self, worker_metadata: Mapping[str, Any]) -> bool:
+        """
+        Whether a worker with this (merged static and dynamic) metadata can run this task,
+        beyond the checks the scheduler makes for every task (worker type, task version,
+        allow and deny lists, host architecture). The default: yes.
+        """
+        return True
+
+    @classmethod
+    def analyze_worker(cls) -> dict[str, Any]:
+        """
+        Metadata a worker reports for this task besides `<task>:version`: whether the tools
+        it needs are installed (e.g. `sbuild:available`). Runs on the worker.
+        """
+        return {}
 
     # --- Execution on a worker -------------------------------------------------------------
     #
@@ -313,6 +384,14 @@ def task_version_metadata() -> dict[str, int]:
         prefix = "" if task_type == TaskType.WORKER else f"{task_type.value.lower()}:"
         for name, task_class in sorted(by_name.items()):
             metadata[f"{prefix}{name}:version"] = task_class.TASK_VERSION
+    return metadata
+
+
+def task_availability_metadata() -> dict[str, Any]:
+    """What every registered Worker task's `analyze_worker()` reports, merged."""
+    metadata: dict[str, Any] = {}
+    for _name, task_class in sorted(BaseTask._registry.get(TaskType.WORKER, {}).items()):
+        metadata.update(task_class.analyze_worker())
     return metadata
 
 

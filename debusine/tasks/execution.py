@@ -12,7 +12,10 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from debusine.client.client import DebusineClient
 
 #: The debug log every run writes: one line per stage, and the traceback of a failing stage.
 #: It is removed when the task succeeds, so a successful run usually leaves no debug logs.
@@ -34,6 +37,20 @@ class TaskContext:
     workspace: str
     #: A directory private to this run, removed by the worker afterwards.
     directory: Path
+    #: The server's API URL and the worker's token, for tasks that download input artifacts
+    #: and upload output ones (None when the task runs without a server, as in unit tests).
+    api_url: str | None = None
+    token: str | None = None
+    #: Where the worker keeps what outlives one run (the environment cache); None: no cache.
+    cache_directory: Path | None = None
+
+    def client(self) -> DebusineClient:
+        """A client of the server, authenticated as the worker (no scope: the default)."""
+        from debusine.client.client import DebusineClient
+
+        if self.api_url is None:
+            raise RuntimeError("this task runs without a server to talk to")
+        return DebusineClient(self.api_url, self.token)
 
     @property
     def debug_log_directory(self) -> Path:
@@ -51,13 +68,27 @@ class TaskContext:
 
     @classmethod
     def create(
-        cls, work_request_id: int, workspace: str, parent: Path | None = None
+        cls,
+        work_request_id: int,
+        workspace: str,
+        parent: Path | None = None,
+        *,
+        api_url: str | None = None,
+        token: str | None = None,
+        cache_directory: Path | None = None,
     ) -> TaskContext:
         """Make a fresh directory (under `parent`, else the system's temporary directory)."""
         directory = Path(
             tempfile.mkdtemp(prefix=f"debusine-work-request-{work_request_id}-", dir=parent)
         )
-        context = cls(work_request_id=work_request_id, workspace=workspace, directory=directory)
+        context = cls(
+            work_request_id=work_request_id,
+            workspace=workspace,
+            directory=directory,
+            api_url=api_url,
+            token=token,
+            cache_directory=cache_directory,
+        )
         for subdirectory in (
             context.debug_log_directory,
             context.input_directory,

@@ -315,7 +315,13 @@ class WorkerDaemon:
         except TaskDataError as error:
             return error_completion("configure-failed", str(error))
 
-        context = TaskContext.create(work_request.id, work_request.workspace)
+        assert self.api is not None
+        context = TaskContext.create(
+            work_request.id,
+            work_request.workspace,
+            api_url=self.config.api_url,
+            token=self.api.token,
+        )
         try:
             try:
                 current.process = TaskProcess.start(task, context)

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from typing import Any
 
-from debusine.tasks import task_version_metadata
+from debusine.tasks import task_availability_metadata, task_version_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -82,4 +82,5 @@ def dynamic_metadata(worker_type: str = "external") -> dict[str, Any]:
     metadata["system:architectures"] = supported_architectures(host)
     metadata["executor:unshare:available"] = unshare_available()
     metadata.update(task_version_metadata())
+    metadata.update(task_availability_metadata())
     return metadata
