@@ -19,6 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from debusine.artifacts.models import ArtifactDataError, validate_artifact_data
 from debusine.protocol.artifacts import ArtifactCreateRequest, FileRequest, quote_artifact_path
 from debusine.protocol.wire import iso_datetime
 from debusine.server.api.auth import IsUserOrWorker, request_worker
@@ -134,6 +135,26 @@ def check_file_sizes(files: Mapping[str, FileRequest]) -> None:
         )
 
 
+def checked_artifact_data(category: str, data: dict[str, Any]) -> dict[str, Any]:
+    """
+    `data` as validated for `category` (400 listing every problem if it does not fit).
+
+    Data of categories we have no model for is accepted as it is, as Debusine servers do.
+    """
+    try:
+        return validate_artifact_data(category, data)
+    except ArtifactDataError as error:
+        validation_errors: dict[str, list[str]] = {}
+        for location, message in error.problems:
+            validation_errors.setdefault(location, []).append(message)
+        raise ProblemError(
+            "Invalid artifact data",
+            f"Invalid data for category {category}: "
+            + "; ".join(f"{location}: {message}" for location, message in error.problems),
+            validation_errors=validation_errors,
+        ) from None
+
+
 class ArtifactCreateView(APIView):
     """`POST /api/1.0/artifact/`: create an artifact and learn which files to upload."""
 
@@ -146,6 +167,7 @@ class ArtifactCreateView(APIView):
             raise validation_problem("Cannot create artifact: invalid request", error) from None
 
         check_file_sizes(body.files)
+        data = checked_artifact_data(body.category, body.data)
         user: User | None = None
         scope = request_scope(request)
         if body.work_request is not None:
@@ -185,7 +207,7 @@ class ArtifactCreateView(APIView):
         artifact, files = Artifact.objects.create_with_files(
             workspace=workspace,
             category=body.category,
-            data=body.data,
+            data=data,
             files=[
                 NewArtifactFile(path, file.sha256, file.size, file.content_type)
                 for path, file in body.files.items()

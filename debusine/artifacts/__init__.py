@@ -1,0 +1,81 @@
+"""
+Artifacts: their categories, the models of their data, and how to build them from local files.
+
+`models` is what the server needs (validating the data of new artifacts); `local` is what tasks
+and the client need (making artifacts from .dsc, .changes, .deb, logs and tarballs). No Django
+here: workers and the client import this package.
+"""
+
+from debusine.artifacts.local import (
+    LocalArtifact,
+    LocalArtifactError,
+    artifacts_from_changes,
+    autopkgtest_artifact,
+    binary_package_from_deb,
+    binary_packages_from_debs,
+    deb822_fields,
+    file_sha256,
+    lintian_artifact,
+    listed_files,
+    package_build_log,
+    source_package_from_dsc,
+    system_tarball,
+    upload_from_changes,
+)
+from debusine.artifacts.models import (
+    ArtifactCategory,
+    ArtifactData,
+    ArtifactDataError,
+    CollectionCategory,
+    DebianAutopkgtest,
+    DebianAutopkgtestResult,
+    DebianAutopkgtestSource,
+    DebianBinaryPackage,
+    DebianBinaryPackages,
+    DebianLintian,
+    DebianLintianSeverity,
+    DebianLintianSummary,
+    DebianPackageBuildLog,
+    DebianSourcePackage,
+    DebianSystemTarball,
+    DebianUpload,
+    EmptyArtifactData,
+    data_model,
+    validate_artifact_data,
+)
+
+__all__ = [
+    "ArtifactCategory",
+    "ArtifactData",
+    "ArtifactDataError",
+    "CollectionCategory",
+    "DebianAutopkgtest",
+    "DebianAutopkgtestResult",
+    "DebianAutopkgtestSource",
+    "DebianBinaryPackage",
+    "DebianBinaryPackages",
+    "DebianLintian",
+    "DebianLintianSeverity",
+    "DebianLintianSummary",
+    "DebianPackageBuildLog",
+    "DebianSourcePackage",
+    "DebianSystemTarball",
+    "DebianUpload",
+    "EmptyArtifactData",
+    "LocalArtifact",
+    "LocalArtifactError",
+    "artifacts_from_changes",
+    "autopkgtest_artifact",
+    "binary_package_from_deb",
+    "binary_packages_from_debs",
+    "data_model",
+    "deb822_fields",
+    "file_sha256",
+    "lintian_artifact",
+    "listed_files",
+    "package_build_log",
+    "source_package_from_dsc",
+    "system_tarball",
+    "upload_from_changes",
+    "validate_artifact_data",
+]
