@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StrictInt, StrictStr
+from pydantic import BaseModel, Field, StrictInt, StrictStr, field_validator
 
 from debusine.protocol.wire import StrictRequest
 
@@ -37,23 +37,60 @@ class WorkRequestPatchRequest(StrictRequest):
 
 
 class SendNotificationAction(StrictRequest):
-    """The only event reaction users may ask for: notify a channel."""
+    """Notify a channel (the one event reaction users may ask for)."""
 
     action: Literal["send-notification"]
     channel: StrictStr
     data: dict[str, Any] | None = None
 
 
+class UpdateCollectionWithArtifactsAction(StrictRequest):
+    """
+    Add the artifacts the work request created, those matching `artifact_filters`, to a
+    collection. Set by the server (e.g. `debusine-admin environment create`), not by users.
+    """
+
+    action: Literal["update-collection-with-artifacts"]
+    #: Lookup of the collection.
+    collection: StrictInt | StrictStr
+    #: Item name, for collections whose items are named by the caller (`{variable}` fields).
+    name_template: StrictStr | None = None
+    #: Passed to the collection (e.g. `codename`, `variant`); a key `$NAME` takes the value
+    #: at the path it holds (`$.codename`, `codename`) in the artifact's data, as `NAME`.
+    variables: dict[str, Any] | None = None
+    #: Which artifacts: `category` (or `category__in`) and `data__KEY` conditions.
+    artifact_filters: dict[str, Any]
+
+    @field_validator("artifact_filters")
+    @classmethod
+    def known_filters(cls, filters: dict[str, Any]) -> dict[str, Any]:
+        for key in filters:
+            if key not in ("category", "category__in") and not key.startswith("data__"):
+                raise ValueError(
+                    f"unknown artifact filter {key!r}: use category, category__in or data__KEY"
+                )
+        return filters
+
+
+EventReaction = Annotated[
+    SendNotificationAction | UpdateCollectionWithArtifactsAction,
+    Field(discriminator="action"),
+]
+
+#: Actions only server-side code may set (users may ask for notifications only).
+SERVER_ACTIONS = frozenset({"update-collection-with-artifacts"})
+
+
 class EventReactions(StrictRequest):
     """What to do when a work request reaches each stage of its life."""
 
-    on_creation: list[SendNotificationAction] = []
-    on_unblock: list[SendNotificationAction] = []
-    on_assignment: list[SendNotificationAction] = []
-    on_success: list[SendNotificationAction] = []
-    on_failure: list[SendNotificationAction] = []
+    on_creation: list[EventReaction] = []
+    on_unblock: list[EventReaction] = []
+    on_assignment: list[EventReaction] = []
+    on_success: list[EventReaction] = []
+    on_failure: list[EventReaction] = []
 
-    def actions(self) -> list[SendNotificationAction]:
+    def actions(self) -> list[EventReaction]:
         """Every action, in stage order."""
         return [
             *self.on_creation,

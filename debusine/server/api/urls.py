@@ -2,7 +2,15 @@
 
 from django.urls import include, path
 
-from debusine.server.api import artifacts, misc, relations, uploads, work_requests, workers
+from debusine.server.api import (
+    artifacts,
+    lookups,
+    misc,
+    relations,
+    uploads,
+    work_requests,
+    workers,
+)
 
 urlpatterns = [
     path(
@@ -14,6 +22,7 @@ urlpatterns = [
                 *artifacts.urlpatterns,
                 *uploads.urlpatterns,
                 *relations.urlpatterns,
+                *lookups.urlpatterns,
                 *misc.urlpatterns,
             ]
         ),

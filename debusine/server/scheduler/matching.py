@@ -11,7 +11,9 @@ A worker can run a task when (reference §5, protocol.md §4.3-4.4):
 - `tasks_allowlist`, if set, names the task; otherwise `tasks_denylist` does not;
 - it reports `<task>:version` equal to the server's TASK_VERSION (`noop:version` for Worker
   tasks, `signing:noop:version` for other types);
-- the task's host architecture, if it has one, is among its `system:architectures`.
+- the task's host architecture, if it has one, is among its `system:architectures`;
+- for a task class that overrides `BaseTask.can_run_on`, the task (built from the candidate's
+  task data, once) accepts the worker's metadata.
 Static (admin-set) metadata overrides what the worker reports.
 """
 
@@ -36,6 +38,39 @@ class Candidate:
     task_type: str
     task_name: str
     host_architecture: str | None
+    #: The task built from its task data, for tasks that need it (`needs_task_instance`).
+    task: BaseTask[Any] | None = field(default=None, compare=False)
+
+
+def overrides(task_class: type[BaseTask[Any]], method: str) -> bool:
+    """Whether `task_class` has its own `method` rather than BaseTask's."""
+    return getattr(task_class, method) is not getattr(BaseTask, method)
+
+
+#: Task class -> whether it needs building; classes never change once defined.
+_NEEDS_INSTANCE: dict[type[BaseTask[Any]], bool] = {}
+
+
+def _class_needs_instance(task_class: type[BaseTask[Any]]) -> bool:
+    needs = _NEEDS_INSTANCE.get(task_class)
+    if needs is None:
+        needs = overrides(task_class, "can_run_on") or overrides(
+            task_class, "compute_dynamic_data"
+        )
+        _NEEDS_INSTANCE[task_class] = needs
+    return needs
+
+
+def needs_task_instance(task_type: str, task_name: str) -> bool:
+    """
+    Whether scheduling the task needs it built from its task data: its class decides where
+    it can run (`can_run_on`) or computes dynamic data. Tasks such as `noop` do not.
+    """
+    try:
+        task_class = BaseTask.class_from_name(task_type, task_name)
+    except UnknownTaskError:
+        return False
+    return _class_needs_instance(task_class)
 
 
 @dataclass
@@ -154,12 +189,25 @@ class Matcher:
             self._eligible[key] = eligible
         return eligible
 
-    def assign(self, candidate: Candidate) -> int | None:
-        """The id of the worker that takes `candidate`, or None if no idle worker can."""
+    def _best_group(self, candidate: Candidate) -> _WorkerGroup | None:
+        task = candidate.task
+        checks_metadata = task is not None and overrides(type(task), "can_run_on")
         best: _WorkerGroup | None = None
         for group in self._groups_for(candidate):
-            if group.queue and (best is None or group.queue[0][0] < best.queue[0][0]):
-                best = group
+            if not group.queue or (best is not None and group.queue[0][0] >= best.queue[0][0]):
+                continue
+            if checks_metadata and task is not None and not task.can_run_on(group.metadata):
+                continue
+            best = group
+        return best
+
+    def can_take(self, candidate: Candidate) -> bool:
+        """Whether an idle worker would take `candidate` now (nothing is assigned)."""
+        return self._best_group(candidate) is not None
+
+    def assign(self, candidate: Candidate) -> int | None:
+        """The id of the worker that takes `candidate`, or None if no idle worker can."""
+        best = self._best_group(candidate)
         if best is None:
             return None
         slot = best.queue[0]

@@ -13,14 +13,22 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
 
 from debusine.server.scheduler import notifications
-from debusine.server.scheduler.matching import Candidate, IdleWorker, Matcher
+from debusine.server.scheduler.matching import (
+    Candidate,
+    IdleWorker,
+    Matcher,
+    needs_task_instance,
+    overrides,
+)
+from debusine.tasks import BaseTask, LookupFailedError, TaskDataError
 
 logger = logging.getLogger(__name__)
 
@@ -86,10 +94,13 @@ FROM signed
 ORDER BY connected_at, id
 """
 
-# Pending unassigned work requests in queue order, one page after a keyset position.
+# Pending unassigned work requests in queue order, one page after a keyset position; with
+# their (configured) task data when their task needs building (`needs_task_instance`).
 CANDIDATES_SQL = """
 SELECT id, task_type, task_name, task_data->>'host_architecture',
-       priority_base + priority_adjustment, created_at
+       priority_base + priority_adjustment, created_at,
+       CASE WHEN task_type || ':' || task_name = ANY(%(built)s)
+            THEN COALESCE(NULLIF(configured_task_data, '{}'::jsonb), task_data) END
 FROM db_workrequest
 WHERE status = 'pending' AND worker_id IS NULL AND task_type IN ('Worker', 'Signing')
   AND task_type || ':' || task_name = ANY(%(kinds)s)
@@ -130,6 +141,58 @@ class PassResult:
     assigned: list[tuple[int, int]] = field(default_factory=list)  # (work request, worker)
     notified_workers: set[int] = field(default_factory=set)
     seconds: float = 0.0
+    #: Work requests that could not be configured: they ended as errors.
+    failed: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Preparation:
+    """What building tasks and computing dynamic data gave, while matching."""
+
+    #: Work request id -> its dynamic task data, stored if the assignment happens.
+    dynamic_data: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: (work request id, error code, message) of the work requests to end as errors.
+    failures: list[tuple[int, str, str]] = field(default_factory=list)
+
+
+def _prepare_candidate(
+    matcher: Matcher, candidate: Candidate, task_data: Any, preparation: _Preparation
+) -> Candidate | None:
+    """
+    Build the candidate's task and, when its class computes dynamic data and an idle worker
+    would take it, compute that now (resolving its lookups). None when it cannot be assigned:
+    a candidate that failed is recorded in `preparation.failures`.
+    """
+    from debusine.server.db.models import WorkRequest
+    from debusine.server.lookups import ServerLookupResolver
+
+    task_class = BaseTask.class_from_name(candidate.task_type, candidate.task_name)
+    try:
+        task = task_class(task_data if isinstance(task_data, dict) else json.loads(task_data))
+    except TaskDataError as error:
+        preparation.failures.append((candidate.id, "configure-failed", str(error)))
+        return None
+    candidate = replace(candidate, task=task)
+    if not overrides(task_class, "compute_dynamic_data") or not matcher.can_take(candidate):
+        return candidate
+    work_request = WorkRequest.objects.select_related("workspace", "created_by").get(
+        pk=candidate.id
+    )
+    try:
+        dynamic = task.compute_dynamic_data(ServerLookupResolver(work_request))
+    except (LookupFailedError, TaskDataError) as error:
+        preparation.failures.append((candidate.id, "configure-failed", str(error)))
+        return None
+    except Exception as error:
+        # A bug in one task must not stop the queue: that work request fails instead.
+        logger.exception("computing the dynamic data of work request %s failed", candidate.id)
+        preparation.failures.append(
+            (candidate.id, "dynamic-data-failed", f"{type(error).__name__}: {error}")
+        )
+        return None
+    if dynamic is not None:
+        preparation.dynamic_data[candidate.id] = dynamic.model_dump(mode="json")
+    return candidate
 
 
 def load_idle_workers(only: int | None = None) -> list[IdleWorker]:
@@ -150,8 +213,11 @@ def load_idle_workers(only: int | None = None) -> list[IdleWorker]:
     ]
 
 
-def match_candidates(matcher: Matcher, result: PassResult) -> list[tuple[int, int]]:
+def match_candidates(
+    matcher: Matcher, result: PassResult, preparation: _Preparation | None = None
+) -> list[tuple[int, int]]:
     """Walk the queue page by page until every free slot is taken or the queue ends."""
+    preparation = preparation if preparation is not None else _Preparation()
     assignments: list[tuple[int, int]] = []
     position: tuple[int, datetime | None, int] | None = None
     with connection.cursor() as cursor:
@@ -174,11 +240,19 @@ def match_candidates(matcher: Matcher, result: PassResult) -> list[tuple[int, in
                     "id": last_id,
                     "limit": page_size,
                     "kinds": kinds,
+                    "built": [kind for kind in kinds if needs_task_instance(*kind.split(":", 1))],
                 },
             )
             rows = cursor.fetchall()
             for row in rows:
-                worker_id = matcher.assign(Candidate(row[0], row[1], row[2], row[3]))
+                candidate: Candidate | None = Candidate(row[0], row[1], row[2], row[3])
+                if row[6] is not None:
+                    assert candidate is not None
+                    candidate = _prepare_candidate(matcher, candidate, row[6], preparation)
+                    if candidate is None:
+                        continue
+                assert candidate is not None
+                worker_id = matcher.assign(candidate)
                 if worker_id is not None:
                     assignments.append((row[0], worker_id))
                     if matcher.free_slots == 0:
@@ -200,6 +274,42 @@ def apply_assignments(assignments: list[tuple[int, int]]) -> list[tuple[int, int
             [[wr for wr, _ in assignments], [worker for _, worker in assignments]],
         )
         return [(row[0], row[1]) for row in cursor.fetchall()]
+
+
+def store_dynamic_data(
+    assigned: list[tuple[int, int]], dynamic_data: dict[int, dict[str, Any]]
+) -> None:
+    """Store the dynamic task data of the work requests that were assigned."""
+    from debusine.server.db.models import WorkRequest
+
+    for work_request_id, _worker in assigned:
+        if work_request_id in dynamic_data:
+            WorkRequest.objects.filter(pk=work_request_id).update(
+                dynamic_task_data=dynamic_data[work_request_id]
+            )
+
+
+def fail_unconfigurable(failures: list[tuple[int, str, str]]) -> list[int]:
+    """
+    End as errors the work requests whose task could not be configured (invalid task data,
+    a lookup that matched nothing), through the model so that dependants and listeners learn
+    of it. Those taken meanwhile (assigned, aborted) are left alone.
+    """
+    from debusine.server.db.models import WorkRequest
+
+    failed: list[int] = []
+    for work_request_id, code, message in failures:
+        work_request = (
+            WorkRequest.objects.select_for_update(skip_locked=True)
+            .select_related("workspace")
+            .filter(pk=work_request_id, status="pending", worker__isnull=True)
+            .first()
+        )
+        if work_request is not None and work_request.mark_completed(
+            "error", {"errors": [{"code": code, "message": message}]}
+        ):
+            failed.append(work_request_id)
+    return failed
 
 
 def workers_with_unfetched_work() -> set[int]:
@@ -240,7 +350,14 @@ def _scheduling_pass(
         workers = load_idle_workers(for_worker)
         result.idle_workers = len(workers)
         if workers:
-            result.assigned = apply_assignments(match_candidates(Matcher(workers), result))
+            preparation = _Preparation()
+            result.assigned = apply_assignments(
+                match_candidates(Matcher(workers), result, preparation)
+            )
+            if preparation.dynamic_data:
+                store_dynamic_data(result.assigned, preparation.dynamic_data)
+            if preparation.failures:
+                result.failed = fail_unconfigurable(preparation.failures)
         if notify:
             result.notified_workers = {worker for _, worker in result.assigned}
         if renotify:

@@ -12,7 +12,7 @@ from django.db import models, transaction
 from django.db.models import F, OuterRef, Q
 from django.utils import timezone
 
-from debusine.protocol.work_requests import EventReactions
+from debusine.protocol.work_requests import SERVER_ACTIONS, EventReactions, SendNotificationAction
 from debusine.server.db.models.workspaces import Workspace
 from debusine.server.scheduler.triggers import request_scheduling_pass
 from debusine.tasks import TaskDataError, UnknownTaskError, validate_task_data
@@ -146,6 +146,7 @@ class WorkRequestQuerySet(models.QuerySet["WorkRequest"]):
         task_data: Any,
         event_reactions: Any = None,
         priority_base: int = 0,
+        allow_server_actions: bool = False,
     ) -> WorkRequest:
         """
         Validate a new work request and store it, pending; the one way to create one.
@@ -158,6 +159,8 @@ class WorkRequestQuerySet(models.QuerySet["WorkRequest"]):
         :param event_reactions: None or an object of `EventReactions` shape; only
             `send-notification` actions are valid, and every channel must exist.
         :param priority_base: base priority (an admin may adjust it later).
+        :param allow_server_actions: also accept the event reactions only server-side code
+            may set (`update-collection-with-artifacts`), never from what a user sent.
         :raises InvalidWorkRequestError: nothing is stored then.
         """
         title = "Cannot create work request"
@@ -169,7 +172,7 @@ class WorkRequestQuerySet(models.QuerySet["WorkRequest"]):
             ) from None
         except TaskDataError as error:
             raise InvalidWorkRequestError(title, str(error), error.validation_errors) from None
-        reactions = _validate_event_reactions(event_reactions)
+        reactions = _validate_event_reactions(event_reactions, allow_server_actions)
         work_request = self.create(
             workspace=workspace,
             created_by=created_by,
@@ -184,7 +187,7 @@ class WorkRequestQuerySet(models.QuerySet["WorkRequest"]):
         return work_request
 
 
-def _validate_event_reactions(event_reactions: Any) -> dict[str, Any]:
+def _validate_event_reactions(event_reactions: Any, allow_server_actions: bool) -> dict[str, Any]:
     """Return the event reactions to store, or raise InvalidWorkRequestError."""
     title = "Cannot create work request"
     if event_reactions is None:
@@ -200,8 +203,19 @@ def _validate_event_reactions(event_reactions: Any) -> dict[str, Any]:
         raise InvalidWorkRequestError(
             title, f"invalid event reactions: {listed}", problems
         ) from None
+    if not allow_server_actions:
+        for action in reactions.actions():
+            if action.action in SERVER_ACTIONS:
+                refused = f"action type {action.action!r} is not allowed here"
+                raise InvalidWorkRequestError(title, refused, {"event_reactions": [refused]})
     # Notification channels do not exist yet, so no send-notification action can be valid.
-    channels = sorted({action.channel for action in reactions.actions()})
+    channels = sorted(
+        {
+            action.channel
+            for action in reactions.actions()
+            if isinstance(action, SendNotificationAction)
+        }
+    )
     if channels:
         missing = "notification channel(s) not found: " + ", ".join(repr(c) for c in channels)
         raise InvalidWorkRequestError(title, missing, {"event_reactions": [missing]})
@@ -391,10 +405,18 @@ class WorkRequest(models.Model):
             fields.append("output_data_json")
         self._save(*fields)
         self.update_reverse_dependencies()
+        if result == WorkRequestResult.SUCCESS:
+            self.process_event_reactions("on_success")
         # Its worker is free again.
         request_scheduling_pass()
         self._announce_completion()
         return True
+
+    def process_event_reactions(self, event: str) -> None:
+        """Run this work request's server-side reactions to `event` (e.g. "on_success")."""
+        from debusine.server.event_reactions import run_event_reactions
+
+        run_event_reactions(self, event)
 
     def _announce_completion(self) -> None:
         """Tell `on-completed` websocket listeners, once the completion has committed."""

@@ -5,8 +5,8 @@ report a completion (and assign the worker its next work request in the same tra
 Every work request a worker runs costs a get-next and a completion call, so these run as one
 or two statements each instead of ORM round trips. They make the same state changes as the
 `WorkRequest` action methods (`mark_running`, `mark_completed`), whose rules they follow; the
-rare cases with more to do (a restarted worker's lost work, dependants to unblock) go through
-those methods.
+rare cases with more to do (a restarted worker's lost work, dependants to unblock, reactions
+to a success to run) go through those methods.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ RETURNING wr.id, wr.task_name, wr.created_at, wr.created_by_id, wr.aborted_by_id
 """
 
 # Record the outcome if the work request is still the worker's and unfinished; say whether
-# other work requests depend on it.
+# other work requests depend on it, and whether it has reactions to its success.
 COMPLETE_SQL = """
 UPDATE db_workrequest wr
 SET status = 'completed', result = %(result)s, completed_at = now(),
@@ -68,7 +68,8 @@ WHERE wr.id = %(id)s AND wr.worker_id = %(worker)s AND wr.status IN ('pending', 
 RETURNING EXISTS (
     SELECT 1 FROM db_workrequest_dependencies d WHERE d.to_workrequest_id = wr.id
 ), wr.workspace_id, (SELECT ws.scope_id FROM db_workspace ws WHERE ws.id = wr.workspace_id),
-wr.completed_at
+wr.completed_at,
+%(result)s = 'success' AND COALESCE(wr.event_reactions->'on_success', '[]'::jsonb) <> '[]'::jsonb
 """
 
 
@@ -199,12 +200,18 @@ def complete_work_request(
             if current[0] in ("pending", "running"):
                 return Completion.NOT_ASSIGNED
             return Completion.STALE
-    has_dependants = bool(row[0])
+    has_dependants, has_success_reactions = bool(row[0]), bool(row[4])
     workspace_id, scope_id, completed_at = row[1], row[2], row[3]
-    if has_dependants:
+    if has_dependants or has_success_reactions:
         from debusine.server.db.models.work_requests import WorkRequest
 
-        WorkRequest.objects.get(pk=work_request_id).update_reverse_dependencies()
+        completed = WorkRequest.objects.select_related("workspace", "created_by").get(
+            pk=work_request_id
+        )
+        if has_dependants:
+            completed.update_reverse_dependencies()
+        if has_success_reactions:
+            completed.process_event_reactions("on_success")
     # The worker is free again: give it its next work request now, in this transaction (and
     # tell it), rather than queue a pass for the scheduler. Nothing else became runnable,
     # except dependants, which `update_reverse_dependencies` queued a pass for.
