@@ -21,8 +21,12 @@ from debusine.tasks.base import (
 )
 from debusine.tasks.execution import TaskContext
 from debusine.tasks.models import (
+    BackendType,
     BaseDynamicTaskData,
+    BaseDynamicTaskDataWithExecutor,
     BaseTaskData,
+    BaseTaskDataWithExecutor,
+    ExtraRepository,
     NoopData,
     SleepData,
     TaskType,
@@ -31,10 +35,14 @@ from debusine.tasks.noop import Noop
 from debusine.tasks.sleep import Sleep
 
 __all__ = [
+    "BackendType",
     "BaseDynamicTaskData",
+    "BaseDynamicTaskDataWithExecutor",
     "BaseTask",
     "BaseTaskData",
+    "BaseTaskDataWithExecutor",
     "DynamicTaskDataError",
+    "ExtraRepository",
     "Lookup",
     "LookupFailedError",
     "LookupResolver",

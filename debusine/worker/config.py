@@ -3,9 +3,9 @@ The worker's configuration: where it lives, `config.ini`, and the `token` files.
 
 The configuration directory is the one given with `--config-dir`, else the first existing of
 `~/.config/debusine/worker/` and `/etc/debusine/worker/`. It holds `config.ini` (section
-`[General]`: `api-url` required, `log-file` and `log-level` optional), the worker's `token`
-once registered, and optionally a one-shot `activation-token`. Secrets readable by group or
-others are refused rather than used, as Debusine workers do.
+`[General]`: `api-url` required, `log-file`, `log-level` and `cache-dir` optional), the
+worker's `token` once registered, and optionally a one-shot `activation-token`. Secrets
+readable by group or others are refused rather than used, as Debusine workers do.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 import os
 import secrets
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -32,6 +32,11 @@ def default_config_dirs() -> list[Path]:
     return [Path.home() / ".config" / "debusine" / "worker", Path("/etc/debusine/worker")]
 
 
+def default_cache_dir() -> Path:
+    """Where the worker keeps what outlives a work request (its environments), by default."""
+    return Path.home() / ".cache" / "debusine" / "worker"
+
+
 class ConfigError(Exception):
     """The configuration cannot be used; the message says which file and why (one line)."""
 
@@ -45,6 +50,8 @@ class WorkerConfig:
     api_url: str
     log_file: Path | None
     log_level: str
+    #: Where the worker keeps what outlives a work request (the environment cache).
+    cache_dir: Path = field(default_factory=default_cache_dir)
 
     @property
     def websocket_url(self) -> str:
@@ -119,11 +126,16 @@ def load_config(
         log_file = Path(general["log-file"].strip())
     if log_level is None:
         log_level = general.get("log-level", DEFAULT_LOG_LEVEL)
+    cache_dir = default_cache_dir()
+    if general.get("cache-dir", "").strip():
+        # A relative cache-dir is relative to the configuration directory.
+        cache_dir = directory / Path(general["cache-dir"].strip()).expanduser()
     return WorkerConfig(
         directory=directory,
         api_url=api_url,
         log_file=log_file,
         log_level=check_log_level(log_level, str(path)),
+        cache_dir=cache_dir,
     )
 
 

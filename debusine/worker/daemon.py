@@ -321,6 +321,7 @@ class WorkerDaemon:
             work_request.workspace,
             api_url=self.config.api_url,
             token=self.api.token,
+            cache_directory=self.config.cache_dir,
         )
         try:
             try:

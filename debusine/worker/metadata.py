@@ -15,6 +15,7 @@ import subprocess
 from typing import Any
 
 from debusine.tasks import task_availability_metadata, task_version_metadata
+from debusine.tasks.executors.unshare import unshare_available
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +59,6 @@ def supported_architectures(host: str | None) -> list[str]:
         if architectures:
             return architectures
     return [host] if host else []
-
-
-def unshare_available() -> bool:
-    """Whether `unshare` can create a user namespace here (the unshare executor needs it)."""
-    return _tool_output(["unshare", "--map-root-user", "--user", "true"]) is not None
 
 
 def total_physical_memory() -> int:

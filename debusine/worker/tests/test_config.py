@@ -82,6 +82,20 @@ def test_defaults_and_plain_http_websocket(tmp_path: Path) -> None:
     config = load_config(tmp_path)
     assert config.websocket_url == "ws://127.0.0.1:8000/api/ws/1.0/worker/connect/"
     assert (config.log_file, config.log_level) == (None, "INFO")
+    assert config.cache_dir == Path.home() / ".cache" / "debusine" / "worker"
+
+
+def test_cache_dir_absolute_relative_and_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for value, expected in [
+        ("/var/cache/debusine-worker", Path("/var/cache/debusine-worker")),
+        ("cache", tmp_path / "cache"),
+        ("~/worker-cache", tmp_path / "home" / "worker-cache"),
+    ]:
+        write_config(tmp_path, f"[General]\napi-url = http://x/api\ncache-dir = {value}\n")
+        assert load_config(tmp_path).cache_dir == expected
 
 
 @pytest.mark.parametrize(

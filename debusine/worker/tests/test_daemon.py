@@ -35,7 +35,12 @@ async def running_daemon(
     tmp_path: Path, stub: StubServer, **secrets: str
 ) -> AsyncIterator[tuple[WorkerDaemon, asyncio.Task[int]]]:
     await stub.start()
-    config_dir = write_worker_config(tmp_path / "config", stub.api_url, **secrets)
+    config_dir = write_worker_config(
+        tmp_path / "config",
+        stub.api_url,
+        activation_token=secrets.get("activation_token"),
+        token=secrets.get("token"),
+    )
     daemon = WorkerDaemon(load_config(config_dir))
     run = asyncio.create_task(daemon.run())
     try:
