@@ -20,6 +20,7 @@ from debusine.tasks.base import (
     validate_task_data,
 )
 from debusine.tasks.execution import TaskContext
+from debusine.tasks.mmdebstrap import MmDebstrap
 from debusine.tasks.models import (
     BackendType,
     BaseDynamicTaskData,
@@ -47,6 +48,7 @@ __all__ = [
     "LookupFailedError",
     "LookupResolver",
     "LookupResult",
+    "MmDebstrap",
     "Noop",
     "NoopData",
     "Sleep",
