@@ -33,6 +33,7 @@ from debusine.tasks.models import (
     TaskType,
 )
 from debusine.tasks.noop import Noop
+from debusine.tasks.sbuild import Sbuild
 from debusine.tasks.sleep import Sleep
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "MmDebstrap",
     "Noop",
     "NoopData",
+    "Sbuild",
     "Sleep",
     "SleepData",
     "TaskContext",
