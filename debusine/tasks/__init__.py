@@ -5,6 +5,7 @@ Importing this package registers every task, so `BaseTask.class_from_name()` and
 `validate_task_data()` know them all.
 """
 
+from debusine.tasks.autopkgtest import Autopkgtest
 from debusine.tasks.base import (
     BaseTask,
     DynamicTaskDataError,
@@ -20,6 +21,7 @@ from debusine.tasks.base import (
     validate_task_data,
 )
 from debusine.tasks.execution import TaskContext
+from debusine.tasks.lintian import Lintian
 from debusine.tasks.mmdebstrap import MmDebstrap
 from debusine.tasks.models import (
     BackendType,
@@ -33,10 +35,12 @@ from debusine.tasks.models import (
     TaskType,
 )
 from debusine.tasks.noop import Noop
+from debusine.tasks.piuparts import Piuparts
 from debusine.tasks.sbuild import Sbuild
 from debusine.tasks.sleep import Sleep
 
 __all__ = [
+    "Autopkgtest",
     "BackendType",
     "BaseDynamicTaskData",
     "BaseDynamicTaskDataWithExecutor",
@@ -45,6 +49,7 @@ __all__ = [
     "BaseTaskDataWithExecutor",
     "DynamicTaskDataError",
     "ExtraRepository",
+    "Lintian",
     "Lookup",
     "LookupFailedError",
     "LookupResolver",
@@ -52,6 +57,7 @@ __all__ = [
     "MmDebstrap",
     "Noop",
     "NoopData",
+    "Piuparts",
     "Sbuild",
     "Sleep",
     "SleepData",
