@@ -31,6 +31,8 @@ class WorkRequest(BaseModel):
     duration: float | None = None
     worker: int | None = None
     dynamic_task_data: dict[str, Any] | None = None
+    #: What the worker reported (runtime statistics, errors); absent from Debusine servers.
+    output_data: dict[str, Any] | None = None
 
 
 class WorkRequestPage(BaseModel):

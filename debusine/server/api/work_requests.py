@@ -83,6 +83,7 @@ def work_request_json(
         "task_type": work_request.task_type,
         "task_data": task_data or {},
         "dynamic_task_data": work_request.dynamic_task_data,
+        "output_data": work_request.output_data_json,
         "priority_base": work_request.priority_base,
         "priority_adjustment": work_request.priority_adjustment,
         "workflow_data": work_request.workflow_data_json or {},
