@@ -52,16 +52,18 @@ class LocalFile:
     path: Path
     size: int
     sha256: str
+    #: Announced to the server (and given back on download); None: not said.
+    content_type: str | None = None
 
     @classmethod
-    def from_path(cls, path: Path) -> LocalFile:
+    def from_path(cls, path: Path, content_type: str | None = None) -> LocalFile:
         digest = hashlib.sha256()
         size = 0
         with path.open("rb") as contents:
             while block := contents.read(READ_SIZE):
                 digest.update(block)
                 size += len(block)
-        return cls(path=path, size=size, sha256=digest.hexdigest())
+        return cls(path=path, size=size, sha256=digest.hexdigest(), content_type=content_type)
 
     def as_wire(self) -> dict[str, Any]:
         """The `files` entry of an artifact creation request."""
@@ -69,7 +71,7 @@ class LocalFile:
             "size": self.size,
             "checksums": {"sha256": self.sha256},
             "type": "file",
-            "content_type": None,
+            "content_type": self.content_type,
         }
 
 

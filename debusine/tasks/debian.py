@@ -60,26 +60,6 @@ BACKEND_FORMATS = {
 KILL_GRACE = 10
 
 
-class _TypedLocalFile(LocalFile):
-    """A local file with a content type to announce."""
-
-    content_type: str | None = None
-
-    def as_wire(self) -> dict[str, Any]:
-        wire = super().as_wire()
-        wire["content_type"] = self.content_type
-        return wire
-
-
-def _typed_local_file(path: Path, content_type: str | None) -> LocalFile:
-    plain = LocalFile.from_path(path)
-    if content_type is None:
-        return plain
-    typed = _TypedLocalFile(path=plain.path, size=plain.size, sha256=plain.sha256)
-    object.__setattr__(typed, "content_type", content_type)
-    return typed
-
-
 def complete_environment_lookup(
     lookup: Lookup, *, architecture: str | None, backend: BackendType, variant: str | None
 ) -> Lookup:
@@ -281,7 +261,7 @@ class ExecutorTask(BaseTask[D], abstract=True):
         then relate it to each (target artifact ID, relation type); return its ID.
         """
         files = {
-            name: _typed_local_file(path, local.content_types.get(name))
+            name: LocalFile.from_path(path, local.content_types.get(name))
             for name, path in local.files.items()
         }
         artifact = self.client.artifact_create(
@@ -326,7 +306,9 @@ class ExecutorTask(BaseTask[D], abstract=True):
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
+                # In the task's own process group (no new session): when the work request is
+                # aborted or the worker stops, the signal to that group reaches the tool too,
+                # and whatever the tool leaves behind dies with the group.
             )
         except OSError as error:
             log.write(f"cannot run {argv[0]}: {error}\n")
@@ -335,7 +317,7 @@ class ExecutorTask(BaseTask[D], abstract=True):
             returncode = process.wait(timeout)
         except subprocess.TimeoutExpired:
             log.write(f"timed out after {timeout} s: stopping it\n")
-            returncode = _stop_process_group(process)
+            returncode = _stop_process(process)
         log.write(f"exit status {returncode} ({time.monotonic() - started:.1f} s)\n")
         log.flush()
         return returncode
@@ -405,11 +387,14 @@ def _machine_architecture() -> str:
     return result.stdout.strip()
 
 
-def _stop_process_group(process: subprocess.Popen[Any]) -> int:
-    """SIGTERM the process's group, SIGKILL it after KILL_GRACE seconds; its exit status."""
+def _stop_process(process: subprocess.Popen[Any]) -> int:
+    """
+    SIGTERM the process, SIGKILL it after KILL_GRACE seconds; its exit status. (Tools clean up
+    their own children on SIGTERM; what they leave is killed with the task's process group.)
+    """
     for sig, wait in ((signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, None)):
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
+            os.kill(process.pid, sig)
         try:
             return process.wait(wait)
         except subprocess.TimeoutExpired:

@@ -7,6 +7,7 @@ The helpers that talk to a server are tested in tests/integration/test_executor_
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -255,3 +256,39 @@ def test_extra_repository_deb822() -> None:
 def test_extra_repository_validation(fields: dict[str, Any], message: str) -> None:
     with pytest.raises(pydantic.ValidationError, match=message):
         ExtraRepository.model_validate({"url": "http://example.org/", **fields})
+
+
+class LongTool(Probe, abstract=True):
+    """Runs a tool that records its PID and then sleeps, through `run_logged`."""
+
+    def run(self, execute_directory: Path) -> bool:
+        script = f"echo $$ > {execute_directory}/tool.pid; exec sleep 300"
+        return self.run_logged(["sh", "-c", script], "tool.log") == 0
+
+
+def test_stopping_the_task_also_stops_the_tool_it_runs(tmp_path: Path) -> None:
+    # The worker stops a task (abort, shutdown) by signalling the task's process group: a tool
+    # started by run_logged must be in it, or it would outlive the task.
+    import asyncio
+
+    from debusine.worker.runner import TaskProcess
+
+    context = TaskContext.create(1, "System", tmp_path)
+    pid_file = context.execute_directory / "tool.pid"
+
+    async def scenario() -> int:
+        process = TaskProcess.start(LongTool({}), context)
+        deadline = time.monotonic() + 10
+        while not (pid_file.exists() and pid_file.read_text().strip()):
+            assert time.monotonic() < deadline, "the tool did not start"
+            await asyncio.sleep(0.01)
+        tool_pid = int(pid_file.read_text())
+        assert os.getpgid(tool_pid) == process.pid
+        await process.stop(grace_period=10)
+        return tool_pid
+
+    tool_pid = asyncio.run(scenario())
+    deadline = time.monotonic() + 5
+    while Path(f"/proc/{tool_pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not Path(f"/proc/{tool_pid}").exists()
