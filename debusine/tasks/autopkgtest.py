@@ -26,7 +26,7 @@ from debusine.artifacts.models import (
     DebianAutopkgtestResult,
     DebianAutopkgtestSource,
 )
-from debusine.tasks.base import LookupResolver, TaskError
+from debusine.tasks.base import LookupFailedError, LookupResolver, TaskError
 from debusine.tasks.debian import ExecutorTask
 from debusine.tasks.models import (
     BaseDynamicTaskDataWithExecutor,
@@ -146,9 +146,12 @@ def task_succeeded(
     results: dict[str, DebianAutopkgtestResult], returncode: int, fail_on: AutopkgtestFailOn
 ) -> bool:
     """
-    Whether the run succeeded, by `fail_on`. autopkgtest exits with 0 (all passed), 2 (some
-    skipped or flaky), 4 (some failed), 8 (no tests run), or more for errors of the run itself.
+    Whether the run succeeded, by `fail_on`. autopkgtest's exit status is a set of flags: 2
+    some test was skipped (or a flaky test failed), 4 some test failed, 8 no test ran; 12 and
+    up mean the run itself went wrong (an erroneous package, a broken testbed), never a success.
     """
+    if returncode not in (0, 2, 4, 6, 8):
+        return False
     for result in results.values():
         if (
             (result.status == "FAIL" and fail_on.failed_test)
@@ -156,13 +159,9 @@ def task_succeeded(
             or (result.status == "SKIP" and fail_on.skipped_test)
         ):
             return False
-    if returncode == 4:
-        return not fail_on.failed_test
-    if returncode == 2 and fail_on.flaky_test:
+    if returncode & 4 and fail_on.failed_test:
         return False
-    if returncode == 8 and fail_on.skipped_test:
-        return False
-    return returncode in (0, 2, 8)
+    return not (returncode == 8 and fail_on.skipped_test)
 
 
 class Autopkgtest(ExecutorTask[AutopkgtestData]):
@@ -209,7 +208,10 @@ class Autopkgtest(ExecutorTask[AutopkgtestData]):
 
         source = resolver.lookup_single(self.data.input.source_artifact, expect_type="artifact")
         environment_id = self.resolve_environment(resolver)
-        assert source.artifact is not None and environment_id is not None
+        if source.artifact is None or environment_id is None:
+            raise LookupFailedError(
+                f"input.source_artifact {self.data.input.source_artifact!r} is not an artifact"
+            )
         return AutopkgtestDynamicData(
             environment_id=environment_id,
             input_source_artifact_id=source.artifact,

@@ -172,7 +172,11 @@ def test_parse_summary() -> None:
         (["SKIP"], 8, {}, True),
         (["SKIP"], 8, {"skipped_test": True}, False),
         ([], 8, {"skipped_test": True}, False),
+        (["FAIL", "SKIP"], 6, {"failed_test": False}, True),  # flags combine: 4 | 2
+        (["FAIL", "SKIP"], 6, {}, False),
+        (["PASS", "SKIP"], 2, {"skipped_test": True}, False),
         ([], 12, {}, False),  # erroneous package
+        ([], 14, {"failed_test": False}, False),
         ([], 16, {}, False),  # testbed failure
     ],
 )
