@@ -384,10 +384,16 @@ class Lintian(ExecutorTask[LintianData]):
             input_binary_artifacts_ids=binary_ids,
         )
 
+    @classmethod
+    def analyze_worker(cls) -> dict[str, Any]:
+        # Not reported by Debusine workers: a task without an environment needs it (below).
+        return {"lintian:available": cls.tool_available("lintian")}
+
     def can_run_on(self, worker_metadata: Any) -> bool:
-        # Without an environment the worker's own lintian runs: no executor needed.
+        # Without an environment the worker's own lintian runs: no executor needed, but
+        # lintian installed on the worker.
         if self.data.environment is None:
-            return True
+            return worker_metadata.get("lintian:available") is True
         return super().can_run_on(worker_metadata)
 
     # --- Worker side ---

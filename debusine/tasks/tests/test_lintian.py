@@ -124,7 +124,11 @@ def test_can_run_on() -> None:
     assert with_environment.can_run_on({"executor:unshare:available": True})
     assert not with_environment.can_run_on({"executor:unshare:available": False})
     # Without an environment the worker's lintian is used.
-    assert Lintian({"input": {"source_artifact": 1}}).can_run_on({})
+    without_environment = Lintian({"input": {"source_artifact": 1}})
+    assert without_environment.can_run_on({"lintian:available": True})
+    assert not without_environment.can_run_on({"lintian:available": False})
+    assert not without_environment.can_run_on({})
+    assert Lintian.analyze_worker() == {"lintian:available": tools_available("lintian")}
 
 
 # --- Output parsing ------------------------------------------------------------------------
