@@ -314,7 +314,7 @@ class MmDebstrap(BaseTask[MmDebstrapData]):
 
     def compute_dynamic_data(self, resolver: LookupResolver) -> BaseDynamicTaskData:
         options = self.data.bootstrap_options
-        variant = options.variant.value if options.variant is not None else None
+        variant = options.variant.value if options.variant is not None else ""
         extra_packages = ",".join(sorted(options.extra_packages))
         return BaseDynamicTaskData(
             subject=self.data.bootstrap_repositories[0].suite,

@@ -234,6 +234,9 @@ def test_dynamic_data_describes_the_bootstrap() -> None:
     assert dynamic.configuration_context == "amd64"
     # The server stores it; it must validate as this task's dynamic data.
     MmDebstrap(task_data(), dynamic.model_dump(mode="json"))
+    # No variant: an empty field, not "None".
+    no_variant = task_data(bootstrap_options={"architecture": "amd64"})
+    assert MmDebstrap(no_variant).compute_dynamic_data(NoLookups()).runtime_context == "amd64::"
 
 
 # --- Configuration and command line -------------------------------------------------------
