@@ -36,13 +36,10 @@ from debusine.tasks.executors.unshare import UnshareExecutor
 from debusine.tasks.models import (
     BaseDynamicTaskDataWithExecutor,
     BaseTaskDataWithExecutor,
+    LookupMultiple,
+    LookupSingle,
     TaskType,
 )
-
-#: Lookup of one artifact (an ID or a lookup string).
-LookupSingle = int | str
-#: Lookup of several artifacts: a dictionary lookup or a list of lookups.
-LookupMultiple = dict[str, Any] | list[int | str | dict[str, Any]]
 
 #: Lintian's one-letter codes, from the most to the least severe. `masked` tags are dropped.
 SEVERITY_CODES = {

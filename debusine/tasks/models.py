@@ -25,6 +25,12 @@ class TaskType(StrEnum):
     WAIT = "Wait"
 
 
+#: Lookup of one artifact or collection in task data: an ID or a lookup string (reference §14).
+LookupSingle = int | str
+#: Lookup of several: a dictionary lookup or a list of lookups (their union, in order).
+LookupMultiple = dict[str, Any] | list[int | str | dict[str, Any]]
+
+
 class BaseTaskData(BaseModel):
     """Base of every task data model: unknown keys are errors."""
 

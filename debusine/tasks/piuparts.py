@@ -36,13 +36,10 @@ from debusine.tasks.models import (
     BaseDynamicTaskDataWithExecutor,
     BaseTaskDataWithExecutor,
     ExtraRepository,
+    LookupMultiple,
+    LookupSingle,
     TaskType,
 )
-
-#: Lookup of one artifact (an ID or a lookup string).
-LookupSingle = int | str
-#: Lookup of several artifacts: a dictionary lookup or a list of lookups.
-LookupMultiple = dict[str, Any] | list[int | str | dict[str, Any]]
 
 PIUPARTS_LOG = "piuparts.log"
 

@@ -38,12 +38,10 @@ from debusine.tasks.models import (
     BaseDynamicTaskDataWithExecutor,
     BaseTaskDataWithExecutor,
     ExtraRepository,
+    LookupMultiple,
+    LookupSingle,
     TaskType,
 )
-
-#: Lookups as task data holds them.
-LookupSingle = int | str | dict[str, Any]
-LookupMultiple = int | str | dict[str, Any] | list[int | str | dict[str, Any]]
 
 #: Author of binNMU changelog entries when neither the task data nor the server names one.
 DEFAULT_BINNMU_MAINTAINER = "Debusine <noreply@debusine.invalid>"
