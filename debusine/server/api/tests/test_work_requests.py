@@ -87,6 +87,7 @@ def test_create_noop_answers_200_with_the_new_work_request(client: APIClient, us
         "task_type": "Worker",
         "task_data": {"result": True},
         "dynamic_task_data": None,
+        "output_data": None,
         "priority_base": 0,
         "priority_adjustment": 0,
         "workflow_data": {},
