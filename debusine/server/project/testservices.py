@@ -44,6 +44,15 @@ REQUIRED_TOOLS = {
     "dpkg-buildpackage": "dpkg-dev",
     "pg_dump": "postgresql-client",
     "pg_restore": "postgresql-client",
+    # The Debian tasks and their tests: the worker user's namespaces need newuidmap and
+    # newgidmap, environments are zstd tarballs.
+    "autopkgtest": "autopkgtest",
+    "lintian": "lintian",
+    "mmdebstrap": "mmdebstrap",
+    "newuidmap": "uidmap",
+    "piuparts": "piuparts",
+    "sbuild": "sbuild",
+    "zstd": "zstd",
 }
 # pytest-django derives the per-worker test databases from this name (test_<name>_gwN): one
 # name per run keeps two runs on one PostgreSQL (CI and a developer, two checkouts) apart.
