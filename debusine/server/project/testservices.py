@@ -79,6 +79,19 @@ def ensure_tools() -> None:
     )
 
 
+def ensure_worker_user() -> None:
+    """
+    As root, create the unprivileged user the Debian tasks' tests run tools as (sbuild refuses
+    to build as root in unshare mode), with subordinate ID ranges; the tests that need it
+    would otherwise be skipped.
+    """
+    if os.geteuid() != 0:
+        return
+    from debusine.worker.testing import ensure_worker_user as ensure
+
+    ensure()
+
+
 def _terminate(signum: int, _frame: FrameType | None) -> NoReturn:
     raise SystemExit(128 + signum)
 
@@ -89,6 +102,7 @@ def run_tests(pytest_args: list[str]) -> int:
 
     configured = declared_settings()
     ensure_tools()
+    ensure_worker_user()
     # SIGTERM (CI timeouts) must stop embedded services too, like Ctrl-C does.
     signal.signal(signal.SIGTERM, _terminate)
     work_dir = Path(tempfile.mkdtemp(prefix="debusine-tests-"))
