@@ -59,11 +59,23 @@ REQUIRED_TOOLS = {
 TEST_DATABASE_NAME = f"debusine_run_{os.getpid()}"
 
 
+#: Debian's Python, which runs the test workers of other users.
+SYSTEM_PYTHON = Path("/usr/bin/python3")
+
+
+def _has_module(python: Path, module: str) -> bool:
+    command = [str(python), "-c", f"import {module}"]
+    return subprocess.run(command, capture_output=True, check=False).returncode == 0
+
+
 def ensure_tools() -> None:
     """Install missing test tools with apt-get (we run as root on CI), or say what is missing."""
     missing = sorted(
         {package for tool, package in REQUIRED_TOOLS.items() if shutil.which(tool) is None}
     )
+    # Workers of another user run in a virtualenv of Debian's Python (debusine.worker.testing).
+    if SYSTEM_PYTHON.exists() and not _has_module(SYSTEM_PYTHON, "ensurepip"):
+        missing.append("python3-venv")
     if not missing:
         return
     if os.geteuid() != 0 or not shutil.which("apt-get"):
