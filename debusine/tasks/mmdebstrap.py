@@ -7,10 +7,11 @@ them), as the worker's unprivileged user, which needs subordinate IDs in /etc/su
 database, whether /sbin/init exists) next to the tarball, so nothing has to be read back
 from the tarball afterwards.
 
-The tarball is compressed with zstd (`system.tar.zst`) rather than Debusine's xz: every task
-that uses the environment decompresses it again (sbuild and the unshare executor unpack it
-for each run), and zstd decompresses a buildd chroot several times faster than xz for a file
-of similar size; sbuild, tar and Debusine's own workers read either.
+The tarball is compressed with xz (`system.tar.xz`), as Debusine's does: Debusine 0.11.3
+workers unpack environments with `tar --xz` (their lintian and piuparts fail on anything
+else), and either worker must be able to use what this task makes. xz runs on every core
+(`XZ_DEFAULTS=-T0`). Our own workers do not pay for xz's slow decompression on every run:
+their environment cache keeps a zstd copy (see `debusine.tasks.executors.cache`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from debusine.tasks.base import BaseTask, LookupResolver
 from debusine.tasks.models import BaseDynamicTaskData, BaseTaskData, TaskType
 
 #: Name of the tarball in the execute directory and in the artifact.
-OUTPUT_FILENAME = "system.tar.zst"
+OUTPUT_FILENAME = "system.tar.xz"
 
 #: Largest external keyring the task downloads.
 MAX_KEYRING_SIZE = 10 * 1024 * 1024
@@ -469,7 +470,7 @@ class MmDebstrap(BaseTask[MmDebstrapData]):
             stdout=log,
             stderr=subprocess.STDOUT,
             check=False,
-            env={**os.environ, "LC_ALL": "C.UTF-8"},
+            env={**os.environ, "LC_ALL": "C.UTF-8", "XZ_DEFAULTS": "-T0"},
         ).returncode
         log.write(f"# exit status {returncode}\n")
         return returncode == 0 and (execute_directory / OUTPUT_FILENAME).is_file()

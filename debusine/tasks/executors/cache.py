@@ -6,7 +6,10 @@ Layout of the cache directory: one subdirectory per artifact ID, holding
 - `.lock`: the entry's lock file (`fcntl.flock`): exclusive while the tarball is downloaded
   or the entry evicted, shared while a task uses the tarball;
 - the tarball, under the artifact's `filename`; it is downloaded under a temporary name and
-  renamed once its size and SHA-256 match the artifact's, so a present tarball is complete;
+  renamed once its size and SHA-256 match the artifact's, so a present tarball is complete.
+  An xz tarball (what Debusine's mmdebstrap makes, and ours, for Debusine workers' sake) is
+  kept re-compressed with zstd instead (`<name>.tar.zst`), once, at download: every run
+  unpacks the environment again, and zstd does that several times faster than xz;
 - `environment.json`: the artifact's ID, file name, SHA-256 and data (written last, atomically:
   an entry without it is incomplete);
 - `last-used`: the time of the last `get()`, for least-recently-used eviction.
@@ -22,6 +25,7 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +97,45 @@ def _check_filename(filename: Any) -> str:
     ):
         raise EnvironmentCacheError(f"the artifact's data has an unusable filename: {filename!r}")
     return filename
+
+
+def _recompressed(downloaded: Path, entry: Path, filename: str) -> str:
+    """
+    Move the downloaded tarball into `entry` under the name it is kept as (returned): a
+    `.tar.xz` becomes `.tar.zst` when zstd and xz are installed, anything else stays as it is.
+    """
+    if not filename.endswith(".tar.xz") or not (shutil.which("zstd") and shutil.which("xz")):
+        downloaded.replace(entry / filename)
+        return filename
+    kept = filename.removesuffix(".xz") + ".zst"
+    partial = entry / f".recompress.{kept}"
+    started = time.monotonic()
+    try:
+        with open(partial, "wb") as output:
+            decompress = subprocess.Popen(
+                ["xz", "--decompress", "--stdout", "--threads=0", str(downloaded)],
+                stdout=subprocess.PIPE,
+            )
+            assert decompress.stdout is not None
+            compress = subprocess.run(
+                ["zstd", "--quiet", "-3", "--threads=0", "--stdout"],
+                stdin=decompress.stdout,
+                stdout=output,
+                check=False,
+            )
+            decompress.stdout.close()
+            if decompress.wait() != 0 or compress.returncode != 0:
+                raise EnvironmentCacheError(
+                    f"cannot re-compress {filename}: xz exited with {decompress.returncode}, "
+                    f"zstd with {compress.returncode}"
+                )
+        partial.replace(entry / kept)
+    finally:
+        partial.unlink(missing_ok=True)
+    logger.info(
+        "environment cache: %s kept as %s (%.1f s)", filename, kept, time.monotonic() - started
+    )
+    return kept
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -287,12 +330,13 @@ class EnvironmentCache:
         try:
             # Checks the size and the SHA-256 (and removes the file if they differ).
             client.download_file(filename, file, temporary)
-            temporary.replace(entry / filename)
+            kept = _recompressed(temporary, entry, filename)
         finally:
             temporary.unlink(missing_ok=True)
         metadata = {
             "artifact_id": artifact_id,
-            "filename": filename,
+            "filename": kept,
+            "artifact_filename": filename,
             "sha256": sha256,
             "data": artifact.data,
         }

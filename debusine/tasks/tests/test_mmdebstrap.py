@@ -297,7 +297,7 @@ def test_sources_and_command_line(context: TaskContext) -> None:
     assert 'chroot "$1" /debusine-customize' in hooks
     assert f"download /etc/os-release {execute}/os-release" in hooks
     assert f"download /var/lib/dpkg/status {execute}/dpkg-status" in hooks
-    # Suite and mirror come from the sources file; the output is a zstd tarball.
+    # Suite and mirror come from the sources file; the output is an xz tarball.
     assert command[-4:] == ["", f"{execute}/{OUTPUT_FILENAME}", "", str(host_sources)]
 
 
@@ -447,7 +447,7 @@ def test_real_bootstrap_makes_a_system_tarball(worker_context: TaskContext) -> N
     assert artifact.data_json()["pkglist"] == data.pkglist
 
     members = subprocess.run(
-        ["tar", "--zstd", "-tf", str(tarball)], check=True, capture_output=True, text=True
+        ["tar", "--xz", "-tf", str(tarball)], check=True, capture_output=True, text=True
     ).stdout.splitlines()
     assert "./usr/bin/dpkg" in members
     assert "./etc/debusine-test" in members  # the customization script ran
@@ -456,7 +456,7 @@ def test_real_bootstrap_makes_a_system_tarball(worker_context: TaskContext) -> N
     assert "./debusine-with-init" not in members
     assert "./etc/hostname" not in members
     sources = subprocess.run(
-        ["tar", "--zstd", "-xOf", str(tarball), "./etc/apt/sources.list.d/debian.sources"],
+        ["tar", "--xz", "-xOf", str(tarball), "./etc/apt/sources.list.d/debian.sources"],
         check=True,
         capture_output=True,
         text=True,

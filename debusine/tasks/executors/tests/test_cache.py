@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,8 @@ from debusine.tasks.executors.cache import (
 class MemoryClient:
     """Serves system-tarball artifacts from memory and counts downloads (in a file)."""
 
-    def __init__(self, counter: Path, *, delay: float = 0.0) -> None:
+    def __init__(self, counter: Path, *, delay: float = 0.0, filename: str = "system.tar") -> None:
+        self.filename = filename
         self.contents: dict[int, bytes] = {}
         self.categories: dict[int, str] = {}
         self.wrong_checksum: set[int] = set()
@@ -57,11 +59,11 @@ class MemoryClient:
             workspace="System",
             category=self.categories[artifact_id],
             created_at="2025-01-01T00:00:00Z",  # type: ignore[arg-type]
-            data={"filename": "system.tar.xz", "codename": "bookworm", "architecture": "amd64"},
+            data={"filename": self.filename, "codename": "bookworm", "architecture": "amd64"},
             download_tar_gz_url="http://x/",
             files_to_upload=[],
             files={
-                "system.tar.xz": FileInArtifact(
+                self.filename: FileInArtifact(
                     size=len(content),
                     checksums={"sha256": digest},
                     type="file",
@@ -98,7 +100,7 @@ def test_downloads_once_and_keeps_the_data(tmp_path: Path, client: MemoryClient)
     cache = EnvironmentCache(tmp_path / "cache")
     environment = cache.get(3, client)
     assert environment.artifact_id == 3
-    assert environment.tarball == tmp_path / "cache" / "3" / "system.tar.xz"
+    assert environment.tarball == tmp_path / "cache" / "3" / "system.tar"
     assert environment.tarball.read_bytes() == b"tarball 3\n"
     assert environment.data["codename"] == "bookworm"
     environment.release()
@@ -112,7 +114,7 @@ def test_downloads_once_and_keeps_the_data(tmp_path: Path, client: MemoryClient)
         ".lock",
         METADATA_FILE,
         LAST_USED_FILE,
-        "system.tar.xz",
+        "system.tar",
     ]
 
 
@@ -147,7 +149,7 @@ def test_bad_checksum_leaves_no_entry_and_is_retried(tmp_path: Path, client: Mem
     with pytest.raises(DownloadError):
         cache.get(4, client)
     assert cache.cached_ids() == []
-    assert not (tmp_path / "cache" / "4" / "system.tar.xz").exists()
+    assert not (tmp_path / "cache" / "4" / "system.tar").exists()
     client.wrong_checksum.clear()
     assert use(cache, 4, client).read_bytes() == b"tarball 4\n"
     assert client.downloads() == [4, 4]
@@ -187,3 +189,41 @@ def test_concurrent_users_share_one_download(tmp_path: Path) -> None:
         assert process.exitcode == 0
     assert (tmp_path / "downloads").read_text().split() == ["7"]
     assert [(tmp_path / f"r{i}").read_text() for i in range(3)] == ["shared\n"] * 3
+
+
+def test_an_xz_tarball_is_kept_recompressed_with_zstd(tmp_path: Path) -> None:
+    # What Debusine's (and our) mmdebstrap makes is xz, slow to unpack at every run: the cache
+    # keeps a zstd copy holding the same tar.
+    tree = tmp_path / "tree"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc" / "debian_version").write_text("12.9\n")
+    plain = tmp_path / "system.tar"
+    subprocess.run(["tar", "-C", str(tree), "-cf", str(plain), "."], check=True)
+    compressed = subprocess.run(
+        ["xz", "--stdout", str(plain)], check=True, capture_output=True
+    ).stdout
+    client = MemoryClient(tmp_path / "downloads", filename="system.tar.xz")
+    client.add(7, compressed)
+
+    with EnvironmentCache(tmp_path / "cache").get(7, client) as environment:
+        assert environment.tarball == tmp_path / "cache" / "7" / "system.tar.zst"
+        unpacked = subprocess.run(
+            ["zstd", "--decompress", "--stdout", str(environment.tarball)],
+            check=True,
+            capture_output=True,
+        ).stdout
+    assert unpacked == plain.read_bytes()
+    entry = sorted(path.name for path in (tmp_path / "cache" / "7").iterdir())
+    assert entry == sorted([".lock", LAST_USED_FILE, METADATA_FILE, "system.tar.zst"])
+    metadata = json.loads((tmp_path / "cache" / "7" / METADATA_FILE).read_text())
+    assert metadata["artifact_filename"] == "system.tar.xz"
+    assert metadata["sha256"] == hashlib.sha256(compressed).hexdigest()
+
+
+def test_a_corrupt_xz_tarball_leaves_no_entry(tmp_path: Path) -> None:
+    client = MemoryClient(tmp_path / "downloads", filename="system.tar.xz")
+    client.add(8, b"not xz at all")
+
+    with pytest.raises(EnvironmentCacheError, match=r"cannot re-compress system\.tar\.xz"):
+        EnvironmentCache(tmp_path / "cache").get(8, client)
+    assert not list((tmp_path / "cache" / "8").glob("system.tar*"))
