@@ -7,11 +7,19 @@ a private directory so that it reads `$HOME/.config/debusine/worker/` (config.in
 `token` and `activation-token` files) rather than `/etc/debusine/worker/`. The running process
 is a `debusine.worker.testing.WorkerProcess`, so tests wait on its log and stop it by PID the
 same way as our own worker.
+
+With `user` (e.g. `debusine-worker`, since sbuild in unshare mode refuses root) the daemon runs
+as that user with a minimal environment, and HOME, configuration and log live in a private
+directory owned by it (`WorkerProcess.private_directory`, removed when it is stopped, its log
+copied next to `worker.out` first): the test's temporary directory may not be reachable by it.
 """
 
 from __future__ import annotations
 
+import os
+import pwd
 import subprocess
+import tempfile
 from pathlib import Path
 
 from debusine.worker.testing import WorkerProcess
@@ -52,26 +60,52 @@ def start_reference_worker(
     directory: Path,
     *,
     activation_token: str | None = None,
+    user: str | None = None,
 ) -> WorkerProcess:
     """
     Start the daemon for `api_url` with HOME `directory/home`, logging to
     `directory/worker.log` (anything it prints goes to `directory/worker.out`).
+
+    With `user`, it runs as that user, with HOME and log in a private directory of its own
+    (see the module's documentation).
     """
-    home = directory / "home"
-    log_file = directory / "worker.log"
     output_file = directory / "worker.out"
+    private = None
+    if user is None:
+        base = directory
+        environment = worker.environment(base / "home")
+    else:
+        account = pwd.getpwnam(user)
+        private = base = Path(tempfile.mkdtemp(prefix=f"reference-worker-{user}-"))
+        environment = {
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME": str(base / "home"),
+            "USER": user,
+            "LOGNAME": user,
+            "LANG": "C.UTF-8",
+            "PYTHONPATH": str(worker.python_path),
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+    home = base / "home"
+    log_file = base / "worker.log"
     config_dir = write_reference_worker_config(
         home, api_url, log_file, activation_token=activation_token
     )
+    if user is not None:
+        for path in [base, *base.rglob("*")]:
+            os.chown(path, account.pw_uid, account.pw_gid, follow_symlinks=False)
     with output_file.open("ab") as output:
         process = subprocess.Popen(
             worker.command(),
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
-            env=worker.environment(home),
+            env=environment,
             cwd=home,
             # Its own process group: a Ctrl-C in the test's terminal does not reach it.
             start_new_session=True,
+            user=user,
+            group=account.pw_gid if user is not None else None,
+            extra_groups=[] if user is not None else None,
         )
-    return WorkerProcess(process, config_dir, log_file, output_file)
+    return WorkerProcess(process, config_dir, log_file, output_file, user, private)

@@ -14,43 +14,33 @@ refused at creation and a lookup that matches nothing ends the work request as a
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from debusine.artifacts.local import LocalArtifact, source_package_from_dsc, system_tarball
-from debusine.artifacts.models import DebianSystemTarball
-from debusine.client.client import DebusineClient, LocalFile
+from debusine.client.client import DebusineClient
 from debusine.server.throwaway import ThrowawayInstance
-from debusine.tasks.tests.packages import make_source_package
 from debusine.worker.testing import (
     LOG_CONNECTED,
-    TEST_CACHE,
     WorkerProcess,
     ensure_worker_user,
     start_worker,
 )
+from tests.integration.debian_pipeline import (
+    ARCHITECTURE,
+    ENVIRONMENT,
+    GOOD_BINARIES,
+    GOOD_SOURCE,
+    TASK_TIMEOUT,
+    WORKER_USER,
+    artifacts_by_category,
+    make_sources,
+    provide_environment,
+)
 from tests.integration.rest_user import RestUser
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-CODENAME = "bookworm"
-ARCHITECTURE = "amd64"
-ENVIRONMENT = f"debian/match:codename={CODENAME}"
-#: Where the bootstrapped environment is kept between runs, and for how long.
-KEPT_ENVIRONMENT = TEST_CACHE / "environments" / f"{CODENAME}-{ARCHITECTURE}-buildd"
-KEPT_FOR = 7 * 24 * 3600
-WORKER_USER = "debusine-worker"
-
-BOOTSTRAP_TIMEOUT = 600
-TASK_TIMEOUT = 300
 
 
 @pytest.fixture(scope="module")
@@ -87,97 +77,18 @@ def client(instance: ThrowawayInstance, user_token: str) -> DebusineClient:
     return DebusineClient(instance.api_url, user_token)
 
 
-def upload(client: DebusineClient, artifact: LocalArtifact) -> int:
-    """Create `artifact` in the System workspace as the test user; return its id."""
-    files = {name: LocalFile.from_path(path) for name, path in artifact.files.items()}
-    created = client.artifact_create(
-        artifact.category.value, files, artifact.data_json(), workspace="System"
-    )
-    client.upload_artifact_files(created, files)
-    return created.id
-
-
-def artifacts_by_category(
-    client: DebusineClient, work_request: dict[str, Any]
-) -> dict[str, list[Any]]:
-    found: dict[str, list[Any]] = {}
-    for artifact_id in work_request["artifacts"]:
-        artifact = client.artifact_get(artifact_id)
-        found.setdefault(artifact.category, []).append(artifact)
-    return found
-
-
-def kept_environment() -> tuple[Path, dict[str, Any]] | None:
-    """The tarball kept by an earlier run and its data, if there is a recent one."""
-    data_file = KEPT_ENVIRONMENT / "data.json"
-    try:
-        data = json.loads(data_file.read_text())
-        tarball = KEPT_ENVIRONMENT / data["filename"]
-        if time.time() - data_file.stat().st_mtime < KEPT_FOR and tarball.is_file():
-            return tarball, data
-    except (OSError, ValueError, KeyError):
-        pass
-    return None
-
-
-def keep_environment(client: DebusineClient, artifact_id: int) -> None:
-    """Download the bootstrapped tarball into the cache, for the next runs."""
-    artifact = client.artifact_get(artifact_id)
-    staging = KEPT_ENVIRONMENT.with_name(KEPT_ENVIRONMENT.name + f".new-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    for name, file in artifact.files.items():
-        client.download_file(name, file, staging / name)
-    (staging / "data.json").write_text(json.dumps(artifact.data))
-    shutil.rmtree(KEPT_ENVIRONMENT, ignore_errors=True)
-    staging.rename(KEPT_ENVIRONMENT)
-
-
 @pytest.fixture(scope="module")
 def environment(
     instance: ThrowawayInstance, worker: WorkerProcess, rest: RestUser, client: DebusineClient
 ) -> int:
     """The id of the bookworm system tarball filed in debian@debian:environments."""
-    kept = kept_environment()
-    if kept is not None:
-        tarball, data = kept
-        artifact_id = upload(
-            client, system_tarball(tarball, DebianSystemTarball.model_validate(data))
-        )
-        assert instance.admin("environment", "add", str(artifact_id)).strip() == (
-            f"tarball:{CODENAME}:{ARCHITECTURE}"
-        )
-    else:
-        work_request_id = int(
-            instance.admin("environment", "create", CODENAME, "--architecture", ARCHITECTURE)
-        )
-        done = rest.wait_until(work_request_id, "completed", timeout=BOOTSTRAP_TIMEOUT)
-        assert done["result"] == "success", done
-        tarballs = artifacts_by_category(client, done)["debian:system-tarball"]
-        assert len(tarballs) == 1
-        artifact_id = tarballs[0].id
-        assert tarballs[0].data["codename"] == CODENAME
-        assert tarballs[0].data["architecture"] == ARCHITECTURE
-        assert "sbuild" not in tarballs[0].data["pkglist"]
-        assert "build-essential" in tarballs[0].data["pkglist"]
-        keep_environment(client, artifact_id)
-    listed = yaml.safe_load(instance.admin("environment", "list", "--yaml"))
-    assert [(item["name"], item["artifact"]) for item in listed] == [
-        (f"tarball:{CODENAME}:{ARCHITECTURE}", artifact_id)
-    ]
-    return artifact_id
+    return provide_environment(instance, rest, client)
 
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory: pytest.TempPathFactory, client: DebusineClient) -> dict[str, int]:
     """Source package artifacts: one that builds and one whose build fails."""
-    directory = tmp_path_factory.mktemp("sources")
-    good = make_source_package(directory / "good", with_autopkgtest=True)
-    bad = make_source_package(directory / "bad", name="broken-debusine", fail_build=True)
-    return {
-        "good": upload(client, source_package_from_dsc(good)),
-        "bad": upload(client, source_package_from_dsc(bad)),
-    }
+    return make_sources(tmp_path_factory.mktemp("sources"), client)
 
 
 @pytest.fixture(scope="module")
@@ -204,13 +115,10 @@ def test_sbuild_builds_the_package(
     assert build["dynamic_task_data"]["environment_id"] == environment
     produced = artifacts_by_category(client, build)
     (log,) = produced["debian:package-build-log"]
-    assert log.data["source"] == "hello-debusine"
+    assert log.data["source"] == GOOD_SOURCE
     assert any(name.endswith(".build") for name in log.files)
     binaries = produced["debian:binary-package"]
-    assert sorted(b.data["deb_fields"]["Package"] for b in binaries) == [
-        "hello-debusine",
-        "hello-debusine-data",
-    ]
+    assert sorted(b.data["deb_fields"]["Package"] for b in binaries) == GOOD_BINARIES
     (upload_artifact,) = produced["debian:upload"]
     assert any(name.endswith(".changes") for name in upload_artifact.files)
     assert "debian:binary-packages" in produced
