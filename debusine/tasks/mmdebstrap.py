@@ -11,8 +11,9 @@ The tarball is compressed with xz (`system.tar.xz`), as Debusine's does: Debusin
 workers unpack environments with `tar --xz` (their lintian and piuparts fail on anything
 else), and either worker must be able to use what this task makes. xz runs on every core at
 preset 3 (`XZ_OPTIONS`): on a buildd chroot (445 MB of tar) that takes 28 s on 2 cores for
-117 MB, where xz's default preset 6 takes 66 s for 105 MB. Our own workers do not pay for xz's slow decompression on every run:
-their environment cache keeps a zstd copy (see `debusine.tasks.executors.cache`).
+117 MB, where xz's default preset 6 takes 66 s for 105 MB. Our own workers do not pay for
+xz's slow decompression on every run: their environment cache keeps a zstd copy (see
+`debusine.tasks.executors.cache`).
 """
 
 from __future__ import annotations
