@@ -108,13 +108,9 @@ class AutopkgtestData(BaseTaskDataWithExecutor):
 
 
 class AutopkgtestDynamicData(BaseDynamicTaskDataWithExecutor):
-    """
-    Dynamic data of the `autopkgtest` task. Debusine requires environment_id and the input IDs;
-    they are optional here because a task is built without dynamic data on the server (to
-    compute it), and checked when the task runs.
-    """
+    """Dynamic data of the `autopkgtest` task."""
 
-    input_source_artifact_id: int | None = None
+    input_source_artifact_id: int
     input_binary_artifacts_ids: list[int] = Field(default_factory=list)
     input_context_artifacts_ids: list[int] = Field(default_factory=list)
 
@@ -190,7 +186,7 @@ class Autopkgtest(ExecutorTask[AutopkgtestData]):
 
     @property
     def autopkgtest_dynamic_data(self) -> AutopkgtestDynamicData:
-        return cast(AutopkgtestDynamicData, self.dynamic_data)
+        return self.computed_dynamic_data(AutopkgtestDynamicData)
 
     @classmethod
     def analyze_worker(cls) -> dict[str, Any]:
@@ -221,8 +217,6 @@ class Autopkgtest(ExecutorTask[AutopkgtestData]):
 
     def fetch_input(self, destination: Path) -> bool:
         dynamic = self.autopkgtest_dynamic_data
-        if dynamic.input_source_artifact_id is None:
-            raise TaskError("the server did not resolve input.source_artifact")
         source = self.fetch_artifact(dynamic.input_source_artifact_id, destination)
         for name, file in source.files.items():
             if name.endswith(".dsc"):
@@ -361,11 +355,7 @@ class Autopkgtest(ExecutorTask[AutopkgtestData]):
         relations = [
             (artifact_id, "relates-to")
             for artifact_id in [
-                *(
-                    []
-                    if dynamic.input_source_artifact_id is None
-                    else [dynamic.input_source_artifact_id]
-                ),
+                dynamic.input_source_artifact_id,
                 *dynamic.input_binary_artifacts_ids,
             ]
         ]

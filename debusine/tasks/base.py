@@ -24,6 +24,7 @@ from debusine.tasks.models import BaseDynamicTaskData, BaseTaskData, TaskType
 
 TaskData = TypeVar("TaskData", bound=BaseTaskData)
 StageResult = TypeVar("StageResult")
+DynamicData = TypeVar("DynamicData", bound=BaseDynamicTaskData)
 
 
 class TaskError(Exception):
@@ -179,12 +180,17 @@ class BaseTask(Generic[TaskData]):
         dynamic_task_data: Mapping[str, Any] | None = None,
     ) -> None:
         """
-        Build the task for `task_data` and the server's `dynamic_task_data` (None: none).
+        Build the task for `task_data` and the server's `dynamic_task_data`.
 
-        Raise TaskDataError (or its subclass DynamicTaskDataError) if either does not validate.
+        `dynamic_task_data` None means "not computed yet": the server builds tasks that way to
+        compute it, and `dynamic_data` is then None. A worker always passes what it was given
+        (`{}` for none), which must validate. Raise TaskDataError (or its subclass
+        DynamicTaskDataError) if either does not validate.
         """
         self.data = cast(TaskData, self.parse_task_data(task_data))
-        self.dynamic_data = self.parse_dynamic_task_data(dynamic_task_data or {})
+        self.dynamic_data: BaseDynamicTaskData | None = (
+            None if dynamic_task_data is None else self.parse_dynamic_task_data(dynamic_task_data)
+        )
 
     # --- Registry ------------------------------------------------------------------------
 
@@ -229,6 +235,12 @@ class BaseTask(Generic[TaskData]):
             return cls.TASK_DYNAMIC_DATA_MODEL.model_validate(dynamic_task_data)
         except pydantic.ValidationError as error:
             raise DynamicTaskDataError(cls.TASK_TYPE, cls.TASK_NAME, _problems_of(error)) from None
+
+    def computed_dynamic_data(self, model: type[DynamicData]) -> DynamicData:
+        """The dynamic data the server computed, as `model`; TaskError if there are none."""
+        if not isinstance(self.dynamic_data, model):
+            raise TaskError(f"the server computed no dynamic data for this {self.TASK_NAME} task")
+        return self.dynamic_data
 
     # --- Server side --------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ import textwrap
 from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any
 
 from debian import deb822, debfile
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -358,7 +358,7 @@ class Lintian(ExecutorTask[LintianData]):
 
     @property
     def lintian_dynamic_data(self) -> LintianDynamicData:
-        return cast(LintianDynamicData, self.dynamic_data)
+        return self.computed_dynamic_data(LintianDynamicData)
 
     # --- Server side ---
 

@@ -24,11 +24,11 @@ from __future__ import annotations
 import shlex
 import subprocess
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from debusine.tasks.base import LookupResolver, TaskError
+from debusine.tasks.base import LookupFailedError, LookupResolver, TaskError
 from debusine.tasks.debian import ENVIRONMENTS_CATEGORY, ExecutorTask, complete_environment_lookup
 from debusine.tasks.executors.unshare import user_namespace_arguments
 from debusine.tasks.models import (
@@ -92,13 +92,10 @@ class PiupartsData(BaseTaskDataWithExecutor):
 
 
 class PiupartsDynamicData(BaseDynamicTaskDataWithExecutor):
-    """
-    Dynamic data of the `piuparts` task. Debusine requires every field; they are optional here
-    because a task is built without dynamic data on the server (to compute it).
-    """
+    """Dynamic data of the `piuparts` task."""
 
     input_binary_artifacts_ids: list[int] = Field(default_factory=list)
-    base_tgz_id: int | None = None
+    base_tgz_id: int
 
 
 def decompressor_for(path: Path) -> list[str]:
@@ -173,7 +170,7 @@ class Piuparts(ExecutorTask[PiupartsData]):
 
     @property
     def piuparts_dynamic_data(self) -> PiupartsDynamicData:
-        return cast(PiupartsDynamicData, self.dynamic_data)
+        return self.computed_dynamic_data(PiupartsDynamicData)
 
     @classmethod
     def analyze_worker(cls) -> dict[str, Any]:
@@ -194,6 +191,8 @@ class Piuparts(ExecutorTask[PiupartsData]):
         base_tgz = resolver.lookup_single(
             base_tgz_lookup, expect_type="artifact", default_category=ENVIRONMENTS_CATEGORY
         )
+        if base_tgz.artifact is None:
+            raise LookupFailedError(f"base_tgz {self.data.base_tgz!r} is not an artifact")
         return PiupartsDynamicData(
             environment_id=self.resolve_environment(resolver),
             input_binary_artifacts_ids=[r.artifact for r in binaries if r.artifact is not None],
@@ -207,8 +206,6 @@ class Piuparts(ExecutorTask[PiupartsData]):
         dynamic = self.piuparts_dynamic_data
         for artifact_id in dynamic.input_binary_artifacts_ids:
             self.fetch_artifact(artifact_id, destination)
-        if dynamic.base_tgz_id is None:
-            raise TaskError("the server did not resolve base_tgz")
         base = self.environment_cache().get(dynamic.base_tgz_id, self.client)
         self._held_environments().append(base)
         self.use_base_tarball(base.tarball)

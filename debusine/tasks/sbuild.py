@@ -31,10 +31,9 @@ from debusine.artifacts import (
     package_build_log,
     upload_from_changes,
 )
-from debusine.tasks.base import LookupFailedError, LookupResolver, TaskError
+from debusine.tasks.base import LookupFailedError, LookupResolver
 from debusine.tasks.debian import ExecutorTask
 from debusine.tasks.models import (
-    BaseDynamicTaskData,
     BaseDynamicTaskDataWithExecutor,
     BaseTaskDataWithExecutor,
     ExtraRepository,
@@ -185,22 +184,9 @@ class Sbuild(ExecutorTask[SbuildData]):
         self.chroot_tarball: Path | None = None
         self.codename: str | None = None
 
-    @classmethod
-    def parse_dynamic_task_data(cls, dynamic_task_data: Any) -> BaseDynamicTaskData:
-        """
-        As the base class, except that no dynamic data at all is accepted: the server builds
-        the task before it computes them (`sbuild_dynamic_data` then raises).
-        """
-        if not dynamic_task_data:
-            return BaseDynamicTaskDataWithExecutor()
-        return super().parse_dynamic_task_data(dynamic_task_data)
-
     @property
     def sbuild_dynamic_data(self) -> SbuildDynamicData:
-        """The dynamic data the server computed; TaskError if there are none."""
-        if not isinstance(self.dynamic_data, SbuildDynamicData):
-            raise TaskError("the server computed no dynamic data for this sbuild task")
-        return self.dynamic_data
+        return self.computed_dynamic_data(SbuildDynamicData)
 
     # --- Server side ----------------------------------------------------------------
 

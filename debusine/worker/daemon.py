@@ -311,7 +311,8 @@ class WorkerDaemon:
         except UnknownTaskError as error:
             return error_completion("setup-failed", str(error))
         try:
-            task = task_class(work_request.task_data, work_request.dynamic_task_data)
+            # Validated even when absent: a task whose dynamic data are missing must not run.
+            task = task_class(work_request.task_data, work_request.dynamic_task_data or {})
         except TaskDataError as error:
             return error_completion("configure-failed", str(error))
 

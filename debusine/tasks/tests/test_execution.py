@@ -190,8 +190,11 @@ def test_a_task_without_run_fails_instead_of_escaping(context: TaskContext) -> N
 
 def test_dynamic_task_data_is_validated_strictly() -> None:
     task = Noop({}, {"subject": "hello", "task_configuration_id": 3})
-    assert task.dynamic_data.subject == "hello"
-    assert Noop({}, None).dynamic_data.subject is None
+    assert task.dynamic_data is not None and task.dynamic_data.subject == "hello"
+    empty = Noop({}, {}).dynamic_data
+    assert empty is not None and empty.subject is None
+    # None: not computed yet (how the server builds a task to compute them).
+    assert Noop({}, None).dynamic_data is None
     with pytest.raises(DynamicTaskDataError, match="invalid dynamic task data") as caught:
         Noop({}, {"unexpected": 1})
     assert isinstance(caught.value, TaskDataError)

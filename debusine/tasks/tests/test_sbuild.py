@@ -10,7 +10,14 @@ from typing import Any
 import pytest
 
 from debusine.artifacts import ArtifactCategory
-from debusine.tasks import BaseTask, TaskContext, TaskDataError, TaskError, validate_task_data
+from debusine.tasks import (
+    BaseTask,
+    DynamicTaskDataError,
+    TaskContext,
+    TaskDataError,
+    TaskError,
+    validate_task_data,
+)
 from debusine.tasks.base import Lookup, LookupFailedError, LookupResult
 from debusine.tasks.execution import DebugLogs
 from debusine.tasks.sbuild import DEFAULT_BINNMU_MAINTAINER, Sbuild, build_log_status
@@ -461,3 +468,18 @@ def test_real_failing_build_is_a_failure_with_a_build_log(build_context: TaskCon
     assert build_log_status(build_log) == "attempted"
     assert "this build fails on purpose" in build_log.read_text()
     assert not list(execute.glob("*.deb"))
+
+
+def test_dynamic_data_not_computed_yet_or_missing() -> None:
+    # The server builds the task without dynamic data to compute them.
+    pending = Sbuild(task_data())
+    assert pending.dynamic_data is None
+    with pytest.raises(TaskError, match="computed no dynamic data"):
+        _ = pending.sbuild_dynamic_data
+    # A worker given none (or incomplete ones) refuses the task: configure-failed.
+    with pytest.raises(DynamicTaskDataError, match="input_source_artifact_id"):
+        Sbuild(task_data(), {})
+    with pytest.raises(DynamicTaskDataError, match="input_source_artifact_id"):
+        Sbuild(task_data(), {"environment_id": 3})
+    complete = Sbuild(task_data(), {"environment_id": 3, "input_source_artifact_id": 5})
+    assert complete.sbuild_dynamic_data.input_source_artifact_id == 5
