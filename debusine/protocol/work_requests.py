@@ -9,6 +9,7 @@ clients do, so the server may add fields.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StrictInt, StrictStr, field_validator
@@ -101,9 +102,35 @@ class EventReactions(StrictRequest):
         ]
 
 
-TaskTypeName = Literal["Worker", "Server", "Internal", "Workflow", "Signing", "Wait"]
-Status = Literal["pending", "running", "completed", "aborted", "blocked"]
-Result = Literal["", "success", "failure", "error", "skipped"]
+class TaskType(StrEnum):
+    """Where a task runs: the WorkRequest object's `task_type`."""
+
+    WORKER = "Worker"
+    SERVER = "Server"
+    INTERNAL = "Internal"
+    WORKFLOW = "Workflow"
+    SIGNING = "Signing"
+    WAIT = "Wait"
+
+
+class WorkRequestStatus(StrEnum):
+    """Where a work request stands in its life: the WorkRequest object's `status`."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    ABORTED = "aborted"
+    BLOCKED = "blocked"
+
+
+class WorkRequestResult(StrEnum):
+    """How a finished work request ended: its `result` (empty while it has not finished)."""
+
+    NONE = ""
+    SUCCESS = "success"
+    FAILURE = "failure"
+    ERROR = "error"
+    SKIPPED = "skipped"
 
 
 class WorkRequestResponse(BaseModel):
@@ -121,16 +148,16 @@ class WorkRequestResponse(BaseModel):
     #: Seconds between start and completion.
     duration: float | None
     worker: int | None
-    task_type: TaskTypeName
+    task_type: TaskType
     task_data: dict[str, Any]
     dynamic_task_data: dict[str, Any] | None
     priority_base: int
     priority_adjustment: int
     workflow_data: dict[str, Any]
     event_reactions: dict[str, Any]
-    status: Status
+    status: WorkRequestStatus
     #: Empty while the work request has not finished.
-    result: Result
+    result: WorkRequestResult
     #: Artifacts created by this work request, ascending ids.
     artifacts: list[int]
     scope: str

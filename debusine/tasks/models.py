@@ -13,17 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-
-class TaskType(StrEnum):
-    """Where a task runs (the values are those of the wire protocol's `task_type`)."""
-
-    WORKER = "Worker"
-    SERVER = "Server"
-    INTERNAL = "Internal"
-    WORKFLOW = "Workflow"
-    SIGNING = "Signing"
-    WAIT = "Wait"
-
+# Re-exported for the tasks: the one definition is the wire protocol's.
+from debusine.protocol.work_requests import TaskType as TaskType
 
 #: Lookup of one artifact or collection in task data: an ID or a lookup string (reference §14).
 LookupSingle = int | str

@@ -25,13 +25,10 @@ from django.conf import settings
 from django.utils.dateparse import parse_datetime
 
 from debusine.protocol.wire import iso_datetime
+from debusine.protocol.work_requests import WorkRequestResult, WorkRequestStatus
 from debusine.protocol.workers import event_frame
 from debusine.server.db.models import Scope, Token, User, Workspace
-from debusine.server.db.models.work_requests import (
-    WorkRequest,
-    WorkRequestResult,
-    WorkRequestStatus,
-)
+from debusine.server.db.models.work_requests import WorkRequest
 from debusine.server.scheduler.notifications import completed_work_requests_group
 
 logger = logging.getLogger(__name__)

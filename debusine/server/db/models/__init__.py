@@ -1,5 +1,6 @@
 """All models of the server, one module per aggregate."""
 
+from debusine.protocol.work_requests import TaskType, WorkRequestResult, WorkRequestStatus
 from debusine.server.db.models.artifacts import (
     Artifact,
     ArtifactRelation,
@@ -42,12 +43,9 @@ from debusine.server.db.models.scopes import Scope, ScopeRole, ScopeRoles
 from debusine.server.db.models.work_requests import (
     MAX_AUTOMATIC_RETRIES,
     RetryReason,
-    TaskType,
     UnblockStrategy,
     WorkRequest,
     WorkRequestError,
-    WorkRequestResult,
-    WorkRequestStatus,
 )
 from debusine.server.db.models.workers import Worker, WorkerType
 from debusine.server.db.models.workflows import WorkflowTemplate

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from datetime import datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import pydantic
@@ -12,7 +14,14 @@ from django.db import models, transaction
 from django.db.models import F, OuterRef, Q
 from django.utils import timezone
 
-from debusine.protocol.work_requests import SERVER_ACTIONS, EventReactions, SendNotificationAction
+from debusine.protocol.work_requests import (
+    SERVER_ACTIONS,
+    EventReactions,
+    SendNotificationAction,
+    TaskType,
+    WorkRequestResult,
+    WorkRequestStatus,
+)
 from debusine.server.db.models.workspaces import Workspace
 from debusine.server.scheduler.triggers import request_scheduling_pass
 from debusine.tasks import TaskDataError, UnknownTaskError, validate_task_data
@@ -24,39 +33,16 @@ if TYPE_CHECKING:
     from debusine.server.db.models.scopes import Scope
     from debusine.server.db.models.workers import Worker
 
+
+def _choices(
+    enum: type[StrEnum], label: Callable[[str], str] = str.capitalize
+) -> list[tuple[str, str]]:
+    """Django field choices of a wire enum (the values are the protocol's)."""
+    return [(member.value, label(member.value)) for member in enum]
+
+
 #: How many times a work request is retried automatically after its worker failed.
 MAX_AUTOMATIC_RETRIES = 3
-
-
-class TaskType(models.TextChoices):
-    """Where a task runs."""
-
-    WORKER = "Worker", "Worker"
-    SERVER = "Server", "Server"
-    INTERNAL = "Internal", "Internal"
-    WORKFLOW = "Workflow", "Workflow"
-    SIGNING = "Signing", "Signing"
-    WAIT = "Wait", "Wait"
-
-
-class WorkRequestStatus(models.TextChoices):
-    """Life cycle of a work request."""
-
-    PENDING = "pending", "Pending"
-    RUNNING = "running", "Running"
-    COMPLETED = "completed", "Completed"
-    ABORTED = "aborted", "Aborted"
-    BLOCKED = "blocked", "Blocked"
-
-
-class WorkRequestResult(models.TextChoices):
-    """Outcome of a finished work request (empty while unfinished)."""
-
-    NONE = "", ""
-    SUCCESS = "success", "Success"
-    FAILURE = "failure", "Failure"
-    ERROR = "error", "Error"
-    SKIPPED = "skipped", "Skipped"
 
 
 class UnblockStrategy(models.TextChoices):
@@ -242,11 +228,11 @@ class WorkRequest(models.Model):
         related_name="aborted_work_requests",
     )
     status = models.CharField(
-        max_length=16, choices=WorkRequestStatus.choices, default=WorkRequestStatus.PENDING
+        max_length=16, choices=_choices(WorkRequestStatus), default=WorkRequestStatus.PENDING
     )
     result = models.CharField(
         max_length=16,
-        choices=WorkRequestResult.choices,
+        choices=_choices(WorkRequestResult),
         default=WorkRequestResult.NONE,
         blank=True,
     )
@@ -257,7 +243,9 @@ class WorkRequest(models.Model):
         on_delete=models.SET_NULL,
         related_name="assigned_work_requests",
     )
-    task_type = models.CharField(max_length=16, choices=TaskType.choices, default=TaskType.WORKER)
+    task_type = models.CharField(
+        max_length=16, choices=_choices(TaskType, str), default=TaskType.WORKER
+    )
     task_name = models.CharField(max_length=100)
     task_data = models.JSONField(default=dict, blank=True)
     configured_task_data = models.JSONField(null=True, blank=True)
@@ -391,7 +379,7 @@ class WorkRequest(models.Model):
         """
         if self.status not in (WorkRequestStatus.PENDING, WorkRequestStatus.RUNNING):
             return False
-        if result not in WorkRequestResult.values or result == WorkRequestResult.NONE:
+        if result not in set(WorkRequestResult) or result == WorkRequestResult.NONE:
             raise WorkRequestError(f"invalid result {result!r}")
         now = timezone.now()
         self.status = WorkRequestStatus.COMPLETED

@@ -61,7 +61,7 @@ class Command(AdminCommand):
         event_reactions: str | None,
         **_: Any,
     ) -> None:
-        check_choice(task_type, TaskType.values, "task type")
+        check_choice(task_type, [t.value for t in TaskType], "task type")
         if data == "-" and event_reactions == "-":
             fail("--data and --event-reactions cannot both read stdin")
         user: User = get_user(created_by or SYSTEM_USERNAME)

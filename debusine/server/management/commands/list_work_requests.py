@@ -17,7 +17,9 @@ class Command(AdminCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--status", choices=WorkRequestStatus.values, help="only work requests in this state"
+            "--status",
+            choices=[s.value for s in WorkRequestStatus],
+            help="only work requests in this state",
         )
         parser.add_argument(
             "--limit",
