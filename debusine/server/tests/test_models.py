@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import IntegrityError, transaction
+from django.db.models import CharField
 from django.utils import timezone
 
 from debusine import tasks
@@ -224,7 +225,9 @@ def test_database_choices_match_the_wire_and_task_enumerations() -> None:
         ("status", WorkRequestStatus),
         ("result", WorkRequestResult),
     ):
-        choices = models.WorkRequest._meta.get_field(name).choices
+        field = models.WorkRequest._meta.get_field(name)
+        assert isinstance(field, CharField)
+        choices = field.choices
         assert choices is not None
         assert [choice[0] for choice in choices] == [member.value for member in enum]
     # The Django-free packages cannot import these choices: keep the copies equal.
