@@ -151,6 +151,9 @@ class WorkRequestResponse(BaseModel):
     task_type: TaskType
     task_data: dict[str, Any]
     dynamic_task_data: dict[str, Any] | None
+    #: What the worker reported (runtime statistics, errors); our extension, absent from
+    #: Debusine servers.
+    output_data: dict[str, Any] | None = None
     priority_base: int
     priority_adjustment: int
     workflow_data: dict[str, Any]
