@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 if TYPE_CHECKING:
-    from debusine.server.db.models import User
+    from debusine.server.db.models import User, Worker, WorkRequest
     from debusine.server.file_stores.moto import MotoS3Server
     from debusine.server.testing import Playground
 
@@ -51,3 +51,27 @@ def moto_s3() -> Iterator[MotoS3Server]:
 
     with MotoS3Server() as server:
         yield server
+
+
+@pytest.fixture
+def start_work_request(playground: Playground) -> Callable[..., WorkRequest]:
+    """
+    `start_work_request(work_request, worker=None)`: assign a pending work request to `worker`
+    (a new enabled worker by default) and start it, the way the scheduler and get-next do;
+    return it reloaded.
+    """
+    from debusine.server.work_requests import transitions
+    from debusine.server.work_requests.worker_tokens import WorkerCaller
+
+    def start(work_request: WorkRequest, worker: Worker | None = None) -> WorkRequest:
+        if worker is None:
+            worker, _key = playground.create_worker(f"worker-for-{work_request.pk}")
+        assert transitions.assign([(work_request.pk, worker.pk)]) == [
+            (work_request.pk, worker.pk)
+        ]
+        started = transitions.start_next(WorkerCaller(worker.pk, worker.name, worker.concurrency))
+        assert started is not None and started.id == work_request.pk
+        work_request.refresh_from_db()
+        return work_request
+
+    return start

@@ -99,7 +99,8 @@ def main() -> None:
 
 
 def timed_pass(label: str, renotify: bool = False, notify: bool = True) -> float:
-    from debusine.server.scheduler import notifications, passes
+    from debusine.server.scheduler import passes
+    from debusine.server.work_requests import notifications
 
     original = notifications.notify_work_request_assigned
     if not notify:

@@ -1,4 +1,4 @@
-"""Django application for server-wide pieces: management commands and system checks."""
+"""Django application for server-wide pieces: management commands, system checks, wiring."""
 
 from django.apps import AppConfig
 
@@ -11,5 +11,11 @@ class ServerConfig(AppConfig):
     verbose_name = "Debusine server"
 
     def ready(self) -> None:
-        """Register the deployment checks run by `debusine-admin check`."""
+        """
+        Register the deployment checks run by `debusine-admin check`, and the scheduler's
+        hooks for the work request's transitions (`debusine.server.work_requests.effects`).
+        """
         from debusine.server.project import checks  # noqa: F401
+        from debusine.server.scheduler import triggers
+
+        triggers.install()

@@ -184,7 +184,7 @@ class ArtifactCreateView(APIView):
             )
             if work_request is None:
                 raise ProblemError(f"Work request {body.work_request} does not exist")
-            if work_request.worker_id != worker.pk:
+            if work_request.worker_id != worker.id:
                 # A worker records outputs only of the work it was given, so that a worker
                 # token cannot plant artifacts in any workspace of any scope.
                 raise ProblemError(

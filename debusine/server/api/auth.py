@@ -3,7 +3,8 @@
 
 A disabled, expired or unknown token makes the request anonymous. A usable token belongs to
 a user (request.user is that user) or to a worker (request.user stays anonymous, so a worker
-token can never act as a user; `request_worker()` returns the worker).
+token can never act as a user; `request_worker()` returns the worker, as resolved by
+`debusine.server.work_requests.worker_tokens`, the one resolver of worker tokens).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from rest_framework.request import Request
 
 from debusine.server.db.models import Token, User, Worker
 from debusine.server.db.models.auth import LAST_SEEN_RESOLUTION
+from debusine.server.work_requests.worker_tokens import WorkerCaller, resolve_worker_token
 
 TOKEN_HEADER = "HTTP_TOKEN"  # noqa: S105
 
@@ -38,26 +40,29 @@ def touch_last_seen(token: Token) -> None:
         token.last_seen_at = now
 
 
-def token_worker(token: Token) -> Worker | None:
-    """The worker this token authenticates, if any."""
+def has_worker(token: Token) -> bool:
+    """Whether a worker uses this token (loaded with it by `Token.objects.get_by_key`)."""
     try:
-        return token.worker
+        token.worker  # noqa: B018
     except Worker.DoesNotExist:
-        return None
+        return False
+    return True
 
 
 class ConflictingTokenError(Exception):
     """A token linked to a user and to a worker: refused (403) wherever it is sent."""
 
 
-def authenticate_token(request: HttpRequest) -> tuple[User | AnonymousUser, Token] | None:
+def authenticate_token(
+    request: HttpRequest,
+) -> tuple[User | AnonymousUser, Token | WorkerCaller] | None:
     """
     What the request's `Token` header authenticates, for the API and the download views alike.
 
     Records the token as seen, usable or not. Returns None when the request is anonymous (no
     token, or an unknown, disabled or expired one, or one of an inactive user); the token's user
-    for a user token; AnonymousUser for a worker token (see `token_worker()`). Raises
-    ConflictingTokenError for a token of a user and a worker.
+    and the token for a user token; AnonymousUser and the worker for a worker token (a token of
+    neither stays a Token). Raises ConflictingTokenError for a token of a user and a worker.
     """
     token = token_from_request(request)
     if token is None:
@@ -66,8 +71,9 @@ def authenticate_token(request: HttpRequest) -> tuple[User | AnonymousUser, Toke
     if not token.is_usable():
         return None
     if token.user is None:
-        return AnonymousUser(), token
-    if token_worker(token) is not None:
+        worker = resolve_worker_token(request.META.get(TOKEN_HEADER))
+        return AnonymousUser(), (worker if worker is not None else token)
+    if has_worker(token):
         raise ConflictingTokenError("A token cannot belong to a user and a worker")
     if not token.user.is_active:
         return None
@@ -77,7 +83,9 @@ def authenticate_token(request: HttpRequest) -> tuple[User | AnonymousUser, Toke
 class TokenAuthentication(authentication.BaseAuthentication):
     """DRF authentication from the `Token` header (case-insensitive by HTTP)."""
 
-    def authenticate(self, request: Request) -> tuple[User | AnonymousUser, Token] | None:
+    def authenticate(
+        self, request: Request
+    ) -> tuple[User | AnonymousUser, Token | WorkerCaller] | None:
         try:
             return authenticate_token(request._request)
         except ConflictingTokenError as error:
@@ -88,16 +96,10 @@ class TokenAuthentication(authentication.BaseAuthentication):
         return ""
 
 
-def request_token(request: Request) -> Token | None:
-    """The usable token that authenticated `request`."""
-    auth = request.auth
-    return auth if isinstance(auth, Token) else None
-
-
-def request_worker(request: Request) -> Worker | None:
+def request_worker(request: Request) -> WorkerCaller | None:
     """The worker that authenticated `request` with its (enabled) token, if any."""
-    token = request_token(request)
-    return token_worker(token) if token is not None else None
+    auth = request.auth
+    return auth if isinstance(auth, WorkerCaller) else None
 
 
 class IsWorker(permissions.BasePermission):

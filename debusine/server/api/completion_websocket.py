@@ -29,7 +29,7 @@ from debusine.protocol.work_requests import WorkRequestResult, WorkRequestStatus
 from debusine.protocol.workers import event_frame
 from debusine.server.db.models import Scope, Token, User, Workspace
 from debusine.server.db.models.work_requests import WorkRequest
-from debusine.server.scheduler.notifications import completed_work_requests_group
+from debusine.server.work_requests.notifications import completed_work_requests_group
 
 logger = logging.getLogger(__name__)
 
@@ -207,7 +207,7 @@ class CompletionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             except Exception as error:  # the group entry expires on its own
                 logger.info("could not leave %s: %s", self.group, error)
 
-    # --- Channel layer messages (see debusine.server.scheduler.notifications) --------------
+    # --- Channel layer messages (see debusine.server.work_requests.notifications) --------------
 
     async def work_request_completed(self, message: dict[str, Any]) -> None:
         listener = self.listener

@@ -41,7 +41,7 @@ def resolver_for(request: Request, work_request_id: int) -> ServerLookupResolver
     assert worker is not None
     work_request = (
         WorkRequest.objects.select_related("workspace", "created_by")
-        .filter(pk=work_request_id, worker=worker)
+        .filter(pk=work_request_id, worker_id=worker.id)
         .first()
     )
     if work_request is None:

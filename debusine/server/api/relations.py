@@ -57,7 +57,7 @@ def check_can_change_relations_of(request: Request, artifact: Artifact) -> None:
     """
     worker = request_worker(request)
     if worker is not None:
-        if not artifact.written_by_worker(worker):
+        if not artifact.written_by_worker(worker.id):
             raise ProblemError(
                 f"You cannot change the relations of artifact {artifact.pk}",
                 "Workers may only relate artifacts created by their own work requests",

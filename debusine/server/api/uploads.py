@@ -334,7 +334,7 @@ class UploadFileView(APIView):
             )
         worker = request_worker(request)
         if worker is not None:
-            if not found.written_by_worker(worker):
+            if not found.written_by_worker(worker.id):
                 raise ProblemError(
                     "Permission denied",
                     f"Artifact {artifact_id} was not created by a work request of this worker",

@@ -2,8 +2,8 @@
 API views of work requests: list and create (`/api/1.0/work-request/`), read and re-prioritise
 one (`.../work-request/<id>/`), retry and abort it (`.../<id>/retry/`, `.../<id>/abort/`).
 
-Also home of `work_request_json()`, the one serialisation of the WorkRequest object (the worker
-endpoints reuse it), and of `visible_work_requests()`, the one rule of who sees which.
+Also home of `visible_work_requests()`, the one rule of who sees which. Work requests are
+serialised by `debusine.server.work_requests.serialization` and changed by its `transitions`.
 """
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ import binascii
 from typing import Any
 
 from django.conf import settings
+from django.http import HttpResponse
 from django.urls import URLPattern, path
 from rest_framework import status
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
-from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from debusine.protocol.wire import iso_datetime
 from debusine.protocol.work_requests import (
     PRIORITY_MAX,
     PRIORITY_MIN,
@@ -31,69 +30,14 @@ from debusine.server.api.auth import IsUser, request_worker
 from debusine.server.api.errors import ProblemError
 from debusine.server.api.middleware import request_scope, request_scope_name
 from debusine.server.api.parsing import parse_body
-from debusine.server.db.models import (
-    TaskType,
-    User,
-    WorkRequest,
-    WorkRequestError,
-    Workspace,
-)
-from debusine.server.db.models.work_requests import InvalidWorkRequestError, WorkRequestQuerySet
+from debusine.server.db.models import TaskType, User, WorkRequest, Workspace
+from debusine.server.db.models.work_requests import WorkRequestQuerySet
+from debusine.server.work_requests import serialization, transitions
+from debusine.server.work_requests.transitions import InvalidWorkRequestError, WorkRequestError
 from debusine.tasks import BaseTask
 
 #: Who may set a positive priority adjustment (besides superusers).
 MANAGE_PRIORITIES_PERMISSION = "db.manage_workrequest_priorities"
-
-
-# --- Serialisation ----------------------------------------------------------------------------
-
-
-def work_request_json(
-    work_request: WorkRequest, *, configured_task_data: bool = False
-) -> dict[str, Any]:
-    """
-    The WorkRequest object of the wire protocol (protocol.md §2.9).
-
-    Load `workspace__scope` with select_related and the `artifact_ids` annotation with
-    `WorkRequestQuerySet.with_artifact_ids()` to serialise without further queries; without
-    the annotation the artifact ids cost one query. `configured_task_data` sends the task data
-    with task configuration applied (what get-next hands to workers) instead of the user's.
-    """
-    artifact_ids = getattr(work_request, "artifact_ids", None)
-    if artifact_ids is None:
-        artifact_ids = list(
-            work_request.created_artifacts.order_by("id").values_list("id", flat=True)
-        )
-    workspace = work_request.workspace
-    scope_name = workspace.scope.name
-    task_data = (
-        work_request.effective_task_data if configured_task_data else work_request.task_data
-    )
-    return {
-        "id": work_request.pk,
-        "url": f"/{scope_name}/{workspace.name}/work-request/{work_request.pk}/",
-        "task_name": work_request.task_name,
-        "created_at": iso_datetime(work_request.created_at),
-        "created_by": work_request.created_by_id,
-        "aborted_by": work_request.aborted_by_id,
-        "started_at": iso_datetime(work_request.started_at),
-        "completed_at": iso_datetime(work_request.completed_at),
-        "duration": work_request.duration,
-        "worker": work_request.worker_id,
-        "task_type": work_request.task_type,
-        "task_data": task_data or {},
-        "dynamic_task_data": work_request.dynamic_task_data,
-        "output_data": work_request.output_data_json,
-        "priority_base": work_request.priority_base,
-        "priority_adjustment": work_request.priority_adjustment,
-        "workflow_data": work_request.workflow_data_json or {},
-        "event_reactions": work_request.event_reactions_json or {},
-        "status": work_request.status,
-        "result": work_request.result,
-        "artifacts": sorted(artifact_ids),
-        "scope": scope_name,
-        "workspace": workspace.name,
-    }
 
 
 # --- Shared helpers ---------------------------------------------------------------------------
@@ -147,8 +91,8 @@ def forbidden(detail: str) -> ProblemError:
     return ProblemError("Permission denied", detail, status_code=status.HTTP_403_FORBIDDEN)
 
 
-def ok(work_request: WorkRequest) -> Response:
-    return Response(work_request_json(work_request), status=status.HTTP_200_OK)
+def ok(work_request: WorkRequest) -> HttpResponse:
+    return serialization.work_request_response(work_request)
 
 
 # --- Pagination -------------------------------------------------------------------------------
@@ -184,7 +128,7 @@ def page_url(request: Request, cursor: str) -> str:
     return request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
 
 
-def paginated_response(request: Request, queryset: WorkRequestQuerySet) -> Response:
+def paginated_response(request: Request, queryset: WorkRequestQuerySet) -> HttpResponse:
     """One page of `queryset`, newest first: `{"next", "previous", "results"}` (no count)."""
     size = settings.DEBUSINE_WORK_REQUEST_PAGE_SIZE
     cursor = request.query_params.get("cursor")
@@ -193,12 +137,12 @@ def paginated_response(request: Request, queryset: WorkRequestQuerySet) -> Respo
         if boundary is not None:
             queryset = queryset.filter(pk__lt=boundary)
         # One row beyond the page tells whether there is a next page.
-        rows = list(queryset.order_by("-pk")[: size + 1])
+        rows = serialization.rows(queryset.order_by("-pk")[: size + 1])
         has_more, rows = len(rows) > size, rows[:size]
         has_next, has_previous = has_more, boundary is not None
     else:
         assert boundary is not None
-        rows = list(queryset.filter(pk__gt=boundary).order_by("pk")[: size + 1])
+        rows = serialization.rows(queryset.filter(pk__gt=boundary).order_by("pk")[: size + 1])
         has_more, rows = len(rows) > size, rows[:size]
         rows.reverse()
         has_next, has_previous = True, has_more
@@ -206,18 +150,12 @@ def paginated_response(request: Request, queryset: WorkRequestQuerySet) -> Respo
     next_url = previous_url = None
     if has_next:
         # An empty page still links back to where it started.
-        last = rows[-1].pk if rows else (boundary if boundary is not None else 0) + 1
+        last = rows[-1].id if rows else (boundary if boundary is not None else 0) + 1
         next_url = page_url(request, encode_cursor(NEXT, last))
     if has_previous:
-        first = rows[0].pk if rows else (boundary if boundary is not None else 1) - 1
+        first = rows[0].id if rows else (boundary if boundary is not None else 1) - 1
         previous_url = page_url(request, encode_cursor(PREVIOUS, first))
-    return Response(
-        {
-            "next": next_url,
-            "previous": previous_url,
-            "results": [work_request_json(row) for row in rows],
-        }
-    )
+    return serialization.json_response(serialization.page(rows, next_url, previous_url))
 
 
 # --- Views ------------------------------------------------------------------------------------
@@ -239,17 +177,17 @@ class WorkRequestListView(APIView):
 
     permission_classes = [ReadAnyWriteAsUser]
 
-    def get(self, request: Request) -> Response:
+    def get(self, request: Request) -> HttpResponse:
         return paginated_response(request, visible_work_requests(request))
 
-    def post(self, request: Request) -> Response:
+    def post(self, request: Request) -> HttpResponse:
         body = parse_body(request, WorkRequestCreateRequest)
         user = request_user(request)
         workspace = self.workspace(request, body.workspace or settings.DEBUSINE_DEFAULT_WORKSPACE)
         if not workspace.user_can_contribute:  # type: ignore[attr-defined]
             raise forbidden(f"{user.username} cannot create work requests in {workspace.name}")
         try:
-            work_request = WorkRequest.objects.create_for_task(
+            work_request = transitions.create(
                 workspace=workspace,
                 created_by=user,
                 task_type=self.task_type(user, body.task_name),
@@ -302,10 +240,10 @@ class WorkRequestDetailView(APIView):
 
     permission_classes = [ReadAnyWriteAsUser]
 
-    def get(self, request: Request, work_request_id: int) -> Response:
+    def get(self, request: Request, work_request_id: int) -> HttpResponse:
         return ok(get_visible_work_request(request, work_request_id))
 
-    def patch(self, request: Request, work_request_id: int) -> Response:
+    def patch(self, request: Request, work_request_id: int) -> HttpResponse:
         work_request = get_visible_work_request(request, work_request_id)
         body = parse_body(request, WorkRequestPatchRequest)
         user = request_user(request)
@@ -324,7 +262,7 @@ class WorkRequestDetailView(APIView):
                 f"priority_base {work_request.priority_base} + priority_adjustment "
                 f"{adjustment} is outside [{PRIORITY_MIN}, {PRIORITY_MAX}]",
             )
-        work_request.set_priority_adjustment(adjustment)
+        transitions.set_priority_adjustment(work_request, adjustment)
         return ok(work_request)
 
 
@@ -333,12 +271,12 @@ class WorkRequestRetryView(APIView):
 
     permission_classes = [IsUser]
 
-    def post(self, request: Request, work_request_id: int) -> Response:
+    def post(self, request: Request, work_request_id: int) -> HttpResponse:
         work_request = get_visible_work_request(request, work_request_id)
         user = request_user(request)
         if not can_manage(user, work_request):
             raise forbidden(f"{user.username} cannot retry work request {work_request.pk}")
-        if not work_request.can_retry():
+        if not transitions.can_retry(work_request):
             raise ProblemError(
                 "Cannot retry work request",
                 f"Work request {work_request.pk} is {work_request.status}"
@@ -347,7 +285,7 @@ class WorkRequestRetryView(APIView):
                 "retried, once",
             )
         try:
-            new = work_request.retry()
+            new = transitions.retry(work_request)
         except WorkRequestError as error:
             raise ProblemError("Cannot retry work request", str(error)) from None
         new.artifact_ids = []  # type: ignore[attr-defined]
@@ -359,13 +297,13 @@ class WorkRequestAbortView(APIView):
 
     permission_classes = [IsUser]
 
-    def post(self, request: Request, work_request_id: int) -> Response:
+    def post(self, request: Request, work_request_id: int) -> HttpResponse:
         work_request = get_visible_work_request(request, work_request_id)
         user = request_user(request)
         if not can_manage(user, work_request):
             raise forbidden(f"{user.username} cannot abort work request {work_request.pk}")
         try:
-            work_request.mark_aborted(by=user)
+            transitions.abort(work_request, by=user)
         except WorkRequestError:
             raise ProblemError(
                 "Cannot abort work request",

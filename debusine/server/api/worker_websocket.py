@@ -33,8 +33,10 @@ from debusine.protocol.workers import (
     REASON_TOKEN_DISABLED,
     event_frame,
 )
-from debusine.server.db.models import Token, Worker
-from debusine.server.scheduler.notifications import worker_group
+from debusine.server.db.models import Worker
+from debusine.server.work_requests import transitions
+from debusine.server.work_requests.notifications import worker_group
+from debusine.server.work_requests.worker_tokens import resolve_worker_token
 
 logger = logging.getLogger(__name__)
 
@@ -46,16 +48,6 @@ def lease_renewal_interval() -> float:
     return float(min(20.0, max(0.5, settings.DEBUSINE_WORKER_LEASE_GRACE / 3)))
 
 
-def worker_for_key(key: str | None) -> Worker | None:
-    """The worker whose usable token is `key`, or None."""
-    if not key:
-        return None
-    token = Token.objects.get_by_key(key.strip())
-    if token is None or not token.is_usable():
-        return None
-    return Worker.objects.filter(token=token).first()
-
-
 # These run in autocommit mode, one statement per transaction: holding the worker's row while
 # waiting for its token's (or the reverse) in one transaction could deadlock with API calls.
 
@@ -63,24 +55,14 @@ def worker_for_key(key: str | None) -> Worker | None:
 def connect_worker(worker_id: int) -> bool:
     """Mark the worker connected; return whether it already holds unfinished work."""
     worker = Worker.objects.select_related("token").get(pk=worker_id)
-    worker.mark_connected()
-    return worker.assigned_work_requests.filter(status__in=["pending", "running"]).exists()
+    return transitions.worker_connected(worker)
 
 
 def disconnect_worker(worker_id: int) -> None:
     """Mark the worker disconnected and check its lease once the grace period is over."""
     worker = Worker.objects.filter(pk=worker_id).first()
-    if worker is None:
-        return
-    worker.mark_disconnected()
-    has_running = worker.assigned_work_requests.filter(status="running").exists()
-    if has_running:
-        from debusine.server.scheduler.jobs import expire_worker_leases
-
-        try:
-            expire_worker_leases.apply_async(countdown=settings.DEBUSINE_WORKER_LEASE_GRACE + 1)
-        except Exception as error:  # beat's periodic check covers it
-            logger.warning("could not queue a lease check for worker %d: %s", worker_id, error)
+    if worker is not None:
+        transitions.worker_disconnected(worker)
 
 
 def renew_lease(worker_id: int) -> bool:
@@ -136,24 +118,24 @@ class WorkerConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def connect(self) -> None:
         headers = dict(self.scope.get("headers", []))
         key = headers.get(b"token", b"").decode("latin-1") or None
-        worker = await database_sync_to_async(worker_for_key)(key)
+        worker = await database_sync_to_async(resolve_worker_token)(key)
         await self.accept()
         if worker is None:
             await self.reject(REJECTED_REASON, REASON_TOKEN_DISABLED)
             return
         try:
-            await self.channel_layer.group_add(worker_group(worker.pk), self.channel_name)
+            await self.channel_layer.group_add(worker_group(worker.id), self.channel_name)
         except Exception as error:  # the worker retries later
-            logger.warning("worker %s refused: channel layer unavailable: %s", worker, error)
+            logger.warning("worker %s refused: channel layer unavailable: %s", worker.name, error)
             await self.reject(SERVICE_UNAVAILABLE_REASON)
             return
-        self.worker_id = worker.pk
-        has_work = await database_sync_to_async(connect_worker)(worker.pk)
+        self.worker_id = worker.id
+        has_work = await database_sync_to_async(connect_worker)(worker.id)
         await self.send_frame(event_frame(FRAME_CONNECTED))
         await self.send_frame(event_frame(FRAME_REQUEST_DYNAMIC_METADATA))
         if has_work:
             await self.send_frame(event_frame(FRAME_WORK_REQUEST_AVAILABLE))
-        self.keep_alive = asyncio.create_task(self.keep_connection_alive(worker.pk))
+        self.keep_alive = asyncio.create_task(self.keep_connection_alive(worker.id))
 
     async def keep_connection_alive(self, worker_id: int) -> None:
         """Renew the lease and the group membership; ask for metadata now and then."""
@@ -185,7 +167,7 @@ class WorkerConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             await self.channel_layer.group_discard(worker_group(self.worker_id), self.channel_name)
         await database_sync_to_async(disconnect_worker)(self.worker_id)
 
-    # --- Channel layer messages (see debusine.server.scheduler.notifications) --------------
+    # --- Channel layer messages (see debusine.server.work_requests.notifications) --------------
 
     async def work_request_assigned(self, _message: dict[str, Any]) -> None:
         await self.send_frame(event_frame(FRAME_WORK_REQUEST_AVAILABLE))

@@ -9,7 +9,6 @@ also renews its lease (through its token's `last_seen_at`, see `debusine.server.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -25,24 +24,11 @@ from debusine.protocol.workers import WorkerRegisterRequest, WorkRequestComplete
 from debusine.server.api.auth import TOKEN_HEADER, IsWorker, request_worker, token_from_request
 from debusine.server.api.errors import ProblemError, plain_problem_response
 from debusine.server.api.parsing import parse_body, parse_json_body
-from debusine.server.db.models import Token, Worker, WorkRequest
+from debusine.server.db.models import Token, Worker
 from debusine.server.db.models.auth import hash_token_key
-from debusine.server.db.models.worker_work import (
-    Completion,
-    WorkerCaller,
-    complete_work_request,
-    running_count,
-    start_next_work_request,
-    worker_for_token_key,
-)
-from debusine.server.scheduler.passes import run_scheduling_pass
-
-
-def current_worker(request: Request) -> Worker:
-    """The worker behind a request that passed IsWorker."""
-    worker = request_worker(request)
-    assert worker is not None
-    return worker
+from debusine.server.work_requests import serialization, transitions
+from debusine.server.work_requests.transitions import Completion
+from debusine.server.work_requests.worker_tokens import WorkerCaller, resolve_worker_token
 
 
 class WorkerRegisterView(APIView):
@@ -120,20 +106,23 @@ class DynamicMetadataView(APIView):
     def put(self, request: Request) -> HttpResponse:
         if not isinstance(request.data, dict):
             raise ProblemError("Invalid metadata", "The body must be a JSON object.")
-        current_worker(request).set_dynamic_metadata(request.data)
+        caller = request_worker(request)
+        assert caller is not None
+        worker = Worker.objects.get(pk=caller.id)
+        transitions.worker_metadata_changed(worker, dynamic=request.data)
         return HttpResponse(status=status.HTTP_204_NO_CONTENT)
 
 
 # --- The worker's hot path: plain Django views over single SQL statements -------------------
 #
 # A worker calls these twice per work request. They skip DRF (content negotiation, parsers,
-# permission classes) and the ORM: see debusine.server.db.models.worker_work.
+# permission classes) and the ORM: see the SQL fast paths of
+# debusine.server.work_requests.transitions.
 
 
 def calling_worker(request: HttpRequest) -> WorkerCaller:
     """The worker behind the request's token, or a 403 problem."""
-    key = request.META.get(TOKEN_HEADER)
-    worker = worker_for_token_key(key.strip()) if key else None
+    worker = resolve_worker_token(request.META.get(TOKEN_HEADER))
     if worker is None:
         raise ProblemError("Error", IsWorker.message, status_code=status.HTTP_403_FORBIDDEN)
     return worker
@@ -175,25 +164,10 @@ def get_next_for_worker(request: HttpRequest) -> HttpResponse:
     requests as its concurrency allows has restarted: those are aborted and retried
     (worker-failed).
     """
-    worker = calling_worker(request)
-    # The usual case in one statement: the worker runs nothing and has work assigned.
-    body = start_next_work_request(worker.id, worker.concurrency)
-    if body is None and running_count(worker.id) >= worker.concurrency:
-        for lost in WorkRequest.objects.select_for_update().filter(
-            worker_id=worker.id, status="running"
-        ):
-            lost.retry_after_worker_failure(
-                f"worker {worker.name} asked for new work while running this one: it restarted"
-            )
-        body = start_next_work_request(worker.id, worker.concurrency)
-    if body is None:
-        # Nothing assigned yet: a worker asking for work is idle, so schedule for it now
-        # rather than make it wait for the scheduler's next pass and its notification.
-        if run_scheduling_pass(for_worker=worker.id, notify=False).assigned:
-            body = start_next_work_request(worker.id, worker.concurrency)
-        if body is None:
-            return HttpResponse(status=status.HTTP_204_NO_CONTENT)
-    return HttpResponse(json.dumps(body), content_type="application/json")
+    started = transitions.start_next(calling_worker(request))
+    if started is None:
+        return HttpResponse(status=status.HTTP_204_NO_CONTENT)
+    return serialization.json_response(started)
 
 
 @worker_view("PUT")
@@ -212,7 +186,9 @@ def work_request_completed(request: HttpRequest, work_request_id: int) -> HttpRe
         if body.output_data is not None
         else None
     )
-    outcome = complete_work_request(worker.id, work_request_id, body.result, output_data)
+    outcome = transitions.complete_from_worker(
+        worker.id, work_request_id, body.result, output_data
+    )
     if outcome is Completion.NOT_FOUND:
         raise ProblemError(f"Work request {work_request_id} not found", status_code=404)
     if outcome is Completion.NOT_ASSIGNED:

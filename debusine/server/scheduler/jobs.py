@@ -12,7 +12,11 @@ import logging
 from debusine.server.project.celery import app
 from debusine.server.scheduler.leases import expire_leases
 from debusine.server.scheduler.passes import run_scheduling_pass
-from debusine.server.scheduler.triggers import clear_pass_queued
+from debusine.server.scheduler.triggers import (
+    EXPIRE_LEASES_JOB,
+    SCHEDULE_JOB,
+    clear_pass_queued,
+)
 
 #: The queue of these jobs (CELERY_TASK_ROUTES sends every `debusine.scheduler.*` job there).
 SCHEDULER_QUEUE = "scheduler"
@@ -20,7 +24,7 @@ SCHEDULER_QUEUE = "scheduler"
 logger = logging.getLogger(__name__)
 
 
-@app.task(name="debusine.scheduler.schedule", ignore_result=True)
+@app.task(name=SCHEDULE_JOB, ignore_result=True)
 def schedule_work_requests(renotify: bool = False) -> int:
     """One scheduling pass; return how many work requests it assigned."""
     waited = clear_pass_queued()
@@ -35,7 +39,7 @@ def schedule_work_requests(renotify: bool = False) -> int:
     return len(result.assigned)
 
 
-@app.task(name="debusine.scheduler.expire_leases", ignore_result=True)
+@app.task(name=EXPIRE_LEASES_JOB, ignore_result=True)
 def expire_worker_leases() -> int:
     """Retry the work of workers out of touch for too long; return how many were retried."""
     return len(expire_leases().retried)

@@ -16,17 +16,19 @@ from dataclasses import dataclass, field
 
 from django.db import connection, transaction
 
+from debusine.server.db.models import Worker
 from debusine.server.scheduler.passes import lease_grace, lease_grace_seconds, lock_scheduler
+from debusine.server.work_requests import sql, transitions
 
 logger = logging.getLogger(__name__)
 
-EXPIRED_WORKERS_SQL = """
+EXPIRED_WORKERS_SQL = f"""
 SELECT DISTINCT w.id FROM db_worker w
-JOIN db_workrequest wr ON wr.worker_id = w.id AND wr.status IN ('pending', 'running')
+JOIN db_workrequest wr ON wr.worker_id = w.id AND wr.status IN {sql.HELD}
 LEFT JOIN db_token t ON t.id = w.token_id
 WHERE w.worker_type IN ('external', 'signing')
   AND (t.id IS NULL OR t.last_seen_at IS NULL OR t.last_seen_at < now() - %s * interval '1 second')
-"""
+"""  # noqa: S608 (statuses from the enumerations, values as parameters)
 
 
 @dataclass
@@ -41,8 +43,6 @@ class LeaseExpiry:
 
 def expire_leases() -> LeaseExpiry:
     """Take work away from workers whose lease expired; see the module docstring."""
-    from debusine.server.db.models import Worker, WorkRequest
-
     outcome = LeaseExpiry()
     with transaction.atomic():
         lock_scheduler()
@@ -52,25 +52,15 @@ def expire_leases() -> LeaseExpiry:
         if not outcome.workers:
             return outcome
         Worker.objects.filter(pk__in=outcome.workers).update(connected_at=None)
-        for work_request in (
-            WorkRequest.objects.select_for_update()
-            .filter(worker_id__in=outcome.workers, status__in=["pending", "running"])
-            .order_by("id")
-        ):
-            worker_id = work_request.worker_id
-            assert worker_id is not None
-            if work_request.status == "pending":
-                work_request.de_assign_worker()
-                outcome.requeued.append(work_request.pk)
-                continue
-            new = work_request.retry_after_worker_failure(
-                f"worker {worker_id} lost its lease (out of touch for more than "
-                f"{int(lease_grace().total_seconds())} s)"
-            )
-            if new is None:
-                outcome.not_retried.append(work_request.pk)
-            else:
-                outcome.retried.append((work_request.pk, new.pk))
+        grace = int(lease_grace().total_seconds())
+        taken = transitions.take_work_from_workers(
+            outcome.workers,
+            lambda worker_id: (
+                f"worker {worker_id} lost its lease (out of touch for more than {grace} s)"
+            ),
+        )
+        outcome.retried, outcome.not_retried = taken.retried, taken.not_retried
+        outcome.requeued = taken.requeued
     logger.warning(
         "leases expired for worker(s) %s: retried %s, not retried (limit) %s, requeued %s",
         outcome.workers,

@@ -20,7 +20,9 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 
-from debusine.server.scheduler import notifications
+from debusine.protocol.work_requests import TaskType, WorkRequestResult, WorkRequestStatus
+from debusine.server.db.models import WorkRequest
+from debusine.server.lookups import ServerLookupResolver
 from debusine.server.scheduler.matching import (
     Candidate,
     IdleWorker,
@@ -28,6 +30,7 @@ from debusine.server.scheduler.matching import (
     needs_task_instance,
     overrides,
 )
+from debusine.server.work_requests import notifications, sql, transitions
 from debusine.tasks import BaseTask, LookupFailedError, TaskDataError
 
 logger = logging.getLogger(__name__)
@@ -67,12 +70,12 @@ def lock_scheduler(*, wait: bool = True) -> bool:
 # A worker is idle when it is connected, its token is enabled and alive (seen within the lease
 # grace period: a server process that died cannot have cleared `connected_at`), and it holds
 # fewer pending/running work requests than its concurrency.
-IDLE_WORKERS_SQL = """
+IDLE_WORKERS_SQL = f"""
 WITH idle AS (
     SELECT w.id, w.worker_type, w.connected_at,
            w.concurrency - (
                SELECT count(*) FROM db_workrequest wr
-               WHERE wr.worker_id = w.id AND wr.status IN ('pending', 'running')
+               WHERE wr.worker_id = w.id AND wr.status IN {sql.HELD}
            ) AS free_slots,
            w.dynamic_metadata || w.static_metadata AS metadata
     FROM db_worker w
@@ -92,17 +95,18 @@ SELECT id, worker_type, free_slots, signature,
             THEN metadata END
 FROM signed
 ORDER BY connected_at, id
-"""
+"""  # noqa: S608 (statuses from the enumerations, values as parameters)
 
 # Pending unassigned work requests in queue order, one page after a keyset position; with
 # their (configured) task data when their task needs building (`needs_task_instance`).
-CANDIDATES_SQL = """
+CANDIDATES_SQL = f"""
 SELECT id, task_type, task_name, task_data->>'host_architecture',
        priority_base + priority_adjustment, created_at,
        CASE WHEN task_type || ':' || task_name = ANY(%(built)s)
-            THEN COALESCE(NULLIF(configured_task_data, '{}'::jsonb), task_data) END
+            THEN COALESCE(NULLIF(configured_task_data, '{{}}'::jsonb), task_data) END
 FROM db_workrequest
-WHERE status = 'pending' AND worker_id IS NULL AND task_type IN ('Worker', 'Signing')
+WHERE status = {sql.PENDING} AND worker_id IS NULL
+  AND task_type IN {sql.literals(TaskType.WORKER, TaskType.SIGNING)}
   AND task_type || ':' || task_name = ANY(%(kinds)s)
   AND (%(first)s::boolean
        OR priority_base + priority_adjustment < %(priority)s::integer
@@ -110,26 +114,14 @@ WHERE status = 'pending' AND worker_id IS NULL AND task_type IN ('Worker', 'Sign
            AND (created_at, id) > (%(created_at)s::timestamptz, %(id)s::bigint)))
 ORDER BY priority_base + priority_adjustment DESC, created_at, id
 LIMIT %(limit)s
-"""
-
-# The assignment, guarded so that a concurrent change (abort, disabled worker) wins.
-ASSIGN_SQL = """
-UPDATE db_workrequest wr SET worker_id = v.worker_id
-FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, worker_id)
-WHERE wr.id = v.id AND wr.status = 'pending' AND wr.worker_id IS NULL
-  AND EXISTS (
-      SELECT 1 FROM db_worker w JOIN db_token t ON t.id = w.token_id
-      WHERE w.id = v.worker_id AND t.enabled
-  )
-RETURNING wr.id, wr.worker_id
-"""
+"""  # noqa: S608 (statuses from the enumerations, values as parameters)
 
 # Workers holding pending work they have not fetched yet (for the fallback's re-notification).
-UNFETCHED_SQL = """
+UNFETCHED_SQL = f"""
 SELECT DISTINCT wr.worker_id FROM db_workrequest wr
 JOIN db_worker w ON w.id = wr.worker_id
-WHERE wr.status = 'pending' AND wr.worker_id IS NOT NULL AND w.connected_at IS NOT NULL
-"""
+WHERE wr.status = {sql.PENDING} AND wr.worker_id IS NOT NULL AND w.connected_at IS NOT NULL
+"""  # noqa: S608 (statuses from the enumerations, values as parameters)
 
 
 @dataclass
@@ -163,9 +155,6 @@ def _prepare_candidate(
     would take it, compute that now (resolving its lookups). None when it cannot be assigned:
     a candidate that failed is recorded in `preparation.failures`.
     """
-    from debusine.server.db.models import WorkRequest
-    from debusine.server.lookups import ServerLookupResolver
-
     task_class = BaseTask.class_from_name(candidate.task_type, candidate.task_name)
     try:
         task = task_class(task_data if isinstance(task_data, dict) else json.loads(task_data))
@@ -265,48 +254,24 @@ def match_candidates(
     return assignments
 
 
-def apply_assignments(assignments: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    if not assignments:
-        return []
-    with connection.cursor() as cursor:
-        cursor.execute(
-            ASSIGN_SQL,
-            [[wr for wr, _ in assignments], [worker for _, worker in assignments]],
-        )
-        return [(row[0], row[1]) for row in cursor.fetchall()]
-
-
-def store_dynamic_data(
-    assigned: list[tuple[int, int]], dynamic_data: dict[int, dict[str, Any]]
-) -> None:
-    """Store the dynamic task data of the work requests that were assigned."""
-    from debusine.server.db.models import WorkRequest
-
-    for work_request_id, _worker in assigned:
-        if work_request_id in dynamic_data:
-            WorkRequest.objects.filter(pk=work_request_id).update(
-                dynamic_task_data=dynamic_data[work_request_id]
-            )
-
-
 def fail_unconfigurable(failures: list[tuple[int, str, str]]) -> list[int]:
     """
     End as errors the work requests whose task could not be configured (invalid task data,
     a lookup that matched nothing), through the model so that dependants and listeners learn
     of it. Those taken meanwhile (assigned, aborted) are left alone.
     """
-    from debusine.server.db.models import WorkRequest
-
     failed: list[int] = []
     for work_request_id, code, message in failures:
         work_request = (
             WorkRequest.objects.select_for_update(skip_locked=True)
             .select_related("workspace")
-            .filter(pk=work_request_id, status="pending", worker__isnull=True)
+            .filter(pk=work_request_id, status=WorkRequestStatus.PENDING, worker__isnull=True)
             .first()
         )
-        if work_request is not None and work_request.mark_completed(
-            "error", {"errors": [{"code": code, "message": message}]}
+        if work_request is not None and transitions.complete(
+            work_request,
+            WorkRequestResult.ERROR,
+            {"errors": [{"code": code, "message": message}]},
         ):
             failed.append(work_request_id)
     return failed
@@ -351,11 +316,10 @@ def _scheduling_pass(
         result.idle_workers = len(workers)
         if workers:
             preparation = _Preparation()
-            result.assigned = apply_assignments(
-                match_candidates(Matcher(workers), result, preparation)
+            result.assigned = transitions.assign(
+                match_candidates(Matcher(workers), result, preparation),
+                preparation.dynamic_data,
             )
-            if preparation.dynamic_data:
-                store_dynamic_data(result.assigned, preparation.dynamic_data)
             if preparation.failures:
                 result.failed = fail_unconfigurable(preparation.failures)
         if notify:

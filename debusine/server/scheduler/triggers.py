@@ -1,13 +1,25 @@
 """
-Asking for a scheduling pass when something changed that may let work start.
+Where a scheduling pass starts: the one decision, and the hooks that carry it out.
 
-`request_scheduling_pass()` is called by the model action methods (a work request created,
-completed, unblocked or given back; a worker connected, enabled or reporting metadata). Once
-the transaction commits (at most once per transaction), it runs a pass in the same process if
-no other pass is running, and otherwise enqueues one Celery job for the scheduler, coalescing
-requests that arrive while a pass is already queued (a Redis flag the pass clears as it
-starts), so a burst of changes costs one pass, not one per change. Failures are logged and
-left to the periodic fallback pass.
+A pass starts in exactly three cases:
+
+1. **A worker known to be idle**, because it asks for work with none assigned (get-next) or has
+   just completed a work request, gets a pass for itself alone, in the transaction of its own
+   request: the answer (or the notification after the commit) already carries its next work
+   request. (`SchedulerTriggers.worker_idle`)
+2. **Any other change that may let work start** (a work request created, unblocked, requeued,
+   re-prioritised, or aborted while running; a worker connected, enabled or reporting new
+   metadata) asks for a pass once per transaction, after the commit. It runs in the process that
+   made the change when no other pass is running (DEBUSINE_SCHEDULER_PASS_IN_PROCESS), otherwise
+   one Celery job is queued for the scheduler process, coalescing the requests that arrive while
+   a pass is already queued (a Redis flag the pass clears as it starts), so a burst of changes
+   costs one pass, not one per change. (`SchedulerTriggers.pass_requested`)
+3. **Beat's periodic fallback pass** in the scheduler process, which also re-tells workers about
+   work they have not fetched (a lost notification). (`jobs.schedule_work_requests`)
+
+Nothing else starts a pass. The work request's transitions ask for cases 1 and 2 through
+`debusine.server.work_requests.effects`; `install()` (called when the server application
+starts) registers the hooks there. Failures to queue are logged and left to the fallback pass.
 """
 
 from __future__ import annotations
@@ -18,9 +30,16 @@ from functools import cache
 
 import redis
 from django.conf import settings
-from django.db import transaction
+
+from debusine.server.project.celery import app
+from debusine.server.scheduler.passes import run_scheduling_pass, try_scheduling_pass
+from debusine.server.work_requests import effects
 
 logger = logging.getLogger(__name__)
+
+#: Celery names of the scheduler's jobs (see `jobs.py`).
+SCHEDULE_JOB = "debusine.scheduler.schedule"
+EXPIRE_LEASES_JOB = "debusine.scheduler.expire_leases"
 
 #: Seconds after which a "pass queued" flag whose job was lost stops suppressing new requests.
 PASS_QUEUED_TTL = 10
@@ -50,9 +69,7 @@ def enqueue_scheduling_pass() -> None:
                 pass_queued_key(), repr(time.time()), nx=True, ex=PASS_QUEUED_TTL
             ):
                 return
-            from debusine.server.scheduler.jobs import schedule_work_requests
-
-            schedule_work_requests.apply_async()
+            app.send_task(SCHEDULE_JOB)
             return
         except Exception as error:
             if attempt == 2:
@@ -86,8 +103,6 @@ def run_or_enqueue_scheduling_pass() -> None:
     busy, and the scheduler process takes the request, coalesced with others.
     """
     if settings.DEBUSINE_SCHEDULER_PASS_IN_PROCESS:
-        from debusine.server.scheduler.passes import try_scheduling_pass
-
         try:
             if try_scheduling_pass() is not None:
                 return
@@ -98,11 +113,22 @@ def run_or_enqueue_scheduling_pass() -> None:
     enqueue_scheduling_pass()
 
 
-def request_scheduling_pass() -> None:
-    """Ask for a scheduling pass once the current transaction commits (once per transaction)."""
-    connection = transaction.get_connection()
-    if connection.in_atomic_block and any(
-        callback is run_or_enqueue_scheduling_pass for _, callback, _ in connection.run_on_commit
-    ):
-        return
-    transaction.on_commit(run_or_enqueue_scheduling_pass)
+class SchedulerTriggers:
+    """The scheduler's side of `effects.SchedulerHooks`: cases 1 and 2 above."""
+
+    def pass_requested(self) -> None:
+        run_or_enqueue_scheduling_pass()
+
+    def worker_idle(self, worker_id: int, *, notify: bool) -> bool:
+        return bool(run_scheduling_pass(for_worker=worker_id, notify=notify).assigned)
+
+    def check_leases_in(self, seconds: float) -> None:
+        try:
+            app.send_task(EXPIRE_LEASES_JOB, countdown=seconds)
+        except Exception as error:  # beat's periodic check covers it
+            logger.warning("could not queue a lease check: %s", error)
+
+
+def install() -> None:
+    """Register the scheduler's hooks for the work request's transitions."""
+    effects.install_scheduler(SchedulerTriggers())

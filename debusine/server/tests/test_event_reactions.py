@@ -7,10 +7,10 @@ from typing import Any
 import pytest
 
 from debusine.server.db.models import Collection, CollectionItem, User, WorkRequest
-from debusine.server.db.models.work_requests import InvalidWorkRequestError
-from debusine.server.db.models.worker_work import Completion, complete_work_request
 from debusine.server.event_reactions import VariableError, expand_variables
 from debusine.server.testing import Playground
+from debusine.server.work_requests import transitions
+from debusine.server.work_requests.transitions import Completion, InvalidWorkRequestError
 
 pytestmark = pytest.mark.django_db
 
@@ -30,7 +30,7 @@ def environments(playground: Playground) -> Collection:
 
 
 def create(playground: Playground, user: User, reactions: Any, **options: Any) -> WorkRequest:
-    return WorkRequest.objects.create_for_task(
+    return transitions.create(
         workspace=playground.workspace,
         created_by=user,
         task_type="Worker",
@@ -71,7 +71,7 @@ def test_success_files_the_matching_artifacts(
     )
     outputs(playground, work_request)
 
-    assert work_request.mark_completed("success")
+    assert transitions.complete(work_request, "success")
 
     item = CollectionItem.objects.get(parent_collection=environments)
     assert item.name == "tarball:bookworm:amd64::unshare"
@@ -88,7 +88,7 @@ def test_failure_files_nothing(
     )
     outputs(playground, work_request)
 
-    work_request.mark_completed("failure")
+    transitions.complete(work_request, "failure")
 
     assert not CollectionItem.objects.exists()
 
@@ -103,7 +103,7 @@ def test_worker_completion_runs_the_reactions(
     WorkRequest.objects.filter(pk=work_request.pk).update(worker=worker, status="running")
     outputs(playground, work_request)
 
-    outcome = complete_work_request(worker.pk, work_request.pk, "success", None)
+    outcome = transitions.complete_from_worker(worker.pk, work_request.pk, "success", None)
 
     assert outcome is Completion.RECORDED
     assert CollectionItem.objects.filter(parent_collection=environments).count() == 1
@@ -117,7 +117,7 @@ def test_a_missing_collection_is_logged_not_fatal(
     )
     outputs(playground, work_request)
 
-    assert work_request.mark_completed("success")
+    assert transitions.complete(work_request, "success")
 
     assert "debian@debian:environments" in caplog.text
     work_request.refresh_from_db()

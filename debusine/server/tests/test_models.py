@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -21,7 +22,6 @@ from debusine.server.db.models import (
     Token,
     User,
     Worker,
-    WorkRequestError,
     WorkRequestResult,
     WorkRequestStatus,
     Workspace,
@@ -29,6 +29,8 @@ from debusine.server.db.models import (
     hash_token_key,
 )
 from debusine.server.testing import FileSpec, Playground
+from debusine.server.work_requests import transitions
+from debusine.server.work_requests.transitions import WorkRequestError
 
 
 def test_fresh_database_has_defaults(db: None) -> None:
@@ -91,19 +93,22 @@ def test_private_workspace_visible_only_with_role(playground: Playground) -> Non
     assert playground.workspace in Workspace.objects.can_display(outsider)
 
 
-def test_work_request_life_cycle(playground: Playground) -> None:
+def test_work_request_life_cycle(
+    playground: Playground, start_work_request: Callable[..., models.WorkRequest]
+) -> None:
     user = playground.create_user()
     work_request = playground.create_work_request(created_by=user)
     assert work_request.status == WorkRequestStatus.PENDING
     assert work_request.result == ""
-    work_request.mark_running()
-    assert work_request.mark_completed("success", {"runtime_statistics": {"duration": 1}})
+    start_work_request(work_request)
+    assert work_request.status == WorkRequestStatus.RUNNING
+    assert transitions.complete(work_request, "success", {"runtime_statistics": {"duration": 1}})
     work_request.refresh_from_db()
     assert work_request.status == "completed"
     assert work_request.result == "success"
     assert work_request.duration is not None
     # A second completion changes nothing.
-    assert not work_request.mark_completed("failure")
+    assert not transitions.complete(work_request, "failure")
     work_request.refresh_from_db()
     assert work_request.result == "success"
 
@@ -119,14 +124,14 @@ def test_dependants_unblock_on_success_and_abort_on_failure(playground: Playgrou
     first = playground.create_work_request(created_by=user)
     then = playground.create_work_request(created_by=user, status=WorkRequestStatus.BLOCKED)
     then.dependencies.add(first)
-    first.mark_completed("success")
+    transitions.complete(first, "success")
     then.refresh_from_db()
     assert then.status == WorkRequestStatus.PENDING
 
     failing = playground.create_work_request(created_by=user)
     doomed = playground.create_work_request(created_by=user, status=WorkRequestStatus.BLOCKED)
     doomed.dependencies.add(failing)
-    failing.mark_completed("failure")
+    transitions.complete(failing, "failure")
     doomed.refresh_from_db()
     assert doomed.status == WorkRequestStatus.ABORTED
 
@@ -136,31 +141,31 @@ def test_retry_supersedes_and_takes_over_dependants(playground: Playground) -> N
     failed = playground.create_work_request(created_by=user)
     dependant = playground.create_work_request(created_by=user, status=WorkRequestStatus.BLOCKED)
     dependant.dependencies.add(failed)
-    failed.mark_completed("failure")
+    transitions.complete(failed, "failure")
     dependant.refresh_from_db()
     assert dependant.status == WorkRequestStatus.ABORTED
 
     aborted_first = playground.create_work_request(created_by=user)
     waiting = playground.create_work_request(created_by=user, status=WorkRequestStatus.BLOCKED)
     waiting.dependencies.add(aborted_first)
-    aborted_first.mark_aborted(user)
-    new = aborted_first.retry()
+    transitions.abort(aborted_first, user)
+    new = transitions.retry(aborted_first)
     assert new.supersedes == aborted_first
     assert new.status == WorkRequestStatus.PENDING
     assert list(new.reverse_dependencies.all()) == [waiting]
     assert list(waiting.dependencies.all()) == [new]
     assert not aborted_first.reverse_dependencies.exists()
     with pytest.raises(WorkRequestError):
-        aborted_first.retry()
+        transitions.retry(aborted_first)
 
 
 def test_cannot_retry_success(playground: Playground) -> None:
     user = playground.create_user()
     work_request = playground.create_work_request(created_by=user)
-    work_request.mark_completed("success")
-    assert not work_request.can_retry()
+    transitions.complete(work_request, "success")
+    assert not transitions.can_retry(work_request)
     with pytest.raises(WorkRequestError):
-        work_request.retry()
+        transitions.retry(work_request)
 
 
 def test_file_store_total_size_follows_trigger(playground: Playground) -> None:

@@ -35,10 +35,11 @@ from django.http import (
 from django.http.response import HttpResponseBase
 from django.utils.http import content_disposition_header
 
-from debusine.server.api.auth import ConflictingTokenError, authenticate_token, token_worker
+from debusine.server.api.auth import ConflictingTokenError, authenticate_token
 from debusine.server.db.models import Artifact, File, FileInArtifact, FileStore, User
 from debusine.server.file_stores import FileBackend, FileStoreError, get_backend
 from debusine.server.file_stores.policies import download_store, download_stores
+from debusine.server.work_requests.worker_tokens import WorkerCaller
 
 logger = logging.getLogger(__name__)
 
@@ -141,8 +142,8 @@ def request_viewer(request: HttpRequest) -> Viewer:
     if authenticated is None:
         user = getattr(request, "user", None)
         return Viewer(user if isinstance(user, User) else AnonymousUser())
-    user, token = authenticated
-    return Viewer(user, is_worker=token_worker(token) is not None)
+    user, credential = authenticated
+    return Viewer(user, is_worker=isinstance(credential, WorkerCaller))
 
 
 def visible_artifact(

@@ -34,6 +34,7 @@ from debusine.server.db.models import (
     Workspace,
 )
 from debusine.server.testing import FileSpec, Playground, api_client
+from debusine.server.work_requests import transitions
 
 API = "/api/1.0"
 SHA256_OF_A = "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb"
@@ -714,7 +715,9 @@ def assert_utc_datetimes(body: dict[str, Any], *fields: str) -> None:
         assert value is None or (isinstance(value, str) and value.endswith("Z")), (field, value)
 
 
-def test_work_request_object_shape(user: User, user_token: str) -> None:
+def test_work_request_object_shape(
+    user: User, user_token: str, start_work_request: Callable[..., WorkRequest]
+) -> None:
     client = api_client(user_token)
     created = client.post(
         f"{API}/work-request/",
@@ -730,8 +733,8 @@ def test_work_request_object_shape(user: User, user_token: str) -> None:
     assert_utc_datetimes(body, "created_at", "started_at", "completed_at")
 
     work_request = WorkRequest.objects.get()
-    work_request.mark_running()
-    work_request.mark_completed("success")
+    start_work_request(work_request)
+    transitions.complete(work_request, "success")
     shown = client.get(f"{API}/work-request/{work_request.pk}/").json()
     assert shown["result"] == "success"
     assert isinstance(shown["duration"], float)

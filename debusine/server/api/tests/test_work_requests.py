@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -24,8 +24,9 @@ from debusine.server.db.models import (
     Workspace,
     WorkspaceRoles,
 )
-from debusine.server.db.models.work_requests import InvalidWorkRequestError
 from debusine.server.testing import Playground, api_client
+from debusine.server.work_requests import transitions
+from debusine.server.work_requests.transitions import InvalidWorkRequestError
 from debusine.tasks import BaseTask, BaseTaskData, TaskType
 
 LIST_URL = "/api/1.0/work-request/"
@@ -329,14 +330,17 @@ def test_get_shows_artifacts_created_by_the_work_request(
     assert response.json()["artifacts"] == sorted(artifact.pk for artifact in created)
 
 
-def test_get_finished_work_request(playground: Playground, client: APIClient, user: User) -> None:
+def test_get_finished_work_request(
+    playground: Playground,
+    client: APIClient,
+    user: User,
+    start_work_request: Callable[..., WorkRequest],
+) -> None:
     worker, _ = playground.create_worker()
-    work_request = playground.create_work_request(created_by=user)
-    work_request.assign_worker(worker)
-    work_request.mark_running()
+    work_request = start_work_request(playground.create_work_request(created_by=user), worker)
     work_request.started_at = timezone.now() - timedelta(seconds=90, microseconds=500000)
     work_request.save()
-    work_request.mark_completed("failure", {"runtime_statistics": {"duration": 90}})
+    transitions.complete(work_request, "failure", {"runtime_statistics": {"duration": 90}})
     body = client.get(detail_url(work_request)).json()
     assert body["status"] == "completed"
     assert body["result"] == "failure"
@@ -642,7 +646,7 @@ def test_patch_needs_a_user_and_a_visible_work_request(
 
 def failed_work_request(playground: Playground, user: User, **fields: Any) -> WorkRequest:
     work_request = playground.create_work_request(created_by=user, **fields)
-    work_request.mark_completed("failure")
+    transitions.complete(work_request, "failure")
     return work_request
 
 
@@ -678,7 +682,7 @@ def test_retry_refuses_unfinished_or_successful_work_requests(
 ) -> None:
     pending = playground.create_work_request(created_by=user)
     succeeded = playground.create_work_request(created_by=user)
-    succeeded.mark_completed("success")
+    transitions.complete(succeeded, "success")
     for work_request in (pending, succeeded):
         assert_problem(
             client.post(retry_url(work_request), {}, format="json"),
@@ -727,11 +731,14 @@ def test_who_may_retry_and_abort(
     assert api_client(admin_token).post(abort_url(pending), {}, format="json").status_code == 200
 
 
-def test_abort_clears_the_worker(playground: Playground, client: APIClient, user: User) -> None:
+def test_abort_clears_the_worker(
+    playground: Playground,
+    client: APIClient,
+    user: User,
+    start_work_request: Callable[..., WorkRequest],
+) -> None:
     worker, _ = playground.create_worker()
-    work_request = playground.create_work_request(created_by=user)
-    work_request.assign_worker(worker)
-    work_request.mark_running()
+    work_request = start_work_request(playground.create_work_request(created_by=user), worker)
     response = client.post(abort_url(work_request), {}, format="json")
     assert response.status_code == 200, response.content
     body = response.json()
@@ -751,7 +758,7 @@ def test_abort_refuses_finished_work_requests(
         client.post(abort_url(finished), {}, format="json"), 400, "Cannot abort work request"
     )
     aborted = playground.create_work_request(created_by=user)
-    aborted.mark_aborted(user)
+    transitions.abort(aborted, user)
     assert_problem(
         client.post(abort_url(aborted), {}, format="json"), 400, "Cannot abort work request"
     )
@@ -772,7 +779,7 @@ def test_retry_and_abort_of_hidden_work_requests_are_404(
 
 
 def test_create_for_task_stores_a_pending_work_request(playground: Playground, user: User) -> None:
-    work_request = WorkRequest.objects.create_for_task(
+    work_request = transitions.create(
         workspace=playground.workspace,
         created_by=user,
         task_type="Worker",
@@ -812,7 +819,7 @@ def test_create_for_task_refuses_invalid_requests(
     message: str,
 ) -> None:
     with pytest.raises(InvalidWorkRequestError, match=message) as caught:
-        WorkRequest.objects.create_for_task(
+        transitions.create(
             workspace=playground.workspace,
             created_by=user,
             task_type=task_type,

@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 from debusine.server.db.models import Token, User, Worker, WorkRequest
 from debusine.server.db.models.auth import hash_token_key
 from debusine.server.testing import Playground, api_client
+from debusine.server.work_requests import transitions
 
 pytestmark = pytest.mark.django_db
 
@@ -291,7 +292,7 @@ def test_completion_gives_the_worker_its_next_work_request(
 
 def test_stale_completion_changes_nothing(running: tuple[WorkRequest, str], user: User) -> None:
     work_request, key = running
-    work_request.mark_aborted(user)
+    transitions.abort(work_request, user)
 
     response = api_client(key).put(
         completed_url(work_request.pk), {"result": "success"}, format="json"

@@ -40,13 +40,7 @@ from debusine.server.db.models.file_stores import (
     FileStoreInScope,
 )
 from debusine.server.db.models.scopes import Scope, ScopeRole, ScopeRoles
-from debusine.server.db.models.work_requests import (
-    MAX_AUTOMATIC_RETRIES,
-    RetryReason,
-    UnblockStrategy,
-    WorkRequest,
-    WorkRequestError,
-)
+from debusine.server.db.models.work_requests import RetryReason, UnblockStrategy, WorkRequest
 from debusine.server.db.models.workers import Worker, WorkerType
 from debusine.server.db.models.workflows import WorkflowTemplate
 from debusine.server.db.models.workspaces import (
@@ -57,7 +51,6 @@ from debusine.server.db.models.workspaces import (
 )
 
 __all__ = [
-    "MAX_AUTOMATIC_RETRIES",
     "Artifact",
     "ArtifactRelation",
     "ArtifactRelationType",
@@ -91,7 +84,6 @@ __all__ = [
     "UnblockStrategy",
     "User",
     "WorkRequest",
-    "WorkRequestError",
     "WorkRequestResult",
     "WorkRequestStatus",
     "Worker",

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
 
     from debusine.server.db.models.auth import User
     from debusine.server.db.models.scopes import Scope
-    from debusine.server.db.models.workers import Worker
 
 
 class FileManager(models.Manager["File"]):
@@ -184,7 +183,7 @@ class Artifact(models.Model):
         """When this artifact may be deleted (None: never)."""
         return self.workspace.expiry(self.created_at, self.expiration_delay)
 
-    def written_by_worker(self, worker: Worker) -> bool:
+    def written_by_worker(self, worker_id: int) -> bool:
         """
         Whether `worker` may write to this artifact (upload its files, change its relations).
 
@@ -192,7 +191,7 @@ class Artifact(models.Model):
         way to change artifacts of any workspace of any scope.
         """
         producer = self.created_by_work_request
-        return producer is not None and producer.worker_id == worker.pk
+        return producer is not None and producer.worker_id == worker_id
 
     def is_complete(self) -> bool:
         """Whether every file of the artifact has been uploaded and verified."""

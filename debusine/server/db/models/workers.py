@@ -7,11 +7,10 @@ from datetime import timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import models, transaction
+from django.db import models
 from django.utils import timezone
 
 from debusine.server.db.models.auth import Token
-from debusine.server.scheduler.triggers import request_scheduling_pass
 
 #: How long the activation token printed by `debusine-admin worker create` can be used.
 ACTIVATION_TOKEN_LIFETIME = timedelta(minutes=15)
@@ -151,7 +150,6 @@ class Worker(models.Model):
         self.connected_at = timezone.now()
         self.save(update_fields=["connected_at"])
         self.renew_lease()
-        request_scheduling_pass()
 
     def mark_disconnected(self) -> None:
         """
@@ -167,45 +165,20 @@ class Worker(models.Model):
         self.dynamic_metadata = metadata
         self.dynamic_metadata_updated_at = timezone.now()
         self.save(update_fields=["dynamic_metadata", "dynamic_metadata_updated_at"])
-        request_scheduling_pass()
 
     def set_static_metadata(self, metadata: dict[str, Any]) -> None:
         """Replace the admin-set metadata."""
         self.static_metadata = metadata
         self.save(update_fields=["static_metadata"])
-        request_scheduling_pass()
 
     def enable(self) -> None:
         """Let the worker in: its token becomes usable (it connects on its next retry)."""
         if self.token is None:
             raise ValidationError(f"worker {self.name} has not registered yet: it has no token")
         self.token.enable()
-        request_scheduling_pass()
 
     def disable(self) -> None:
-        """
-        Shut the worker out: disable its tokens and take its work away.
-
-        Its pending work requests go back to the queue; its running ones are aborted (the
-        worker is told to stop them) and retried elsewhere; its websockets are closed.
-        """
+        """Shut the worker out: disable its tokens (see `transitions.worker_disabled`)."""
         for token in (self.token, self.activation_token):
             if token is not None:
                 token.disable()
-        for work_request in self.assigned_work_requests.filter(
-            status__in=["pending", "running"]
-        ).order_by("id"):
-            if work_request.status == "pending":
-                work_request.de_assign_worker()
-            else:
-                work_request.retry_after_worker_failure(f"worker {self.name} was disabled")
-        if self.token is not None:
-            worker_id, token_hash = self.pk, self.token.hash
-            transaction.on_commit(lambda: notify_worker_disabled(worker_id, token_hash))
-
-
-def notify_worker_disabled(worker_id: int, token_hash: str) -> None:
-    """Close the worker's open websockets with `connection_closed` (TOKEN_DISABLED)."""
-    from debusine.server.scheduler import notifications
-
-    notifications.notify_worker_disabled(worker_id, token_hash)

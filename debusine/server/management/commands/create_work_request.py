@@ -8,8 +8,7 @@ from django.conf import settings
 from django.core.management.base import CommandParser
 
 from debusine.server.db.defaults import SYSTEM_USERNAME
-from debusine.server.db.models import TaskType, User, WorkRequest
-from debusine.server.db.models.work_requests import InvalidWorkRequestError
+from debusine.server.db.models import TaskType, User
 from debusine.server.management.utils import (
     AdminCommand,
     check_choice,
@@ -18,6 +17,8 @@ from debusine.server.management.utils import (
     get_workspace,
     read_json_mapping,
 )
+from debusine.server.work_requests import transitions
+from debusine.server.work_requests.transitions import InvalidWorkRequestError
 
 
 class Command(AdminCommand):
@@ -75,7 +76,7 @@ class Command(AdminCommand):
             else None
         )
         try:
-            work_request = WorkRequest.objects.create_for_task(
+            work_request = transitions.create(
                 workspace=target,
                 created_by=user,
                 task_type=task_type,

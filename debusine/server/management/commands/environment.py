@@ -18,8 +18,7 @@ from django.core.management.base import CommandParser
 
 from debusine.server.collections import CollectionManager, ItemAdditionError
 from debusine.server.db.defaults import SYSTEM_USERNAME
-from debusine.server.db.models import Artifact, Collection, CollectionItem, WorkRequest
-from debusine.server.db.models.work_requests import InvalidWorkRequestError
+from debusine.server.db.models import Artifact, Collection, CollectionItem
 from debusine.server.management.utils import (
     NounCommand,
     add_yaml_option,
@@ -27,6 +26,8 @@ from debusine.server.management.utils import (
     get_user,
     get_workspace,
 )
+from debusine.server.work_requests import transitions
+from debusine.server.work_requests.transitions import InvalidWorkRequestError
 
 ENVIRONMENTS = "debian:environments"
 
@@ -147,7 +148,7 @@ class Command(NounCommand):
         target = get_workspace(workspace or settings.DEBUSINE_DEFAULT_WORKSPACE)
         Collection.objects.get_or_create(name=vendor, category=ENVIRONMENTS, workspace=target)
         try:
-            work_request = WorkRequest.objects.create_for_task(
+            work_request = transitions.create(
                 workspace=target,
                 created_by=get_user(SYSTEM_USERNAME),
                 task_type="Worker",

@@ -17,6 +17,7 @@ from debusine.server.management.utils import (
     get_worker,
     read_json_mapping,
 )
+from debusine.server.work_requests import transitions
 
 #: The worker types an administrator manages (Celery workers are internal).
 ADMIN_WORKER_TYPES = [WorkerType.EXTERNAL.value, WorkerType.SIGNING.value]
@@ -91,12 +92,12 @@ class Command(NounCommand):
 
     def verb_enable(self, *, worker: str, worker_type: str, **_: Any) -> None:
         target = get_worker(worker, worker_type)
-        target.enable()
+        transitions.worker_enabled(target)
         self.write(f"Enabled worker {target.name}")
 
     def verb_disable(self, *, worker: str, worker_type: str, **_: Any) -> None:
         target = get_worker(worker, worker_type)
-        target.disable()
+        transitions.worker_disabled(target)
         self.write(f"Disabled worker {target.name}")
 
     def verb_list(self, *, yaml: bool, **_: Any) -> None:
@@ -106,7 +107,7 @@ class Command(NounCommand):
                 # What the worker holds: its running and assigned (not yet fetched) work.
                 work_request_ids=ArrayAgg(
                     "assigned_work_requests",
-                    filter=Q(assigned_work_requests__status__in=["pending", "running"]),
+                    filter=Q(assigned_work_requests__status__in=transitions.HELD),
                     order_by="assigned_work_requests",
                     default=Value([]),
                 )
@@ -155,5 +156,5 @@ class Command(NounCommand):
         if source is None:
             self.stdout.write(dump_yaml(target.static_metadata), ending="")
             return
-        target.set_static_metadata(read_json_mapping(source, self.stdin))
+        transitions.worker_metadata_changed(target, static=read_json_mapping(source, self.stdin))
         self.write(f"Updated the static metadata of worker {target.name}")

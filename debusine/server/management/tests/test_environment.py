@@ -10,6 +10,7 @@ from debusine.server.db.models import Collection, CollectionItem, WorkRequest
 from debusine.server.management.commands.environment import FALLBACK_MIRROR, default_mirror
 from debusine.server.management.tests.helpers import run, run_fails
 from debusine.server.testing import Playground
+from debusine.server.work_requests import transitions
 
 
 def test_create_makes_an_mmdebstrap_work_request(playground: Playground) -> None:
@@ -61,7 +62,7 @@ def test_the_built_tarball_is_filed_and_listed(playground: Playground) -> None:
         created_by_work_request=work_request,
     )
 
-    work_request.mark_completed("success")
+    transitions.complete(work_request, "success")
 
     item = CollectionItem.objects.get(artifact=tarball)
     assert item.name == "tarball:trixie:arm64"

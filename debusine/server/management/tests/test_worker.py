@@ -88,11 +88,12 @@ def test_disable_takes_pending_and_running_work_requests_back(
     assert running.output_data_json["errors"][0]["code"] == "worker-failed"
     # Notifications go out only once the change is committed: the abort, the closing of the
     # worker's websockets, and a scheduling pass.
-    assert {callback.__name__ for callback in callbacks} >= {
-        "<lambda>",
-        "run_or_enqueue_scheduling_pass",
-    }
-    assert len(callbacks) == 3
+    called = sorted(getattr(callback, "func", callback).__name__ for callback in callbacks)
+    assert called == [
+        "notify_work_request_aborted",
+        "notify_worker_disabled",
+        "scheduling_pass_after_commit",
+    ]
 
 
 def test_enable_signing_worker_needs_the_right_type(playground: Playground) -> None:

@@ -8,9 +8,9 @@ import pytest
 from django.utils import timezone
 
 from debusine.server.db.models import Token, Worker, WorkRequest
-from debusine.server.db.models.work_requests import MAX_AUTOMATIC_RETRIES
 from debusine.server.scheduler.leases import expire_leases
 from debusine.server.testing import Playground
+from debusine.server.work_requests.transitions import MAX_AUTOMATIC_RETRIES
 
 pytestmark = pytest.mark.django_db
 

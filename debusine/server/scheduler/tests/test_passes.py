@@ -13,6 +13,7 @@ from pytest_django import DjangoCaptureOnCommitCallbacks
 from debusine.server.db.models import Token, User, WorkRequest
 from debusine.server.scheduler.passes import run_scheduling_pass
 from debusine.server.testing import Playground
+from debusine.server.work_requests import transitions
 
 pytestmark = pytest.mark.django_db
 
@@ -42,7 +43,7 @@ def test_highest_priority_then_oldest_first(playground: Playground, user: User) 
 def test_priority_adjustment_counts(playground: Playground, user: User) -> None:
     playground.create_work_request(created_by=user, priority_base=3)
     raised = playground.create_work_request(created_by=user, priority_base=0)
-    raised.set_priority_adjustment(10)
+    transitions.set_priority_adjustment(raised, 10)
     playground.create_connected_worker()
 
     assert [wr for wr, _ in run_scheduling_pass().assigned] == [raised.pk]

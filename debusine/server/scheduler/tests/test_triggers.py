@@ -14,6 +14,7 @@ from debusine.server.db.models import User, WorkRequest
 from debusine.server.scheduler import triggers
 from debusine.server.scheduler.passes import SCHEDULER_LOCK_KEY
 from debusine.server.testing import Playground
+from debusine.server.work_requests import effects, transitions
 
 pytestmark = pytest.mark.django_db
 
@@ -32,7 +33,7 @@ def no_pass_queued(settings: object) -> Iterator[None]:
 
 
 def create_noop(playground: Playground, user: User) -> WorkRequest:
-    return WorkRequest.objects.create_for_task(
+    return transitions.create(
         workspace=playground.workspace,
         created_by=user,
         task_type="Worker",
@@ -50,7 +51,7 @@ def test_a_creation_asks_once_per_transaction(
         for _ in range(3):
             create_noop(playground, user)
 
-    assert callbacks == [triggers.run_or_enqueue_scheduling_pass]
+    assert callbacks == [effects.scheduling_pass_after_commit]
 
 
 def test_the_pass_runs_in_process_when_no_other_pass_runs(

@@ -1,0 +1,648 @@
+"""
+Every change of a work request's state, each defined once.
+
+    create ──> pending ──assign──> pending (worker set) ──start──> running ──complete──> completed
+      │          ↑   └──requeue──┘                                   │
+      └> blocked ┘ unblock (dependencies done)                       └──abort──> aborted
+    completed/aborted ──retry──> a new work request superseding it (pending or blocked)
+
+Transitions that the worker's hot path makes for every work request (start the next one,
+record a completion) run as single SQL statements (`START_NEXT_SQL`, `COMPLETE_SQL`); they make
+the same change as the ORM transitions next to them, and hand what only the ORM does (dependants
+to unblock, reactions to run) to the same code. Statements name statuses through
+`debusine.server.work_requests.sql`, built from the protocol's enumerations.
+
+What follows a transition (a scheduling pass, a worker told, a completion announced) is asked
+for from `debusine.server.work_requests.effects`, never imported from the scheduler.
+
+Callers hold the transaction: the API runs each request in one (ATOMIC_REQUESTS), Celery jobs
+and admin commands open their own.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+import pydantic
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from debusine.protocol.work_requests import (
+    SERVER_ACTIONS,
+    EventReactions,
+    SendNotificationAction,
+    WorkRequestResponse,
+    WorkRequestResult,
+    WorkRequestStatus,
+)
+from debusine.server.db.models import User, Worker, WorkRequest, Workspace
+from debusine.server.db.models.work_requests import RetryReason, UnblockStrategy
+from debusine.server.event_reactions import run_event_reactions
+from debusine.server.work_requests import effects, serialization, sql
+from debusine.server.work_requests.worker_tokens import WorkerCaller
+from debusine.tasks import TaskDataError, UnknownTaskError, validate_task_data
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+#: How many times a work request is retried automatically after its worker failed.
+MAX_AUTOMATIC_RETRIES = 3
+
+#: Statuses of work requests that have not finished.
+UNFINISHED = (WorkRequestStatus.PENDING, WorkRequestStatus.RUNNING, WorkRequestStatus.BLOCKED)
+#: Statuses of work requests that hold their worker.
+HELD = (WorkRequestStatus.PENDING, WorkRequestStatus.RUNNING)
+#: Statuses of finished work requests.
+FINISHED = (WorkRequestStatus.COMPLETED, WorkRequestStatus.ABORTED)
+
+
+class WorkRequestError(Exception):
+    """A state change was asked of a work request that cannot make it."""
+
+
+class InvalidWorkRequestError(Exception):
+    """
+    A work request cannot be created as asked: the API answers 400, the admin command exits 3.
+
+    `title` is short, `detail` says what is wrong, `validation_errors` (field -> messages) says
+    where, when it is known.
+    """
+
+    def __init__(
+        self, title: str, detail: str, validation_errors: dict[str, list[str]] | None = None
+    ) -> None:
+        super().__init__(f"{title}: {detail}")
+        self.title = title
+        self.detail = detail
+        self.validation_errors = validation_errors
+
+
+# --- create -----------------------------------------------------------------------------------
+
+
+def create(
+    *,
+    workspace: Workspace,
+    created_by: User,
+    task_type: str,
+    task_name: str,
+    task_data: Any,
+    event_reactions: Any = None,
+    priority_base: int = 0,
+    allow_server_actions: bool = False,
+) -> WorkRequest:
+    """
+    Validate a new work request and store it, pending; the one way to create one.
+
+    :param workspace: where it lives (permission checks are the caller's business).
+    :param created_by: the user it acts for.
+    :param task_type: a `TaskType` value, e.g. "Worker".
+    :param task_name: a task registered for `task_type` in `debusine.tasks`.
+    :param task_data: checked against the task's data model; stored normalised.
+    :param event_reactions: None or an object of `EventReactions` shape; only
+        `send-notification` actions are valid, and every channel must exist.
+    :param priority_base: base priority (an admin may adjust it later).
+    :param allow_server_actions: also accept the event reactions only server-side code
+        may set (`update-collection-with-artifacts`), never from what a user sent.
+    :raises InvalidWorkRequestError: nothing is stored then.
+    """
+    title = "Cannot create work request"
+    try:
+        normalised = validate_task_data(task_type, task_name, task_data)
+    except UnknownTaskError as error:
+        raise InvalidWorkRequestError(
+            title, str(error), {"task_name": ["task name is not registered"]}
+        ) from None
+    except TaskDataError as error:
+        raise InvalidWorkRequestError(title, str(error), error.validation_errors) from None
+    reactions = _validate_event_reactions(event_reactions, allow_server_actions)
+    work_request = WorkRequest.objects.create(
+        workspace=workspace,
+        created_by=created_by,
+        task_type=task_type,
+        task_name=task_name,
+        task_data=normalised,
+        event_reactions_json=reactions,
+        priority_base=priority_base,
+        status=WorkRequestStatus.PENDING,
+    )
+    effects.request_scheduling_pass()
+    return work_request
+
+
+def _validate_event_reactions(event_reactions: Any, allow_server_actions: bool) -> dict[str, Any]:
+    """Return the event reactions to store, or raise InvalidWorkRequestError."""
+    title = "Cannot create work request"
+    if event_reactions is None:
+        return {}
+    try:
+        reactions = EventReactions.model_validate(event_reactions)
+    except pydantic.ValidationError as error:
+        problems: dict[str, list[str]] = {}
+        for item in error.errors(include_url=False):
+            location = ".".join(str(part) for part in ("event_reactions", *item["loc"]))
+            problems.setdefault(location, []).append(item["msg"])
+        listed = "; ".join(f"{loc}: {', '.join(msgs)}" for loc, msgs in problems.items())
+        raise InvalidWorkRequestError(
+            title, f"invalid event reactions: {listed}", problems
+        ) from None
+    if not allow_server_actions:
+        for action in reactions.actions():
+            if action.action in SERVER_ACTIONS:
+                refused = f"action type {action.action!r} is not allowed here"
+                raise InvalidWorkRequestError(title, refused, {"event_reactions": [refused]})
+    # Notification channels do not exist yet, so no send-notification action can be valid.
+    channels = sorted(
+        {
+            action.channel
+            for action in reactions.actions()
+            if isinstance(action, SendNotificationAction)
+        }
+    )
+    if channels:
+        missing = "notification channel(s) not found: " + ", ".join(repr(c) for c in channels)
+        raise InvalidWorkRequestError(title, missing, {"event_reactions": [missing]})
+    return reactions.model_dump(mode="json", exclude_unset=True)
+
+
+# --- assign (the scheduler's pass) ------------------------------------------------------------
+
+# The assignment, guarded so that a concurrent change (abort, disabled worker) wins.
+ASSIGN_SQL = f"""
+UPDATE db_workrequest wr SET worker_id = v.worker_id
+FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, worker_id)
+WHERE wr.id = v.id AND wr.status = {sql.PENDING} AND wr.worker_id IS NULL
+  AND EXISTS (
+      SELECT 1 FROM db_worker w JOIN db_token t ON t.id = w.token_id
+      WHERE w.id = v.worker_id AND t.enabled
+  )
+RETURNING wr.id, wr.worker_id
+"""  # noqa: S608 (statuses from the enumerations, values as parameters)
+
+
+def assign(
+    assignments: list[tuple[int, int]],
+    dynamic_data: dict[int, dict[str, Any]] | None = None,
+) -> list[tuple[int, int]]:
+    """
+    Give each (work request, worker) pair's pending work request to its worker, in one
+    statement, with the dynamic task data computed for it (`dynamic_data`, by work request id);
+    return the pairs that were assigned (a work request taken meanwhile is left alone). The
+    workers are told by the caller, after the commit.
+    """
+    if not assignments:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            ASSIGN_SQL,
+            [[wr for wr, _ in assignments], [worker for _, worker in assignments]],
+        )
+        assigned = [(row[0], row[1]) for row in cursor.fetchall()]
+    for work_request_id, _worker in assigned:
+        if dynamic_data and work_request_id in dynamic_data:
+            WorkRequest.objects.filter(pk=work_request_id).update(
+                dynamic_task_data=dynamic_data[work_request_id]
+            )
+    return assigned
+
+
+def requeue(work_request: WorkRequest) -> None:
+    """Take a pending work request away from its worker, back to the queue."""
+    if work_request.status != WorkRequestStatus.PENDING:
+        raise WorkRequestError(f"cannot requeue a {work_request.status} work request")
+    work_request.worker = None
+    work_request.save(update_fields=["worker"])
+    effects.request_scheduling_pass()
+
+
+# --- start (get-next) -------------------------------------------------------------------------
+
+# Take the worker's first pending work request (queue order) and start it, in one statement.
+START_NEXT_SQL = f"""
+WITH next AS (
+    SELECT id FROM db_workrequest
+    WHERE worker_id = %(worker)s AND status = {sql.PENDING}
+      -- Not while the worker runs as much as it can: then it has restarted (the caller checks).
+      AND (SELECT count(*) FROM db_workrequest r
+           WHERE r.worker_id = %(worker)s AND r.status = {sql.RUNNING}) < %(concurrency)s
+    ORDER BY priority_base + priority_adjustment DESC, created_at, id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE db_workrequest wr SET status = {sql.RUNNING}, started_at = now()
+FROM next, db_workspace ws, db_scope sc
+WHERE wr.id = next.id AND ws.id = wr.workspace_id AND sc.id = ws.scope_id
+RETURNING {serialization.sql_columns("wr", "ws", "sc")}
+"""  # noqa: S608 (statuses from the enumerations, values as parameters)
+
+RUNNING_COUNT_SQL = f"""
+SELECT count(*) FROM db_workrequest WHERE worker_id = %s AND status = {sql.RUNNING}
+"""  # noqa: S608 (statuses from the enumerations, values as parameters)
+
+
+def _start_next(worker: WorkerCaller) -> WorkRequestResponse | None:
+    with connection.cursor() as cursor:
+        cursor.execute(START_NEXT_SQL, {"worker": worker.id, "concurrency": worker.concurrency})
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return serialization.serialize(serialization.row_from_sql(row), handed_to_worker=True)
+
+
+def _running_count(worker_id: int) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(RUNNING_COUNT_SQL, [worker_id])
+        row = cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+def start_next(worker: WorkerCaller) -> WorkRequestResponse | None:
+    """
+    Start the worker's next work request and return it as handed to the worker (see
+    `serialization.serialize`), or None when there is none for it.
+
+    The usual case is one statement: the worker runs nothing and has work assigned. A worker
+    asking for work while it already runs as many work requests as its concurrency allows has
+    restarted: those are aborted and retried (worker-failed) first. A worker with nothing
+    assigned is idle: it is given work at once rather than wait for the next pass.
+    """
+    started = _start_next(worker)
+    if started is None and _running_count(worker.id) >= worker.concurrency:
+        lost = WorkRequest.objects.select_for_update().filter(
+            worker_id=worker.id, status=WorkRequestStatus.RUNNING
+        )
+        for work_request in lost:
+            retry_after_worker_failure(
+                work_request,
+                f"worker {worker.name} asked for new work while running this one: it restarted",
+            )
+        started = _start_next(worker)
+    if started is None and effects.assign_next_work(worker.id, notify=False):
+        started = _start_next(worker)
+    return started
+
+
+# --- complete ---------------------------------------------------------------------------------
+
+# Record the outcome if the work request is still the worker's and unfinished; say whether
+# other work requests depend on it, and whether it has reactions to its success.
+COMPLETE_SQL = f"""
+UPDATE db_workrequest wr
+SET status = {sql.COMPLETED}, result = %(result)s, completed_at = now(),
+    started_at = COALESCE(wr.started_at, now()),
+    output_data = CASE WHEN %(output)s::jsonb IS NULL THEN wr.output_data
+                       ELSE COALESCE(wr.output_data, '{{}}'::jsonb) || %(output)s::jsonb END
+WHERE wr.id = %(id)s AND wr.worker_id = %(worker)s AND wr.status IN {sql.HELD}
+RETURNING EXISTS (
+    SELECT 1 FROM db_workrequest_dependencies d WHERE d.to_workrequest_id = wr.id
+), wr.workspace_id, (SELECT ws.scope_id FROM db_workspace ws WHERE ws.id = wr.workspace_id),
+wr.completed_at,
+%(result)s = {sql.SUCCESS}
+    AND COALESCE(wr.event_reactions->'on_success', '[]'::jsonb) <> '[]'::jsonb
+"""  # noqa: S608 (statuses from the enumerations, values as parameters)
+
+
+class Completion(Enum):
+    """What a worker's completion report did."""
+
+    RECORDED = "recorded"
+    STALE = "stale"  # no longer pending or running: nothing changed
+    NOT_ASSIGNED = "not-assigned"  # pending or running on another worker (or none)
+    NOT_FOUND = "not-found"
+
+
+def _check_result(result: str) -> None:
+    if result not in set(WorkRequestResult) or result == WorkRequestResult.NONE:
+        raise WorkRequestError(f"invalid result {result!r}")
+
+
+def complete_from_worker(
+    worker_id: int, work_request_id: int, result: str, output_data: dict[str, Any] | None
+) -> Completion:
+    """
+    Record a worker's report on its work request: `complete()` as one statement, for the
+    worker's hot path. The worker is free again: it is given its next work request in this
+    transaction (and told), rather than wait for a pass.
+    """
+    _check_result(result)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            COMPLETE_SQL,
+            {
+                "result": result,
+                "output": None if output_data is None else json.dumps(output_data),
+                "id": work_request_id,
+                "worker": worker_id,
+            },
+        )
+        row = cursor.fetchone()
+        if row is None:
+            cursor.execute(
+                "SELECT status FROM db_workrequest WHERE id = %s FOR SHARE", [work_request_id]
+            )
+            current = cursor.fetchone()
+            if current is None:
+                return Completion.NOT_FOUND
+            if current[0] in HELD:
+                return Completion.NOT_ASSIGNED
+            return Completion.STALE
+    has_dependants, workspace_id, scope_id, completed_at, has_success_reactions = row
+    if has_dependants or has_success_reactions:
+        completed = WorkRequest.objects.select_related("workspace", "created_by").get(
+            pk=work_request_id
+        )
+        if has_dependants:
+            update_dependants(completed)
+        if has_success_reactions:
+            run_event_reactions(completed, "on_success")
+    # Nothing else became runnable, except dependants, which `update_dependants` asked a
+    # pass for.
+    effects.assign_next_work(worker_id)
+    effects.announce_completion(work_request_id, scope_id, workspace_id, completed_at, result)
+    return Completion.RECORDED
+
+
+def complete(
+    work_request: WorkRequest, result: str, output_data: dict[str, Any] | None = None
+) -> bool:
+    """
+    Record the outcome of a pending or running work request; return False, changing nothing,
+    when it is in any other state. `output_data` is merged into what it holds.
+
+    Completion unblocks dependants (or aborts them when this one failed and may not), runs the
+    reactions to a success, frees its worker and is announced to `on-completed` listeners.
+    """
+    if work_request.status not in HELD:
+        return False
+    _check_result(result)
+    now = timezone.now()
+    work_request.status = WorkRequestStatus.COMPLETED
+    work_request.result = result
+    work_request.completed_at = now
+    if work_request.started_at is None:
+        work_request.started_at = now
+    fields = ["status", "result", "completed_at", "started_at"]
+    if output_data is not None:
+        work_request.output_data_json = {**(work_request.output_data_json or {}), **output_data}
+        fields.append("output_data_json")
+    work_request.save(update_fields=fields)
+    update_dependants(work_request)
+    if result == WorkRequestResult.SUCCESS:
+        run_event_reactions(work_request, "on_success")
+    # Its worker is free again.
+    effects.request_scheduling_pass()
+    effects.announce_completion(
+        work_request.pk,
+        work_request.workspace.scope_id,
+        work_request.workspace_id,
+        work_request.completed_at,
+        result,
+    )
+    return True
+
+
+# --- abort ------------------------------------------------------------------------------------
+
+
+def abort(work_request: WorkRequest, by: User | None = None) -> None:
+    """Abort a pending, blocked or running work request (and its unfinished children)."""
+    if work_request.status not in UNFINISHED:
+        raise WorkRequestError(f"cannot abort a {work_request.status} work request")
+    running_on = (
+        work_request.worker_id if work_request.status == WorkRequestStatus.RUNNING else None
+    )
+    work_request.status = WorkRequestStatus.ABORTED
+    work_request.aborted_by = by
+    work_request.completed_at = timezone.now()
+    work_request.worker = None
+    work_request.save(update_fields=["status", "aborted_by", "completed_at", "worker"])
+    for child in work_request.children.unfinished():
+        abort(child, by)
+    update_dependants(work_request)
+    if running_on is not None:
+        # Tell the worker to stop it; a worker that misses this finds out at completion.
+        effects.notify_aborted(running_on, work_request.pk)
+        effects.request_scheduling_pass()
+
+
+# --- dependencies: unblock --------------------------------------------------------------------
+
+
+def succeeded_or_may_fail(work_request: WorkRequest) -> bool:
+    """Whether dependants may go on after `work_request` has finished."""
+    if work_request.status == WorkRequestStatus.COMPLETED and work_request.result in (
+        WorkRequestResult.SUCCESS,
+        WorkRequestResult.SKIPPED,
+    ):
+        return True
+    return bool(work_request.workflow_data_json.get("allow_failure", False))
+
+
+def update_dependants(work_request: WorkRequest) -> None:
+    """Unblock or abort the blocked dependants of a work request that has finished."""
+    dependants = work_request.reverse_dependencies.filter(
+        status=WorkRequestStatus.BLOCKED, unblock_strategy=UnblockStrategy.DEPS
+    )
+    if not succeeded_or_may_fail(work_request):
+        for dependant in dependants:
+            abort(dependant, None)
+        return
+    ready = dependants.exclude(dependencies__status__in=UNFINISHED)
+    if WorkRequest.objects.filter(pk__in=ready.values("pk")).update(
+        status=WorkRequestStatus.PENDING
+    ):
+        effects.request_scheduling_pass()
+
+
+def unblock_if_ready(work_request: WorkRequest) -> None:
+    """Turn a blocked work request whose dependencies all finished well into pending."""
+    if (
+        work_request.status != WorkRequestStatus.BLOCKED
+        or work_request.unblock_strategy != UnblockStrategy.DEPS
+    ):
+        return
+    dependencies = list(work_request.dependencies.all())
+    if any(dependency.status not in FINISHED for dependency in dependencies):
+        return
+    if all(succeeded_or_may_fail(dependency) for dependency in dependencies):
+        work_request.status = WorkRequestStatus.PENDING
+        work_request.save(update_fields=["status"])
+        effects.request_scheduling_pass()
+    else:
+        abort(work_request, None)
+
+
+# --- retry (supersede) ------------------------------------------------------------------------
+
+
+def can_retry(work_request: WorkRequest) -> bool:
+    """Whether a retry makes sense: it ended badly and has not been retried yet."""
+    if hasattr(work_request, "superseded_by"):
+        return False
+    if work_request.status == WorkRequestStatus.ABORTED:
+        return True
+    return work_request.status == WorkRequestStatus.COMPLETED and work_request.result in (
+        WorkRequestResult.FAILURE,
+        WorkRequestResult.ERROR,
+    )
+
+
+def retry(work_request: WorkRequest, reason: str = RetryReason.MANUAL) -> WorkRequest:
+    """
+    Create the work request that supersedes `work_request` and return it.
+
+    It copies the task, takes over the old one's dependencies and dependants, and is pending
+    or blocked depending on its dependencies.
+    """
+    if not can_retry(work_request):
+        raise WorkRequestError(
+            f"cannot retry a {work_request.status}/{work_request.result} work request"
+        )
+    workflow_data = dict(work_request.workflow_data_json)
+    if reason == RetryReason.WORKER_FAILED:
+        count = int(workflow_data.get("retry_count", 0)) + 1
+        if count > MAX_AUTOMATIC_RETRIES:
+            raise WorkRequestError("too many automatic retries")
+        workflow_data["retry_count"] = count
+    elif reason == RetryReason.MANUAL:
+        workflow_data.pop("retry_count", None)
+    with transaction.atomic():
+        new = WorkRequest.objects.create(
+            workspace=work_request.workspace,
+            created_by=work_request.created_by,
+            status=WorkRequestStatus.BLOCKED,
+            task_type=work_request.task_type,
+            task_name=work_request.task_name,
+            task_data=work_request.task_data,
+            priority_base=work_request.priority_base,
+            priority_adjustment=work_request.priority_adjustment,
+            unblock_strategy=work_request.unblock_strategy,
+            parent=work_request.parent,
+            workflow_template=work_request.workflow_template,
+            workflow_data_json=workflow_data,
+            event_reactions_json=work_request.event_reactions_json,
+            expiration_delay=work_request.expiration_delay,
+            supersedes=work_request,
+        )
+        new.dependencies.set(work_request.dependencies.all())
+        # The dependants now wait for `new` instead: one UPDATE of their links.
+        WorkRequest.dependencies.through.objects.filter(to_workrequest=work_request).update(
+            to_workrequest=new
+        )
+        unblock_if_ready(new)
+    return new
+
+
+def retry_after_worker_failure(work_request: WorkRequest, reason: str) -> WorkRequest | None:
+    """
+    Abort a running work request because its worker failed, and retry it.
+
+    Return the new work request, or None when it has been retried automatically
+    MAX_AUTOMATIC_RETRIES times already (it then stays aborted). `reason` is recorded in the
+    old one's output data.
+    """
+    errors = list((work_request.output_data_json or {}).get("errors") or [])
+    errors.append({"code": "worker-failed", "message": reason})
+    work_request.output_data_json = {**(work_request.output_data_json or {}), "errors": errors}
+    work_request.save(update_fields=["output_data_json"])
+    abort(work_request, None)
+    try:
+        return retry(work_request, RetryReason.WORKER_FAILED)
+    except WorkRequestError:
+        return None
+
+
+# --- priority ---------------------------------------------------------------------------------
+
+
+def set_priority_adjustment(work_request: WorkRequest, adjustment: int) -> None:
+    work_request.priority_adjustment = adjustment
+    work_request.save(update_fields=["priority_adjustment"])
+    effects.request_scheduling_pass()
+
+
+# --- workers: what changes in them changes which work can start -------------------------------
+
+
+@dataclass
+class WorkTaken:
+    """What `take_work_from_workers` did."""
+
+    requeued: list[int] = field(default_factory=list)
+    retried: list[tuple[int, int]] = field(default_factory=list)  # (old, new work request)
+    not_retried: list[int] = field(default_factory=list)
+
+
+def take_work_from_workers(worker_ids: Iterable[int], reason: Callable[[int], str]) -> WorkTaken:
+    """
+    Take their work away from workers that failed or were shut out: assigned pending work
+    requests go back to the queue, running ones are aborted (their worker is told) and retried
+    (worker-failed, with `reason(worker id)` recorded).
+    """
+    taken = WorkTaken()
+    for work_request in (
+        WorkRequest.objects.select_for_update()
+        .select_related("workspace")
+        .filter(worker_id__in=list(worker_ids), status__in=HELD)
+        .order_by("id")
+    ):
+        if work_request.status == WorkRequestStatus.PENDING:
+            requeue(work_request)
+            taken.requeued.append(work_request.pk)
+            continue
+        assert work_request.worker_id is not None
+        new = retry_after_worker_failure(work_request, reason(work_request.worker_id))
+        if new is None:
+            taken.not_retried.append(work_request.pk)
+        else:
+            taken.retried.append((work_request.pk, new.pk))
+    return taken
+
+
+def worker_connected(worker: Worker) -> bool:
+    """Its websocket opened: it can be given work. Return whether it already holds some."""
+    worker.mark_connected()
+    effects.request_scheduling_pass()
+    return worker.assigned_work_requests.filter(status__in=HELD).exists()
+
+
+def worker_disconnected(worker: Worker) -> None:
+    """
+    Its websocket closed: it gets no new work, and its lease runs out after the grace period
+    unless it comes back; a lease check is asked for then when it runs work.
+    """
+    worker.mark_disconnected()
+    if worker.assigned_work_requests.filter(status=WorkRequestStatus.RUNNING).exists():
+        effects.check_leases_later(settings.DEBUSINE_WORKER_LEASE_GRACE + 1)
+
+
+def worker_metadata_changed(
+    worker: Worker, *, dynamic: dict[str, Any] | None = None, static: dict[str, Any] | None = None
+) -> None:
+    """The worker reported (`dynamic`) or an admin set (`static`) new metadata."""
+    if dynamic is not None:
+        worker.set_dynamic_metadata(dynamic)
+    if static is not None:
+        worker.set_static_metadata(static)
+    effects.request_scheduling_pass()
+
+
+def worker_enabled(worker: Worker) -> None:
+    """Let the worker in: its token becomes usable (it connects on its next retry)."""
+    worker.enable()
+    effects.request_scheduling_pass()
+
+
+def worker_disabled(worker: Worker) -> None:
+    """
+    Shut the worker out: its tokens are disabled, its work is taken away (see
+    `take_work_from_workers`) and its websockets are closed.
+    """
+    worker.disable()
+    take_work_from_workers([worker.pk], lambda _worker_id: f"worker {worker.name} was disabled")
+    if worker.token is not None:
+        effects.notify_worker_disabled(worker.pk, worker.token.hash)
