@@ -158,9 +158,7 @@ def test_the_checks_see_cycles(tmp_path: Path) -> None:
         (directory / "__init__.py").write_text("")
     (package / "server" / "alpha" / "__init__.py").write_text("")
     (package / "server" / "beta" / "__init__.py").write_text("")
-    (package / "server" / "alpha" / "one.py").write_text(
-        "from debusine.server.beta import two\n"
-    )
+    (package / "server" / "alpha" / "one.py").write_text("from debusine.server.beta import two\n")
     (package / "server" / "beta" / "two.py").write_text(
         "from typing import TYPE_CHECKING\n"
         "if TYPE_CHECKING:\n"
