@@ -21,11 +21,13 @@ from debusine.server.work_requests import serialization, transitions
 
 pytestmark = pytest.mark.django_db
 
-ROW_SQL = (
-    "SELECT "
-    + serialization.sql_columns("wr", "ws", "sc")
-    + " FROM db_workrequest wr JOIN db_workspace ws ON ws.id = wr.workspace_id"
-    + " JOIN db_scope sc ON sc.id = ws.scope_id WHERE wr.id = %s"
+ROW_SQL = " ".join(
+    [
+        "SELECT",
+        serialization.sql_columns("wr", "ws", "sc"),
+        "FROM db_workrequest wr JOIN db_workspace ws ON ws.id = wr.workspace_id",
+        "JOIN db_scope sc ON sc.id = ws.scope_id WHERE wr.id = %s",
+    ]
 )
 
 
