@@ -10,14 +10,14 @@ import pytest
 
 if TYPE_CHECKING:
     from debusine.server.db.models import User
-    from debusine.server.file_stores.moto import MotoS3Server
-    from debusine.server.testing import Playground
+    from debusine.testing.moto import MotoS3Server
+    from debusine.testing.playground import Playground
 
 
 @pytest.fixture
 def playground(db: None) -> Playground:
     """Factories for test data, in the default scope and workspace."""
-    from debusine.server.testing import Playground
+    from debusine.testing.playground import Playground
 
     return Playground()
 
@@ -47,7 +47,7 @@ def file_directories(settings: Any, tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def moto_s3() -> Iterator[MotoS3Server]:
     """A moto S3 server on a loopback port, shared by the tests of one test process."""
-    from debusine.server.file_stores.moto import MotoS3Server
+    from debusine.testing.moto import MotoS3Server
 
     with MotoS3Server() as server:
         yield server

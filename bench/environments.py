@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from debusine.tasks.executors.cache import _recompressed
-from debusine.worker.testing import TEST_CACHE
+from debusine.testing.worker import TEST_CACHE
 
 KEPT = TEST_CACHE / "environments" / "bookworm-amd64-buildd" / "system.tar.xz"
 

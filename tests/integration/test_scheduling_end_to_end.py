@@ -34,10 +34,10 @@ import pytest
 import redis
 import requests
 
-from debusine.server.devstack import ProcessSpec, Supervisor, scheduler_argv
-from debusine.server.project.embedded import free_port
-from debusine.server.throwaway import ThrowawayError, ThrowawayInstance, throwaway_instance
-from debusine.worker.testing import (
+from debusine.testing.devstack import ProcessSpec, Supervisor, scheduler_argv
+from debusine.testing.embedded import free_port
+from debusine.testing.throwaway import ThrowawayError, ThrowawayInstance, throwaway_instance
+from debusine.testing.worker import (
     LOG_CONNECTED,
     LOG_REGISTERED,
     LOG_REJECTED,

@@ -20,7 +20,7 @@ def start_embedded_database() -> None:
     """Start the instance's embedded PostgreSQL for this command, if it uses one that is down."""
     from django.conf import settings
 
-    from debusine.server.project import embedded
+    from debusine.testing import embedded
 
     data_dir = settings.DEBUSINE_DATA_DIR
     try:

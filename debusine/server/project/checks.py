@@ -25,7 +25,7 @@ from django.core.checks import CheckMessage, Error, Tags, register
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 
 from debusine.server.project import instance
-from debusine.server.project.embedded import first_line
+from debusine.testing.embedded import first_line
 
 
 def database_error() -> str | None:

@@ -10,7 +10,7 @@ from debusine.server.db.models import Collection, CollectionItem, User, WorkRequ
 from debusine.server.db.models.work_requests import InvalidWorkRequestError
 from debusine.server.db.models.worker_work import Completion, complete_work_request
 from debusine.server.event_reactions import VariableError, expand_variables
-from debusine.server.testing import Playground
+from debusine.testing.playground import Playground
 
 pytestmark = pytest.mark.django_db
 

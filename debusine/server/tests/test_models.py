@@ -28,7 +28,7 @@ from debusine.server.db.models import (
     WorkspaceRoles,
     hash_token_key,
 )
-from debusine.server.testing import FileSpec, Playground
+from debusine.testing.playground import FileSpec, Playground
 
 
 def test_fresh_database_has_defaults(db: None) -> None:

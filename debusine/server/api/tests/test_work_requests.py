@@ -25,8 +25,8 @@ from debusine.server.db.models import (
     WorkspaceRoles,
 )
 from debusine.server.db.models.work_requests import InvalidWorkRequestError
-from debusine.server.testing import Playground, api_client
 from debusine.tasks import BaseTask, BaseTaskData, TaskType
+from debusine.testing.playground import Playground, api_client
 
 LIST_URL = "/api/1.0/work-request/"
 

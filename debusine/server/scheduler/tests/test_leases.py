@@ -10,7 +10,7 @@ from django.utils import timezone
 from debusine.server.db.models import Token, Worker, WorkRequest
 from debusine.server.db.models.work_requests import MAX_AUTOMATIC_RETRIES
 from debusine.server.scheduler.leases import expire_leases
-from debusine.server.testing import Playground
+from debusine.testing.playground import Playground
 
 pytestmark = pytest.mark.django_db
 

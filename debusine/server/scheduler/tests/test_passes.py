@@ -12,7 +12,7 @@ from pytest_django import DjangoCaptureOnCommitCallbacks
 
 from debusine.server.db.models import Token, User, WorkRequest
 from debusine.server.scheduler.passes import run_scheduling_pass
-from debusine.server.testing import Playground
+from debusine.testing.playground import Playground
 
 pytestmark = pytest.mark.django_db
 

@@ -13,7 +13,7 @@ from pytest_django import DjangoCaptureOnCommitCallbacks
 from debusine.server.db.models import User, WorkRequest
 from debusine.server.scheduler import triggers
 from debusine.server.scheduler.passes import SCHEDULER_LOCK_KEY
-from debusine.server.testing import Playground
+from debusine.testing.playground import Playground
 
 pytestmark = pytest.mark.django_db
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from debusine.server.project import embedded, instance
-from debusine.server.project.embedded import (
+from debusine.server.project import instance
+from debusine.testing import embedded
+from debusine.testing.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
     EmbeddedServiceError,

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from debusine.server import devstack
 from debusine.server.db.models import Token, User
-from debusine.server.devstack import ProcessSpec, Supervisor
-from debusine.server.project.embedded import (
+from debusine.testing import devstack
+from debusine.testing.devstack import ProcessSpec, Supervisor
+from debusine.testing.embedded import (
     EmbeddedServiceError,
     free_port,
     process_is_alive,
@@ -157,7 +157,7 @@ def test_children_are_terminated_when_the_stack_is_killed() -> None:
     # SIGKILL gives the stack no chance to clean up; the kernel must stop its children.
     script = (
         "import sys, time\n"
-        "from debusine.server.devstack import ProcessSpec, Supervisor\n"
+        "from debusine.testing.devstack import ProcessSpec, Supervisor\n"
         "child = Supervisor().start(\n"
         "    ProcessSpec('child', [sys.executable, '-c', 'import time; time.sleep(60)'])\n"
         ")\n"
