@@ -36,13 +36,8 @@ from types import FrameType
 from typing import NoReturn
 
 from debusine.server.project import instance
-from debusine.testing.embedded import (
-    EmbeddedServiceError,
-    Services,
-    provide_services,
-    stop_process,
-    terminate_with_parent,
-)
+from debusine.testing.embedded import EmbeddedServiceError, Services, provide_services
+from debusine.testing.processes import stop_process, terminate_with_parent
 
 ADMIN_USERNAME = "admin"
 CLIENT_CONFIG_SERVER = "local"

@@ -32,8 +32,8 @@ from debusine.testing.embedded import (
     EmbeddedServiceError,
     drop_database,
     ensure_database_exists,
-    free_port,
 )
+from debusine.testing.processes import free_port
 
 
 class ThrowawayError(Exception):

@@ -28,12 +28,8 @@ import pytest
 
 from debusine.server.project import instance
 from debusine.testing.devstack import READY_LINE_PREFIX, recorded_token_key
-from debusine.testing.embedded import (
-    EmbeddedPostgres,
-    free_port,
-    process_is_alive,
-    redis_answers,
-)
+from debusine.testing.embedded import EmbeddedPostgres, redis_answers
+from debusine.testing.processes import free_port, process_is_alive
 
 READY_TIMEOUT = 60.0
 

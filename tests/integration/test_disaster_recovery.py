@@ -43,7 +43,7 @@ from debusine.testing.devstack import (
     gunicorn_argv,
     wait_until_answering,
 )
-from debusine.testing.embedded import free_port
+from debusine.testing.processes import free_port
 from debusine.testing.throwaway import ThrowawayInstance, throwaway_instance
 
 pytestmark = pytest.mark.integration

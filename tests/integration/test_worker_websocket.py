@@ -212,7 +212,7 @@ def test_scheduler_log_has_no_errors(instance: ThrowawayInstance) -> None:
 def test_redis_down_is_service_unavailable(tmp_path: Path) -> None:
     from django.conf import settings
 
-    from debusine.testing.embedded import free_port
+    from debusine.testing.processes import free_port
     from debusine.testing.throwaway import throwaway_instance
 
     nothing_listens = f"redis://127.0.0.1:{free_port()}/0"

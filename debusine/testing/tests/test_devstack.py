@@ -12,12 +12,8 @@ import pytest
 from debusine.server.db.models import Token, User
 from debusine.testing import devstack
 from debusine.testing.devstack import ProcessSpec, Supervisor
-from debusine.testing.embedded import (
-    EmbeddedServiceError,
-    free_port,
-    process_is_alive,
-    wait_for_exit,
-)
+from debusine.testing.embedded import EmbeddedServiceError
+from debusine.testing.processes import free_port, process_is_alive, wait_for_exit
 
 
 def test_worker_count_defaults_to_twice_the_cores_plus_one() -> None:
