@@ -132,15 +132,9 @@ class EmbeddedPostgres:
 
     def serves(self, url: str) -> bool:
         """Whether `url` points at this cluster's Unix socket."""
-        if not self.is_initialised():
+        if not instance.may_use_embedded_postgres(self.pgdata.parent, url):
             return False
-        try:
-            host = instance.parse_database_url(url).host
-        except ValueError:
-            return False
-        if not host.startswith("/"):
-            return False
-        socket_dir = Path(host)
+        socket_dir = Path(instance.parse_database_url(url).host)
         if socket_dir == self.pgdata:
             return True
         # pgserver moves the socket to its runtime directory when the data directory's path
