@@ -23,6 +23,8 @@ import pytest
 import debusine
 
 DJANGO_FREE_PACKAGES = ["protocol", "tasks", "artifacts", "worker", "client"]
+# Tooling that starts worker daemons next to them, Django-free like the worker itself.
+DJANGO_FREE_TOOLING = ["debusine.testing.worker", "debusine.testing.processes"]
 FORBIDDEN = ("django", "rest_framework", "channels", "celery")
 
 PROBE = """
@@ -34,7 +36,7 @@ print(json.dumps(sorted(sys.modules)))
 
 
 def django_free_modules() -> list[str]:
-    """Every non-test module of the Django-free packages that exist so far."""
+    """Every non-test module of the Django-free packages, and DJANGO_FREE_TOOLING."""
     root = Path(debusine.__file__).parent
     names: list[str] = []
     for package in DJANGO_FREE_PACKAGES:
@@ -45,7 +47,7 @@ def django_free_modules() -> list[str]:
         for info in pkgutil.walk_packages([str(path)], prefix=f"debusine.{package}."):
             if ".tests" not in info.name and not info.name.endswith(".tests"):
                 names.append(info.name)
-    return names
+    return names + DJANGO_FREE_TOOLING
 
 
 def test_django_free_packages_do_not_import_django() -> None:
