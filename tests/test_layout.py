@@ -244,6 +244,7 @@ def test_bench_imports_no_test_module_and_no_private_name() -> None:
         "def f():\n    from debusine.server import _private\n",
         "from debusine.tasks.executors import cache\ncache._recompressed()\n",
     ],
+    ids=["test-module", "tests-package", "private-name", "local-private", "private-attribute"],
 )
 def test_bench_check_finds_test_modules_and_private_names(source: str) -> None:
     """The check above would notice each kind of violation (so that test can fail)."""
