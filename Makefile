@@ -19,12 +19,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	DEBUSINE_DATA_DIR="$(DATA_DIR)" $(BIN)/python -m debusine.server.devstack --port $(PORT)
+	DEBUSINE_DATA_DIR="$(DATA_DIR)" $(BIN)/python -m debusine.testing.devstack --port $(PORT)
 
 # PostgreSQL and Redis: the configured ones (DEBUSINE_DATABASE_URL / DEBUSINE_REDIS_URL), else
 # the ones on 127.0.0.1 when they answer, else embedded ones for the run.
 test: $(STAMP)
-	$(BIN)/python -m debusine.server.project.testservices -n auto $(PYTEST_ARGS)
+	$(BIN)/python -m debusine.testing.services -n auto $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -10,14 +10,14 @@ import pytest
 
 if TYPE_CHECKING:
     from debusine.server.db.models import User, Worker, WorkRequest
-    from debusine.server.file_stores.moto import MotoS3Server
-    from debusine.server.testing import Playground
+    from debusine.testing.moto import MotoS3Server
+    from debusine.testing.playground import Playground
 
 
 @pytest.fixture
 def playground(db: None) -> Playground:
     """Factories for test data, in the default scope and workspace."""
-    from debusine.server.testing import Playground
+    from debusine.testing.playground import Playground
 
     return Playground()
 
@@ -47,7 +47,7 @@ def file_directories(settings: Any, tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def moto_s3() -> Iterator[MotoS3Server]:
     """A moto S3 server on a loopback port, shared by the tests of one test process."""
-    from debusine.server.file_stores.moto import MotoS3Server
+    from debusine.testing.moto import MotoS3Server
 
     with MotoS3Server() as server:
         yield server
@@ -66,9 +66,7 @@ def start_work_request(playground: Playground) -> Callable[..., WorkRequest]:
     def start(work_request: WorkRequest, worker: Worker | None = None) -> WorkRequest:
         if worker is None:
             worker, _key = playground.create_worker(f"worker-for-{work_request.pk}")
-        assert transitions.assign([(work_request.pk, worker.pk)]) == [
-            (work_request.pk, worker.pk)
-        ]
+        assert transitions.assign([(work_request.pk, worker.pk)]) == [(work_request.pk, worker.pk)]
         started = transitions.start_next(WorkerCaller(worker.pk, worker.name, worker.concurrency))
         assert started is not None and started.id == work_request.pk
         work_request.refresh_from_db()

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import aiohttp
 
-from debusine.server.throwaway import ThrowawayInstance, throwaway_instance
+from debusine.testing.throwaway import ThrowawayInstance, throwaway_instance
 
 POSTGRES_URL = os.environ.get("DEBUSINE_DATABASE_URL", "postgresql://127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("DEBUSINE_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -26,8 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from debusine.tasks.executors.cache import _recompressed
-from debusine.worker.testing import TEST_CACHE
+from debusine.tasks.executors.cache import keep_recompressed
+from debusine.testing.worker import TEST_CACHE
 
 KEPT = TEST_CACHE / "environments" / "bookworm-amd64-buildd" / "system.tar.xz"
 
@@ -69,7 +69,7 @@ def main() -> int:
         shutil.copyfile(arguments.tarball, copy)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.monotonic()
-        kept = entry / _recompressed(copy, entry, arguments.tarball.name)
+        kept = entry / keep_recompressed(copy, entry, arguments.tarball.name)
         recompress_wall = time.monotonic() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         recompress = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)

@@ -34,8 +34,8 @@ import requests
 
 from bench.api import HISTORY_SQL
 from bench.common import cpu_seconds, pss_mib, rss_mib
-from debusine.server.throwaway import ThrowawayInstance, throwaway_instance
-from debusine.worker.testing import WorkerProcess, start_worker
+from debusine.testing.throwaway import ThrowawayInstance, throwaway_instance
+from debusine.testing.worker import WorkerProcess, start_worker
 
 POSTGRES_URL = os.environ.get("DEBUSINE_DATABASE_URL", "postgresql://127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("DEBUSINE_REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -80,7 +80,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from debusine.server.project import instance
-    from debusine.server.project.embedded import drop_database, ensure_database_exists
+    from debusine.testing.embedded import drop_database, ensure_database_exists
 
     name = f"bench_schedule_{uuid.uuid4().hex[:8]}"
     database_url = instance.with_database_name(POSTGRES_URL, name)

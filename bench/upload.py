@@ -43,7 +43,7 @@ from pathlib import Path
 import requests
 
 from bench.common import process_tree
-from debusine.server.throwaway import ThrowawayInstance, throwaway_instance
+from debusine.testing.throwaway import ThrowawayInstance, throwaway_instance
 
 MiB = 1024 * 1024
 UNITS = {"": 1, "b": 1, "k": 1000, "kib": 1024, "m": 1000**2, "mib": MiB, "g": 1000**3}
@@ -240,11 +240,11 @@ def run_s3(
     django.setup()
     from boto3.s3.transfer import TransferConfig
 
-    from debusine.server.file_stores.moto import MotoS3Server
     from debusine.server.file_stores.s3 import (
         DEFAULT_MULTIPART_CHUNK_SIZE,
         DEFAULT_MULTIPART_THRESHOLD,
     )
+    from debusine.testing.moto import MotoS3Server
 
     base = server.base_url
     with MotoS3Server() as moto:

@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 
 from debusine.tasks import Noop, TaskContext
+from debusine.testing.stub_server import StubServer, work_request
+from debusine.testing.worker import write_worker_config
 from debusine.worker.config import load_config
 from debusine.worker.daemon import WorkerDaemon
 from debusine.worker.runner import TaskProcess, TaskResult
-from debusine.worker.testing import write_worker_config
-from debusine.worker.tests.stub_server import StubServer, work_request
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -5,7 +5,7 @@ The daemon runs exactly as the Debian package starts it (`/usr/bin/python3
 /usr/bin/debusine-worker`, from the unpacked packages of `reference_client`), with HOME set to
 a private directory so that it reads `$HOME/.config/debusine/worker/` (config.ini, and the
 `token` and `activation-token` files) rather than `/etc/debusine/worker/`. The running process
-is a `debusine.worker.testing.WorkerProcess`, so tests wait on its log and stop it by PID the
+is a `debusine.testing.worker.WorkerProcess`, so tests wait on its log and stop it by PID the
 same way as our own worker.
 
 With `user` (e.g. `debusine-worker`, since sbuild in unshare mode refuses root) the daemon runs
@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from debusine.worker.testing import WorkerProcess
+from debusine.testing.worker import WorkerProcess
 from tests.compat.reference_client import ReferenceWorker
 
 #: Lines the 0.11.3 daemon logs (its own wording, not ours).

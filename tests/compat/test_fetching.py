@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from debusine.server.project.embedded import free_port
+from debusine.testing.processes import free_port
 from tests.compat.reference_client import (
     CLIENT_VERSION,
     PINNED_PACKAGES,

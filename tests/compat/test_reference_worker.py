@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
-from debusine.server.throwaway import ThrowawayInstance
-from debusine.worker.testing import WorkerProcess
+from debusine.testing.throwaway import ThrowawayInstance
+from debusine.testing.worker import WorkerProcess
 from tests.compat.holding_proxy import HoldingProxy
 from tests.compat.reference_client import ReferenceWorker
 from tests.compat.reference_worker import (

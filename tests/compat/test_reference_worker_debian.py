@@ -22,8 +22,8 @@ import pytest
 import yaml
 
 from debusine.client.client import DebusineClient
-from debusine.server.throwaway import ThrowawayInstance
-from debusine.worker.testing import WorkerProcess, ensure_worker_user
+from debusine.testing.throwaway import ThrowawayInstance
+from debusine.testing.worker import WorkerProcess, ensure_worker_user
 from tests.compat.reference_client import SYSTEM_PYTHON, ReferenceWorker
 from tests.compat.reference_worker import LOG_CONNECTED, start_reference_worker
 from tests.integration.conftest import scheduling_instance

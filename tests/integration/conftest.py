@@ -2,7 +2,7 @@
 Harness for integration tests: a real server process on a throwaway database.
 
 `debusine_server` (one per xdist worker, for the whole session) is a
-`debusine.server.throwaway` instance on the PostgreSQL and Redis the tests use, plus a
+`debusine.testing.throwaway` instance on the PostgreSQL and Redis the tests use, plus a
 contributor of the `System` workspace with a token, made with `debusine-admin` commands.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from debusine.server.throwaway import ThrowawayError, ThrowawayInstance, throwaway_instance
+from debusine.testing.throwaway import ThrowawayError, ThrowawayInstance, throwaway_instance
 
 TEST_USERNAME = "integration"
 

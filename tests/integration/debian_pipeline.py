@@ -24,10 +24,10 @@ import yaml
 from debusine.artifacts.local import LocalArtifact, source_package_from_dsc, system_tarball
 from debusine.artifacts.models import DebianSystemTarball
 from debusine.client.client import DebusineClient, LocalFile
-from debusine.server.throwaway import ThrowawayInstance
 from debusine.tasks.mmdebstrap import OUTPUT_FILENAME as MMDEBSTRAP_OUTPUT
 from debusine.tasks.tests.packages import make_source_package
-from debusine.worker.testing import TEST_CACHE
+from debusine.testing.throwaway import ThrowawayInstance
+from debusine.testing.worker import TEST_CACHE
 from tests.integration.rest_user import RestUser
 
 CODENAME = "bookworm"

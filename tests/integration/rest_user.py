@@ -7,7 +7,7 @@ from typing import Any
 
 import requests
 
-from debusine.server.throwaway import ThrowawayInstance
+from debusine.testing.throwaway import ThrowawayInstance
 
 
 class RestUser:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from debusine.client.tests.debian_build import build_upload
-from debusine.server.project.embedded import free_port
+from debusine.testing.processes import free_port
 from tests.integration.client_cli import DEBUSINE, Cli, configured_cli
 from tests.integration.conftest import LiveServer
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from debusine.server.throwaway import ThrowawayInstance
+from debusine.testing.throwaway import ThrowawayInstance
 from tests.integration.client_cli import DEBUSINE, Cli, configured_cli
 from tests.integration.raw_worker import RawWorker
 

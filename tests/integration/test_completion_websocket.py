@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from debusine.server.throwaway import ThrowawayInstance
+from debusine.testing.throwaway import ThrowawayInstance
 from tests.integration.raw_worker import RawWorker
 from tests.integration.rest_user import RestUser
 

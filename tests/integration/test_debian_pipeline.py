@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from debusine.client.client import DebusineClient
-from debusine.server.throwaway import ThrowawayInstance
-from debusine.worker.testing import (
+from debusine.testing.throwaway import ThrowawayInstance
+from debusine.testing.worker import (
     LOG_CONNECTED,
     WorkerProcess,
     ensure_worker_user,

@@ -26,14 +26,10 @@ from pathlib import Path
 
 import pytest
 
-from debusine.server.devstack import READY_LINE_PREFIX, recorded_token_key
 from debusine.server.project import instance
-from debusine.server.project.embedded import (
-    EmbeddedPostgres,
-    free_port,
-    process_is_alive,
-    redis_answers,
-)
+from debusine.testing.devstack import READY_LINE_PREFIX, recorded_token_key
+from debusine.testing.embedded import EmbeddedPostgres, redis_answers
+from debusine.testing.processes import free_port, process_is_alive
 
 READY_TIMEOUT = 60.0
 
@@ -124,7 +120,7 @@ def test_make_run_with_embedded_services(data_dir: Path) -> None:
         "DEBUSINE_SERVER_WORKERS": "1",
     }
     stack = subprocess.Popen(
-        [sys.executable, "-m", "debusine.server.devstack", "--port", str(port)],
+        [sys.executable, "-m", "debusine.testing.devstack", "--port", str(port)],
         env=environment,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -37,14 +37,14 @@ from typing import Any
 import pytest
 import requests
 
-from debusine.server.devstack import (
+from debusine.testing.devstack import (
     STARTUP_TIMEOUT,
     ProcessSpec,
     gunicorn_argv,
     wait_until_answering,
 )
-from debusine.server.project.embedded import free_port
-from debusine.server.throwaway import ThrowawayInstance, throwaway_instance
+from debusine.testing.processes import free_port
+from debusine.testing.throwaway import ThrowawayInstance, throwaway_instance
 
 pytestmark = pytest.mark.integration
 

@@ -19,10 +19,10 @@ import pytest
 from debusine.artifacts.local import LocalArtifact, system_tarball
 from debusine.artifacts.models import ArtifactCategory, DebianSystemTarball, EmptyArtifactData
 from debusine.client.client import DebusineClient, LocalFile
-from debusine.server.throwaway import ThrowawayInstance
 from debusine.tasks import BaseTaskDataWithExecutor, TaskContext, TaskType
 from debusine.tasks.debian import ExecutorTask
 from debusine.tasks.executors.unshare import unshare_available
+from debusine.testing.throwaway import ThrowawayInstance
 from tests.integration.raw_worker import RawWorker
 from tests.integration.rest_user import RestUser
 

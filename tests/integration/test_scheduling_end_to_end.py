@@ -34,10 +34,10 @@ import pytest
 import redis
 import requests
 
-from debusine.server.devstack import ProcessSpec, Supervisor, scheduler_argv
-from debusine.server.project.embedded import free_port
-from debusine.server.throwaway import ThrowawayError, ThrowawayInstance, throwaway_instance
-from debusine.worker.testing import (
+from debusine.testing.devstack import ProcessSpec, Supervisor, scheduler_argv
+from debusine.testing.processes import free_port, process_is_alive
+from debusine.testing.throwaway import ThrowawayError, ThrowawayInstance, throwaway_instance
+from debusine.testing.worker import (
     LOG_CONNECTED,
     LOG_REGISTERED,
     LOG_REJECTED,
@@ -316,15 +316,6 @@ def task_process_ids(daemon: WorkerProcess) -> list[int]:
         except FileNotFoundError:
             continue
     return [pid for pid in children if process_is_alive(pid)]
-
-
-def process_is_alive(pid: int) -> bool:
-    """True unless the process is gone or a zombie."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from debusine.worker.testing import LOG_CONNECTED, LOG_REJECTED, start_worker
+from debusine.testing.worker import LOG_CONNECTED, LOG_REJECTED, start_worker
 from tests.integration.conftest import LiveServer
 
 pytestmark = pytest.mark.integration

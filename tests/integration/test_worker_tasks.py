@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from debusine.server.throwaway import ThrowawayInstance
-from debusine.worker.testing import LOG_CONNECTED, WorkerProcess, start_worker
+from debusine.testing.throwaway import ThrowawayInstance
+from debusine.testing.worker import LOG_CONNECTED, WorkerProcess, start_worker
 from tests.integration.rest_user import RestUser
 
 pytestmark = pytest.mark.integration

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from debusine.server.throwaway import ThrowawayInstance
-from debusine.worker.testing import LOG_CONNECTED, ensure_worker_user, start_worker
+from debusine.testing.throwaway import ThrowawayInstance
+from debusine.testing.worker import LOG_CONNECTED, ensure_worker_user, start_worker
 from tests.integration.rest_user import RestUser
 
 WORKER_USER = "debusine-worker"

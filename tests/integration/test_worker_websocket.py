@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from debusine.server.throwaway import ThrowawayInstance
+from debusine.testing.throwaway import ThrowawayInstance
 from tests.integration.raw_worker import RawWorker
 
 pytestmark = pytest.mark.integration
@@ -212,8 +212,8 @@ def test_scheduler_log_has_no_errors(instance: ThrowawayInstance) -> None:
 def test_redis_down_is_service_unavailable(tmp_path: Path) -> None:
     from django.conf import settings
 
-    from debusine.server.project.embedded import free_port
-    from debusine.server.throwaway import throwaway_instance
+    from debusine.testing.processes import free_port
+    from debusine.testing.throwaway import throwaway_instance
 
     nothing_listens = f"redis://127.0.0.1:{free_port()}/0"
     with throwaway_instance(

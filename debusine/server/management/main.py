@@ -4,6 +4,11 @@ Entry point of the `debusine-admin` command.
 On an instance whose database is the embedded PostgreSQL of `make run` (recorded in the data
 directory), the command starts that PostgreSQL when it is not running and stops it again when
 the command ends, so that `debusine-admin` works whether or not the stack is up.
+
+That is the one hook from production code into the development tooling (`debusine.testing`):
+`instance.may_use_embedded_postgres` decides from the data directory's files alone, and only
+when it says yes is `debusine.testing.embedded` imported (allowed, with this reason, in
+tests/test_layout.py). A production instance never gets there.
 """
 
 from __future__ import annotations
@@ -20,9 +25,14 @@ def start_embedded_database() -> None:
     """Start the instance's embedded PostgreSQL for this command, if it uses one that is down."""
     from django.conf import settings
 
-    from debusine.server.project import embedded
+    from debusine.server.project import instance
 
     data_dir = settings.DEBUSINE_DATA_DIR
+    if not instance.may_use_embedded_postgres(data_dir, settings.DEBUSINE_DATABASE_URL):
+        return
+    # Only a `make run` data directory gets here: the development tooling starts its database.
+    from debusine.testing import embedded
+
     try:
         postgres = embedded.start_postgres_for_command(data_dir, settings.DEBUSINE_DATABASE_URL)
     except embedded.EmbeddedServiceError as exc:

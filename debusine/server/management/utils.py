@@ -27,8 +27,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import Model
 
 from debusine.protocol.wire import iso_datetime
+from debusine.server.db.errors import first_line
 from debusine.server.db.models import Group, Scope, Token, User, Worker, Workspace
-from debusine.server.project.embedded import first_line
 
 #: Exit code of a command that understood its arguments but could not do what they ask.
 EXIT_BAD_INPUT = 3

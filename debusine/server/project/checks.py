@@ -24,8 +24,8 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, register
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 
+from debusine.server.db.errors import first_line
 from debusine.server.project import instance
-from debusine.server.project.embedded import first_line
 
 
 def database_error() -> str | None:

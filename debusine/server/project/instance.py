@@ -164,6 +164,24 @@ def parse_database_url(url: str) -> DatabaseParameters:
     )
 
 
+def may_use_embedded_postgres(data_dir: Path, database_url: str) -> bool:
+    """
+    Whether `database_url` may reach the embedded PostgreSQL of a development stack in `data_dir`.
+
+    Reads files only: the data directory holds an initialised cluster (only the development
+    stack creates `postgres/` there) and the URL connects through a Unix socket. A production
+    instance has no such cluster, so `debusine-admin` learns here, without loading the
+    development tooling (`debusine.testing`), that there is nothing to start.
+    """
+    if not (data_dir / EMBEDDED_POSTGRES_DIR / "PG_VERSION").is_file():
+        return False
+    try:
+        host = parse_database_url(database_url).host
+    except ValueError:
+        return False
+    return host.startswith("/")
+
+
 def kombu_redis_url(url: str) -> str:
     """
     The Redis URL in kombu's (Celery's) spelling.

@@ -8,9 +8,9 @@ import pytest
 
 from debusine.server.db.models import Collection, CollectionItem, User, WorkRequest
 from debusine.server.event_reactions import VariableError, expand_variables
-from debusine.server.testing import Playground
 from debusine.server.work_requests import transitions
 from debusine.server.work_requests.transitions import Completion, InvalidWorkRequestError
+from debusine.testing.playground import Playground
 
 pytestmark = pytest.mark.django_db
 

@@ -14,8 +14,8 @@ from debusine.server.lookups import (
     LookupNoMatchError,
     ServerLookupResolver,
 )
-from debusine.server.testing import Playground
 from debusine.tasks import LookupFailedError, LookupResult
+from debusine.testing.playground import Playground
 
 pytestmark = pytest.mark.django_db
 

@@ -28,9 +28,9 @@ from debusine.server.db.models import (
     WorkspaceRoles,
     hash_token_key,
 )
-from debusine.server.testing import FileSpec, Playground
 from debusine.server.work_requests import transitions
 from debusine.server.work_requests.transitions import WorkRequestError
+from debusine.testing.playground import FileSpec, Playground
 
 
 def test_fresh_database_has_defaults(db: None) -> None:

@@ -99,7 +99,7 @@ def _check_filename(filename: Any) -> str:
     return filename
 
 
-def _recompressed(downloaded: Path, entry: Path, filename: str) -> str:
+def keep_recompressed(downloaded: Path, entry: Path, filename: str) -> str:
     """
     Move the downloaded tarball into `entry` under the name it is kept as (returned): a
     `.tar.xz` becomes `.tar.zst` when zstd and xz are installed, anything else stays as it is.
@@ -330,7 +330,7 @@ class EnvironmentCache:
         try:
             # Checks the size and the SHA-256 (and removes the file if they differ).
             client.download_file(filename, file, temporary)
-            kept = _recompressed(temporary, entry, filename)
+            kept = keep_recompressed(temporary, entry, filename)
         finally:
             temporary.unlink(missing_ok=True)
         metadata = {

@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
+from debusine.testing.stub_server import StubServer, work_request
+from debusine.testing.worker import LOG_CONNECTED, start_worker, write_worker_config
 from debusine.worker.config import load_config
 from debusine.worker.daemon import WorkerDaemon, WorkerSetupError
-from debusine.worker.testing import LOG_CONNECTED, start_worker, write_worker_config
-from debusine.worker.tests.stub_server import StubServer, work_request
 
 TOKEN = "a" * 64
 

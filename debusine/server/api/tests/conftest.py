@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
-from debusine.server.testing import Playground, api_client
+from debusine.testing.playground import Playground, api_client
 
 
 @pytest.fixture

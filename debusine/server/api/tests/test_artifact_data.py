@@ -12,7 +12,7 @@ from debusine.artifacts import LocalArtifact, artifacts_from_changes, file_sha25
 from debusine.client.tests.debian_build import build_upload, dpkg_buildpackage_available
 from debusine.server.api.tests.test_artifacts import CREATE_URL, artifact_body, assert_problem
 from debusine.server.db.models import Artifact, File, User
-from debusine.server.testing import Playground, api_client
+from debusine.testing.playground import Playground, api_client
 
 
 def local_artifact_body(artifact: LocalArtifact) -> dict[str, Any]:

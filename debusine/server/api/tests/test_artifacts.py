@@ -22,7 +22,7 @@ from debusine.server.db.models import (
     User,
     WorkspaceRoles,
 )
-from debusine.server.testing import FileSpec, Playground, api_client
+from debusine.testing.playground import FileSpec, Playground, api_client
 
 CREATE_URL = "/api/1.0/artifact/"
 

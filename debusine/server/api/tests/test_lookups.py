@@ -11,7 +11,7 @@ from debusine.protocol.lookups import LookupResponse
 from debusine.server.api.errors import PROBLEM_CONTENT_TYPE
 from debusine.server.collections import CollectionManager
 from debusine.server.db.models import Collection, CollectionItem, User, Worker, WorkRequest
-from debusine.server.testing import Playground, api_client
+from debusine.testing.playground import Playground, api_client
 
 SINGLE_URL = "/api/1.0/lookup/single/"
 MULTIPLE_URL = "/api/1.0/lookup/multiple/"

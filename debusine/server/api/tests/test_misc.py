@@ -9,7 +9,7 @@ from django.test import Client
 from django.utils import timezone
 
 from debusine.server.db.models import Token, User
-from debusine.server.testing import Playground, api_client
+from debusine.testing.playground import Playground, api_client
 
 WHOAMI_URL = "/api/1.0/whoami/"
 

@@ -16,7 +16,7 @@ from debusine.server.db.models import (
     Workspace,
     WorkspaceRoles,
 )
-from debusine.server.testing import FileSpec, Playground, api_client
+from debusine.testing.playground import FileSpec, Playground, api_client
 
 RELATIONS_URL = "/api/1.0/artifact-relation/"
 

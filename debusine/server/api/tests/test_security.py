@@ -33,8 +33,8 @@ from debusine.server.db.models import (
     WorkRequest,
     Workspace,
 )
-from debusine.server.testing import FileSpec, Playground, api_client
 from debusine.server.work_requests import transitions
+from debusine.testing.playground import FileSpec, Playground, api_client
 
 API = "/api/1.0"
 SHA256_OF_A = "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb"

@@ -23,7 +23,7 @@ from debusine.server.db.models import (
     User,
 )
 from debusine.server.file_stores import get_backend
-from debusine.server.testing import FileSpec, Playground, api_client
+from debusine.testing.playground import FileSpec, Playground, api_client
 
 CONTENTS = bytes(range(256)) * 40  # 10240 bytes
 SIZE = len(CONTENTS)

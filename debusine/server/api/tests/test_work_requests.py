@@ -24,10 +24,10 @@ from debusine.server.db.models import (
     Workspace,
     WorkspaceRoles,
 )
-from debusine.server.testing import Playground, api_client
 from debusine.server.work_requests import transitions
 from debusine.server.work_requests.transitions import InvalidWorkRequestError
 from debusine.tasks import BaseTask, BaseTaskData, TaskType
+from debusine.testing.playground import Playground, api_client
 
 LIST_URL = "/api/1.0/work-request/"
 

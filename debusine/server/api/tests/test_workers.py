@@ -12,8 +12,8 @@ from rest_framework.test import APIClient
 
 from debusine.server.db.models import Token, User, Worker, WorkRequest
 from debusine.server.db.models.auth import hash_token_key
-from debusine.server.testing import Playground, api_client
 from debusine.server.work_requests import transitions
+from debusine.testing.playground import Playground, api_client
 
 pytestmark = pytest.mark.django_db
 

@@ -15,7 +15,7 @@ from debusine.server.collections import (
 )
 from debusine.server.collections.debian_suite import compare_versions
 from debusine.server.db.models import Artifact, Collection, CollectionItem
-from debusine.server.testing import Playground
+from debusine.testing.playground import Playground
 
 pytestmark = pytest.mark.django_db
 

@@ -11,8 +11,8 @@ from django.db import transaction
 from debusine.server.db.models import File, FileInStore, FileStore
 from debusine.server.file_stores import FileStoreError, get_backend
 from debusine.server.file_stores.base import FileBackend, entry_name, parse_entry_name
-from debusine.server.file_stores.moto import MotoS3Server
-from debusine.server.testing import Playground
+from debusine.testing.moto import MotoS3Server
+from debusine.testing.playground import Playground
 
 CONTENTS = b"0123456789" * 1000
 

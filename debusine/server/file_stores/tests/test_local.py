@@ -11,7 +11,7 @@ import pytest
 from debusine.server.db.models import File, FileStore
 from debusine.server.file_stores import FileStoreError, get_backend
 from debusine.server.file_stores.local import LocalBackend
-from debusine.server.testing import Playground
+from debusine.testing.playground import Playground
 
 CONTENTS = b"local contents\n"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from debusine.server.file_stores import get_backend
 from debusine.server.file_stores.memory import MemoryBackend
-from debusine.server.testing import Playground
+from debusine.testing.playground import Playground
 
 
 def test_stores_do_not_share_contents(playground: Playground) -> None:

@@ -14,7 +14,7 @@ from debusine.server.file_stores.policies import (
     download_stores,
     upload_store,
 )
-from debusine.server.testing import Playground
+from debusine.testing.playground import Playground
 
 
 @pytest.fixture

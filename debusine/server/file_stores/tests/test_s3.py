@@ -28,9 +28,9 @@ from debusine.server.db.models import (
 )
 from debusine.server.file_stores import get_backend
 from debusine.server.file_stores.base import entry_name
-from debusine.server.file_stores.moto import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, MotoS3Server
 from debusine.server.file_stores.s3 import S3Backend
-from debusine.server.testing import FileSpec, Playground, api_client
+from debusine.testing.moto import ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY, MotoS3Server
+from debusine.testing.playground import FileSpec, Playground, api_client
 
 MIB = 1024 * 1024
 

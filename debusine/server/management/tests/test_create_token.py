@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from debusine.server.db.models import Token
 from debusine.server.management.tests.helpers import run, run_fails
-from debusine.server.testing import Playground
+from debusine.testing.playground import Playground
 
 
 def test_create_token_prints_an_enabled_key(playground: Playground) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from debusine.server.db.models import Scope, WorkRequest, WorkRequestStatus
 from debusine.server.management.tests.helpers import run, run_fails, run_usage_error
-from debusine.server.testing import Playground
+from debusine.testing.playground import Playground
 
 
 def test_create_with_defaults(playground: Playground) -> None:

@@ -27,7 +27,7 @@ from debusine.server.db.models import (
     WorkRequestStatus,
 )
 from debusine.server.file_stores import get_backend
-from debusine.server.testing import FileSpec, Playground
+from debusine.testing.playground import FileSpec, Playground
 
 DAY = timedelta(days=1)
 CaptureCallbacks = Callable[..., AbstractContextManager[Any]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from debusine.server.db.models import Token
 from debusine.server.management.tests.helpers import run, run_fails, run_usage_error
-from debusine.server.testing import Playground
+from debusine.testing.playground import Playground
 
 
 def test_delete_tokens_of_a_user(playground: Playground) -> None:

@@ -9,8 +9,8 @@ import pytest
 from debusine.server.db.models import Collection, CollectionItem, WorkRequest
 from debusine.server.management.commands.environment import FALLBACK_MIRROR, default_mirror
 from debusine.server.management.tests.helpers import run, run_fails
-from debusine.server.testing import Playground
 from debusine.server.work_requests import transitions
+from debusine.testing.playground import Playground
 
 
 def test_create_makes_an_mmdebstrap_work_request(playground: Playground) -> None:

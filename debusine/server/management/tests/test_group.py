@@ -6,7 +6,7 @@ import yaml
 
 from debusine.server.db.models import Group, GroupMembership, GroupRoles, Scope
 from debusine.server.management.tests.helpers import run, run_fails, run_usage_error
-from debusine.server.testing import Playground
+from debusine.testing.playground import Playground
 
 
 def test_create_group(playground: Playground) -> None:

@@ -7,7 +7,7 @@ from pytest_django import DjangoAssertNumQueries
 
 from debusine.server.db.models import Token, Worker
 from debusine.server.management.tests.helpers import run, run_fails
-from debusine.server.testing import Playground
+from debusine.testing.playground import Playground
 
 
 def test_list_tokens_never_shows_keys(playground: Playground) -> None:

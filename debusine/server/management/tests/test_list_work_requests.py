@@ -7,7 +7,7 @@ from pytest_django import DjangoAssertNumQueries
 
 from debusine.server.db.models import WorkRequestStatus
 from debusine.server.management.tests.helpers import run, run_usage_error
-from debusine.server.testing import Playground
+from debusine.testing.playground import Playground
 
 
 def test_list_newest_first_with_limit_and_status(

@@ -14,7 +14,7 @@ from debusine.server.db.models import (
     ScopeRoles,
 )
 from debusine.server.management.tests.helpers import run, run_fails, run_usage_error
-from debusine.server.testing import Playground
+from debusine.testing.playground import Playground
 
 
 @pytest.fixture
@@ -233,7 +233,7 @@ def test_scope_needs_a_verb(db: None) -> None:
 
 def test_remove_file_store_refuses_to_strand_files(playground: Playground) -> None:
     from debusine.server.db.models import FileInStore, FileStoreInScope
-    from debusine.server.testing import FileSpec
+    from debusine.testing.playground import FileSpec
 
     extra = playground.create_file_store("extra")
     playground.create_artifact(files=[FileSpec("f", b"only here")], complete=True)

@@ -30,8 +30,8 @@ from debusine.server.db.models import (
 )
 from debusine.server.file_stores import get_backend
 from debusine.server.file_stores.base import FileBackend, StoreEntry, entry_name
-from debusine.server.file_stores.moto import MotoS3Server
-from debusine.server.testing import FileSpec, Playground
+from debusine.testing.moto import MotoS3Server
+from debusine.testing.playground import FileSpec, Playground
 
 DAY = timedelta(days=1)
 CaptureCallbacks = Callable[..., AbstractContextManager[Any]]

@@ -13,7 +13,7 @@ from pytest_django import DjangoCaptureOnCommitCallbacks
 from debusine.server.db.models import Token, Worker, WorkRequestStatus
 from debusine.server.db.models.workers import ACTIVATION_TOKEN_LIFETIME
 from debusine.server.management.tests.helpers import run, run_fails, run_usage_error
-from debusine.server.testing import Playground
+from debusine.testing.playground import Playground
 
 
 def test_create_worker_prints_activation_key(db: None) -> None:

@@ -9,7 +9,7 @@ from pytest_django import DjangoAssertNumQueries
 
 from debusine.server.db.models import Group, Scope, Workspace, WorkspaceRole, WorkspaceRoles
 from debusine.server.management.tests.helpers import run, run_fails, run_usage_error
-from debusine.server.testing import Playground
+from debusine.testing.playground import Playground
 
 
 def test_create_private_workspace_in_default_scope(playground: Playground) -> None:

@@ -15,7 +15,7 @@ from django.core.checks import CheckMessage
 from django.test import override_settings
 
 from debusine.server.project import checks, instance
-from debusine.server.project.embedded import drop_database, ensure_database_exists
+from debusine.testing.embedded import drop_database, ensure_database_exists
 
 
 def admin(*args: str, **environment: str) -> subprocess.CompletedProcess[str]:

@@ -84,3 +84,16 @@ def test_redis_key_prefix_is_the_data_dirs_own_for_a_development_stack(tmp_path:
     # Shared by make run and debusine-admin on that data directory, and by no other.
     assert prefix == instance.database_name_for(tmp_path)
     assert prefix != instance.resolve_redis_key_prefix("", tmp_path / "other")
+
+
+def test_only_a_socket_url_with_an_embedded_cluster_may_use_embedded_postgres(
+    tmp_path: Path,
+) -> None:
+    pgdata = tmp_path / instance.EMBEDDED_POSTGRES_DIR
+    socket_url = f"postgresql://postgres@/debusine?host={pgdata}"
+    assert not instance.may_use_embedded_postgres(tmp_path, socket_url)  # no cluster
+    pgdata.mkdir()
+    (pgdata / "PG_VERSION").write_text("16\n")
+    assert instance.may_use_embedded_postgres(tmp_path, socket_url)
+    assert not instance.may_use_embedded_postgres(tmp_path, "postgresql://127.0.0.1:5432/x")
+    assert not instance.may_use_embedded_postgres(tmp_path, "not a url")

@@ -9,8 +9,8 @@ from django.utils import timezone
 
 from debusine.server.db.models import Token, Worker, WorkRequest
 from debusine.server.scheduler.leases import expire_leases
-from debusine.server.testing import Playground
 from debusine.server.work_requests.transitions import MAX_AUTOMATIC_RETRIES
+from debusine.testing.playground import Playground
 
 pytestmark = pytest.mark.django_db
 

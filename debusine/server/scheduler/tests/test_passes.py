@@ -12,8 +12,8 @@ from pytest_django import DjangoCaptureOnCommitCallbacks
 
 from debusine.server.db.models import Token, User, WorkRequest
 from debusine.server.scheduler.passes import run_scheduling_pass
-from debusine.server.testing import Playground
 from debusine.server.work_requests import transitions
+from debusine.testing.playground import Playground
 
 pytestmark = pytest.mark.django_db
 

@@ -17,8 +17,8 @@ from django.test.utils import CaptureQueriesContext
 from debusine.server.collections import CollectionManager
 from debusine.server.db.models import Collection, User, WorkRequest
 from debusine.server.scheduler.passes import run_scheduling_pass
-from debusine.server.testing import Playground
 from debusine.tasks import BaseDynamicTaskData, BaseTask, BaseTaskData, LookupResolver, TaskType
+from debusine.testing.playground import Playground
 
 pytestmark = pytest.mark.django_db
 

@@ -13,8 +13,8 @@ from pytest_django import DjangoCaptureOnCommitCallbacks
 from debusine.server.db.models import User, WorkRequest
 from debusine.server.scheduler import triggers
 from debusine.server.scheduler.passes import SCHEDULER_LOCK_KEY
-from debusine.server.testing import Playground
 from debusine.server.work_requests import effects, transitions
+from debusine.testing.playground import Playground
 
 pytestmark = pytest.mark.django_db
 

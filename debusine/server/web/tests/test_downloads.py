@@ -15,7 +15,7 @@ from asgiref.sync import async_to_sync
 from django.test import AsyncClient, Client
 
 from debusine.server.db.models import Artifact, FileInArtifact, Token, User, Workspace
-from debusine.server.testing import FileSpec, Playground
+from debusine.testing.playground import FileSpec, Playground
 
 CONTENTS = b"0123456789abcdef" * 64  # 1024 bytes
 BIG = os.urandom(3 * 1024 * 1024 + 123)  # several download chunks

@@ -11,8 +11,8 @@ from pytest_django import DjangoCaptureOnCommitCallbacks
 from debusine.protocol.work_requests import WorkRequestStatus
 from debusine.server.db.models import User
 from debusine.server.scheduler import triggers
-from debusine.server.testing import Playground
 from debusine.server.work_requests import effects, transitions
+from debusine.testing.playground import Playground
 
 pytestmark = pytest.mark.django_db
 

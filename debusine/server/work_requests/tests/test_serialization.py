@@ -16,8 +16,8 @@ from debusine.protocol.work_requests import (
     WorkRequestStatus,
 )
 from debusine.server.db.models import User, WorkRequest
-from debusine.server.testing import Playground
 from debusine.server.work_requests import serialization, transitions
+from debusine.testing.playground import Playground
 
 pytestmark = pytest.mark.django_db
 

@@ -16,9 +16,9 @@ import pytest
 import debusine
 from debusine.protocol.work_requests import WorkRequestResult, WorkRequestStatus
 from debusine.server.db.models import User, WorkRequest
-from debusine.server.testing import Playground
 from debusine.server.work_requests import transitions
 from debusine.server.work_requests.worker_tokens import WorkerCaller
+from debusine.testing.playground import Playground
 
 pytestmark = pytest.mark.django_db
 

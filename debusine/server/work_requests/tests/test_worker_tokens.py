@@ -8,8 +8,8 @@ import pytest
 from django.utils import timezone
 
 from debusine.server.db.models import Token
-from debusine.server.testing import Playground
 from debusine.server.work_requests.worker_tokens import WorkerCaller, resolve_worker_token
+from debusine.testing.playground import Playground
 
 pytestmark = pytest.mark.django_db
 

@@ -24,7 +24,7 @@ import pytest
 
 from debusine.tasks.executors.cache import CachedEnvironment
 from debusine.tasks.executors.unshare import ExecutorError, UnshareExecutor, unshare_available
-from debusine.worker.testing import CHECKOUT, ensure_worker_user, worker_venv
+from debusine.testing.worker import CHECKOUT, ensure_worker_user, worker_venv
 
 TARBALL = Path("/var/cache/debusine-tests/bookworm-amd64-buildd.tar.zst")
 WORKER_USER = "debusine-worker"

@@ -20,20 +20,26 @@ the terminal reaches only the stack, which then stops PostgreSQL by signalling i
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from debusine.server.db.errors import first_line
 from debusine.server.project import instance
+from debusine.testing.processes import (
+    answers,
+    free_port,
+    process_is_alive,
+    stop_process,
+    terminate_with_parent,
+    wait_for_exit,
+)
 
 logger = logging.getLogger(__name__)
 # pgserver logs every failed command with its whole output; our errors say it in one line.
@@ -61,43 +67,6 @@ class EmbeddedServiceError(Exception):
     """A service could not be found, started or prepared; the message says which and why."""
 
 
-def answers(address: tuple[str, int], timeout: float = 0.5) -> bool:
-    """Whether something accepts TCP connections at `address`."""
-    try:
-        with socket.create_connection(address, timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """Return a TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def terminate_with_parent() -> None:
-    """
-    In a child about to exec: ask Linux to SIGTERM it when its parent dies.
-
-    The stack stops its children itself on SIGINT/SIGTERM; this covers the parent being
-    killed outright (SIGKILL), which would otherwise leave them running in their own sessions.
-    """
-    if sys.platform == "linux":
-        PR_SET_PDEATHSIG = 1  # noqa: N806 (the name in <sys/prctl.h>)
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def first_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception's message (drivers add multi-line detail)."""
-    for line in str(exc).splitlines():
-        if line.strip():
-            return line.strip()
-    return type(exc).__name__
-
-
 def last_line(path: Path) -> str:
     """The last non-empty line of a text file, or "" if there is none."""
     try:
@@ -105,21 +74,6 @@ def last_line(path: Path) -> str:
     except OSError:
         return ""
     return next((line.strip() for line in reversed(lines) if line.strip()), "")
-
-
-def process_is_alive(pid: int) -> bool:
-    """Whether a process with this PID exists (zombies count as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(FileNotFoundError):
-        # A zombie has exited; only its parent's wait() is missing.
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        return state != "Z"
-    return True
 
 
 def ensure_database_exists(url: str) -> None:
@@ -178,15 +132,9 @@ class EmbeddedPostgres:
 
     def serves(self, url: str) -> bool:
         """Whether `url` points at this cluster's Unix socket."""
-        if not self.is_initialised():
+        if not instance.may_use_embedded_postgres(self.pgdata.parent, url):
             return False
-        try:
-            host = instance.parse_database_url(url).host
-        except ValueError:
-            return False
-        if not host.startswith("/"):
-            return False
-        socket_dir = Path(host)
+        socket_dir = Path(instance.parse_database_url(url).host)
         if socket_dir == self.pgdata:
             return True
         # pgserver moves the socket to its runtime directory when the data directory's path
@@ -314,30 +262,6 @@ def redis_answers(url: str) -> bool:
         return False
     finally:
         client.close()
-
-
-def wait_for_exit(pid: int, timeout: float) -> bool:
-    """Wait until process `pid` (not our child) is gone; return whether it is."""
-    deadline = time.monotonic() + timeout
-    while process_is_alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
-    """Stop a child we started: SIGTERM, wait up to `timeout`, then SIGKILL."""
-    if process.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        process.terminate()
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        process.wait()
 
 
 @dataclass

@@ -9,15 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from debusine.server import devstack
 from debusine.server.db.models import Token, User
-from debusine.server.devstack import ProcessSpec, Supervisor
-from debusine.server.project.embedded import (
-    EmbeddedServiceError,
-    free_port,
-    process_is_alive,
-    wait_for_exit,
-)
+from debusine.testing import devstack
+from debusine.testing.devstack import ProcessSpec, Supervisor
+from debusine.testing.embedded import EmbeddedServiceError
+from debusine.testing.processes import free_port, process_is_alive, wait_for_exit
 
 
 def test_worker_count_defaults_to_twice_the_cores_plus_one() -> None:
@@ -157,7 +153,7 @@ def test_children_are_terminated_when_the_stack_is_killed() -> None:
     # SIGKILL gives the stack no chance to clean up; the kernel must stop its children.
     script = (
         "import sys, time\n"
-        "from debusine.server.devstack import ProcessSpec, Supervisor\n"
+        "from debusine.testing.devstack import ProcessSpec, Supervisor\n"
         "child = Supervisor().start(\n"
         "    ProcessSpec('child', [sys.executable, '-c', 'import time; time.sleep(60)'])\n"
         ")\n"

@@ -19,7 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from debusine.server.devstack import (
+from debusine.server.project import instance
+from debusine.testing.devstack import (
     STARTUP_TIMEOUT,
     ProcessSpec,
     Supervisor,
@@ -27,13 +28,12 @@ from debusine.server.devstack import (
     scheduling_processes,
     wait_until_answering,
 )
-from debusine.server.project import instance
-from debusine.server.project.embedded import (
+from debusine.testing.embedded import (
     EmbeddedServiceError,
     drop_database,
     ensure_database_exists,
-    free_port,
 )
+from debusine.testing.processes import free_port
 
 
 class ThrowawayError(Exception):

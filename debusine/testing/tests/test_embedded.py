@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from debusine.server.project import embedded, instance
-from debusine.server.project.embedded import (
+from debusine.server.project import instance
+from debusine.testing import embedded, processes
+from debusine.testing.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
     EmbeddedServiceError,
@@ -33,7 +34,7 @@ def scratch_database_url() -> Iterator[str]:
 @pytest.fixture
 def nothing_local(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pretend nothing answers on the well-known local ports (point them at a closed port)."""
-    closed = ("127.0.0.1", embedded.free_port())
+    closed = ("127.0.0.1", processes.free_port())
     monkeypatch.setattr(embedded, "LOCAL_POSTGRES", closed)
     monkeypatch.setattr(embedded, "LOCAL_REDIS", closed)
 
@@ -64,7 +65,7 @@ def test_never_mode_without_services_says_what_is_missing(
 
 
 @pytest.mark.skipif(
-    not embedded.answers(embedded.LOCAL_POSTGRES) or not embedded.answers(embedded.LOCAL_REDIS),
+    not processes.answers(embedded.LOCAL_POSTGRES) or not processes.answers(embedded.LOCAL_REDIS),
     reason="needs PostgreSQL and Redis on 127.0.0.1",
 )
 def test_local_services_are_preferred_and_the_database_created(tmp_path: Path) -> None:
@@ -115,7 +116,7 @@ def test_embedded_redis_starts_answers_and_stops(tmp_path: Path) -> None:
     assert url.startswith("redis://127.0.0.1:") and url != instance.DEFAULT_REDIS_URL
     assert embedded.redis_answers(url)
     redis_server.stop()
-    assert not embedded.process_is_alive(pid)
+    assert not processes.process_is_alive(pid)
     assert not embedded.redis_answers(url)
     redis_server.stop()  # stopping twice is harmless
 

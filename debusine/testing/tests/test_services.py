@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from debusine.server.project import testservices
+from debusine.testing import services
 
 
 def test_no_tests_collected_fails_with_a_message(tmp_path: Path) -> None:
@@ -16,7 +16,7 @@ def test_no_tests_collected_fails_with_a_message(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "debusine.server.project.testservices",
+            "debusine.testing.services",
             "-p",
             "no:cacheprovider",
             "-p",
@@ -31,10 +31,10 @@ def test_no_tests_collected_fails_with_a_message(tmp_path: Path) -> None:
         timeout=120,
         cwd=tmp_path,
     )
-    assert result.returncode == testservices.PYTEST_NO_TESTS_COLLECTED
+    assert result.returncode == services.PYTEST_NO_TESTS_COLLECTED
     assert "pytest collected no tests; that is a failure" in result.stderr
 
 
 def test_required_tools_are_present_after_bootstrap() -> None:
-    testservices.ensure_tools()
-    assert all(shutil.which(tool) for tool in testservices.REQUIRED_TOOLS)
+    services.ensure_tools()
+    assert all(shutil.which(tool) for tool in services.REQUIRED_TOOLS)

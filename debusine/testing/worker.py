@@ -3,7 +3,7 @@ Start real `debusine-worker` processes for tests and benchmarks, and stop them b
 
 Each worker gets its own configuration directory (config.ini, optional activation token), its
 own log file, its own cache directory and its own process group. No Django here: end-to-end
-tests that also run the server use this next to `debusine.server.throwaway`.
+tests that also run the server use this next to `debusine.testing.throwaway`.
 
 A worker can also run as another user (`start_worker(..., user="debusine-worker")`), as
 production workers do and as sbuild in unshare mode requires (it refuses to run as root). That

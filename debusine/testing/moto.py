@@ -20,7 +20,7 @@ from typing import Any
 
 import requests
 
-from debusine.server.project.embedded import free_port
+from debusine.testing.processes import free_port
 
 #: Any credentials do for moto; boto3 only needs some to sign requests.
 ACCESS_KEY_ID = "testing-access-key"

@@ -1,7 +1,7 @@
 """
 Run the test suite with the services it needs: the bootstrap behind `make test`.
 
-`python -m debusine.server.project.testservices [pytest arguments]` makes sure the tools the
+`python -m debusine.testing.services [pytest arguments]` makes sure the tools the
 tests call exist (curl, for the HTTP protocol tests; pg_dump and pg_restore, for the
 disaster-recovery test), then finds PostgreSQL and Redis the way `make run` does (configured
 URLs, else 127.0.0.1:5432 / 6379, else embedded ones started for this run in a temporary
@@ -28,7 +28,7 @@ from typing import NoReturn
 
 import psycopg
 
-from debusine.server.project.embedded import (
+from debusine.testing.embedded import (
     EmbeddedServiceError,
     Services,
     drop_database,
@@ -73,7 +73,7 @@ def ensure_tools() -> None:
     missing = sorted(
         {package for tool, package in REQUIRED_TOOLS.items() if shutil.which(tool) is None}
     )
-    # Workers of another user run in a virtualenv of Debian's Python (debusine.worker.testing).
+    # Workers of another user run in a virtualenv of Debian's Python (debusine.testing.worker).
     if SYSTEM_PYTHON.exists() and not _has_module(SYSTEM_PYTHON, "ensurepip"):
         missing.append("python3-venv")
     if not missing:
@@ -99,7 +99,7 @@ def ensure_worker_user() -> None:
     """
     if os.geteuid() != 0:
         return
-    from debusine.worker.testing import ensure_worker_user as ensure
+    from debusine.testing.worker import ensure_worker_user as ensure
 
     ensure()
 

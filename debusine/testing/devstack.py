@@ -1,8 +1,8 @@
 """
 The development stack behind `make run`: one command that runs the whole system.
 
-`python -m debusine.server.devstack --port 8000` (with DEBUSINE_DATA_DIR naming the data
-directory) chooses PostgreSQL and Redis (see `debusine.server.project.embedded`), records them
+`python -m debusine.testing.devstack --port 8000` (with DEBUSINE_DATA_DIR naming the data
+directory) chooses PostgreSQL and Redis (see `debusine.testing.embedded`), records them
 in the data directory so that `debusine-admin` reaches the same instance, migrates the
 database, makes sure an admin user with a token and a ready client configuration exist, then
 runs in the foreground the server, the scheduler, Celery beat, a Celery worker and one local
@@ -36,13 +36,8 @@ from types import FrameType
 from typing import NoReturn
 
 from debusine.server.project import instance
-from debusine.server.project.embedded import (
-    EmbeddedServiceError,
-    Services,
-    provide_services,
-    stop_process,
-    terminate_with_parent,
-)
+from debusine.testing.embedded import EmbeddedServiceError, Services, provide_services
+from debusine.testing.processes import stop_process, terminate_with_parent
 
 ADMIN_USERNAME = "admin"
 CLIENT_CONFIG_SERVER = "local"
@@ -444,7 +439,7 @@ class DevStack:
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line and run the stack."""
     parser = argparse.ArgumentParser(
-        prog="python -m debusine.server.devstack", description=__doc__.split("\n\n")[0]
+        prog="python -m debusine.testing.devstack", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--port", type=int, default=8000, help="HTTP port (default: 8000)")
     parser.add_argument(
