@@ -30,6 +30,8 @@ from typing import Any
 
 import aiohttp
 
+from debusine.client.errors import ClientError
+from debusine.protocol.work_requests import LenientWorkRequestResponse
 from debusine.protocol.workers import (
     FRAME_CONNECTED,
     FRAME_REQUEST_DYNAMIC_METADATA,
@@ -37,8 +39,8 @@ from debusine.protocol.workers import (
     FRAME_WORK_REQUEST_AVAILABLE,
 )
 from debusine.tasks import BaseTask, TaskContext, TaskDataError, TaskType, UnknownTaskError
-from debusine.tasks.execution import remaining_debug_logs
-from debusine.worker.api import AssignedWorkRequest, ServerAPI, ServerError
+from debusine.tasks.execution import remaining_debug_logs, upload_debug_logs
+from debusine.worker.api import ServerAPI, ServerError
 from debusine.worker.config import WorkerConfig, generate_token, read_secret, write_token
 from debusine.worker.metadata import dynamic_metadata
 from debusine.worker.runner import TaskProcess, TaskResult
@@ -263,7 +265,7 @@ class WorkerDaemon:
         finally:
             self._work_loop_task = None
 
-    async def _fetch_work_request(self) -> AssignedWorkRequest | None:
+    async def _fetch_work_request(self) -> LenientWorkRequestResponse | None:
         assert self.api is not None
         for delay in (*FETCH_RETRY_DELAYS, None):
             try:
@@ -286,7 +288,7 @@ class WorkerDaemon:
         if current.process is not None and not current.process.finished:
             self._spawn(current.process.stop())
 
-    async def _handle(self, work_request: AssignedWorkRequest) -> None:
+    async def _handle(self, work_request: LenientWorkRequestResponse) -> None:
         current = CurrentWorkRequest(work_request.id)
         self._current = current
         try:
@@ -297,7 +299,7 @@ class WorkerDaemon:
             self._current = None
 
     async def _run(
-        self, work_request: AssignedWorkRequest, current: CurrentWorkRequest
+        self, work_request: LenientWorkRequestResponse, current: CurrentWorkRequest
     ) -> dict[str, Any] | None:
         """Run the work request; return its completion body, or None to report nothing."""
         logger.info("work request %d: %s", work_request.id, work_request.task_name)
@@ -341,12 +343,17 @@ class WorkerDaemon:
                 ]
             debug_logs = remaining_debug_logs(context.debug_log_directory)
             if debug_logs:
-                assert self.api is not None
                 try:
-                    await self.api.upload_debug_logs(
-                        work_request.id, work_request.workspace, debug_logs
+                    # The one upload implementation is synchronous (the tasks use it from
+                    # their process); a thread keeps the event loop, and the websocket, alive.
+                    await asyncio.to_thread(
+                        upload_debug_logs,
+                        context.client(),
+                        work_request.id,
+                        work_request.workspace,
+                        debug_logs,
                     )
-                except ServerError as error:
+                except ClientError as error:
                     completion["result"] = TaskResult.ERROR.value
                     output_data["errors"] = [
                         *output_data.get("errors", []),
