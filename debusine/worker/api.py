@@ -18,6 +18,7 @@ import aiohttp
 from pydantic import ValidationError
 
 from debusine.protocol.work_requests import LenientWorkRequestResponse
+from debusine.protocol.workers import WorkerRegisterRequest, WorkRequestCompletedRequest
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class ServerAPI:
     async def register(self, token: str, fqdn: str, activation_token: str | None) -> None:
         """`POST /1.0/worker/register/`; anything but 201 raises ServerError."""
         call = "worker registration"
-        body = {"token": token, "fqdn": fqdn, "worker_type": "external"}
+        body = WorkerRegisterRequest(token=token, fqdn=fqdn, worker_type="external").model_dump()
         response, _content = await self._request(
             "POST", "/1.0/worker/register/", call, token=activation_token or "", json=body
         )
@@ -130,9 +131,13 @@ class ServerAPI:
                 transient=False,
             ) from None
 
-    async def complete_work_request(self, work_request_id: int, body: dict[str, Any]) -> None:
+    async def complete_work_request(
+        self, work_request_id: int, report: WorkRequestCompletedRequest
+    ) -> None:
         """`PUT /1.0/work-request/{id}/completed/`; it must answer 200 with an empty body."""
         call = f"completion of work request {work_request_id}"
+        # Only what was set goes out (no null statistics), as Debusine workers send it.
+        body = report.model_dump(mode="json", exclude_unset=True)
         response, content = await self._request(
             "PUT", f"/1.0/work-request/{work_request_id}/completed/", call, json=body
         )

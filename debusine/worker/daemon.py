@@ -37,6 +37,9 @@ from debusine.protocol.workers import (
     FRAME_REQUEST_DYNAMIC_METADATA,
     FRAME_WORK_REQUEST_ABORTED,
     FRAME_WORK_REQUEST_AVAILABLE,
+    OutputData,
+    OutputDataError,
+    WorkRequestCompletedRequest,
 )
 from debusine.tasks import BaseTask, TaskContext, TaskDataError, TaskType, UnknownTaskError
 from debusine.tasks.execution import remaining_debug_logs, upload_debug_logs
@@ -72,9 +75,12 @@ def reconnect_delay(failures: int) -> float:
     return ceiling * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not a secret
 
 
-def error_completion(code: str, message: str) -> dict[str, Any]:
-    """Completion body of a work request that could not run (no runtime statistics)."""
-    return {"result": "error", "output_data": {"errors": [{"code": code, "message": message}]}}
+def error_completion(code: str, message: str) -> WorkRequestCompletedRequest:
+    """Completion report of a work request that could not run (no runtime statistics)."""
+    return WorkRequestCompletedRequest(
+        result="error",
+        output_data=OutputData(errors=[OutputDataError(code=code, message=message)]),
+    )
 
 
 @dataclass
@@ -300,8 +306,8 @@ class WorkerDaemon:
 
     async def _run(
         self, work_request: LenientWorkRequestResponse, current: CurrentWorkRequest
-    ) -> dict[str, Any] | None:
-        """Run the work request; return its completion body, or None to report nothing."""
+    ) -> WorkRequestCompletedRequest | None:
+        """Run the work request; return its completion report, or None to report nothing."""
         logger.info("work request %d: %s", work_request.id, work_request.task_name)
         if work_request.task_type != TaskType.WORKER:
             return error_completion(
@@ -335,11 +341,15 @@ class WorkerDaemon:
             if current.aborted or self._stopping:
                 logger.info("work request %d stopped; not reporting it", work_request.id)
                 return None
-            output_data: dict[str, Any] = {"runtime_statistics": outcome.runtime_statistics()}
-            completion: dict[str, Any] = {"result": outcome.result.value}
+            output_data = OutputData(runtime_statistics=outcome.runtime_statistics())
+            completion = WorkRequestCompletedRequest(
+                result=outcome.result.value, output_data=output_data
+            )
             if outcome.result is TaskResult.ERROR:
-                output_data["errors"] = [
-                    {"code": "execute-failed", "message": outcome.error_message or "unknown"}
+                output_data.errors = [
+                    OutputDataError(
+                        code="execute-failed", message=outcome.error_message or "unknown"
+                    )
                 ]
             debug_logs = remaining_debug_logs(context.debug_log_directory)
             if debug_logs:
@@ -354,18 +364,17 @@ class WorkerDaemon:
                         debug_logs,
                     )
                 except ClientError as error:
-                    completion["result"] = TaskResult.ERROR.value
-                    output_data["errors"] = [
-                        *output_data.get("errors", []),
-                        {"code": "execute-failed", "message": f"debug logs: {error}"},
+                    completion.result = TaskResult.ERROR.value
+                    output_data.errors = [
+                        *(output_data.errors or []),
+                        OutputDataError(code="execute-failed", message=f"debug logs: {error}"),
                     ]
-            completion["output_data"] = output_data
             return completion
         finally:
             shutil.rmtree(context.directory, ignore_errors=True)
 
     async def _report_completion(
-        self, current: CurrentWorkRequest, completion: dict[str, Any]
+        self, current: CurrentWorkRequest, completion: WorkRequestCompletedRequest
     ) -> None:
         """Report it, retrying on transient failures; exit with status 1 if it cannot."""
         assert self.api is not None
@@ -383,5 +392,5 @@ class WorkerDaemon:
                 self.exit_code = 1
                 self.request_stop()
                 return
-            logger.info("work request %d: %s", current.id, completion["result"])
+            logger.info("work request %d: %s", current.id, completion.result)
             return
