@@ -31,9 +31,9 @@ from debusine.client.config import (
     write_server,
 )
 from debusine.client.errors import ClientError, UsageError
-from debusine.client.models import Artifact
 from debusine.client.progress import TransferProgress
-from debusine.protocol.artifacts import check_artifact_path
+from debusine.protocol.artifacts import LenientArtifactResponse, check_artifact_path
+from debusine.protocol.work_requests import LenientWorkRequestResponse
 
 Handler = Callable[[argparse.Namespace, "Context"], Any]
 
@@ -68,9 +68,20 @@ class Context:
             )
         return self._client
 
-    def web_url(self, relative: str) -> str:
-        """An absolute web URL from a relative one the server gave (`/scope/ws/...`)."""
+    def web_url(self, relative: str | None, api_path: str) -> str:
+        """
+        An absolute web URL from a relative one the server gave (`/scope/ws/...`); the API
+        URL at `api_path` when the server gave none (Debusine 0.11 servers do not).
+        """
+        if relative is None:
+            return self.client().url(api_path)
         return urljoin(self.client().api_url + "/", relative)
+
+    def work_request_url(self, work_request: LenientWorkRequestResponse) -> str:
+        return self.web_url(work_request.url, f"work-request/{work_request.id}/")
+
+    def artifact_url(self, artifact: LenientArtifactResponse) -> str:
+        return self.web_url(artifact.url, f"artifact/{artifact.id}/")
 
     def info(self, message: str) -> None:
         if not self.options.silent:
@@ -159,7 +170,7 @@ def create_work_request(options: argparse.Namespace, context: Context) -> None:
         context,
         {
             "result": "success",
-            "message": f"Work request registered: {context.web_url(work_request.url)}",
+            "message": f"Work request registered: {context.work_request_url(work_request)}",
             "work_request_id": work_request.id,
         },
     )
@@ -208,7 +219,7 @@ def create_workflow(options: argparse.Namespace, context: Context) -> None:
         context,
         {
             "result": "success",
-            "message": f"Workflow created: {context.web_url(workflow.url)}",
+            "message": f"Workflow created: {context.work_request_url(workflow)}",
             "workflow_id": workflow.id,
         },
     )
@@ -248,7 +259,7 @@ def _create_and_upload(
     files: dict[str, LocalFile],
     data: dict[str, Any],
     options: argparse.Namespace,
-) -> Artifact:
+) -> LenientArtifactResponse:
     client = context.client()
     artifact = client.artifact_create(
         category, files, data, workspace=options.workspace, expire_at=options.expire_at
@@ -265,7 +276,7 @@ def create_artifact(options: argparse.Namespace, context: Context) -> None:
         context,
         {
             "result": "success",
-            "message": f"New artifact created: {context.web_url(artifact.url)}",
+            "message": f"New artifact created: {context.artifact_url(artifact)}",
             "artifact_id": artifact.id,
             "files_to_upload": len(artifact.files_to_upload),
             "expire_at": artifact.expire_at.isoformat() if artifact.expire_at else None,
@@ -288,7 +299,7 @@ def import_debian_artifact(options: argparse.Namespace, context: Context) -> Non
         context,
         {
             "result": "success",
-            "message": f"New artifact created: {context.web_url(primary.url)}",
+            "message": f"New artifact created: {context.artifact_url(primary)}",
             "artifact_id": primary.id,
             "category": primary.category,
             "extends": [{"artifact_id": a.id, "category": a.category} for a in related],

@@ -5,6 +5,10 @@ One `requests` session per client. Every API call sends `Token` and `X-Debusine-
 downloads send only `Token`, like Debusine's client. Answers are checked the way Debusine's
 client checks them: a `application/problem+json` body is a ProblemError whatever the status,
 any other unexpected status is a ClientError, and so is a body that does not parse.
+
+Request bodies are built from the strict request models of `debusine.protocol` and answers
+parsed with its lenient response models, so the client follows the one wire contract and
+still works against Debusine servers that leave fields out.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -24,16 +27,32 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from debusine.client.errors import ClientError, DownloadError, ProblemError, ServerUnreachableError
-from debusine.client.models import (
-    Artifact,
-    FileInArtifact,
-    Relation,
-    WorkflowTemplate,
-    WorkRequest,
-    WorkRequestPage,
-)
 from debusine.client.progress import NO_PROGRESS, TransferProgress
-from debusine.client.uploads import DEFAULT_CHUNK_SIZE, DEFAULT_RETRY_DELAY, FileUploader
+from debusine.client.uploads import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_RETRY_DELAY,
+    FileUploader,
+    LocalFile,
+)
+from debusine.protocol.artifacts import (
+    ArtifactCreateRequest,
+    ArtifactRelationType,
+    FileResponse,
+    LenientArtifactResponse,
+    RelationCreateRequest,
+    RelationResponse,
+)
+from debusine.protocol.work_requests import (
+    LenientWorkRequestPage,
+    LenientWorkRequestResponse,
+    WorkRequestCreateRequest,
+    WorkRequestPatchRequest,
+)
+from debusine.protocol.workflows import (
+    WorkflowCreateRequest,
+    WorkflowTemplateCreateRequest,
+    WorkflowTemplateResponse,
+)
 
 API_VERSION = "1.0"
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -44,35 +63,7 @@ READ_SIZE = 1024 * 1024
 
 Model = TypeVar("Model", bound=pydantic.BaseModel)
 
-
-@dataclass(frozen=True)
-class LocalFile:
-    """A file on disk to put in an artifact, with what the server is told about it."""
-
-    path: Path
-    size: int
-    sha256: str
-    #: Announced to the server (and given back on download); None: not said.
-    content_type: str | None = None
-
-    @classmethod
-    def from_path(cls, path: Path, content_type: str | None = None) -> LocalFile:
-        digest = hashlib.sha256()
-        size = 0
-        with path.open("rb") as contents:
-            while block := contents.read(READ_SIZE):
-                digest.update(block)
-                size += len(block)
-        return cls(path=path, size=size, sha256=digest.hexdigest(), content_type=content_type)
-
-    def as_wire(self) -> dict[str, Any]:
-        """The `files` entry of an artifact creation request."""
-        return {
-            "size": self.size,
-            "checksums": {"sha256": self.sha256},
-            "type": "file",
-            "content_type": self.content_type,
-        }
+__all__ = ["DebusineClient", "LocalFile", "describe_connection_error", "wire_body"]
 
 
 def describe_connection_error(error: Exception) -> str:
@@ -84,6 +75,18 @@ def describe_connection_error(error: Exception) -> str:
     if "timed out" in text.lower():
         return "timed out"
     return type(error).__name__
+
+
+def wire_body(request: pydantic.BaseModel, *, omit_when_none: tuple[str, ...] = ()) -> Any:
+    """
+    The JSON body of a request model. Unset optional keys are sent as null, as Debusine
+    clients send them, except those in `omit_when_none`, which are left out when None.
+    """
+    body = request.model_dump(mode="json")
+    for key in omit_when_none:
+        if body.get(key) is None:
+            body.pop(key, None)
+    return body
 
 
 class DebusineClient:
@@ -230,21 +233,22 @@ class DebusineClient:
 
     # --- Work requests -----------------------------------------------------------------------
 
-    def work_request_iter(self, limit: int | None = None) -> Iterator[WorkRequest]:
+    def work_request_iter(self, limit: int | None = None) -> Iterator[LenientWorkRequestResponse]:
         """Visible work requests, newest first, following the pages' `next` links."""
         url: str | None = "work-request/"
         count = 0
         while url is not None:
-            page = self.parse(self.send("GET", url), WorkRequestPage)
+            page = self.parse(self.send("GET", url), LenientWorkRequestPage)
             for item in page.results:
                 if limit is not None and count >= limit:
                     return
-                yield WorkRequest.model_validate(item)
+                yield item
                 count += 1
             url = page.next
 
-    def work_request_get(self, work_request_id: int) -> WorkRequest:
-        return self.parse(self.send("GET", f"work-request/{work_request_id}/"), WorkRequest)
+    def work_request_get(self, work_request_id: int) -> LenientWorkRequestResponse:
+        response = self.send("GET", f"work-request/{work_request_id}/")
+        return self.parse(response, LenientWorkRequestResponse)
 
     def work_request_create(
         self,
@@ -253,33 +257,34 @@ class DebusineClient:
         *,
         workspace: str | None = None,
         event_reactions: dict[str, Any] | None = None,
-    ) -> WorkRequest:
-        body: dict[str, Any] = {
-            "task_name": task_name,
-            "task_data": task_data,
-            "event_reactions": event_reactions or {},
-        }
-        if workspace is not None:
-            body["workspace"] = workspace
-        return self.parse(self.send("POST", "work-request/", json_body=body), WorkRequest)
+    ) -> LenientWorkRequestResponse:
+        request = WorkRequestCreateRequest(
+            task_name=task_name,
+            task_data=task_data,
+            # Debusine clients send `{}` when there are none.
+            event_reactions=event_reactions or {},
+            workspace=workspace,
+        )
+        body = wire_body(request, omit_when_none=("workspace",))
+        response = self.send("POST", "work-request/", json_body=body)
+        return self.parse(response, LenientWorkRequestResponse)
 
     def work_request_set_priority_adjustment(
         self, work_request_id: int, adjustment: int
-    ) -> WorkRequest:
+    ) -> LenientWorkRequestResponse:
+        request = WorkRequestPatchRequest(priority_adjustment=adjustment)
         response = self.send(
-            "PATCH",
-            f"work-request/{work_request_id}/",
-            json_body={"priority_adjustment": adjustment},
+            "PATCH", f"work-request/{work_request_id}/", json_body=wire_body(request)
         )
-        return self.parse(response, WorkRequest)
+        return self.parse(response, LenientWorkRequestResponse)
 
-    def work_request_retry(self, work_request_id: int) -> WorkRequest:
+    def work_request_retry(self, work_request_id: int) -> LenientWorkRequestResponse:
         response = self.send("POST", f"work-request/{work_request_id}/retry/", json_body={})
-        return self.parse(response, WorkRequest)
+        return self.parse(response, LenientWorkRequestResponse)
 
-    def work_request_abort(self, work_request_id: int) -> WorkRequest:
+    def work_request_abort(self, work_request_id: int) -> LenientWorkRequestResponse:
         response = self.send("POST", f"work-request/{work_request_id}/abort/", json_body={})
-        return self.parse(response, WorkRequest)
+        return self.parse(response, LenientWorkRequestResponse)
 
     # --- Workflows ---------------------------------------------------------------------------
 
@@ -291,26 +296,27 @@ class DebusineClient:
         *,
         priority: int = 0,
         workspace: str | None = None,
-    ) -> WorkflowTemplate:
-        body: dict[str, Any] = {
-            "name": name,
-            "task_name": task_name,
-            "task_data": task_data,
-            "priority": priority,
-        }
-        if workspace is not None:
-            body["workspace"] = workspace
+    ) -> WorkflowTemplateResponse:
+        request = WorkflowTemplateCreateRequest(
+            name=name,
+            task_name=task_name,
+            task_data=task_data,
+            priority=priority,
+            workspace=workspace,
+        )
+        body = wire_body(request, omit_when_none=("workspace",))
         response = self.send("POST", "workflow-template/", json_body=body, expected=(201,))
-        return self.parse(response, WorkflowTemplate)
+        return self.parse(response, WorkflowTemplateResponse)
 
     def workflow_create(
         self, template_name: str, task_data: dict[str, Any], *, workspace: str | None = None
-    ) -> WorkRequest:
-        body: dict[str, Any] = {"template_name": template_name, "task_data": task_data}
-        if workspace is not None:
-            body["workspace"] = workspace
+    ) -> LenientWorkRequestResponse:
+        request = WorkflowCreateRequest(
+            template_name=template_name, task_data=task_data, workspace=workspace
+        )
+        body = wire_body(request, omit_when_none=("workspace",))
         response = self.send("POST", "workflow/", json_body=body, expected=(201,))
-        return self.parse(response, WorkRequest)
+        return self.parse(response, LenientWorkRequestResponse)
 
     # --- Artifacts ---------------------------------------------------------------------------
 
@@ -323,21 +329,24 @@ class DebusineClient:
         workspace: str | None = None,
         expire_at: datetime | None = None,
         work_request: int | None = None,
-    ) -> Artifact:
+    ) -> LenientArtifactResponse:
         """Create the artifact (no file contents yet: see `upload_artifact_files`)."""
-        body: dict[str, Any] = {
-            "category": category,
-            "files": {name: local.as_wire() for name, local in sorted(files.items())},
-            "data": data,
-            "work_request": work_request,
-            "expire_at": expire_at.isoformat() if expire_at else None,
-        }
-        if workspace is not None:
-            body["workspace"] = workspace
+        request = ArtifactCreateRequest(
+            category=category,
+            files={name: local.as_request() for name, local in sorted(files.items())},
+            data=data,
+            work_request=work_request,
+            expire_at=expire_at,
+            workspace=workspace,
+        )
+        # Debusine clients never send `expiration_delay`.
+        body = wire_body(request, omit_when_none=("workspace", "expiration_delay"))
         response = self.send("POST", "artifact/", json_body=body, expected=(201,))
-        return self.parse(response, Artifact)
+        return self.parse(response, LenientArtifactResponse)
 
-    def upload_artifact_files(self, artifact: Artifact, files: Mapping[str, LocalFile]) -> int:
+    def upload_artifact_files(
+        self, artifact: LenientArtifactResponse, files: Mapping[str, LocalFile]
+    ) -> int:
         """Upload what the server still lacks; return how many files were uploaded."""
         uploader = FileUploader(
             self, chunk_size=self.upload_chunk_size, retry_delay=self.upload_retry_delay
@@ -348,27 +357,27 @@ class DebusineClient:
             uploader.upload(artifact.id, name, files[name])
         return len(artifact.files_to_upload)
 
-    def artifact_get(self, artifact_id: int) -> Artifact:
-        return self.parse(self.send("GET", f"artifact/{artifact_id}/"), Artifact)
+    def artifact_get(self, artifact_id: int) -> LenientArtifactResponse:
+        return self.parse(self.send("GET", f"artifact/{artifact_id}/"), LenientArtifactResponse)
 
     def file_upload_url(self, artifact_id: int, name: str) -> str:
         return self.url(f"artifact/{artifact_id}/files/{quote(name, safe='/')}/")
 
-    def relation_create(self, artifact: int, target: int, relation_type: str) -> Relation:
-        response = self.send(
-            "POST",
-            "artifact-relation/",
-            json_body={"artifact": artifact, "target": target, "type": relation_type},
-            expected=(200, 201),
+    def relation_create(self, artifact: int, target: int, relation_type: str) -> RelationResponse:
+        request = RelationCreateRequest(
+            artifact=artifact, target=target, type=ArtifactRelationType(relation_type)
         )
-        return self.parse(response, Relation)
+        response = self.send(
+            "POST", "artifact-relation/", json_body=wire_body(request), expected=(200, 201)
+        )
+        return self.parse(response, RelationResponse)
 
-    def relation_list(self, artifact_id: int, *, reverse: bool = False) -> list[Relation]:
+    def relation_list(self, artifact_id: int, *, reverse: bool = False) -> list[RelationResponse]:
         key = "target_artifact" if reverse else "artifact"
         response = self.send("GET", "artifact-relation/", params={key: str(artifact_id)})
-        return self.parse_list(response, Relation)
+        return self.parse_list(response, RelationResponse)
 
-    def download_file(self, name: str, file: FileInArtifact, destination: Path) -> None:
+    def download_file(self, name: str, file: FileResponse, destination: Path) -> None:
         """Download one file to `destination`, checking its size and SHA-256."""
         expected_sha256 = file.checksums.get("sha256")
         digest = hashlib.sha256()
@@ -382,7 +391,7 @@ class DebusineClient:
                 f"{expected_sha256}"
             )
 
-    def download_tarball(self, artifact: Artifact, destination: Path) -> int:
+    def download_tarball(self, artifact: LenientArtifactResponse, destination: Path) -> int:
         """Save the gzip tar of every file of the artifact; return its size."""
         return self._download(
             artifact.download_tar_gz_url,

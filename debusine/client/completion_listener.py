@@ -27,7 +27,7 @@ from websockets.sync.client import connect
 
 from debusine.client.client import DebusineClient
 from debusine.client.errors import ClientError, UsageError
-from debusine.client.models import WorkRequestCompleted
+from debusine.protocol.work_requests import WorkRequestCompletedFrame
 
 RECONNECT_DELAY = (1.0, 6.0)
 PING_INTERVAL = 60.0
@@ -112,7 +112,7 @@ class CompletionListener:
         if frame.get("text") != "work_request_completed":
             return
         try:
-            event = WorkRequestCompleted.model_validate(frame)
+            event = WorkRequestCompletedFrame.model_validate(frame)
         except pydantic.ValidationError as error:
             print(f"ignored an invalid event: {error.errors()[0]['msg']}", file=self.log)
             return

@@ -7,21 +7,28 @@ completes the file is answered 201 once the server has checked the SHA-256, or 4
 hash differs: the server then discards what it had, and the whole file is sent again (three
 attempts in all). A lost connection is retried (three times, a few seconds apart) by probing
 again, so an interrupted upload resumes where the server stopped receiving.
+
+This is the one upload implementation: the `debusine` CLI, the tasks (in the worker's task
+process) and the worker daemon (for debug logs, from a thread) all send files through it. It
+depends only on a small `UploadTransport` (what `DebusineClient` provides), not on the client
+module, so that the client can import it without a cycle.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
-from typing import TYPE_CHECKING, BinaryIO
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
 
 import requests
 
 from debusine.client.errors import ProblemError, ServerUnreachableError, UploadError
-from debusine.client.progress import Advance
-
-if TYPE_CHECKING:
-    from debusine.client.client import DebusineClient, LocalFile
+from debusine.client.progress import Advance, TransferProgress
+from debusine.protocol.artifacts import FileRequest
 
 #: Bytes per PUT, as Debusine's client sends them.
 DEFAULT_CHUNK_SIZE = 50 * 1024 * 1024
@@ -32,6 +39,57 @@ CONNECTION_RETRIES = 3
 DEFAULT_RETRY_DELAY = 5.0
 
 _RANGE = re.compile(r"^bytes=0-(\d+)$")
+
+#: Bytes read at a time when hashing a local file.
+_HASH_BLOCK_SIZE = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """A file on disk to put in an artifact, with what the server is told about it."""
+
+    path: Path
+    size: int
+    sha256: str
+    #: Announced to the server (and given back on download); None: not said.
+    content_type: str | None = None
+
+    @classmethod
+    def from_path(cls, path: Path, content_type: str | None = None) -> LocalFile:
+        digest = hashlib.sha256()
+        size = 0
+        with path.open("rb") as contents:
+            while block := contents.read(_HASH_BLOCK_SIZE):
+                digest.update(block)
+                size += len(block)
+        return cls(path=path, size=size, sha256=digest.hexdigest(), content_type=content_type)
+
+    def as_request(self) -> FileRequest:
+        """The `files` entry of an artifact creation request."""
+        return FileRequest(
+            size=self.size,
+            checksums={"sha256": self.sha256},
+            type="file",
+            content_type=self.content_type,
+        )
+
+
+class UploadTransport(Protocol):
+    """What the uploader needs of a client: authenticated requests, URLs and progress bars."""
+
+    progress: TransferProgress
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        expected: tuple[int, ...] = ...,
+        data: Any = ...,
+        headers: Mapping[str, str] | None = ...,
+    ) -> requests.Response: ...
+
+    def file_upload_url(self, artifact_id: int, name: str) -> str: ...
 
 
 class _Slice:
@@ -70,7 +128,7 @@ class FileUploader:
 
     def __init__(
         self,
-        client: DebusineClient,
+        client: UploadTransport,
         *,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         retry_delay: float = DEFAULT_RETRY_DELAY,

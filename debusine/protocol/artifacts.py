@@ -4,6 +4,8 @@ Wire models of the artifact API: creating artifacts, the Artifact object, and re
 Request models are strict (`extra="forbid"`, no type coercion of numbers and strings) so that a
 malformed request is refused with a precise error instead of being half-understood. Response
 models accept unknown keys, as Debusine clients do, so the server may add fields.
+`LenientArtifactResponse` is what our client and worker accept from any compatible server
+(Debusine 0.11 sends no `url`, 0.11 and 0.12 no `scope`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pydantic import (
     TypeAdapter,
 )
 
-from debusine.protocol.wire import StrictRequest
+from debusine.protocol.wire import LENIENT, StrictRequest
 
 #: Longest artifact-relative path we store (FileInArtifact.path).
 MAX_PATH_LENGTH = 500
@@ -203,6 +205,16 @@ class ArtifactResponse(BaseModel):
     download_tar_gz_url: AbsoluteUrl
     files_to_upload: list[str]
     files: dict[str, FileResponse] = {}
+
+
+class LenientArtifactResponse(ArtifactResponse):
+    """The Artifact object as our client and worker read it from any compatible server."""
+
+    model_config = LENIENT
+
+    # Widened on purpose (see the module docstring): Debusine servers may leave them out.
+    url: str | None = None  # type: ignore[assignment]
+    scope: str | None = None  # type: ignore[assignment]
 
 
 class RelationCreateRequest(StrictRequest):

@@ -13,6 +13,11 @@ class StrictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+#: Configuration of the lenient response models our client and worker parse answers with:
+#: unknown keys are dropped, so newer servers may add fields (as Debusine's own client does).
+LENIENT = ConfigDict(extra="ignore")
+
+
 def iso_datetime(value: datetime | None) -> str | None:
     """ISO 8601 in UTC with a `Z` suffix, as Debusine servers write datetimes (None stays)."""
     if value is None:

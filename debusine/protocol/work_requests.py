@@ -3,7 +3,9 @@ Wire models of the work-request endpoints: request bodies the server parses, and
 WorkRequest object it answers with (Debusine API 1.0, protocol.md §2.2 and §2.9).
 
 Request models forbid unknown keys; the response model ignores them, like Debusine's own
-clients do, so the server may add fields.
+clients do, so the server may add fields. `WorkRequestResponse` is what our server sends;
+`LenientWorkRequestResponse` is what our client and worker accept from any compatible server,
+ours or Debusine's 0.11 to 0.16 (protocol-versions.md §1.5), which leave some fields out.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StrictInt, StrictStr, field_validator
 
-from debusine.protocol.wire import StrictRequest
+from debusine.protocol.wire import LENIENT, StrictRequest
 
 #: Priorities are 32-bit signed integers on the server (base, adjustment and their sum).
 PRIORITY_MIN, PRIORITY_MAX = -(2**31), 2**31 - 1
@@ -173,3 +175,54 @@ class WorkRequestPage(BaseModel):
     next: str | None
     previous: str | None
     results: list[WorkRequestResponse]
+
+
+# The lenient variants widen a few of the strict models' fields to "may be absent" (None): a
+# subclass that accepts more is what lenient means here, so those overrides are deliberate and
+# silence mypy's rule against widening an attribute in a subclass.
+
+
+class LenientWorkRequestResponse(WorkRequestResponse):
+    """
+    The WorkRequest object as our client and worker read it from any compatible server.
+
+    Only what Debusine's own client requires is required. Debusine 0.11 sends no `url`, and
+    none of the fields our client merely displays (`created_by`, `scope`, ...) is needed.
+    """
+
+    model_config = LENIENT
+
+    url: str | None = None  # type: ignore[assignment]
+    created_by: int | None = None  # type: ignore[assignment]
+    aborted_by: int | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    duration: float | None = None
+    worker: int | None = None
+    dynamic_task_data: dict[str, Any] | None = None
+    workflow_data: dict[str, Any] = {}
+    event_reactions: dict[str, Any] = {}
+    scope: str | None = None  # type: ignore[assignment]
+
+
+class LenientWorkRequestPage(WorkRequestPage):
+    """One page of `GET /1.0/work-request/` as our client reads it (no link: last page)."""
+
+    model_config = LENIENT
+
+    next: str | None = None
+    previous: str | None = None
+    results: list[LenientWorkRequestResponse]  # type: ignore[assignment]
+
+
+class WorkRequestCompletedFrame(BaseModel):
+    """
+    A `work_request_completed` frame of the `work-request/on-completed/` websocket
+    (protocol.md §3.2): which work request finished, when, and how.
+    """
+
+    model_config = LENIENT
+
+    work_request_id: int
+    completed_at: datetime
+    result: WorkRequestResult

@@ -41,7 +41,7 @@ from debusine.tasks.models import (
 if TYPE_CHECKING:
     from debusine.artifacts.local import LocalArtifact
     from debusine.client.client import DebusineClient
-    from debusine.client.models import Artifact
+    from debusine.protocol.artifacts import LenientArtifactResponse as Artifact
 
 D = TypeVar("D", bound=BaseTaskDataWithExecutor)
 

@@ -4,7 +4,7 @@ What a task has while it runs on a worker: its private directories and its debug
 A worker gives each work request a fresh directory (`TaskContext`). The task's stages read and
 write under it, and write debug log files (`stages.log` and whatever the task opens) into its
 `debug-logs/` subdirectory; the worker uploads what is left there as the work request's
-`debusine:work-request-debug-logs` artifact. No Django here.
+`debusine:work-request-debug-logs` artifact (`upload_debug_logs`). No Django here.
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ CONSISTENCY_LOG = "consistency.log"
 
 #: Content type of every debug log file (they are text written by the worker).
 DEBUG_LOG_CONTENT_TYPE = "text/plain; charset=utf-8"
+
+#: Category of the artifact holding a work request's debug logs.
+DEBUG_LOGS_CATEGORY = "debusine:work-request-debug-logs"
 
 
 @dataclass(frozen=True)
@@ -142,3 +145,27 @@ def remaining_debug_logs(directory: Path) -> list[Path]:
         return sorted(path for path in directory.iterdir() if path.is_file())
     except FileNotFoundError:
         return []
+
+
+def upload_debug_logs(
+    client: DebusineClient, work_request_id: int, workspace: str, files: list[Path]
+) -> int:
+    """
+    Create the work request's `debusine:work-request-debug-logs` artifact in `workspace`
+    holding `files` (named by their base names), upload their contents, and return its ID.
+
+    Synchronous, like every upload (the client's resumable, verified one): the daemon calls it
+    from a thread. Failures raise the client's errors (`ClientError` and its subclasses).
+    """
+    from debusine.client.uploads import LocalFile
+
+    local_files = {path.name: LocalFile.from_path(path, DEBUG_LOG_CONTENT_TYPE) for path in files}
+    artifact = client.artifact_create(
+        DEBUG_LOGS_CATEGORY,
+        local_files,
+        {},
+        workspace=workspace,
+        work_request=work_request_id,
+    )
+    client.upload_artifact_files(artifact, local_files)
+    return artifact.id

@@ -1,35 +1,26 @@
 """
-The worker's calls to the server's REST API (protocol.md §2.1, §2.3), over one aiohttp session.
+The worker daemon's own calls to the server's REST API (protocol.md §2.1), over one aiohttp
+session: registration, dynamic metadata, fetching and completing work requests.
 
 One session for the daemon's whole life keeps connections alive between work requests; every
 call sends the worker token in a lowercase `token` header and no scope header, as Debusine
-workers do.
+workers do. Artifacts (the debug logs) are created and uploaded through the client's
+`DebusineClient`, the one upload implementation, run in a thread: see
+`debusine.tasks.execution.upload_debug_logs`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import json
 import logging
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from debusine.tasks.execution import DEBUG_LOG_CONTENT_TYPE
+from debusine.protocol.work_requests import LenientWorkRequestResponse
+from debusine.protocol.workers import WorkerRegisterRequest, WorkRequestCompletedRequest
 
 logger = logging.getLogger(__name__)
-
-#: Largest upload request body: files are sent in chunks of this size, as Debusine does.
-UPLOAD_CHUNK_SIZE = 50 * 1024 * 1024
-
-#: Times a file is sent again when the server finds its hash does not match.
-UPLOAD_ATTEMPTS = 3
-
-DEBUG_LOGS_CATEGORY = "debusine:work-request-debug-logs"
 
 
 class ServerError(Exception):
@@ -39,17 +30,6 @@ class ServerError(Exception):
         super().__init__(message)
         #: Whether trying again later may succeed (no answer, or a 5xx/429 answer).
         self.transient = transient
-
-
-class AssignedWorkRequest(BaseModel):
-    """The parts of the WorkRequest object a worker uses (other keys are ignored)."""
-
-    id: int
-    task_type: str
-    task_name: str
-    task_data: dict[str, Any]
-    dynamic_task_data: dict[str, Any] | None = None
-    workspace: str
 
 
 def _status_is_transient(status: int) -> bool:
@@ -116,7 +96,7 @@ class ServerAPI:
     async def register(self, token: str, fqdn: str, activation_token: str | None) -> None:
         """`POST /1.0/worker/register/`; anything but 201 raises ServerError."""
         call = "worker registration"
-        body = {"token": token, "fqdn": fqdn, "worker_type": "external"}
+        body = WorkerRegisterRequest(token=token, fqdn=fqdn, worker_type="external").model_dump()
         response, _content = await self._request(
             "POST", "/1.0/worker/register/", call, token=activation_token or "", json=body
         )
@@ -130,7 +110,7 @@ class ServerAPI:
         )
         return response.status
 
-    async def get_next_work_request(self) -> AssignedWorkRequest | None:
+    async def get_next_work_request(self) -> LenientWorkRequestResponse | None:
         """
         `GET /1.0/work-request/get-next-for-worker/`: the work request assigned to this worker,
         now marked running by the server, or None when there is none (204).
@@ -144,16 +124,20 @@ class ServerAPI:
         if response.status != 200:
             raise await _error_from(response, call)
         try:
-            return AssignedWorkRequest.model_validate_json(content)
+            return LenientWorkRequestResponse.model_validate_json(content)
         except ValidationError as error:
             raise ServerError(
                 f"{call} answered an invalid work request: {error.errors()[0]['msg']}",
                 transient=False,
             ) from None
 
-    async def complete_work_request(self, work_request_id: int, body: dict[str, Any]) -> None:
+    async def complete_work_request(
+        self, work_request_id: int, report: WorkRequestCompletedRequest
+    ) -> None:
         """`PUT /1.0/work-request/{id}/completed/`; it must answer 200 with an empty body."""
         call = f"completion of work request {work_request_id}"
+        # Only what was set goes out (no null statistics), as Debusine workers send it.
+        body = report.model_dump(mode="json", exclude_unset=True)
         response, content = await self._request(
             "PUT", f"/1.0/work-request/{work_request_id}/completed/", call, json=body
         )
@@ -161,102 +145,3 @@ class ServerAPI:
             raise await _error_from(response, call)
         if content:
             raise ServerError(f"{call} answered 200 with a non-empty body", transient=False)
-
-    async def upload_debug_logs(
-        self, work_request_id: int, workspace: str, files: list[Path]
-    ) -> int:
-        """
-        Create the work request's `debusine:work-request-debug-logs` artifact in `workspace`
-        holding `files` (named by their base names) and upload their contents; return its ID.
-        """
-        described = await asyncio.to_thread(_describe_files, files)
-        body = {
-            "category": DEBUG_LOGS_CATEGORY,
-            "workspace": workspace,
-            "files": {name: description for name, (description, _path) in described.items()},
-            "data": {},
-            "work_request": work_request_id,
-        }
-        call = f"debug-log artifact of work request {work_request_id}"
-        response, content = await self._request("POST", "/1.0/artifact/", call, json=body)
-        if response.status != 201:
-            raise await _error_from(response, call)
-        try:
-            artifact = json.loads(content)
-            artifact_id = int(artifact["id"])
-            to_upload = [str(name) for name in artifact["files_to_upload"]]
-        except (ValueError, KeyError, TypeError):
-            raise ServerError(f"{call}: invalid Artifact object", transient=False) from None
-        for name in to_upload:
-            if name not in described:
-                raise ServerError(
-                    f"{call}: the server asks for unknown file {name!r}", transient=False
-                )
-            description, path = described[name]
-            await self.upload_file(artifact_id, name, path, int(description["size"]))
-        return artifact_id
-
-    async def upload_file(self, artifact_id: int, name: str, path: Path, size: int) -> None:
-        """
-        Send the contents of `path` as file `name` of artifact `artifact_id`, in chunks, each
-        with a `Content-Range` (the form every Debusine server accepts). A hash mismatch
-        (409) starts the file again, up to UPLOAD_ATTEMPTS times.
-        """
-        url_path = f"/1.0/artifact/{artifact_id}/files/{quote(name, safe='/')}/"
-        call = f"upload of {name!r} to artifact {artifact_id}"
-        for _attempt in range(UPLOAD_ATTEMPTS):
-            offset = 0
-            while offset < size:
-                chunk = await asyncio.to_thread(_read_chunk, path, offset, UPLOAD_CHUNK_SIZE)
-                if not chunk:
-                    raise ServerError(
-                        f"{call}: {path} is shorter than {size} bytes", transient=False
-                    )
-                end = offset + len(chunk) - 1
-                response, _content = await self._request(
-                    "PUT",
-                    url_path,
-                    call,
-                    data=chunk,
-                    extra_headers={"Content-Range": f"bytes {offset}-{end}/{size}"},
-                    # Raw bytes with no Content-Type, as Debusine clients send them.
-                    skip_auto_headers=["Content-Type"],
-                )
-                if response.status == 201:
-                    return
-                if response.status == 409:
-                    logger.warning("%s: the server found a hash mismatch, sending it again", call)
-                    break
-                if response.status != 200:
-                    raise await _error_from(response, call)
-                offset = end + 1
-            else:
-                raise ServerError(
-                    f"{call}: all bytes sent but the file is not complete", transient=False
-                )
-        raise ServerError(f"{call}: hash mismatch {UPLOAD_ATTEMPTS} times", transient=False)
-
-
-def _read_chunk(path: Path, offset: int, length: int) -> bytes:
-    with open(path, "rb") as stream:
-        stream.seek(offset)
-        return stream.read(length)
-
-
-def _describe_files(files: list[Path]) -> dict[str, tuple[dict[str, Any], Path]]:
-    """The `files` entry of an artifact creation body for each file, keyed by base name."""
-    described: dict[str, tuple[dict[str, Any], Path]] = {}
-    for path in files:
-        with open(path, "rb") as stream:
-            digest = hashlib.file_digest(stream, "sha256").hexdigest()
-            size = stream.tell()
-        described[path.name] = (
-            {
-                "size": size,
-                "checksums": {"sha256": digest},
-                "type": "file",
-                "content_type": DEBUG_LOG_CONTENT_TYPE,
-            },
-            path,
-        )
-    return described

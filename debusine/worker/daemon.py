@@ -30,15 +30,20 @@ from typing import Any
 
 import aiohttp
 
+from debusine.client.errors import ClientError
+from debusine.protocol.work_requests import LenientWorkRequestResponse
 from debusine.protocol.workers import (
     FRAME_CONNECTED,
     FRAME_REQUEST_DYNAMIC_METADATA,
     FRAME_WORK_REQUEST_ABORTED,
     FRAME_WORK_REQUEST_AVAILABLE,
+    OutputData,
+    OutputDataError,
+    WorkRequestCompletedRequest,
 )
 from debusine.tasks import BaseTask, TaskContext, TaskDataError, TaskType, UnknownTaskError
-from debusine.tasks.execution import remaining_debug_logs
-from debusine.worker.api import AssignedWorkRequest, ServerAPI, ServerError
+from debusine.tasks.execution import remaining_debug_logs, upload_debug_logs
+from debusine.worker.api import ServerAPI, ServerError
 from debusine.worker.config import WorkerConfig, generate_token, read_secret, write_token
 from debusine.worker.metadata import dynamic_metadata
 from debusine.worker.runner import TaskProcess, TaskResult
@@ -70,9 +75,12 @@ def reconnect_delay(failures: int) -> float:
     return ceiling * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not a secret
 
 
-def error_completion(code: str, message: str) -> dict[str, Any]:
-    """Completion body of a work request that could not run (no runtime statistics)."""
-    return {"result": "error", "output_data": {"errors": [{"code": code, "message": message}]}}
+def error_completion(code: str, message: str) -> WorkRequestCompletedRequest:
+    """Completion report of a work request that could not run (no runtime statistics)."""
+    return WorkRequestCompletedRequest(
+        result="error",
+        output_data=OutputData(errors=[OutputDataError(code=code, message=message)]),
+    )
 
 
 @dataclass
@@ -263,7 +271,7 @@ class WorkerDaemon:
         finally:
             self._work_loop_task = None
 
-    async def _fetch_work_request(self) -> AssignedWorkRequest | None:
+    async def _fetch_work_request(self) -> LenientWorkRequestResponse | None:
         assert self.api is not None
         for delay in (*FETCH_RETRY_DELAYS, None):
             try:
@@ -286,7 +294,7 @@ class WorkerDaemon:
         if current.process is not None and not current.process.finished:
             self._spawn(current.process.stop())
 
-    async def _handle(self, work_request: AssignedWorkRequest) -> None:
+    async def _handle(self, work_request: LenientWorkRequestResponse) -> None:
         current = CurrentWorkRequest(work_request.id)
         self._current = current
         try:
@@ -297,9 +305,9 @@ class WorkerDaemon:
             self._current = None
 
     async def _run(
-        self, work_request: AssignedWorkRequest, current: CurrentWorkRequest
-    ) -> dict[str, Any] | None:
-        """Run the work request; return its completion body, or None to report nothing."""
+        self, work_request: LenientWorkRequestResponse, current: CurrentWorkRequest
+    ) -> WorkRequestCompletedRequest | None:
+        """Run the work request; return its completion report, or None to report nothing."""
         logger.info("work request %d: %s", work_request.id, work_request.task_name)
         if work_request.task_type != TaskType.WORKER:
             return error_completion(
@@ -333,32 +341,40 @@ class WorkerDaemon:
             if current.aborted or self._stopping:
                 logger.info("work request %d stopped; not reporting it", work_request.id)
                 return None
-            output_data: dict[str, Any] = {"runtime_statistics": outcome.runtime_statistics()}
-            completion: dict[str, Any] = {"result": outcome.result.value}
+            output_data = OutputData(runtime_statistics=outcome.runtime_statistics())
+            completion = WorkRequestCompletedRequest(
+                result=outcome.result.value, output_data=output_data
+            )
             if outcome.result is TaskResult.ERROR:
-                output_data["errors"] = [
-                    {"code": "execute-failed", "message": outcome.error_message or "unknown"}
+                output_data.errors = [
+                    OutputDataError(
+                        code="execute-failed", message=outcome.error_message or "unknown"
+                    )
                 ]
             debug_logs = remaining_debug_logs(context.debug_log_directory)
             if debug_logs:
-                assert self.api is not None
                 try:
-                    await self.api.upload_debug_logs(
-                        work_request.id, work_request.workspace, debug_logs
+                    # The one upload implementation is synchronous (the tasks use it from
+                    # their process); a thread keeps the event loop, and the websocket, alive.
+                    await asyncio.to_thread(
+                        upload_debug_logs,
+                        context.client(),
+                        work_request.id,
+                        work_request.workspace,
+                        debug_logs,
                     )
-                except ServerError as error:
-                    completion["result"] = TaskResult.ERROR.value
-                    output_data["errors"] = [
-                        *output_data.get("errors", []),
-                        {"code": "execute-failed", "message": f"debug logs: {error}"},
+                except ClientError as error:
+                    completion.result = TaskResult.ERROR.value
+                    output_data.errors = [
+                        *(output_data.errors or []),
+                        OutputDataError(code="execute-failed", message=f"debug logs: {error}"),
                     ]
-            completion["output_data"] = output_data
             return completion
         finally:
             shutil.rmtree(context.directory, ignore_errors=True)
 
     async def _report_completion(
-        self, current: CurrentWorkRequest, completion: dict[str, Any]
+        self, current: CurrentWorkRequest, completion: WorkRequestCompletedRequest
     ) -> None:
         """Report it, retrying on transient failures; exit with status 1 if it cannot."""
         assert self.api is not None
@@ -376,5 +392,5 @@ class WorkerDaemon:
                 self.exit_code = 1
                 self.request_stop()
                 return
-            logger.info("work request %d: %s", current.id, completion["result"])
+            logger.info("work request %d: %s", current.id, completion.result)
             return

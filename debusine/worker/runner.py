@@ -30,6 +30,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from debusine.protocol.workers import RuntimeStatistics
 from debusine.tasks import BaseTask, TaskContext
 
 #: Seconds between SIGTERM and SIGKILL when a task is stopped.
@@ -66,9 +67,9 @@ class TaskOutcome:
     #: The signal that ended the process, if one did.
     signal: int | None = None
 
-    def runtime_statistics(self) -> dict[str, int]:
+    def runtime_statistics(self) -> RuntimeStatistics:
         """`output_data.runtime_statistics` (whole seconds, as Debusine workers send them)."""
-        return {"duration": int(self.duration), "cpu_time": int(self.cpu_time)}
+        return RuntimeStatistics(duration=int(self.duration), cpu_time=int(self.cpu_time))
 
 
 def _die_with_parent() -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import requests
 
+from debusine.protocol.work_requests import WorkRequestResponse
 from debusine.testing.throwaway import ThrowawayInstance
 
 
@@ -30,7 +31,9 @@ class RestUser:
         return work_request_id
 
     def get(self, work_request_id: int) -> dict[str, Any]:
+        """The WorkRequest object as sent, after checking it against the protocol's model."""
         work_request: dict[str, Any] = self.call("GET", f"/1.0/work-request/{work_request_id}/")
+        WorkRequestResponse.model_validate(work_request)
         return work_request
 
     def wait_until(self, work_request_id: int, *statuses: str, timeout: float = 30) -> Any:

@@ -1,7 +1,8 @@
 """
 Resumable, verified uploads of `DebusineClient` against a real server: resuming a partial
 upload, restarting after a hash mismatch, and surviving a connection cut in the middle of a
-chunk (through a TCP proxy that drops it).
+chunk (through a TCP proxy that drops it). This uploader is the project's only one: the
+worker's debug logs and the tasks' output artifacts go through it too.
 """
 
 from __future__ import annotations

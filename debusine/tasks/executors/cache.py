@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from debusine.client.models import Artifact, FileInArtifact
+    from debusine.protocol.artifacts import FileResponse, LenientArtifactResponse
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +49,9 @@ DEFAULT_MAX_ENTRIES = 10
 class ArtifactDownloader(Protocol):
     """What the cache needs of a client (`DebusineClient` is one)."""
 
-    def artifact_get(self, artifact_id: int) -> Artifact: ...
+    def artifact_get(self, artifact_id: int) -> LenientArtifactResponse: ...
 
-    def download_file(self, name: str, file: FileInArtifact, destination: Path) -> None: ...
+    def download_file(self, name: str, file: FileResponse, destination: Path) -> None: ...
 
 
 class EnvironmentCacheError(Exception):

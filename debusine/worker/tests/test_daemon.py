@@ -8,6 +8,7 @@ records every call so each test can check what went over the wire and what did n
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from debusine.testing.stub_server import StubServer, work_request
 from debusine.testing.worker import LOG_CONNECTED, start_worker, write_worker_config
@@ -146,10 +148,42 @@ def test_noop_success_is_reported_without_debug_logs(tmp_path: Path) -> None:
     run_scenario(tmp_path, scenario)
 
 
+class ArtifactStubServer(StubServer):
+    """
+    The stub, answering artifact creation with a whole Artifact object and the upload's
+    probe (`Content-Range: bytes */SIZE`) with what it holds, as a real server does: the
+    daemon uploads debug logs through the client's resumable uploader, which probes first.
+    """
+
+    async def create_artifact(self, request: web.Request) -> web.Response:
+        response = await super().create_artifact(request)
+        assert response.text is not None
+        artifact = json.loads(response.text)
+        artifact.update(
+            url="/debusine/Other/artifact/7/",
+            scope="debusine",
+            category="debusine:work-request-debug-logs",
+            data={},
+            created_at="2025-01-01T00:00:00Z",
+            download_tar_gz_url=f"{self.base_url}/debusine/Other/artifact/7/download/",
+        )
+        return web.json_response(artifact, status=201)
+
+    async def upload(self, request: web.Request) -> web.Response:
+        if request.headers["Content-Range"].startswith("bytes */"):
+            path = request.match_info["path"]
+            await self.events.put(("probe", path))
+            return web.Response(
+                status=206, headers={"Range": f"bytes=0-{len(self.uploads.get(path, b''))}"}
+            )
+        return await super().upload(request)
+
+
 def test_noop_failure_uploads_stages_log_then_reports(tmp_path: Path) -> None:
     async def scenario(stub: StubServer, daemon: WorkerDaemon, tmp: Path) -> None:
         await announce(stub, work_request(12, "noop", {"result": False}, workspace="Other"))
         _kind, artifact = await stub.next_event("artifact")
+        _kind, probed = await stub.next_event("probe")
         _kind, upload = await stub.next_event("upload")
         _kind, (work_request_id, body) = await stub.next_event("completed")
         assert artifact["category"] == "debusine:work-request-debug-logs"
@@ -157,12 +191,13 @@ def test_noop_failure_uploads_stages_log_then_reports(tmp_path: Path) -> None:
         assert artifact["workspace"] == "Other"
         assert list(artifact["files"]) == ["stages.log"]
         assert artifact["files"]["stages.log"]["content_type"] == "text/plain; charset=utf-8"
+        assert probed == "stages.log"
         assert upload == {"path": "stages.log", "content_type": None}
         assert b"run: finished, returned False" in stub.uploads["stages.log"]
         assert (work_request_id, body["result"]) == (12, "failure")
         assert set(body["output_data"]["runtime_statistics"]) == {"duration", "cpu_time"}
 
-    run_scenario(tmp_path, scenario)
+    run_scenario(tmp_path, scenario, ArtifactStubServer())
 
 
 @pytest.mark.parametrize(

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from debusine.client.errors import DownloadError
-from debusine.client.models import Artifact, FileInArtifact
+from debusine.protocol.artifacts import FileResponse, LenientArtifactResponse
 from debusine.tasks.executors.cache import (
     LAST_USED_FILE,
     METADATA_FILE,
@@ -48,12 +48,12 @@ class MemoryClient:
             return []
         return [int(line) for line in self.counter.read_text().split()]
 
-    def artifact_get(self, artifact_id: int) -> Artifact:
+    def artifact_get(self, artifact_id: int) -> LenientArtifactResponse:
         content = self.contents[artifact_id]
         digest = hashlib.sha256(content).hexdigest()
         if artifact_id in self.wrong_checksum:
             digest = "0" * 64
-        return Artifact(
+        return LenientArtifactResponse(
             id=artifact_id,
             url=f"http://x/api/1.0/artifact/{artifact_id}/",
             workspace="System",
@@ -63,7 +63,7 @@ class MemoryClient:
             download_tar_gz_url="http://x/",
             files_to_upload=[],
             files={
-                self.filename: FileInArtifact(
+                self.filename: FileResponse(
                     size=len(content),
                     checksums={"sha256": digest},
                     type="file",
@@ -72,7 +72,7 @@ class MemoryClient:
             },
         )
 
-    def download_file(self, name: str, file: FileInArtifact, destination: Path) -> None:
+    def download_file(self, name: str, file: FileResponse, destination: Path) -> None:
         with self.counter.open("a") as counter:
             counter.write(f"{file.url.rsplit('/', 1)[1]}\n")
         time.sleep(self.delay)
