@@ -27,7 +27,7 @@ from debusine.artifacts.models import (
     DebianAutopkgtestSource,
 )
 from debusine.tasks.base import LookupFailedError, LookupResolver, TaskError
-from debusine.tasks.debian import ExecutorTask
+from debusine.tasks.executor_task import ExecutorTask
 from debusine.tasks.models import (
     BaseDynamicTaskDataWithExecutor,
     BaseTaskDataWithExecutor,

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from debusine.artifacts.local import LocalArtifact, lintian_artifact
 from debusine.artifacts.models import DebianLintianSummary
 from debusine.tasks.base import LookupResolver
-from debusine.tasks.debian import ExecutorTask
+from debusine.tasks.executor_task import ExecutorTask
 from debusine.tasks.executors.unshare import UnshareExecutor
 from debusine.tasks.models import (
     BaseDynamicTaskDataWithExecutor,

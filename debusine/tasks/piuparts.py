@@ -29,7 +29,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from debusine.tasks.base import LookupFailedError, LookupResolver, TaskError
-from debusine.tasks.debian import ENVIRONMENTS_CATEGORY, ExecutorTask, complete_environment_lookup
+from debusine.tasks.executor_task import (
+    ENVIRONMENTS_CATEGORY,
+    ExecutorTask,
+    complete_environment_lookup,
+)
 from debusine.tasks.executors.unshare import user_namespace_arguments
 from debusine.tasks.models import (
     BackendType,

@@ -32,7 +32,7 @@ from debusine.artifacts import (
     upload_from_changes,
 )
 from debusine.tasks.base import LookupFailedError, LookupResolver
-from debusine.tasks.debian import ExecutorTask
+from debusine.tasks.executor_task import ExecutorTask
 from debusine.tasks.models import (
     BaseDynamicTaskDataWithExecutor,
     BaseTaskDataWithExecutor,

@@ -21,7 +21,7 @@ from debusine.artifacts.models import ArtifactCategory, DebianSystemTarball, Emp
 from debusine.client.client import DebusineClient, LocalFile
 from debusine.server.throwaway import ThrowawayInstance
 from debusine.tasks import BaseTaskDataWithExecutor, TaskContext, TaskType
-from debusine.tasks.debian import ExecutorTask
+from debusine.tasks.executor_task import ExecutorTask
 from debusine.tasks.executors.unshare import unshare_available
 from tests.integration.raw_worker import RawWorker
 from tests.integration.rest_user import RestUser

@@ -27,7 +27,7 @@ from debusine.tasks import (
     TaskContext,
     TaskType,
 )
-from debusine.tasks.debian import ExecutorTask, complete_environment_lookup
+from debusine.tasks.executor_task import ExecutorTask, complete_environment_lookup
 
 HOST = subprocess.run(
     ["dpkg", "--print-architecture"], capture_output=True, text=True, check=True
