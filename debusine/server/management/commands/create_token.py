@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import CommandParser
 
 from debusine.server.db.models import Token
-from debusine.server.management.utils import AdminCommand, fail, get_user
+from debusine.server.management.base import AdminCommand, fail, get_user
 
 #: Length of Token.comment.
 MAX_COMMENT_LENGTH = 100

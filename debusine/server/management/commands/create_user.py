@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import CommandParser
 
 from debusine.server.db.models import User
-from debusine.server.management.utils import AdminCommand, fail, save_validated
+from debusine.server.management.base import AdminCommand, fail, save_validated
 
 
 class Command(AdminCommand):

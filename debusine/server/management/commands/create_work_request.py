@@ -10,7 +10,7 @@ from django.core.management.base import CommandParser
 from debusine.server.db.defaults import SYSTEM_USERNAME
 from debusine.server.db.models import TaskType, User, WorkRequest
 from debusine.server.db.models.work_requests import InvalidWorkRequestError
-from debusine.server.management.utils import (
+from debusine.server.management.base import (
     AdminCommand,
     check_choice,
     fail,

@@ -54,7 +54,7 @@ from debusine.server.db.models import (
     WorkRequest,
     WorkRequestStatus,
 )
-from debusine.server.management.utils import AdminCommand
+from debusine.server.management.base import AdminCommand
 
 #: Collections that hold what a workflow passes between its steps.
 WORKFLOW_INTERNAL_CATEGORY = "debusine:workflow-internal"

@@ -20,7 +20,7 @@ from debusine.server.collections import CollectionManager, ItemAdditionError
 from debusine.server.db.defaults import SYSTEM_USERNAME
 from debusine.server.db.models import Artifact, Collection, CollectionItem, WorkRequest
 from debusine.server.db.models.work_requests import InvalidWorkRequestError
-from debusine.server.management.utils import (
+from debusine.server.management.base import (
     NounCommand,
     add_yaml_option,
     fail,

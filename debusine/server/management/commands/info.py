@@ -8,7 +8,7 @@ from urllib.parse import urlsplit, urlunsplit
 from django.conf import settings
 from django.core.management.base import CommandParser
 
-from debusine.server.management.utils import AdminCommand, add_yaml_option
+from debusine.server.management.base import AdminCommand, add_yaml_option
 
 #: Host names served over plain HTTP in development: everything else is behind HTTPS.
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")

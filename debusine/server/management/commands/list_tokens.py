@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import CommandParser
 
 from debusine.server.db.models import Token
-from debusine.server.management.utils import AdminCommand, add_yaml_option, get_user
+from debusine.server.management.base import AdminCommand, add_yaml_option, get_user
 
 #: How much of the stored hash identifies a token in listings.
 HASH_PREFIX_LENGTH = 12

@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import CommandParser
 
 from debusine.server.db.models import WorkRequest, WorkRequestStatus
-from debusine.server.management.utils import AdminCommand, add_yaml_option, non_negative_int
+from debusine.server.management.base import AdminCommand, add_yaml_option, non_negative_int
 
 DEFAULT_LIMIT = 50
 

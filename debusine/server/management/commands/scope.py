@@ -18,7 +18,7 @@ from debusine.server.db.models import (
     ScopeRoles,
     Workspace,
 )
-from debusine.server.management.utils import (
+from debusine.server.management.base import (
     NounCommand,
     add_yaml_option,
     fail,

@@ -13,7 +13,7 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 
 from debusine.server.file_stores.vacuum import StorageVacuum
-from debusine.server.management.utils import AdminCommand
+from debusine.server.management.base import AdminCommand
 
 #: Exit code when the pass finished but problems remain.
 EXIT_PROBLEMS_REMAIN = 1
