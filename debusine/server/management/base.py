@@ -116,22 +116,47 @@ class NounCommand(AdminCommand):
 
     Subclasses implement `add_verbs(verbs)`, adding one parser per verb with `add_verb`, and
     one method `verb_<name>(**options)` per verb.
+
+    A subclass that sets `alias_verb` is the old one-word spelling of one verb (`create_token`
+    for `token create`): the verb's arguments go on the command's own parser and the verb runs
+    with them, so that scripts written for the old spelling keep working unchanged (same
+    arguments, output and exit codes). Its --help names the command to use instead.
     """
 
+    #: Set in an alias module: the verb this command is the old spelling of.
+    alias_verb: str | None = None
+
     def add_arguments(self, parser: CommandParser) -> None:
-        verbs = parser.add_subparsers(
-            dest="verb", required=True, metavar="VERB", title="verbs (VERB --help for more)"
-        )
+        if self.alias_verb is None:
+            verbs = parser.add_subparsers(
+                dest="verb", required=True, metavar="VERB", title="verbs (VERB --help for more)"
+            )
+        else:
+            self.alias_parser = parser
+            parser.set_defaults(verb=self.alias_verb)
+            # The other verbs' parsers are built as usual, then thrown away.
+            verbs = CommandParser().add_subparsers()
         self.add_verbs(verbs)
 
     def add_verbs(self, verbs: argparse._SubParsersAction[CommandParser]) -> None:
         raise NotImplementedError
 
-    @staticmethod
+    @classmethod
+    def noun(cls) -> str:
+        """The command name of the noun: the module defining `add_verbs` (`token`)."""
+        defining = next(klass for klass in cls.__mro__ if "add_verbs" in vars(klass))
+        return defining.__module__.rpartition(".")[2]
+
     def add_verb(
-        verbs: argparse._SubParsersAction[CommandParser], name: str, help_text: str
+        self, verbs: argparse._SubParsersAction[CommandParser], name: str, help_text: str
     ) -> CommandParser:
         """Add the parser of one verb; its help shows in the noun's --help."""
+        if name == self.alias_verb:
+            self.alias_parser.description = (
+                f"Old spelling of `debusine-admin {self.noun()} {name}`, kept for existing "
+                f"scripts: use that command instead. {help_text}"
+            )
+            return self.alias_parser
         return verbs.add_parser(name, help=help_text, description=help_text)
 
     def run(self, **options: Any) -> None:
