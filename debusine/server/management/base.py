@@ -12,6 +12,7 @@ Conventions kept here so that each command module stays a thin layer over model 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -76,14 +77,19 @@ class AdminCommand(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.stdin: IO[str] = options.pop("stdin", None) or sys.stdin
+        in_transaction = self.runs_in_one_transaction(options)
         try:
-            with transaction.atomic():
+            with transaction.atomic() if in_transaction else contextlib.nullcontext():
                 self.run(**options)
         except ValidationError as error:
             fail(validation_message(error))
         except IntegrityError as error:
             # Pre-checks give the friendly messages; this catches what raced past them.
             fail(f"the database refused the change: {first_line(error)}")
+
+    def runs_in_one_transaction(self, options: Mapping[str, Any]) -> bool:
+        """Whether `run` goes in one transaction (the rule); a long pass may commit in steps."""
+        return True
 
     #: Does the work of the command, inside the transaction, with the parsed options as
     #: keyword arguments (each command declares the ones it uses).
@@ -125,6 +131,12 @@ class NounCommand(AdminCommand):
 
     #: Set in an alias module: the verb this command is the old spelling of.
     alias_verb: str | None = None
+
+    #: Verbs that manage their own transactions (see `runs_in_one_transaction`).
+    verbs_without_command_transaction: frozenset[str] = frozenset()
+
+    def runs_in_one_transaction(self, options: Mapping[str, Any]) -> bool:
+        return options["verb"] not in self.verbs_without_command_transaction
 
     def add_arguments(self, parser: CommandParser) -> None:
         if self.alias_verb is None:

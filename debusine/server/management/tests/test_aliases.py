@@ -1,24 +1,29 @@
 """
-The old verb_noun spellings of debusine-admin commands (`create_token` for `token create`).
+debusine-admin's names: every command is a noun with verbs, or the old spelling of one verb.
 
-Scripts, docs and Debusine administrators use them: each must take the same arguments as the
-verb it stands for, do the same and fail the same way, and its --help names the new command.
+The old verb_noun spellings (`create_token` for `token create`) are used by scripts, docs and
+Debusine administrators: each must take the same arguments as the verb it stands for, do the
+same and fail the same way, and its --help names the new command.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from django.core.management import load_command_class
-from django.core.management.base import BaseCommand
+from django.core.management import call_command, get_commands, load_command_class
+from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 
-from debusine.server.db.models import Token, User, WorkRequest
+from debusine.server.db.models import Scope, Token, User, WorkRequest
 from debusine.server.management.base import NounCommand
 from debusine.server.management.tests.helpers import run, run_fails, run_usage_error
-from debusine.server.testing import Playground
+from debusine.server.testing import FileSpec, Playground
 
 #: Old spelling -> (noun, verb).
 ALIASES = {
@@ -28,9 +33,33 @@ ALIASES = {
     "create_user": ("user", "create"),
     "create_work_request": ("work_request", "create"),
     "list_work_requests": ("work_request", "list"),
+    "info": ("instance", "show"),
+    "delete_expired": ("instance", "delete_expired"),
+    "vacuum_storage": ("file_store", "vacuum"),
 }
 
 APP = "debusine.server"
+
+REFERENCE = Path(__file__).parents[4] / "docs" / "reference" / "debusine-admin.md"
+
+
+def test_every_command_is_a_noun_or_an_old_spelling() -> None:
+    names = [name for name, app in get_commands().items() if app == APP]
+    commands: dict[str, NounCommand] = {}
+    for name in names:
+        command = load_command_class(APP, name)
+        assert isinstance(command, NounCommand), f"{name} is not a noun with verbs"
+        commands[name] = command
+    aliases = {name for name, command in commands.items() if command.alias_verb is not None}
+    assert aliases == set(ALIASES)
+
+    reference = REFERENCE.read_text()
+    for name in commands:
+        if name in aliases:
+            noun, verb = ALIASES[name]
+            assert f"| `{name}` | `{noun} {verb}` |" in reference
+        else:
+            assert f"### `{name} " in reference, f"{name} is not in {REFERENCE.name}"
 
 
 def argument_signature(parser: argparse.ArgumentParser) -> list[tuple[Any, ...]]:
@@ -132,3 +161,55 @@ def test_work_request_aliases_behave_as_work_request(playground: Playground) -> 
     assert run("list_work_requests", "--limit", "1") == run("work_request", "list", "--limit", "1")
     assert run("list_work_requests", "--yaml") == run("work_request", "list", "--yaml")
     run_usage_error("list_work_requests", "--status", "sleeping")
+
+
+def test_info_alias_behaves_as_instance_show(db: None) -> None:
+    assert "Store directory:" in run("info")
+    assert run("info") == run("instance", "show")
+    assert run("info", "--yaml") == run("instance", "show", "--yaml")
+
+
+def test_delete_expired_alias_behaves_as_instance_delete_expired(playground: Playground) -> None:
+    expired = playground.create_work_request(
+        created_by=playground.create_user("carol"),
+        created_at=timezone.now() - timedelta(days=3),
+        expiration_delay=timedelta(days=2),
+    )
+
+    planned = run("delete_expired", "--dry-run")
+    assert planned == run("instance", "delete_expired", "--dry-run")
+    assert f"Would have: Deleted work request {expired.pk}\n" in planned
+    assert WorkRequest.objects.filter(pk=expired.pk).exists()
+
+    assert run("delete_expired").endswith("1 deletion(s)\n")
+    assert not WorkRequest.objects.filter(pk=expired.pk).exists()
+
+
+def vacuum(*args: str) -> tuple[int, str, str]:
+    """Run a vacuum command: exit code, stdout, stderr."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    try:
+        call_command(*args, stdout=stdout, stderr=stderr)
+    except CommandError as error:
+        return error.returncode, stdout.getvalue(), stderr.getvalue()
+    return 0, stdout.getvalue(), stderr.getvalue()
+
+
+def test_vacuum_storage_alias_behaves_as_file_store_vacuum(
+    playground: Playground, file_directories: Path
+) -> None:
+    assert vacuum("vacuum_storage") == vacuum("file_store", "vacuum")
+    assert vacuum("vacuum_storage")[:2] == (0, "0 action(s), 0 problem(s)\n")
+
+    # A store to drain with no store to drain to: a problem remains, exit code 1.
+    scope = Scope.objects.create(name="lonely")
+    workspace = playground.create_workspace(scope=scope, name="ws")
+    only = playground.create_file_store("only", scope=scope, drain=True)
+    playground.create_artifact(files=[FileSpec("f", b"stuck")], complete=True, workspace=workspace)
+    playground.store_contents(b"stuck", only)
+
+    code, out, _ = vacuum("vacuum_storage", "--dry-run")
+    assert code == 1
+    assert "Problem: Scope lonely: no store can take" in out
+    assert vacuum("vacuum_storage", "--dry-run") == vacuum("file_store", "vacuum", "--dry-run")
+    assert vacuum("vacuum_storage")[0] == vacuum("file_store", "vacuum")[0] == 1
