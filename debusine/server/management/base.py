@@ -68,7 +68,7 @@ class AdminCommand(BaseCommand):
     Base of every debusine-admin command: `run()` in one transaction, errors as exit code 3.
 
     System checks are not run before each command: `debusine-admin check` does that, and an
-    operator must be able to run `info` or fix data on a misconfigured instance.
+    operator must be able to run `instance show` or fix data on a misconfigured instance.
     """
 
     requires_system_checks: list[str] = []
