@@ -27,14 +27,13 @@ from debusine.artifacts.models import (
     DebianAutopkgtestSource,
 )
 from debusine.tasks.base import LookupFailedError, LookupResolver, TaskError
-from debusine.tasks.debian import ExecutorTask
+from debusine.tasks.executor_task import ExecutorTask
 from debusine.tasks.models import (
     BaseDynamicTaskDataWithExecutor,
     BaseTaskDataWithExecutor,
     ExtraRepository,
     LookupMultiple,
     LookupSingle,
-    TaskType,
 )
 
 #: autopkgtest's output directory and summary file, relative to the execute directory.
@@ -157,15 +156,13 @@ def task_succeeded(
     return not (returncode == 8 and fail_on.skipped_test)
 
 
-class Autopkgtest(ExecutorTask[AutopkgtestData]):
+class Autopkgtest(
+    ExecutorTask[AutopkgtestData, AutopkgtestDynamicData],
+    name="autopkgtest",
+    version=1,
+    tools=("autopkgtest",),
+):
     """Run autopkgtest; upload its output as a `debian:autopkgtest` artifact."""
-
-    TASK_TYPE = TaskType.WORKER
-    TASK_NAME = "autopkgtest"
-    TASK_VERSION = 1
-    TASK_DATA_MODEL = AutopkgtestData
-    TASK_DYNAMIC_DATA_MODEL = AutopkgtestDynamicData
-    REQUIRED_TOOLS_METADATA = ("autopkgtest:available",)
 
     #: Prepended to the autopkgtest command (tests run it as another user).
     host_command_prefix: list[str] = []
@@ -183,14 +180,6 @@ class Autopkgtest(ExecutorTask[AutopkgtestData]):
         self._extra_files: list[Path] = []
         self._results: dict[str, DebianAutopkgtestResult] | None = None
         self._command: list[str] = []
-
-    @property
-    def autopkgtest_dynamic_data(self) -> AutopkgtestDynamicData:
-        return self.computed_dynamic_data(AutopkgtestDynamicData)
-
-    @classmethod
-    def analyze_worker(cls) -> dict[str, Any]:
-        return {"autopkgtest:available": cls.tool_available("autopkgtest")}
 
     def compute_dynamic_data(self, resolver: LookupResolver) -> AutopkgtestDynamicData:
         def ids(lookup: Any) -> list[int]:
@@ -216,7 +205,7 @@ class Autopkgtest(ExecutorTask[AutopkgtestData]):
     # --- Worker side ---
 
     def fetch_input(self, destination: Path) -> bool:
-        dynamic = self.autopkgtest_dynamic_data
+        dynamic = self.computed
         source = self.fetch_artifact(dynamic.input_source_artifact_id, destination)
         for name, file in source.files.items():
             if name.endswith(".dsc"):
@@ -351,7 +340,7 @@ class Autopkgtest(ExecutorTask[AutopkgtestData]):
     def upload_artifacts(self, directory: Path, *, execution_success: bool) -> None:
         if self._results is None:
             return
-        dynamic = self.autopkgtest_dynamic_data
+        dynamic = self.computed
         relations = [
             (artifact_id, "relates-to")
             for artifact_id in [

@@ -1,8 +1,11 @@
 """
 The task framework's core: the `BaseTask` class, its registry, and task data validation.
 
-Every concrete task subclasses `BaseTask[SomeData]` and sets `TASK_TYPE`, `TASK_VERSION` and
-`TASK_DATA_MODEL`; defining the class registers it under (task type, task name). The server
+Every concrete task is declared in its class statement:
+`class Noop(BaseTask[NoopData], task_type=TaskType.WORKER, name="noop", version=1)` sets
+`TASK_TYPE`, `TASK_NAME`, `TASK_VERSION` and, from the type argument, `TASK_DATA_MODEL` (a
+`BaseDynamicTaskData` argument, as `ExecutorTask` takes, sets `TASK_DYNAMIC_DATA_MODEL`);
+defining the class registers it under (task type, task name). The server
 validates task data with `validate_task_data()` before it stores a work request; the worker
 builds the same class and calls `execute()`, which runs the stages of a task in order (fetch
 input, configure, prepare, run, check, upload artifacts, clean up) and logs each one to the
@@ -15,7 +18,17 @@ import traceback
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Generic, NamedTuple, Protocol, TextIO, TypeVar, cast
+from typing import (
+    Any,
+    ClassVar,
+    Generic,
+    NamedTuple,
+    Protocol,
+    TextIO,
+    TypeVar,
+    cast,
+    get_args,
+)
 
 import pydantic
 
@@ -137,8 +150,10 @@ class BaseTask(Generic[TaskData]):
     """
     A kind of work a work request can ask for.
 
-    Subclasses set the class attributes below; abstract intermediate classes pass
-    `abstract=True` in their class statement and are not registered.
+    Subclasses declare the class attributes below with keywords of their class statement
+    (`task_type=`, `name=`, `version=`) and their type arguments (the data models); setting
+    the attributes in the class body works too. Abstract intermediate classes pass
+    `abstract=True` and are not registered.
     """
 
     #: Where the task runs.
@@ -156,8 +171,22 @@ class BaseTask(Generic[TaskData]):
     #: task type -> task name -> class.
     _registry: ClassVar[dict[TaskType, dict[str, type[BaseTask[Any]]]]] = {}
 
-    def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
+    def __init_subclass__(
+        cls,
+        abstract: bool = False,
+        task_type: TaskType | None = None,
+        name: str | None = None,
+        version: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init_subclass__(**kwargs)
+        if task_type is not None:
+            cls.TASK_TYPE = TaskType(task_type)
+        if name is not None:
+            cls.TASK_NAME = name
+        if version is not None:
+            cls.TASK_VERSION = version
+        cls._take_data_models_from_type_arguments()
         if abstract:
             return
         for attribute in ("TASK_TYPE", "TASK_VERSION", "TASK_DATA_MODEL"):
@@ -173,6 +202,25 @@ class BaseTask(Generic[TaskData]):
                 f"{_dotted_name(existing)}"
             )
         by_name[cls.TASK_NAME] = cls
+
+    @classmethod
+    def _take_data_models_from_type_arguments(cls) -> None:
+        """
+        Set the data models from the class's type arguments (`BaseTask[NoopData]`,
+        `ExecutorTask[SbuildData, SbuildDynamicData]`), unless its body sets them: the type a
+        task is generic in and the model its data is validated with are one declaration.
+        """
+        for base in cls.__dict__.get("__orig_bases__", ()):
+            for argument in get_args(base):
+                if not isinstance(argument, type):
+                    continue  # a type variable: a generic intermediate class
+                if issubclass(argument, BaseTaskData) and "TASK_DATA_MODEL" not in cls.__dict__:
+                    cls.TASK_DATA_MODEL = argument
+                elif (
+                    issubclass(argument, BaseDynamicTaskData)
+                    and "TASK_DYNAMIC_DATA_MODEL" not in cls.__dict__
+                ):
+                    cls.TASK_DYNAMIC_DATA_MODEL = argument
 
     def __init__(
         self,

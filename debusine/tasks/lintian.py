@@ -31,14 +31,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from debusine.artifacts.local import LocalArtifact, lintian_artifact
 from debusine.artifacts.models import DebianLintianSummary
 from debusine.tasks.base import LookupResolver
-from debusine.tasks.debian import ExecutorTask
+from debusine.tasks.executor_task import ExecutorTask
 from debusine.tasks.executors.unshare import UnshareExecutor
 from debusine.tasks.models import (
     BaseDynamicTaskDataWithExecutor,
     BaseTaskDataWithExecutor,
     LookupMultiple,
     LookupSingle,
-    TaskType,
 )
 
 #: Lintian's one-letter codes, from the most to the least severe. `masked` tags are dropped.
@@ -330,14 +329,12 @@ def lintian_command(
 # --- The task ---------------------------------------------------------------------------------
 
 
-class Lintian(ExecutorTask[LintianData]):
+class Lintian(
+    ExecutorTask[LintianData, LintianDynamicData],
+    name="lintian",
+    version=1,
+):
     """Check packages with lintian; one `debian:lintian` artifact per analysis."""
-
-    TASK_TYPE = TaskType.WORKER
-    TASK_NAME = "lintian"
-    TASK_VERSION = 1
-    TASK_DATA_MODEL = LintianData
-    TASK_DYNAMIC_DATA_MODEL = LintianDynamicData
 
     #: Prepended to the commands run on the host (tests run them as another user).
     host_command_prefix: list[str] = []
@@ -355,10 +352,6 @@ class Lintian(ExecutorTask[LintianData]):
         self._binary_architecture: str | None = None
         self._lintian_version = ""
         self._lintian_ran = False
-
-    @property
-    def lintian_dynamic_data(self) -> LintianDynamicData:
-        return self.computed_dynamic_data(LintianDynamicData)
 
     # --- Server side ---
 
@@ -396,7 +389,7 @@ class Lintian(ExecutorTask[LintianData]):
     # --- Worker side ---
 
     def _input_artifact_ids(self) -> list[int]:
-        dynamic = self.lintian_dynamic_data
+        dynamic = self.computed
         ids = (
             [] if dynamic.input_source_artifact_id is None else [dynamic.input_source_artifact_id]
         )

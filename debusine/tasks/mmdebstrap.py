@@ -275,13 +275,10 @@ def _make_traversable(path: Path) -> None:
     path.chmod(path.stat().st_mode | 0o011)
 
 
-class MmDebstrap(BaseTask[MmDebstrapData]):
+class MmDebstrap(
+    BaseTask[MmDebstrapData], task_type=TaskType.WORKER, name="mmdebstrap", version=1
+):
     """Bootstrap a system tarball with mmdebstrap."""
-
-    TASK_TYPE = TaskType.WORKER
-    TASK_NAME = "mmdebstrap"
-    TASK_VERSION = 1
-    TASK_DATA_MODEL = MmDebstrapData
 
     #: Files the customize hooks leave in the execute directory.
     OS_RELEASE = "os-release"
@@ -289,8 +286,6 @@ class MmDebstrap(BaseTask[MmDebstrapData]):
     WITH_INIT = "with-init"
     #: Debug log with mmdebstrap's command line and output.
     LOG_NAME = "mmdebstrap.log"
-
-    data: MmDebstrapData
 
     def __init__(
         self,

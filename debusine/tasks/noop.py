@@ -8,12 +8,8 @@ from debusine.tasks.base import BaseTask
 from debusine.tasks.models import NoopData, TaskType
 
 
-class Noop(BaseTask[NoopData]):
+class Noop(BaseTask[NoopData], task_type=TaskType.WORKER, name="noop", version=1):
     """Return `task_data.result` without doing anything."""
-
-    TASK_TYPE = TaskType.WORKER
-    TASK_VERSION = 1
-    TASK_DATA_MODEL = NoopData
 
     def run(self, execute_directory: Path) -> bool:
         return self.data.result

@@ -29,7 +29,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from debusine.tasks.base import LookupFailedError, LookupResolver, TaskError
-from debusine.tasks.debian import ENVIRONMENTS_CATEGORY, ExecutorTask, complete_environment_lookup
+from debusine.tasks.executor_task import (
+    ENVIRONMENTS_CATEGORY,
+    ExecutorTask,
+    complete_environment_lookup,
+)
 from debusine.tasks.executors.unshare import user_namespace_arguments
 from debusine.tasks.models import (
     BackendType,
@@ -38,7 +42,6 @@ from debusine.tasks.models import (
     ExtraRepository,
     LookupMultiple,
     LookupSingle,
-    TaskType,
 )
 
 PIUPARTS_LOG = "piuparts.log"
@@ -147,15 +150,15 @@ def make_base_tgz(tarball: Path, destination: Path) -> None:
         )
 
 
-class Piuparts(ExecutorTask[PiupartsData]):
+class Piuparts(
+    ExecutorTask[PiupartsData, PiupartsDynamicData],
+    name="piuparts",
+    version=1,
+    # Debusine's workers do not report piuparts:available (they install piuparts in the
+    # environment).
+    tools=("piuparts",),
+):
     """Test binary packages with piuparts."""
-
-    TASK_TYPE = TaskType.WORKER
-    TASK_NAME = "piuparts"
-    TASK_VERSION = 1
-    TASK_DATA_MODEL = PiupartsData
-    TASK_DYNAMIC_DATA_MODEL = PiupartsDynamicData
-    REQUIRED_TOOLS_METADATA = ("piuparts:available",)
 
     #: Prepended to the piuparts command (tests run it as another user).
     host_command_prefix: list[str] = []
@@ -167,15 +170,6 @@ class Piuparts(ExecutorTask[PiupartsData]):
         self._base_tgz: Path | None = None
         self._tools: Path | None = None
         self._scripts: Path | None = None
-
-    @property
-    def piuparts_dynamic_data(self) -> PiupartsDynamicData:
-        return self.computed_dynamic_data(PiupartsDynamicData)
-
-    @classmethod
-    def analyze_worker(cls) -> dict[str, Any]:
-        # Not reported by Debusine's workers (they install piuparts in the environment).
-        return {"piuparts:available": cls.tool_available("piuparts")}
 
     def compute_dynamic_data(self, resolver: LookupResolver) -> PiupartsDynamicData:
         binaries = resolver.lookup_multiple(
@@ -203,7 +197,7 @@ class Piuparts(ExecutorTask[PiupartsData]):
     # --- Worker side ---
 
     def fetch_input(self, destination: Path) -> bool:
-        dynamic = self.piuparts_dynamic_data
+        dynamic = self.computed
         for artifact_id in dynamic.input_binary_artifacts_ids:
             self.fetch_artifact(artifact_id, destination)
         base = self.environment_cache().get(dynamic.base_tgz_id, self.client)

@@ -32,14 +32,13 @@ from debusine.artifacts import (
     upload_from_changes,
 )
 from debusine.tasks.base import LookupFailedError, LookupResolver
-from debusine.tasks.debian import ExecutorTask
+from debusine.tasks.executor_task import ExecutorTask
 from debusine.tasks.models import (
     BaseDynamicTaskDataWithExecutor,
     BaseTaskDataWithExecutor,
     ExtraRepository,
     LookupMultiple,
     LookupSingle,
-    TaskType,
 )
 
 #: Author of binNMU changelog entries when neither the task data nor the server names one.
@@ -154,22 +153,18 @@ def build_log_status(build_log: Path) -> str | None:
     return status
 
 
-class Sbuild(ExecutorTask[SbuildData]):
+class Sbuild(
+    ExecutorTask[SbuildData, SbuildDynamicData],
+    name="sbuild",
+    version=1,
+    tools=("sbuild",),
+):
     """Build a Debian source package with sbuild."""
-
-    TASK_TYPE = TaskType.WORKER
-    TASK_NAME = "sbuild"
-    TASK_VERSION = 1
-    TASK_DATA_MODEL = SbuildData
-    TASK_DYNAMIC_DATA_MODEL = SbuildDynamicData
-    REQUIRED_TOOLS_METADATA = ("sbuild:available",)
 
     #: Debug log with sbuild's command line and its console output.
     LOG_NAME = "sbuild.log"
     #: Debug log of problems with the input artifacts.
     INPUT_LOG_NAME = "fetch_input.log"
-
-    data: SbuildData
 
     def __init__(
         self,
@@ -184,15 +179,7 @@ class Sbuild(ExecutorTask[SbuildData]):
         self.chroot_tarball: Path | None = None
         self.codename: str | None = None
 
-    @property
-    def sbuild_dynamic_data(self) -> SbuildDynamicData:
-        return self.computed_dynamic_data(SbuildDynamicData)
-
     # --- Server side ----------------------------------------------------------------
-
-    @classmethod
-    def analyze_worker(cls) -> dict[str, Any]:
-        return {"sbuild:available": cls.tool_available("sbuild")}
 
     def compute_dynamic_data(self, resolver: LookupResolver) -> SbuildDynamicData:
         source = resolver.lookup_single(self.data.input.source_artifact, expect_type="artifact")
@@ -236,10 +223,10 @@ class Sbuild(ExecutorTask[SbuildData]):
 
     def input_artifact_ids(self) -> list[int]:
         """The artifacts the build used: environment, source, extra binaries."""
-        ids = [self.sbuild_dynamic_data.input_source_artifact_id]
-        if self.sbuild_dynamic_data.environment_id is not None:
-            ids.insert(0, self.sbuild_dynamic_data.environment_id)
-        return ids + list(self.sbuild_dynamic_data.input_extra_binary_artifacts_ids)
+        ids = [self.computed.input_source_artifact_id]
+        if self.computed.environment_id is not None:
+            ids.insert(0, self.computed.environment_id)
+        return ids + list(self.computed.input_extra_binary_artifacts_ids)
 
     def _input_problem(self, message: str) -> bool:
         self.open_debug_log_file(self.INPUT_LOG_NAME).write(message + "\n")
@@ -247,7 +234,7 @@ class Sbuild(ExecutorTask[SbuildData]):
 
     def fetch_input(self, destination: Path) -> bool:
         """Download the source package, the extra binary packages and the environment."""
-        source_id = self.sbuild_dynamic_data.input_source_artifact_id
+        source_id = self.computed.input_source_artifact_id
         source = self.fetch_artifact(source_id, destination / "source")
         if source.category != ArtifactCategory.SOURCE_PACKAGE:
             return self._input_problem(
@@ -259,7 +246,7 @@ class Sbuild(ExecutorTask[SbuildData]):
             return self._input_problem(f"source artifact {source_id} has {len(dscs)} .dsc files")
         self.dsc = destination / "source" / dscs[0]
 
-        for artifact_id in self.sbuild_dynamic_data.input_extra_binary_artifacts_ids:
+        for artifact_id in self.computed.input_extra_binary_artifacts_ids:
             artifact = self.fetch_artifact(artifact_id, destination / f"extra-{artifact_id}")
             if artifact.category not in EXTRA_BINARY_CATEGORIES:
                 return self._input_problem(
@@ -334,7 +321,7 @@ class Sbuild(ExecutorTask[SbuildData]):
                 command.append(
                     f"--binNMU-timestamp={email.utils.format_datetime(binnmu.timestamp)}"
                 )
-            maintainer = binnmu.maintainer or self.sbuild_dynamic_data.binnmu_maintainer
+            maintainer = binnmu.maintainer or self.computed.binnmu_maintainer
             command.append(f"--maintainer={maintainer or DEFAULT_BINNMU_MAINTAINER}")
         if self.data.build_profiles:
             command.append(f"--profiles={','.join(self.data.build_profiles)}")

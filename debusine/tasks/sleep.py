@@ -9,12 +9,8 @@ from debusine.tasks.base import BaseTask
 from debusine.tasks.models import SleepData, TaskType
 
 
-class Sleep(BaseTask[SleepData]):
+class Sleep(BaseTask[SleepData], task_type=TaskType.WORKER, name="sleep", version=1):
     """Sleep for `task_data.seconds` seconds."""
-
-    TASK_TYPE = TaskType.WORKER
-    TASK_VERSION = 1
-    TASK_DATA_MODEL = SleepData
 
     def run(self, execute_directory: Path) -> bool:
         time.sleep(self.data.seconds)

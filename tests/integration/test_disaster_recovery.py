@@ -4,9 +4,9 @@ Disaster recovery: restore an older database dump under newer stores, then clean
 Follows docs/howto/backup-and-restore.md on a real server process: artifacts are uploaded
 through the API, the database is dumped with `pg_dump` and the store copied after it, then
 the server moves on (more artifacts, an upload that was in flight at dump time finishes,
-`delete_expired` deletes an expired artifact). The server is stopped, the older dump is
+`instance delete_expired` deletes an expired artifact). The server is stopped, the older dump is
 restored with `pg_restore`, migrations run, and the server starts again. Then
-`debusine-admin vacuum_storage` and `delete_expired` run as the operator would run them
+`debusine-admin file_store vacuum` and `instance delete_expired` run as the operator would run them
 (subprocesses, the instance's environment), and the test checks that:
 
 - the contents the restored database refers to but the live store lost are reported as a
@@ -225,7 +225,7 @@ def test_restoring_an_older_dump_loses_no_referenced_file(
     }
     # The delete_expired timer runs: the restored database will still refer to these contents.
     time.sleep(max(0.0, expiring_uploaded_at + 1.1 - time.monotonic()))
-    expired = admin(instance, "delete_expired")
+    expired = admin(instance, "instance", "delete_expired")
     assert f"Deleted artifact {expiring.id}" in expired.stdout, expired.stdout + expired.stderr
     expired_entry = entry_name(expiring.contents["e.txt"])
     assert store_entries(store) == (before_backup - {expired_entry}) | lost_entries
@@ -248,7 +248,7 @@ def test_restoring_an_older_dump_loses_no_referenced_file(
     assert api.artifact(in_flight["id"]).json()["files_to_upload"] == ["late.txt"]
 
     # --- vacuum_storage right after the restore -----------------------------------------------
-    dry_run = admin(instance, "vacuum_storage", "--dry-run")
+    dry_run = admin(instance, "file_store", "vacuum", "--dry-run")
     assert dry_run.returncode == 1, dry_run.stdout + dry_run.stderr
     assert dry_run.stdout.splitlines() == [
         f"Note: Store Default: kept {len(lost_entries)} unknown entries younger than a day"
@@ -262,18 +262,18 @@ def test_restoring_an_older_dump_loses_no_referenced_file(
     # The missing contents come back from the store backup, as the how-to says.
     (store / expired_entry).parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(store_backup / expired_entry, store / expired_entry)
-    dry_run = admin(instance, "vacuum_storage", "--dry-run")
+    dry_run = admin(instance, "file_store", "vacuum", "--dry-run")
     assert dry_run.returncode == 0, dry_run.stdout + dry_run.stderr
     assert dry_run.stdout.strip().endswith("0 action(s) planned, 0 problem(s)")
 
-    vacuum = admin(instance, "vacuum_storage")
+    vacuum = admin(instance, "file_store", "vacuum")
     assert vacuum.returncode == 0, vacuum.stdout + vacuum.stderr
     assert vacuum.stdout.strip().endswith("0 action(s), 0 problem(s)")
     assert store_entries(store) == before_backup | lost_entries
 
     # --- A day later (every entry aged, referenced or not) ---------------------------------
     age_store(store, TWO_DAYS)
-    dry_run = admin(instance, "vacuum_storage", "--dry-run")
+    dry_run = admin(instance, "file_store", "vacuum", "--dry-run")
     assert dry_run.returncode == 0, dry_run.stdout + dry_run.stderr
     for name in lost_entries:
         assert (
@@ -282,7 +282,7 @@ def test_restoring_an_older_dump_loses_no_referenced_file(
         )
     assert store_entries(store) == before_backup | lost_entries
 
-    vacuum = admin(instance, "vacuum_storage")
+    vacuum = admin(instance, "file_store", "vacuum")
     assert vacuum.returncode == 0, vacuum.stdout + vacuum.stderr
     deleted = {
         line.removeprefix("Deleted ").split(" from store Default")[0]
@@ -302,7 +302,7 @@ def test_restoring_an_older_dump_loses_no_referenced_file(
     assert api.download(in_flight["id"], "late.txt") == in_flight_contents
 
     # --- delete_expired: only what the restored database says has expired --------------------
-    expired = admin(instance, "delete_expired")
+    expired = admin(instance, "instance", "delete_expired")
     assert expired.returncode == 0, expired.stdout + expired.stderr
     assert expired.stdout.splitlines() == [
         f"Deleted artifact {expiring.id}",
@@ -318,6 +318,6 @@ def test_restoring_an_older_dump_loses_no_referenced_file(
             assert api.download(artifact.id, path) == data
 
     # Everything the database refers to is where it says: a last pass finds nothing to do.
-    final = admin(instance, "vacuum_storage")
+    final = admin(instance, "file_store", "vacuum")
     assert final.returncode == 0, final.stdout + final.stderr
     assert final.stdout.strip() == "0 action(s), 0 problem(s)"

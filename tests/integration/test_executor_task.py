@@ -19,8 +19,13 @@ import pytest
 from debusine.artifacts.local import LocalArtifact, system_tarball
 from debusine.artifacts.models import ArtifactCategory, DebianSystemTarball, EmptyArtifactData
 from debusine.client.client import DebusineClient, LocalFile
-from debusine.tasks import BaseTaskDataWithExecutor, TaskContext, TaskType
-from debusine.tasks.debian import ExecutorTask
+from debusine.tasks import (
+    BaseDynamicTaskDataWithExecutor,
+    BaseTaskDataWithExecutor,
+    TaskContext,
+    TaskType,
+)
+from debusine.tasks.executor_task import ExecutorTask
 from debusine.tasks.executors.unshare import unshare_available
 from debusine.testing.throwaway import ThrowawayInstance
 from tests.integration.raw_worker import RawWorker
@@ -34,7 +39,9 @@ pytestmark = [
 ]
 
 
-class Probe(ExecutorTask[BaseTaskDataWithExecutor], abstract=True):
+class Probe(
+    ExecutorTask[BaseTaskDataWithExecutor, BaseDynamicTaskDataWithExecutor], abstract=True
+):
     """Uses every helper once (abstract: not registered as a real task)."""
 
     TASK_TYPE = TaskType.WORKER

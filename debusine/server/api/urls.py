@@ -5,9 +5,9 @@ from django.urls import include, path
 from debusine.server.api import (
     artifacts,
     lookups,
-    misc,
     relations,
     uploads,
+    whoami,
     work_requests,
     workers,
 )
@@ -23,7 +23,7 @@ urlpatterns = [
                 *uploads.urlpatterns,
                 *relations.urlpatterns,
                 *lookups.urlpatterns,
-                *misc.urlpatterns,
+                *whoami.urlpatterns,
             ]
         ),
     ),

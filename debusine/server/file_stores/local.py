@@ -76,7 +76,7 @@ class LocalBackend(FileBackend):
         self._make_directories(destination.parent)
         if destination.exists():
             # Entries only appear by an atomic rename or link of complete, verified contents.
-            # Stored again: it is young again, so that vacuum_storage, which deletes only
+            # Stored again: it is young again, so that the vacuum pass, which deletes only
             # unknown entries older than a day, cannot take it for an orphan before the
             # database row of this upload commits.
             os.utime(destination)

@@ -5,7 +5,7 @@ The choice follows the scope's `FileStoreInScope` rows: priorities (a missing pr
 below every number), `read_only` (never written), `write_only` (never read, e.g. a backup:
 filled only by `populate`, so uploads skip it, or the new file could not be downloaded) and
 the store's hard `max_size` (its `total_size` is kept by a database trigger). Moving files
-between stores (`vacuum_storage`) also respects the soft limits: the store's `soft_max_size`
+between stores (`file_store vacuum`) also respects the soft limits: the store's `soft_max_size`
 and the scope's own `soft_max_size` for the share of the store its files take.
 """
 

@@ -166,7 +166,7 @@ class S3Backend(FileBackend):
     def _refresh(self, file: File) -> None:
         """
         Make an object stored again young (a copy onto itself updates its LastModified), so
-        that vacuum_storage, which deletes only unknown objects older than a day, cannot take
+        that the vacuum pass, which deletes only unknown objects older than a day, cannot take
         it for an orphan before the database row of this upload commits. Objects above the
         5 GiB limit of a single copy keep their date; the vacuum's last check covers them.
         """

@@ -1,5 +1,5 @@
 """
-`vacuum_storage`: bring the file stores back in line with the database and the policies.
+`file_store vacuum`: bring the file stores back in line with the database and the policies.
 
 One pass (`StorageVacuum.run`) does, in order:
 
@@ -72,7 +72,7 @@ class VacuumReport:
 
 
 class StorageVacuum:
-    """One pass of `vacuum_storage`; see the module docstring."""
+    """One pass of `file_store vacuum`; see the module docstring."""
 
     def __init__(
         self,

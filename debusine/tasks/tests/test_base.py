@@ -8,16 +8,31 @@ from typing import Any
 import pytest
 
 from debusine.tasks import (
+    Autopkgtest,
+    BaseDynamicTaskData,
+    BaseDynamicTaskDataWithExecutor,
     BaseTask,
     BaseTaskData,
+    BaseTaskDataWithExecutor,
+    Lintian,
+    MmDebstrap,
     Noop,
     NoopData,
+    Piuparts,
+    Sbuild,
     Sleep,
+    SleepData,
     TaskDataError,
     TaskType,
     UnknownTaskError,
     validate_task_data,
 )
+from debusine.tasks.autopkgtest import AutopkgtestData, AutopkgtestDynamicData
+from debusine.tasks.executor_task import ExecutorTask
+from debusine.tasks.lintian import LintianData, LintianDynamicData
+from debusine.tasks.mmdebstrap import MmDebstrapData
+from debusine.tasks.piuparts import PiupartsData, PiupartsDynamicData
+from debusine.tasks.sbuild import SbuildData, SbuildDynamicData
 
 
 @pytest.fixture
@@ -79,6 +94,91 @@ def test_explicit_task_name_and_abstract_classes(isolated_registry: None) -> Non
 
     assert BaseTask.task_names("Server") == ["shout-it"]
     assert BaseTask.class_from_name("Server", "shout-it") is Shout
+
+
+def test_class_statement_declares_the_task(isolated_registry: None) -> None:
+    class Echo(BaseTask[EchoData], task_type=TaskType.SERVER, name="echo-it", version=3):
+        pass
+
+    assert BaseTask.class_from_name("Server", "echo-it") is Echo
+    assert (Echo.TASK_TYPE, Echo.TASK_NAME, Echo.TASK_VERSION) == (TaskType.SERVER, "echo-it", 3)
+    # The type argument is the data model; no dynamic data model was given.
+    assert Echo.TASK_DATA_MODEL is EchoData
+    assert Echo.TASK_DYNAMIC_DATA_MODEL is BaseDynamicTaskData
+    assert Echo({"message": "hi"}).data.message == "hi"
+    with pytest.raises(TaskDataError, match="message"):
+        Echo({})
+
+
+def test_executor_task_takes_both_models_and_its_tools(isolated_registry: None) -> None:
+    class ProbeData(BaseTaskDataWithExecutor):
+        pass
+
+    class ProbeDynamicData(BaseDynamicTaskDataWithExecutor):
+        extra_id: int
+
+    class Probe(
+        ExecutorTask[ProbeData, ProbeDynamicData],
+        name="probe",
+        version=2,
+        tools=("true", "no-such-program-here"),
+    ):
+        pass
+
+    assert BaseTask.class_from_name("Worker", "probe") is Probe
+    assert (ProbeData, ProbeDynamicData) == (Probe.TASK_DATA_MODEL, Probe.TASK_DYNAMIC_DATA_MODEL)
+    assert Probe.REQUIRED_TOOLS_METADATA == ("true:available", "no-such-program-here:available")
+    assert Probe.analyze_worker() == {
+        "true:available": True,
+        "no-such-program-here:available": False,
+    }
+    assert Probe({}, {"extra_id": 4}).computed.extra_id == 4
+    assert Probe({}, {"extra_id": 4}).computed.environment_id is None
+
+
+def test_class_body_attributes_win_over_type_arguments(isolated_registry: None) -> None:
+    class Echo(BaseTask[EchoData], task_type=TaskType.SERVER, version=1):
+        TASK_DATA_MODEL = NoopData
+
+    assert Echo.TASK_DATA_MODEL is NoopData
+    assert Echo.TASK_NAME == "echo"
+
+
+@pytest.mark.parametrize(
+    ("task", "name", "data_model", "dynamic_data_model", "tools"),
+    [
+        (Noop, "noop", NoopData, BaseDynamicTaskData, None),
+        (Sleep, "sleep", SleepData, BaseDynamicTaskData, None),
+        (MmDebstrap, "mmdebstrap", MmDebstrapData, BaseDynamicTaskData, None),
+        (Sbuild, "sbuild", SbuildData, SbuildDynamicData, ("sbuild:available",)),
+        (Lintian, "lintian", LintianData, LintianDynamicData, ()),
+        (
+            Autopkgtest,
+            "autopkgtest",
+            AutopkgtestData,
+            AutopkgtestDynamicData,
+            ("autopkgtest:available",),
+        ),
+        (Piuparts, "piuparts", PiupartsData, PiupartsDynamicData, ("piuparts:available",)),
+    ],
+)
+def test_each_task_declares_what_it_always_did(
+    task: type[BaseTask[Any]],
+    name: str,
+    data_model: type[BaseTaskData],
+    dynamic_data_model: type[BaseDynamicTaskData],
+    tools: tuple[str, ...] | None,
+) -> None:
+    """The registry, versions and models the workers and the scheduler rely on."""
+    assert BaseTask.class_from_name("Worker", name) is task
+    assert (TaskType.WORKER, name, 1) == (task.TASK_TYPE, task.TASK_NAME, task.TASK_VERSION)
+    assert task.TASK_DATA_MODEL is data_model
+    assert task.TASK_DYNAMIC_DATA_MODEL is dynamic_data_model
+    if tools is not None:
+        assert issubclass(task, ExecutorTask)
+        assert tools == task.REQUIRED_TOOLS_METADATA
+        # What the worker reports: the same keys as each task's own analyze_worker did.
+        assert set(task.analyze_worker()) == {f"{name}:available"}
 
 
 def test_incomplete_task_class_is_refused(isolated_registry: None) -> None:

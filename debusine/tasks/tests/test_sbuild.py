@@ -475,11 +475,11 @@ def test_dynamic_data_not_computed_yet_or_missing() -> None:
     pending = Sbuild(task_data())
     assert pending.dynamic_data is None
     with pytest.raises(TaskError, match="computed no dynamic data"):
-        _ = pending.sbuild_dynamic_data
+        _ = pending.computed
     # A worker given none (or incomplete ones) refuses the task: configure-failed.
     with pytest.raises(DynamicTaskDataError, match="input_source_artifact_id"):
         Sbuild(task_data(), {})
     with pytest.raises(DynamicTaskDataError, match="input_source_artifact_id"):
         Sbuild(task_data(), {"environment_id": 3})
     complete = Sbuild(task_data(), {"environment_id": 3, "input_source_artifact_id": 5})
-    assert complete.sbuild_dynamic_data.input_source_artifact_id == 5
+    assert complete.computed.input_source_artifact_id == 5

@@ -141,7 +141,7 @@ def test_storing_an_existing_entry_again_makes_it_young(
 
     backend.put_contents(file, again, move=True)
 
-    # vacuum_storage deletes unknown entries only when older than a day: an entry stored
+    # file_store vacuum deletes unknown entries only when older than a day: an entry stored
     # again for an upload not yet committed must not look old.
     assert entry.stat().st_mtime > two_days_ago + 86400
     assert not again.exists()

@@ -19,7 +19,7 @@ from django.core.management.base import CommandParser
 from debusine.server.collections import CollectionManager, ItemAdditionError
 from debusine.server.db.defaults import SYSTEM_USERNAME
 from debusine.server.db.models import Artifact, Collection, CollectionItem
-from debusine.server.management.utils import (
+from debusine.server.management.base import (
     NounCommand,
     add_yaml_option,
     fail,

@@ -1,11 +1,11 @@
-"""`debusine-admin file_store`: create, show, list and delete file stores."""
+"""`debusine-admin file_store`: create, show, list and delete file stores; vacuum them."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
-from django.core.management.base import CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from debusine.server.db.models import (
     Asset,
@@ -15,7 +15,8 @@ from debusine.server.db.models import (
     FileStoreBackend,
     FileStoreInScope,
 )
-from debusine.server.management.utils import (
+from debusine.server.file_stores.vacuum import StorageVacuum
+from debusine.server.management.base import (
     NounCommand,
     add_yaml_option,
     check_choice,
@@ -31,6 +32,9 @@ CREATABLE_BACKENDS = [
     FileStoreBackend.S3.value,
     FileStoreBackend.MEMORY.value,
 ]
+
+#: Exit code of `file_store vacuum` when the pass finished but problems remain.
+EXIT_PROBLEMS_REMAIN = 1
 
 #: Configuration keys never printed: secrets stay in the database.
 SECRET_KEYS = {"secret_access_key"}
@@ -62,9 +66,13 @@ def shown_configuration(configuration: dict[str, Any]) -> dict[str, Any]:
 
 class Command(NounCommand):
     help = (
-        "Manage file stores: create, show, list, delete. `scope add_file_store` lets a scope"
-        " use one."
+        "Manage file stores: create, show, list, delete, vacuum. `scope add_file_store` lets a"
+        " scope use one."
     )
+
+    # Each step of a vacuum pass commits on its own, so that the contents of forgotten files
+    # are deleted as the pass goes, and a late failure undoes nothing.
+    verbs_without_command_transaction = frozenset({"vacuum"})
 
     def add_verbs(self, verbs: argparse._SubParsersAction[CommandParser]) -> None:
         create = self.add_verb(verbs, "create", "Create a file store.")
@@ -96,7 +104,7 @@ class Command(NounCommand):
             "--soft-max-size",
             type=non_negative_int,
             metavar="BYTES",
-            help="vacuum_storage drains the store down to this size",
+            help="file_store vacuum drains the store down to this size",
         )
         create.add_argument(
             "--max-size",
@@ -129,6 +137,18 @@ class Command(NounCommand):
         )
         delete.add_argument(
             "--dry-run", action="store_true", help="say what would be deleted, change nothing"
+        )
+
+        vacuum = self.add_verb(
+            verbs,
+            "vacuum",
+            "Delete files the database does not know of (older than a day), incomplete "
+            "artifacts and stale partial uploads; apply the populate, drain and size-limit "
+            "policies; report files whose contents are missing. Exit code 1 when problems "
+            "remain.",
+        )
+        vacuum.add_argument(
+            "--dry-run", action="store_true", help="say what would be done, change nothing"
         )
 
     def verb_create(
@@ -243,7 +263,7 @@ class Command(NounCommand):
         if count and not force:
             fail(
                 f"file store {name!r} still holds {count} file(s): drain it with "
-                "vacuum_storage first, or use --force"
+                "file_store vacuum first, or use --force"
             )
         # Never lose the last copy: with --force a file must still be in another store.
         only_here = held.exclude(
@@ -252,7 +272,7 @@ class Command(NounCommand):
         if only_here:
             fail(
                 f"{only_here} file(s) of store {name!r} are in no other store: deleting it "
-                "would lose them; drain it with vacuum_storage first"
+                "would lose them; drain it with file_store vacuum first"
             )
         if dry_run:
             self.write(f"Would delete file store {name} and forget {count} file(s) in it")
@@ -265,3 +285,22 @@ class Command(NounCommand):
                 backend.remove_file(file_in_store.file)
         store.delete()
         self.write(f"Deleted file store {name} ({count} file(s) removed from it)")
+
+    def verb_vacuum(self, *, dry_run: bool, **_: Any) -> None:
+        vacuum = StorageVacuum(
+            dry_run=dry_run, progress=lambda message: self.stderr.write(message)
+        )
+        report = vacuum.run()
+        for action in report.actions:
+            self.write(action)
+        for note in report.notes:
+            self.write(f"Note: {note}")
+        for problem in report.problems:
+            self.write(f"Problem: {problem}")
+        summary = (
+            f"{len(report.actions)} action(s){' planned' if dry_run else ''}, "
+            f"{len(report.problems)} problem(s)"
+        )
+        if report.problems:
+            raise CommandError(summary, returncode=EXIT_PROBLEMS_REMAIN)
+        self.write(summary)

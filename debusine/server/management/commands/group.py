@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import CommandParser
 
 from debusine.server.db.models import Group, GroupMembership
-from debusine.server.management.utils import (
+from debusine.server.management.base import (
     NounCommand,
     add_yaml_option,
     fail,

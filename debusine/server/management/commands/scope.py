@@ -18,7 +18,7 @@ from debusine.server.db.models import (
     ScopeRoles,
     Workspace,
 )
-from debusine.server.management.utils import (
+from debusine.server.management.base import (
     NounCommand,
     add_yaml_option,
     fail,
@@ -80,8 +80,8 @@ def add_policy_options(parser: CommandParser, *, editing: bool) -> None:
         help=f"higher is chosen first for downloads{unset}",
     )
     flags = {
-        "populate": "copy every file of the scope into this store (vacuum_storage)",
-        "drain": "move every file out of this store (vacuum_storage)",
+        "populate": "copy every file of the scope into this store (file_store vacuum)",
+        "drain": "move every file out of this store (file_store vacuum)",
         "read-only": "never add files to this store",
         "write-only": "never serve downloads from this store",
     }
@@ -323,7 +323,7 @@ class Command(NounCommand):
             fail(
                 f"file store {store!r} holds {stranded} file(s) of scope {scope!r} that no "
                 "other readable store of the scope holds: set --drain on it and run "
-                "vacuum_storage first"
+                "file_store vacuum first"
             )
         link.delete()
         self.write(f"Scope {scope} no longer uses file store {store}")

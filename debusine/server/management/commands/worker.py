@@ -10,7 +10,7 @@ from django.core.management.base import CommandParser
 from django.db.models import Q, Value
 
 from debusine.server.db.models import Worker, WorkerType
-from debusine.server.management.utils import (
+from debusine.server.management.base import (
     NounCommand,
     add_yaml_option,
     dump_yaml,

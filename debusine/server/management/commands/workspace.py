@@ -15,7 +15,7 @@ from debusine.server.db.models import (
     WorkspaceRole,
     WorkspaceRoles,
 )
-from debusine.server.management.utils import (
+from debusine.server.management.base import (
     NounCommand,
     add_yaml_option,
     check_choice,

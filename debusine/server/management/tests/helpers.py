@@ -8,7 +8,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from debusine.server.management.utils import EXIT_BAD_INPUT
+from debusine.server.management.base import EXIT_BAD_INPUT
 
 
 def run(*args: str, stdin: str | None = None) -> str:

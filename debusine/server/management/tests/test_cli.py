@@ -75,3 +75,30 @@ def test_exit_codes_of_the_real_executable(transactional_db: None) -> None:
     assert bad_yaml.returncode == 3
     assert len(bad_yaml.stderr.splitlines()) == 1
     assert Worker.objects.get(name="cli-example-org").static_metadata == {}
+
+
+def test_old_spellings_keep_their_exit_codes(transactional_db: None) -> None:
+    created = debusine_admin("create_user", "cli-carol", "carol@example.org")
+    assert (created.returncode, created.stderr) == (0, "")
+
+    for create in (["token", "create"], ["create_token"]):
+        key = debusine_admin(*create, "cli-carol")
+        assert (key.returncode, key.stderr, len(key.stdout.strip())) == (0, "", 64)
+        unknown = debusine_admin(*create, "ghost")
+        assert (unknown.returncode, unknown.stderr) == (
+            3,
+            "CommandError: user 'ghost' does not exist\n",
+        )
+    for delete in (["token", "delete"], ["delete_tokens"]):
+        assert debusine_admin(*delete, "--username", "a", "--token", "b").returncode == 2
+
+    old_list = debusine_admin("list_tokens", "--username", "cli-carol", "--yaml")
+    new_list = debusine_admin("token", "list", "--username", "cli-carol", "--yaml")
+    assert old_list.returncode == new_list.returncode == 0
+    assert old_list.stdout == new_list.stdout
+    assert old_list.stdout.count("owner: cli-carol") == 2
+
+    helped = debusine_admin("list_work_requests", "--help")
+    assert helped.returncode == 0
+    assert "use that command instead" in " ".join(helped.stdout.split())
+    assert "debusine-admin work_request list" in " ".join(helped.stdout.split())

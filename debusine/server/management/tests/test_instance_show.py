@@ -1,4 +1,4 @@
-"""Tests of `debusine-admin info`."""
+"""Tests of `debusine-admin instance show`."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import yaml
 from django.conf import settings
 from django.test import override_settings
 
-from debusine.server.management.commands.info import redacted
+from debusine.server.management.commands.instance import redacted
 from debusine.server.management.tests.helpers import run
 
 
 def test_info_names_what_the_web_server_and_clients_need(db: None) -> None:
-    out = run("info")
+    out = run("instance", "show")
 
     assert "Store directory:" in out
     assert str(settings.DEBUSINE_STORE_DIRECTORY) in out
@@ -26,7 +26,7 @@ def test_info_names_what_the_web_server_and_clients_need(db: None) -> None:
     DEBUSINE_REDIS_URL="redis://:s3cret@redis.example.org:6379/0",
 )
 def test_info_yaml_hides_passwords(db: None) -> None:
-    info = yaml.safe_load(run("info", "--yaml"))
+    info = yaml.safe_load(run("instance", "show", "--yaml"))
 
     assert info["api_url"] == "https://debusine.example.org/api"
     assert info["allowed_hosts"] == ["debusine.example.org", "localhost"]
@@ -37,7 +37,7 @@ def test_info_yaml_hides_passwords(db: None) -> None:
 
 def test_local_server_is_plain_http() -> None:
     with override_settings(DEBUSINE_FQDN="localhost"):
-        from debusine.server.management.commands.info import api_url
+        from debusine.server.management.commands.instance import api_url
 
         assert api_url() == "http://localhost/api"
     assert redacted("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"

@@ -1,10 +1,12 @@
-"""Tests of `debusine-admin create_work_request`."""
+"""Tests of `debusine-admin work_request create|list`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import yaml
+from pytest_django import DjangoAssertNumQueries
 
 from debusine.server.db.models import Scope, WorkRequest, WorkRequestStatus
 from debusine.server.management.tests.helpers import run, run_fails, run_usage_error
@@ -12,7 +14,7 @@ from debusine.testing.playground import Playground
 
 
 def test_create_with_defaults(playground: Playground) -> None:
-    out = run("create_work_request", "Worker", "noop")
+    out = run("work_request", "create", "Worker", "noop")
 
     work_request = WorkRequest.objects.get()
     assert out == f"{work_request.pk}\n"
@@ -31,7 +33,8 @@ def test_create_with_data_from_file_in_another_workspace(
     data.write_text("result: false\n")
 
     out = run(
-        "create_work_request",
+        "work_request",
+        "create",
         "Worker",
         "noop",
         "--created-by",
@@ -48,7 +51,7 @@ def test_create_with_data_from_file_in_another_workspace(
 
 
 def test_create_with_data_from_stdin(playground: Playground) -> None:
-    out = run("create_work_request", "Worker", "sleep", "--data", "-", stdin="seconds: 5\n")
+    out = run("work_request", "create", "Worker", "sleep", "--data", "-", stdin="seconds: 5\n")
 
     assert WorkRequest.objects.get(pk=int(out)).task_data["seconds"] == 5
 
@@ -57,7 +60,7 @@ def test_empty_event_reactions_are_accepted(playground: Playground, tmp_path: Pa
     reactions = tmp_path / "reactions.yaml"
     reactions.write_text("on_success: []\n")
 
-    out = run("create_work_request", "Worker", "noop", "--event-reactions", str(reactions))
+    out = run("work_request", "create", "Worker", "noop", "--event-reactions", str(reactions))
 
     assert WorkRequest.objects.filter(pk=int(out)).exists()
 
@@ -97,9 +100,77 @@ def test_empty_event_reactions_are_accepted(playground: Playground, tmp_path: Pa
 def test_create_errors_store_nothing(
     playground: Playground, args: list[str], stdin: str | None, message: str
 ) -> None:
-    assert run_fails("create_work_request", *args, stdin=stdin).startswith(message)
+    assert run_fails("work_request", "create", *args, stdin=stdin).startswith(message)
     assert not WorkRequest.objects.exists()
 
 
 def test_create_usage_error(db: None) -> None:
-    run_usage_error("create_work_request", "Worker")
+    run_usage_error("work_request", "create", "Worker")
+
+
+def test_list_newest_first_with_limit_and_status(
+    playground: Playground, django_assert_max_num_queries: DjangoAssertNumQueries
+) -> None:
+    user = playground.create_user("carol")
+    worker, _ = playground.create_worker("builder")
+    first = playground.create_work_request(created_by=user)
+    second = playground.create_work_request(
+        created_by=user, task_name="sleep", worker=worker, status=WorkRequestStatus.RUNNING
+    )
+    third = playground.create_work_request(created_by=user)
+
+    # One query whatever the number of rows (plus the command's savepoint and its release).
+    with django_assert_max_num_queries(3):
+        lines = run("work_request", "list").splitlines()
+
+    assert lines[0].split()[:3] == ["ID", "WORKSPACE", "TASK"]
+    assert [int(line.split()[0]) for line in lines[1:]] == [third.pk, second.pk, first.pk]
+    assert lines[2].split()[1:7] == [
+        "debusine/System",
+        "Worker/sleep",
+        "running",
+        "-",
+        "builder",
+        "carol",
+    ]
+
+    limited = yaml.safe_load(run("work_request", "list", "--limit", "2", "--yaml"))
+    assert [item["id"] for item in limited] == [third.pk, second.pk]
+
+    running = yaml.safe_load(run("work_request", "list", "--status", "running", "--yaml"))
+    assert running == [
+        {
+            "id": second.pk,
+            "workspace": "debusine/System",
+            "task_type": "Worker",
+            "task_name": "sleep",
+            "status": "running",
+            "result": "",
+            "worker": "builder",
+            "created_by": "carol",
+            "created_at": running[0]["created_at"],
+            "started_at": None,
+            "completed_at": None,
+        }
+    ]
+    assert running[0]["created_at"].endswith("Z")
+
+
+def test_list_nothing(db: None) -> None:
+    assert run("work_request", "list", "--yaml") == "[]\n"
+    assert run("work_request", "list").split() == [
+        "ID",
+        "WORKSPACE",
+        "TASK",
+        "STATUS",
+        "RESULT",
+        "WORKER",
+        "CREATED",
+        "BY",
+        "CREATED",
+    ]
+
+
+def test_list_usage_errors(db: None) -> None:
+    run_usage_error("work_request", "list", "--status", "sleeping")
+    run_usage_error("work_request", "list", "--limit", "-3")

@@ -12,6 +12,7 @@ Conventions kept here so that each command module stays a thin layer over model 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -67,7 +68,7 @@ class AdminCommand(BaseCommand):
     Base of every debusine-admin command: `run()` in one transaction, errors as exit code 3.
 
     System checks are not run before each command: `debusine-admin check` does that, and an
-    operator must be able to run `info` or fix data on a misconfigured instance.
+    operator must be able to run `instance show` or fix data on a misconfigured instance.
     """
 
     requires_system_checks: list[str] = []
@@ -76,14 +77,19 @@ class AdminCommand(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.stdin: IO[str] = options.pop("stdin", None) or sys.stdin
+        in_transaction = self.runs_in_one_transaction(options)
         try:
-            with transaction.atomic():
+            with transaction.atomic() if in_transaction else contextlib.nullcontext():
                 self.run(**options)
         except ValidationError as error:
             fail(validation_message(error))
         except IntegrityError as error:
             # Pre-checks give the friendly messages; this catches what raced past them.
             fail(f"the database refused the change: {first_line(error)}")
+
+    def runs_in_one_transaction(self, options: Mapping[str, Any]) -> bool:
+        """Whether `run` goes in one transaction (the rule); a long pass may commit in steps."""
+        return True
 
     #: Does the work of the command, inside the transaction, with the parsed options as
     #: keyword arguments (each command declares the ones it uses).
@@ -116,22 +122,53 @@ class NounCommand(AdminCommand):
 
     Subclasses implement `add_verbs(verbs)`, adding one parser per verb with `add_verb`, and
     one method `verb_<name>(**options)` per verb.
+
+    A subclass that sets `alias_verb` is the old one-word spelling of one verb (`create_token`
+    for `token create`): the verb's arguments go on the command's own parser and the verb runs
+    with them, so that scripts written for the old spelling keep working unchanged (same
+    arguments, output and exit codes). Its --help names the command to use instead.
     """
 
+    #: Set in an alias module: the verb this command is the old spelling of.
+    alias_verb: str | None = None
+
+    #: Verbs that manage their own transactions (see `runs_in_one_transaction`).
+    verbs_without_command_transaction: frozenset[str] = frozenset()
+
+    def runs_in_one_transaction(self, options: Mapping[str, Any]) -> bool:
+        return options["verb"] not in self.verbs_without_command_transaction
+
     def add_arguments(self, parser: CommandParser) -> None:
-        verbs = parser.add_subparsers(
-            dest="verb", required=True, metavar="VERB", title="verbs (VERB --help for more)"
-        )
+        if self.alias_verb is None:
+            verbs = parser.add_subparsers(
+                dest="verb", required=True, metavar="VERB", title="verbs (VERB --help for more)"
+            )
+        else:
+            self.alias_parser = parser
+            parser.set_defaults(verb=self.alias_verb)
+            # The other verbs' parsers are built as usual, then thrown away.
+            verbs = CommandParser().add_subparsers()
         self.add_verbs(verbs)
 
     def add_verbs(self, verbs: argparse._SubParsersAction[CommandParser]) -> None:
         raise NotImplementedError
 
-    @staticmethod
+    @classmethod
+    def noun(cls) -> str:
+        """The command name of the noun: the module defining `add_verbs` (`token`)."""
+        defining = next(klass for klass in cls.__mro__ if "add_verbs" in vars(klass))
+        return defining.__module__.rpartition(".")[2]
+
     def add_verb(
-        verbs: argparse._SubParsersAction[CommandParser], name: str, help_text: str
+        self, verbs: argparse._SubParsersAction[CommandParser], name: str, help_text: str
     ) -> CommandParser:
         """Add the parser of one verb; its help shows in the noun's --help."""
+        if name == self.alias_verb:
+            self.alias_parser.description = (
+                f"Old spelling of `debusine-admin {self.noun()} {name}`, kept for existing "
+                f"scripts: use that command instead. {help_text}"
+            )
+            return self.alias_parser
         return verbs.add_parser(name, help=help_text, description=help_text)
 
     def run(self, **options: Any) -> None:

@@ -25,9 +25,8 @@ from debusine.tasks import (
     LookupFailedError,
     LookupResult,
     TaskContext,
-    TaskType,
 )
-from debusine.tasks.debian import ExecutorTask, complete_environment_lookup
+from debusine.tasks.executor_task import ExecutorTask, complete_environment_lookup
 
 HOST = subprocess.run(
     ["dpkg", "--print-architecture"], capture_output=True, text=True, check=True
@@ -38,12 +37,14 @@ class ProbeData(BaseTaskDataWithExecutor):
     host_architecture: str | None = None
 
 
-class Probe(ExecutorTask[ProbeData], abstract=True):
-    TASK_TYPE = TaskType.WORKER
-    TASK_NAME = "probe"
-    TASK_VERSION = 1
-    TASK_DATA_MODEL = ProbeData
-    REQUIRED_TOOLS_METADATA = ("probe:available",)
+class Probe(
+    ExecutorTask[ProbeData, BaseDynamicTaskDataWithExecutor],
+    abstract=True,
+    name="probe",
+    version=1,
+    tools=("probe",),
+):
+    pass
 
 
 def variants(environment: Lookup | None, **data: Any) -> list[Lookup]:

@@ -1,4 +1,4 @@
-"""Tests of `debusine-admin delete_expired`: every retention rule, and the files it frees."""
+"""Tests of `debusine-admin instance delete_expired`: every retention rule, what it frees."""
 
 from __future__ import annotations
 
@@ -41,12 +41,12 @@ def directories(file_directories: Path) -> Path:
 
 @pytest.fixture
 def delete_expired(django_capture_on_commit_callbacks: CaptureCallbacks) -> Expire:
-    """Run delete_expired and its on-commit callbacks; return stdout."""
+    """Run `instance delete_expired` and its on-commit callbacks; return stdout."""
 
     def run(*args: str) -> str:
         stdout = io.StringIO()
         with django_capture_on_commit_callbacks(execute=True):
-            call_command("delete_expired", *args, stdout=stdout, stderr=io.StringIO())
+            call_command("instance", "delete_expired", *args, stdout=stdout, stderr=io.StringIO())
         return stdout.getvalue()
 
     return run

@@ -10,7 +10,7 @@ import yaml
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError
 
-from debusine.server.management.utils import (
+from debusine.server.management.base import (
     dump_yaml,
     format_table,
     read_yaml,

@@ -25,7 +25,7 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 from debusine.client.client import LocalFile
 from debusine.tasks.base import BaseTask, Lookup, LookupFailedError, LookupResolver, TaskError
@@ -36,6 +36,7 @@ from debusine.tasks.models import (
     BaseDynamicTaskData,
     BaseDynamicTaskDataWithExecutor,
     BaseTaskDataWithExecutor,
+    TaskType,
 )
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from debusine.protocol.artifacts import LenientArtifactResponse as Artifact
 
 D = TypeVar("D", bound=BaseTaskDataWithExecutor)
+DD = TypeVar("DD", bound=BaseDynamicTaskDataWithExecutor)
 
 #: Default category of the first segment of an environment lookup.
 ENVIRONMENTS_CATEGORY = "debian:environments"
@@ -100,20 +102,43 @@ def complete_environment_lookup(
     return lookup
 
 
-class ExecutorTask(BaseTask[D], abstract=True):
+class ExecutorTask(BaseTask[D], Generic[D, DD], abstract=True):
     """
     A Worker task that runs in an environment (`task_data.environment`).
 
-    Subclasses set TASK_DATA_MODEL (a BaseTaskDataWithExecutor), TASK_DYNAMIC_DATA_MODEL (a
-    BaseDynamicTaskDataWithExecutor) and REQUIRED_TOOLS_METADATA; their `compute_dynamic_data`
-    calls `resolve_environment(resolver)` for `environment_id`. A subclass that overrides
-    `cleanup` calls `super().cleanup()`: it stops the executors `start_executor` started.
+    A subclass is declared in one class statement: its data models as type arguments, its
+    name, version and the programs it needs on the worker as keywords::
+
+        class Sbuild(
+            ExecutorTask[SbuildData, SbuildDynamicData],
+            name="sbuild",
+            version=1,
+            tools=("sbuild",),
+        ):
+
+    Its `compute_dynamic_data` calls `resolve_environment(resolver)` for `environment_id`. A
+    subclass that overrides `cleanup` calls `super().cleanup()`: it stops the executors
+    `start_executor` started.
     """
 
+    TASK_TYPE = TaskType.WORKER
     TASK_DYNAMIC_DATA_MODEL: ClassVar[type[BaseDynamicTaskData]] = BaseDynamicTaskDataWithExecutor
-    #: Worker metadata keys that must be true for the worker to run the task
-    #: (e.g. `("sbuild:available",)`).
+    #: Programs the task needs on the worker: each is reported as `<program>:available`
+    #: metadata (`analyze_worker`), which must be true for the worker to run the task.
+    REQUIRED_TOOLS: ClassVar[tuple[str, ...]] = ()
+    #: The metadata keys of REQUIRED_TOOLS (e.g. `("sbuild:available",)`).
     REQUIRED_TOOLS_METADATA: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, tools: tuple[str, ...] | None = None, **kwargs: Any) -> None:
+        if tools is not None:
+            cls.REQUIRED_TOOLS = tools
+            cls.REQUIRED_TOOLS_METADATA = tuple(f"{tool}:available" for tool in tools)
+        super().__init_subclass__(**kwargs)
+
+    @property
+    def computed(self) -> DD:
+        """The dynamic data the server computed, as the task's model; TaskError if none."""
+        return cast(DD, self.computed_dynamic_data(self.TASK_DYNAMIC_DATA_MODEL))
 
     # --- Environment lookup (server side) -------------------------------------------------------
 
@@ -187,6 +212,11 @@ class ExecutorTask(BaseTask[D], abstract=True):
     def compute_dynamic_data(self, resolver: LookupResolver) -> BaseDynamicTaskData | None:
         """The default: only the environment (subclasses resolve their inputs too)."""
         return BaseDynamicTaskDataWithExecutor(environment_id=self.resolve_environment(resolver))
+
+    @classmethod
+    def analyze_worker(cls) -> dict[str, Any]:
+        """Whether each of REQUIRED_TOOLS is installed: `<program>:available`."""
+        return {f"{tool}:available": cls.tool_available(tool) for tool in cls.REQUIRED_TOOLS}
 
     def can_run_on(self, worker_metadata: Mapping[str, Any]) -> bool:
         """The worker has the backend (`executor:<backend>:available`) and the tools."""

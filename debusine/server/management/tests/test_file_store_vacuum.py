@@ -1,4 +1,4 @@
-"""Tests of `debusine-admin vacuum_storage`: orphans, policies, size limits, reports."""
+"""Tests of `debusine-admin file_store vacuum`: orphans, policies, size limits, reports."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ Vacuum = Callable[..., tuple[int, str]]
 @pytest.fixture
 def vacuum(django_capture_on_commit_callbacks: CaptureCallbacks) -> Vacuum:
     """
-    Run vacuum_storage; return its exit code and stdout.
+    Run `file_store vacuum`; return its exit code and stdout.
 
     The test's transaction never commits: the on-commit callbacks (content deletions) run
     when the command returns, as they would when its own transactions commit.
@@ -64,7 +64,7 @@ def vacuum(django_capture_on_commit_callbacks: CaptureCallbacks) -> Vacuum:
 def run_vacuum(*args: str) -> tuple[int, str]:
     stdout, stderr = io.StringIO(), io.StringIO()
     try:
-        call_command("vacuum_storage", *args, stdout=stdout, stderr=stderr)
+        call_command("file_store", "vacuum", *args, stdout=stdout, stderr=stderr)
     except CommandError as error:
         assert "\n" not in str(error)
         assert "vacuum_storage: policies..." in stderr.getvalue()
