@@ -51,3 +51,18 @@ def moto_s3() -> Iterator[MotoS3Server]:
 
     with MotoS3Server() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def buildd_tarball() -> Path:
+    """
+    The bookworm buildd environment as a zstd tarball, made once per machine (about 30 s; see
+    debusine.testing.environments), for the tests that run Debian tools in it.
+    """
+    import shutil
+
+    from debusine.testing.environments import BUILDD_TARBALL, buildd_tarball
+
+    if shutil.which("mmdebstrap") is None and not BUILDD_TARBALL.is_file():
+        pytest.skip(f"mmdebstrap is not installed to make {BUILDD_TARBALL}")
+    return buildd_tarball()
