@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+# Every run lists its skips; `make test` also fails on unexpected ones (--fail-on-skip).
+pytest_plugins = ["debusine.testing.skip_guard"]
+
 if TYPE_CHECKING:
     from debusine.server.db.models import User
     from debusine.server.file_stores.moto import MotoS3Server
