@@ -8,6 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+# Every run lists its skips; `make test` also fails on unexpected ones (--fail-on-skip).
+pytest_plugins = ["debusine.testing.skip_guard"]
+
 if TYPE_CHECKING:
     from debusine.server.db.models import User, Worker, WorkRequest
     from debusine.testing.moto import MotoS3Server
@@ -73,3 +76,18 @@ def start_work_request(playground: Playground) -> Callable[..., WorkRequest]:
         return work_request
 
     return start
+
+
+@pytest.fixture(scope="session")
+def buildd_tarball() -> Path:
+    """
+    The bookworm buildd environment as a zstd tarball, made once per machine (about 30 s; see
+    debusine.testing.environments), for the tests that run Debian tools in it.
+    """
+    import shutil
+
+    from debusine.testing.environments import BUILDD_TARBALL, buildd_tarball
+
+    if shutil.which("mmdebstrap") is None and not BUILDD_TARBALL.is_file():
+        pytest.skip(f"mmdebstrap is not installed to make {BUILDD_TARBALL}")
+    return buildd_tarball()

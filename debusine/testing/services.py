@@ -10,7 +10,9 @@ runs pytest. pytest-django then creates one `test_<name>_gwN` database per xdist
 Embedded services are stopped afterwards.
 
 The exit status is pytest's, except that "no tests collected" (pytest's 5) is reported as a
-failure in its own words: a suite that runs nothing must never pass CI silently.
+failure in its own words: a suite that runs nothing must never pass CI silently. For the same
+reason pytest runs with the skip guard (`debusine.testing.skip_guard`, `--fail-on-skip`): a
+test skipped for a reason not listed in `allowed_skips` fails the run.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from debusine.testing.embedded import (
 )
 
 PYTEST_NO_TESTS_COLLECTED = 5
+#: pytest arguments that make an unexpected skip fail the run.
+SKIP_GUARD = ["-p", "debusine.testing.skip_guard", "--fail-on-skip"]
 # Tools the tests run as subprocesses, with the Debian package providing each.
 REQUIRED_TOOLS = {
     # The reference debusine-worker (tests/compat) crashes on its first metadata without it.
@@ -138,7 +142,7 @@ def run_tests(pytest_args: list[str]) -> int:
             # Tests never touch the developer's `.data/`.
             "DEBUSINE_DATA_DIR": str(work_dir / "data"),
         }
-        command = [sys.executable, "-m", "pytest", *pytest_args]
+        command = [sys.executable, "-m", "pytest", *SKIP_GUARD, *pytest_args]
         code = subprocess.run(command, env=environment, check=False).returncode
     except EmbeddedServiceError as exc:
         print(f"make test: {exc}", file=sys.stderr)

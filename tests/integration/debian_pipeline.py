@@ -26,16 +26,16 @@ from debusine.artifacts.models import DebianSystemTarball
 from debusine.client.client import DebusineClient, LocalFile
 from debusine.tasks.mmdebstrap import OUTPUT_FILENAME as MMDEBSTRAP_OUTPUT
 from debusine.tasks.tests.packages import make_source_package
+from debusine.testing.environments import KEPT_FOR, PIPELINE_ENVIRONMENT
 from debusine.testing.throwaway import ThrowawayInstance
-from debusine.testing.worker import TEST_CACHE
 from tests.integration.rest_user import RestUser
 
 CODENAME = "bookworm"
 ARCHITECTURE = "amd64"
 ENVIRONMENT = f"debian/match:codename={CODENAME}"
-#: Where the bootstrapped environment is kept between runs, and for how long.
-KEPT_ENVIRONMENT = TEST_CACHE / "environments" / f"{CODENAME}-{ARCHITECTURE}-buildd"
-KEPT_FOR = 7 * 24 * 3600
+#: Where the bootstrapped environment is kept between runs (the Debian tasks' tests make
+#: their zstd tarball from it when it is recent: debusine.testing.environments).
+KEPT_ENVIRONMENT = PIPELINE_ENVIRONMENT
 #: The unprivileged user workers run as (sbuild in unshare mode refuses root).
 WORKER_USER = "debusine-worker"
 

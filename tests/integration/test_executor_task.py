@@ -27,15 +27,16 @@ from debusine.tasks import (
 )
 from debusine.tasks.executor_task import ExecutorTask
 from debusine.tasks.executors.unshare import unshare_available
+from debusine.testing.environments import BUILDD_TARBALL
 from debusine.testing.throwaway import ThrowawayInstance
 from tests.integration.raw_worker import RawWorker
 from tests.integration.rest_user import RestUser
 
-TARBALL = Path("/var/cache/debusine-tests/bookworm-amd64-buildd.tar.zst")
+TARBALL = BUILDD_TARBALL
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not TARBALL.exists(), reason=f"{TARBALL} is missing"),
+    pytest.mark.usefixtures("buildd_tarball"),
 ]
 
 

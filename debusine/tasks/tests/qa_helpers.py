@@ -21,9 +21,11 @@ from debusine.tasks.tests.packages import (
     make_source_package,
     make_worker_directory,
 )
+from debusine.testing.environments import BUILDD_TARBALL
 
-#: The environment the slow tests use (made by mmdebstrap --variant=buildd bookworm).
-BOOKWORM_TARBALL = Path("/var/cache/debusine-tests/bookworm-amd64-buildd.tar.zst")
+#: The environment the slow tests use (made by mmdebstrap --variant=buildd bookworm): the
+#: tests that use it ask for the `buildd_tarball` fixture, which makes it when missing.
+BOOKWORM_TARBALL = BUILDD_TARBALL
 BOOKWORM_DATA: dict[str, Any] = {
     "filename": BOOKWORM_TARBALL.name,
     "vendor": "debian",

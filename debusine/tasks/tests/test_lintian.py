@@ -395,9 +395,10 @@ def test_configure_fails_without_packages(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(
-    not BOOKWORM_TARBALL.exists() or not tools_available("unshare", "dpkg-buildpackage"),
-    reason="no cached bookworm environment",
+    not tools_available("unshare", "dpkg-buildpackage"),
+    reason="unshare or dpkg-dev is not installed",
 )
+@pytest.mark.usefixtures("buildd_tarball")
 def test_real_run_in_environment(packages: dict[str, Path]) -> None:
     """lintian installed in the bookworm environment and run there (about 30 s)."""
     task = Lintian(

@@ -14,7 +14,13 @@ import pytest
 from debusine.artifacts import ArtifactCategory, DebianSystemTarball
 from debusine.tasks import BaseTask, TaskContext, TaskDataError, validate_task_data
 from debusine.tasks.base import LookupResult
-from debusine.tasks.mmdebstrap import OUTPUT_FILENAME, MmDebstrap, read_os_release
+from debusine.tasks.mmdebstrap import (
+    FALLBACK_MIRROR,
+    OUTPUT_FILENAME,
+    MmDebstrap,
+    default_mirror,
+    read_os_release,
+)
 from debusine.tasks.tests.packages import (
     as_worker_user,
     make_worker_directory,
@@ -486,3 +492,32 @@ def test_bootstrap_of_a_missing_suite_fails(worker_context: TaskContext) -> None
     log = (worker_context.debug_log_directory / "mmdebstrap.log").read_text()
     assert "no-such-suite" in log
     assert "# exit status 25" in log
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        (
+            {
+                "sources.list.d/debian.sources": "Types: deb\nURIs: http://one.example/debian\n"
+                "Suites: bookworm\n",
+                "sources.list": "deb http://two.example/debian bookworm main\n",
+            },
+            "http://one.example/debian",
+        ),
+        (
+            {
+                "sources.list": "# deb http://x\n"
+                "deb [arch=amd64] http://two.example/debian sid main\n"
+            },
+            "http://two.example/debian",
+        ),
+        ({}, FALLBACK_MIRROR),
+    ],
+)
+def test_default_mirror(tmp_path: Path, files: dict[str, str], expected: str) -> None:
+    for name, text in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    assert default_mirror(tmp_path) == expected

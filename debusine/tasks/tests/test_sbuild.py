@@ -28,8 +28,10 @@ from debusine.tasks.tests.packages import (
     make_worker_directory,
     worker_user_available,
 )
+from debusine.testing.environments import BUILDD_TARBALL
 
-CACHED_TARBALL = Path("/var/cache/debusine-tests/bookworm-amd64-buildd.tar.zst")
+#: The environment the real builds use (the `buildd_tarball` fixture makes it when missing).
+CACHED_TARBALL = BUILDD_TARBALL
 
 
 def task_data(**overrides: Any) -> dict[str, Any]:
@@ -404,8 +406,8 @@ def build(
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("sbuild") is None, reason="sbuild is not installed")
-@pytest.mark.skipif(not CACHED_TARBALL.is_file(), reason="the cached bookworm tarball is missing")
 @pytest.mark.skipif(not worker_user_available(), reason="no unprivileged user to run it as")
+@pytest.mark.usefixtures("buildd_tarball")
 def test_real_build_produces_packages_log_and_upload(build_context: TaskContext) -> None:
     """sbuild of a two-package debhelper source in the cached bookworm tarball (about 20 s)."""
     task, succeeded = build(build_context, build_components=["any", "all"])
@@ -454,8 +456,8 @@ def test_real_build_produces_packages_log_and_upload(build_context: TaskContext)
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("sbuild") is None, reason="sbuild is not installed")
-@pytest.mark.skipif(not CACHED_TARBALL.is_file(), reason="the cached bookworm tarball is missing")
 @pytest.mark.skipif(not worker_user_available(), reason="no unprivileged user to run it as")
+@pytest.mark.usefixtures("buildd_tarball")
 def test_real_failing_build_is_a_failure_with_a_build_log(build_context: TaskContext) -> None:
     # Without debhelper: no build dependencies to install, a quicker failure.
     task, succeeded = build(build_context, fail_build=True, debhelper=False)

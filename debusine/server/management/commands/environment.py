@@ -9,8 +9,6 @@ if missing) by an `update-collection-with-artifacts` reaction; it prints the wor
 from __future__ import annotations
 
 import argparse
-import re
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -28,39 +26,9 @@ from debusine.server.management.base import (
 )
 from debusine.server.work_requests import transitions
 from debusine.server.work_requests.transitions import InvalidWorkRequestError
+from debusine.tasks.mmdebstrap import FALLBACK_MIRROR, default_mirror
 
 ENVIRONMENTS = "debian:environments"
-
-#: The mirror used when this machine's APT configuration names none.
-FALLBACK_MIRROR = "http://deb.debian.org/debian"
-
-APT_DIRECTORY = Path("/etc/apt")
-
-
-def default_mirror(apt_directory: Path = APT_DIRECTORY) -> str:
-    """
-    The mirror this machine's APT uses: the first `URIs:` of `sources.list.d/*.sources`, else
-    the first `deb` line of `sources.list`, else FALLBACK_MIRROR.
-    """
-    for sources in sorted((apt_directory / "sources.list.d").glob("*.sources")):
-        try:
-            text = sources.read_text()
-        except OSError:
-            continue
-        for line in text.splitlines():
-            key, colon, value = line.partition(":")
-            if colon and key.strip().lower() == "uris" and value.split():
-                return value.split()[0]
-    try:
-        lines = (apt_directory / "sources.list").read_text().splitlines()
-    except OSError:
-        lines = []
-    for line in lines:
-        # `deb [options] URI suite components...`
-        words = re.sub(r"\[[^]]*\]", " ", line.split("#", 1)[0]).split()
-        if len(words) >= 2 and words[0] == "deb":
-            return words[1]
-    return FALLBACK_MIRROR
 
 
 def mmdebstrap_task_data(

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
 from debusine.server.db.models import Collection, CollectionItem, WorkRequest
-from debusine.server.management.commands.environment import FALLBACK_MIRROR, default_mirror
 from debusine.server.management.tests.helpers import run, run_fails
 from debusine.server.work_requests import transitions
 from debusine.testing.playground import Playground
@@ -98,35 +93,6 @@ def test_invalid_task_data_is_refused(playground: Playground) -> None:
     assert "variant" in message
     assert not WorkRequest.objects.exists()
     assert not Collection.objects.exists()
-
-
-@pytest.mark.parametrize(
-    ("files", "expected"),
-    [
-        (
-            {
-                "sources.list.d/debian.sources": "Types: deb\nURIs: http://one.example/debian\n"
-                "Suites: bookworm\n",
-                "sources.list": "deb http://two.example/debian bookworm main\n",
-            },
-            "http://one.example/debian",
-        ),
-        (
-            {
-                "sources.list": "# deb http://x\n"
-                "deb [arch=amd64] http://two.example/debian sid main\n"
-            },
-            "http://two.example/debian",
-        ),
-        ({}, FALLBACK_MIRROR),
-    ],
-)
-def test_default_mirror(tmp_path: Path, files: dict[str, str], expected: str) -> None:
-    for name, text in files.items():
-        path = tmp_path / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    assert default_mirror(tmp_path) == expected
 
 
 def test_add_files_an_existing_tarball(playground: Playground) -> None:

@@ -24,13 +24,14 @@ import pytest
 
 from debusine.tasks.executors.cache import CachedEnvironment
 from debusine.tasks.executors.unshare import ExecutorError, UnshareExecutor, unshare_available
+from debusine.testing.environments import BUILDD_TARBALL
 from debusine.testing.worker import CHECKOUT, ensure_worker_user, worker_venv
 
-TARBALL = Path("/var/cache/debusine-tests/bookworm-amd64-buildd.tar.zst")
+TARBALL = BUILDD_TARBALL
 WORKER_USER = "debusine-worker"
 
 pytestmark = [
-    pytest.mark.skipif(not TARBALL.exists(), reason=f"{TARBALL} is missing"),
+    pytest.mark.usefixtures("buildd_tarball"),
     pytest.mark.skipif(shutil.which("unshare") is None, reason="unshare is not installed"),
 ]
 
