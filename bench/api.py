@@ -30,20 +30,21 @@ import psycopg
 import requests
 
 from bench.common import cpu_seconds, rss_mib
+from debusine.server.work_requests.sql import COMPLETED, SUCCESS
 from debusine.testing.throwaway import ThrowawayInstance, throwaway_instance
 
 POSTGRES_URL = os.environ.get("DEBUSINE_DATABASE_URL", "postgresql://127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("DEBUSINE_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 #: Work requests inserted in one statement, all completed noops of the bench user.
-HISTORY_SQL = """
+HISTORY_SQL = f"""
 INSERT INTO db_workrequest (
     workspace_id, created_by_id, created_at, started_at, completed_at, status, result,
     task_type, task_name, task_data, version, priority_base, priority_adjustment,
     unblock_strategy, workflow_data, event_reactions, workflows_need_update
 )
-SELECT w.id, u.id, now() - make_interval(secs => n), now(), now(), 'completed', 'success',
-       'Worker', 'noop', '{"result": true}', 0, 0, 0, 'deps', '{}', '{}', false
+SELECT w.id, u.id, now() - make_interval(secs => n), now(), now(), {COMPLETED}, {SUCCESS},
+       'Worker', 'noop', '{{"result": true}}', 0, 0, 0, 'deps', '{{}}', '{{}}', false
 FROM generate_series(1, %(count)s) AS n,
      db_workspace AS w, db_user AS u
 WHERE w.name = 'System' AND u.username = 'bench'

@@ -34,16 +34,17 @@ import requests
 
 from bench.api import HISTORY_SQL
 from bench.common import cpu_seconds, pss_mib, rss_mib
+from debusine.server.work_requests.sql import HELD, SUCCESS
 from debusine.testing.throwaway import ThrowawayInstance, throwaway_instance
 from debusine.testing.worker import WorkerProcess, start_worker
 
 POSTGRES_URL = os.environ.get("DEBUSINE_DATABASE_URL", "postgresql://127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("DEBUSINE_REDIS_URL", "redis://127.0.0.1:6379/0")
 
-UNFINISHED_SQL = "SELECT count(*) FROM db_workrequest WHERE status IN ('pending', 'running')"
-SPAN_SQL = """
+UNFINISHED_SQL = f"SELECT count(*) FROM db_workrequest WHERE status IN {HELD}"
+SPAN_SQL = f"""
 SELECT count(*), min(created_at), max(completed_at),
-       count(*) FILTER (WHERE result <> 'success')
+       count(*) FILTER (WHERE result <> {SUCCESS})
 FROM db_workrequest WHERE id = ANY(%s)
 """
 LATENCY_SQL = "SELECT status, completed_at - created_at FROM db_workrequest WHERE id = %s"

@@ -26,17 +26,19 @@ import uuid
 
 import psycopg
 
+from debusine.server.work_requests.sql import COMPLETED, PENDING, SUCCESS
+
 POSTGRES_URL = os.environ.get("DEBUSINE_DATABASE_URL", "postgresql://127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("DEBUSINE_REDIS_URL", "redis://127.0.0.1:6379/0")
 
-PENDING_SQL = """
+PENDING_SQL = f"""
 INSERT INTO db_workrequest (
     workspace_id, created_by_id, created_at, status, result, task_type, task_name, task_data,
     version, priority_base, priority_adjustment, unblock_strategy, workflow_data,
     event_reactions, workflows_need_update
 )
-SELECT w.id, u.id, now() - make_interval(secs => n), 'pending', '', 'Worker', 'noop',
-       '{"result": true}', 0, n %% 3, 0, 'deps', '{}', '{}', false
+SELECT w.id, u.id, now() - make_interval(secs => n), {PENDING}, '', 'Worker', 'noop',
+       '{{"result": true}}', 0, n %% 3, 0, 'deps', '{{}}', '{{}}', false
 FROM generate_series(1, %(count)s) AS n, db_workspace AS w, db_user AS u
 WHERE w.name = 'System' AND u.username = 'bench'
 """
@@ -133,13 +135,13 @@ def run(database_url: str, pending: int, workers: int) -> None:
 
         print(f"{pending} pending work requests, {workers} idle workers (2 cores)")
         timed_pass(f"pass 1: assign {workers} (notifications not sent)", notify=False)
-        connection.execute("UPDATE db_workrequest SET worker_id = NULL WHERE status = 'pending'")
+        connection.execute(f"UPDATE db_workrequest SET worker_id = NULL WHERE status = {PENDING}")
         timed_pass(f"pass 2: assign {workers} again, notifying through Redis")
         timed_pass("pass 3: every worker busy")
         timed_pass("pass 4: every worker busy, fallback re-notification", renotify=True)
         # Complete what was assigned; nine workers in ten refuse noop from now on.
         connection.execute(
-            "UPDATE db_workrequest SET status = 'completed', result = 'success', "
+            f"UPDATE db_workrequest SET status = {COMPLETED}, result = {SUCCESS}, "
             "completed_at = now() WHERE worker_id IS NOT NULL"
         )
         connection.execute(
