@@ -18,6 +18,7 @@ import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from django.db import models
 from django.http import HttpResponse
 
 from debusine.protocol.work_requests import (
@@ -26,11 +27,11 @@ from debusine.protocol.work_requests import (
     WorkRequestResult,
     WorkRequestStatus,
 )
+from debusine.server.db.models import WorkRequest
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from debusine.server.db.models import WorkRequest
     from debusine.server.db.models.work_requests import WorkRequestQuerySet
 
 
@@ -89,43 +90,13 @@ ORM_FIELDS = (
     "artifact_ids",
 )
 
+#: The first ORM_FIELDS are columns of `db_workrequest` itself; the last three are joined.
+_OWN_FIELDS = [WorkRequest._meta.get_field(name) for name in ORM_FIELDS[:-3]]
+#: Their column names, for statements over the table.
+_SQL_OWN_COLUMNS = tuple(field.column for field in _OWN_FIELDS)  # type: ignore[union-attr]
 #: Positions of the JSON columns, which raw SQL hands over as text.
 _JSON_COLUMNS = tuple(
-    index
-    for index, name in enumerate(WorkRequestRow._fields)
-    if name
-    in (
-        "task_data",
-        "configured_task_data",
-        "dynamic_task_data",
-        "output_data",
-        "workflow_data",
-        "event_reactions",
-    )
-)
-
-
-#: `WorkRequestRow`'s columns of `db_workrequest` itself, in order (the last three are joined).
-_SQL_OWN_COLUMNS = (
-    "id",
-    "task_name",
-    "created_at",
-    "created_by_id",
-    "aborted_by_id",
-    "started_at",
-    "completed_at",
-    "worker_id",
-    "task_type",
-    "task_data",
-    "configured_task_data",
-    "dynamic_task_data",
-    "output_data",
-    "priority_base",
-    "priority_adjustment",
-    "workflow_data",
-    "event_reactions",
-    "status",
-    "result",
+    index for index, field in enumerate(_OWN_FIELDS) if isinstance(field, models.JSONField)
 )
 _SQL_ARTIFACT_IDS = (
     "ARRAY(SELECT a.id FROM db_artifact a WHERE a.created_by_work_request_id = WR.id)"
