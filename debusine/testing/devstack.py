@@ -37,7 +37,12 @@ from typing import NoReturn
 
 from debusine.server.project import instance
 from debusine.testing.embedded import EmbeddedServiceError, Services, provide_services
-from debusine.testing.processes import stop_process, terminate_with_parent
+from debusine.testing.processes import (
+    describe_port_holders,
+    port_is_taken,
+    stop_process,
+    terminate_with_parent,
+)
 
 ADMIN_USERNAME = "admin"
 CLIENT_CONFIG_SERVER = "local"
@@ -376,6 +381,13 @@ class DevStack:
             self._stop()
 
     def _start(self) -> None:
+        if port_is_taken(self.port):
+            # Whatever answers there (an earlier stack's orphaned server, another program)
+            # would be taken for our server once it "answers", and ours could not bind.
+            raise EmbeddedServiceError(
+                f"{describe_port_holders(self.port)} is already in use;"
+                " stop what holds it or choose another port (make run PORT=...)"
+            )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         print(f"Data directory: {self.data_dir}", flush=True)
         self.services = provide_services(

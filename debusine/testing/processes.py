@@ -85,3 +85,104 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         process.wait()
+
+
+def port_is_taken(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could not listen on `host:port` now (something answers or binds it)."""
+    if answers((host, port)):
+        return True
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As servers do: a port whose old connections linger in TIME_WAIT is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+#: State of a listening socket in /proc/net/tcp{,6} (TCP_LISTEN in the kernel's numbering).
+_TCP_LISTEN = "0A"
+
+
+def _listening_inodes(port: int) -> set[str]:
+    """Socket inodes listening on TCP `port` (any address, IPv4 or IPv6), from /proc/net."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            # sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            if len(fields) < 10 or fields[3] != _TCP_LISTEN:
+                continue
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def _command_line(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "?"
+    return " ".join(part.decode(errors="replace") for part in raw.split(b"\0") if part) or "?"
+
+
+def port_holders(port: int) -> list[tuple[int, str]]:
+    """
+    (PID, command line) of each process listening on TCP `port`, as far as /proc shows.
+
+    Only the processes whose file descriptors we may read are found (all of them as root, our
+    own otherwise); an empty list means "unknown", not "nobody".
+    """
+    inodes = _listening_inodes(port)
+    if not inodes:
+        return []
+    wanted = {f"socket:[{inode}]" for inode in inodes}
+    holders: list[tuple[int, str]] = []
+    for process in Path("/proc").iterdir():
+        if not process.name.isdigit():
+            continue
+        try:
+            descriptors = list((process / "fd").iterdir())
+        except OSError:
+            continue  # gone, or not ours to read
+        targets: set[str] = set()
+        for descriptor in descriptors:
+            with contextlib.suppress(OSError):  # closed since the listing
+                targets.add(str(descriptor.readlink()))
+        if targets & wanted:
+            pid = int(process.name)
+            holders.append((pid, _command_line(pid)))
+    return sorted(holders)
+
+
+def describe_port_holders(port: int) -> str:
+    """`port N`, followed by who holds it when /proc tells (for one-line error messages)."""
+    holders = port_holders(port)
+    if not holders:
+        return f"port {port}"
+    shown = ", ".join(f"PID {pid} ({command[:80]})" for pid, command in holders[:3])
+    more = f" and {len(holders) - 3} more" if len(holders) > 3 else ""
+    return f"port {port}, held by {shown}{more}"
+
+
+def descendants(pid: int) -> set[int]:
+    """PIDs of every process below `pid` (from /proc: the parent PID is field 4 of stat)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        children = {child for child, parent in parents.items() if parent in frontier}
+        frontier = children - found
+        found |= children
+    return found

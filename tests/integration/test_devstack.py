@@ -29,7 +29,7 @@ import pytest
 from debusine.server.project import instance
 from debusine.testing.devstack import READY_LINE_PREFIX, recorded_token_key
 from debusine.testing.embedded import EmbeddedPostgres, redis_answers
-from debusine.testing.processes import free_port, process_is_alive
+from debusine.testing.processes import descendants, free_port, process_is_alive
 
 READY_TIMEOUT = 60.0
 
@@ -53,24 +53,6 @@ def wait_for_line(lines: queue.Queue[str], prefix: str, timeout: float) -> tuple
         if line.startswith(prefix):
             return line, "".join(seen)
     pytest.fail(f"no line starting with {prefix!r} within {timeout}s:\n{''.join(seen)}")
-
-
-def descendants(pid: int) -> set[int]:
-    """PIDs of every process below `pid` (from /proc: parent PID is field 4 of stat)."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        parents[int(stat.parent.name)] = int(fields[1])
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        children = {child for child, parent in parents.items() if parent in frontier}
-        frontier = children - found
-        found |= children
-    return found
 
 
 def wait_for_noop(port: int, token: str, timeout: float = 60) -> tuple[str, str]:

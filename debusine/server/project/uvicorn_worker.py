@@ -4,13 +4,24 @@ from typing import Any
 
 from uvicorn.workers import UvicornWorker
 
+from debusine.server.project.parent_death import stop_when_parent_dies
+
 
 class DebusineUvicornWorker(UvicornWorker):
     """
-    uvicorn's gunicorn worker, configured for Django.
+    uvicorn's gunicorn worker, configured for Django, that stops when the gunicorn master dies.
 
     Django's ASGI application does not implement the lifespan protocol: probing it only logs a
     misleading "unsupported" line per worker at every start.
+
+    uvicorn's worker never checks that its master is still alive: a master killed with SIGKILL
+    would leave it serving on the port. It asks Linux for a SIGTERM when the master dies,
+    once gunicorn has switched to the configured user (which clears that request).
     """
 
     CONFIG_KWARGS: dict[str, Any] = {**UvicornWorker.CONFIG_KWARGS, "lifespan": "off"}
+
+    def init_signals(self) -> None:
+        """Install the signal handlers, then ask for SIGTERM when the master dies."""
+        super().init_signals()
+        stop_when_parent_dies(self.ppid)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -222,3 +223,51 @@ def test_local_worker_is_pre_created_once_and_again_for_a_new_database(tmp_path:
     devstack.prepare_local_worker(config_dir, 8123)
     assert not (config_dir / "token").exists()
     assert Worker.objects.filter(name=devstack.LOCAL_WORKER_FQDN).count() == 1
+
+
+def test_stack_refuses_a_port_something_else_listens_on(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        code = devstack.main(["--port", str(port), "--data-dir", str(tmp_path / "data")])
+
+    assert code == 1
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert f"port {port}, held by PID {os.getpid()} (" in error
+    assert "already in use" in error
+    # Refused before anything started: no data directory, no services.
+    assert not (tmp_path / "data").exists()
+
+
+def test_port_holders_name_the_listening_process() -> None:
+    from debusine.testing.processes import describe_port_holders, port_holders, port_is_taken
+
+    port = free_port()
+    assert not port_is_taken(port)
+    assert port_holders(port) == []
+    assert describe_port_holders(port) == f"port {port}"
+    listener = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import socket, sys, time\n"
+            f"s = socket.create_server(('127.0.0.1', {port}))\n"
+            "print('listening', flush=True)\n"
+            "time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert listener.stdout is not None and listener.stdout.readline() == "listening\n"
+        assert port_is_taken(port)
+        [(pid, command)] = port_holders(port)
+        assert pid == listener.pid
+        assert command.startswith(sys.executable)
+    finally:
+        listener.kill()
+        listener.wait()
