@@ -30,7 +30,7 @@ from debusine.client.config import (
     select_server,
     write_server,
 )
-from debusine.client.errors import ClientError, UsageError
+from debusine.client.errors import ClientError, LocalFileError, UsageError
 from debusine.client.progress import TransferProgress
 from debusine.protocol.artifacts import LenientArtifactResponse, check_artifact_path
 from debusine.protocol.work_requests import LenientWorkRequestResponse
@@ -234,6 +234,8 @@ def files_to_offer(paths: Sequence[str], base_directory: str | None) -> dict[str
     files: dict[str, LocalFile] = {}
     for given in paths:
         path = Path(given)
+        if path.is_dir():
+            raise UsageError(f"{given} is a directory, not a file")
         if not path.is_file():
             raise UsageError(f"{given}: no such file")
         if base is not None:
@@ -333,7 +335,10 @@ def download_artifact(options: argparse.Namespace, context: Context) -> None:
         except ValueError as error:
             raise ClientError(f"the server lists an unsafe path: {error}") from None
         destination = target / name
-        destination.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            destination.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise LocalFileError.from_os_error(error, destination.parent, "create") from None
         client.download_file(name, file, destination)
     print_yaml(
         context,
@@ -420,7 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=(
             "Configuration: ~/.config/debusine/client/config.ini ([General] default-server, "
             "[server:NAME] api-url, scope, token); create it with `debusine setup`. "
-            "Exit codes: 0 success, 2 bad arguments, 3 server, network or configuration error."
+            "Exit codes: 0 success, 2 bad arguments or a local file that cannot be read or "
+            "written, 3 server, network or configuration error."
         ),
     )
     parser.add_argument("--server", help="server section NAME of the configuration, or FQDN/SCOPE")
@@ -606,6 +612,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except OSError as error:
+        # A local file or directory the handlers did not name themselves (network errors are
+        # ClientErrors by now): still one line and exit 2, never a traceback.
+        reason = error.strerror or str(error) or type(error).__name__
+        message = f"{error.filename}: {reason}" if error.filename else reason
+        print(f"debusine: error: {message}".replace("\n", " "), file=sys.stderr)
+        return UsageError.exit_code
     return 0
 
 

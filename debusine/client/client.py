@@ -13,6 +13,7 @@ still works against Debusine servers that leave fields out.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections.abc import Iterator, Mapping
@@ -26,7 +27,13 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from debusine.client.errors import ClientError, DownloadError, ProblemError, ServerUnreachableError
+from debusine.client.errors import (
+    ClientError,
+    DownloadError,
+    LocalFileError,
+    ProblemError,
+    ServerUnreachableError,
+)
 from debusine.client.progress import NO_PROGRESS, TransferProgress
 from debusine.client.uploads import (
     DEFAULT_CHUNK_SIZE,
@@ -428,7 +435,18 @@ class DebusineClient:
             raise DownloadError(
                 f"downloading {description} failed: {describe_connection_error(error)}"
             ) from None
-        partial.replace(destination)
+        except OSError as error:
+            # Not the network (requests' errors are OSErrors too, handled above): the local
+            # side, e.g. a full disk or a directory where the file should go.
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
+            raise LocalFileError.from_os_error(error, partial, "write") from None
+        try:
+            partial.replace(destination)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                partial.unlink(missing_ok=True)
+            raise LocalFileError.from_os_error(error, destination, "write") from None
         return size
 
     # --- Websocket ---------------------------------------------------------------------------

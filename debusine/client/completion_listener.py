@@ -26,7 +26,7 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.sync.client import connect
 
 from debusine.client.client import DebusineClient
-from debusine.client.errors import ClientError, UsageError
+from debusine.client.errors import ClientError, LocalFileError, UsageError
 from debusine.protocol.work_requests import WorkRequestCompletedFrame
 
 RECONNECT_DELAY = (1.0, 6.0)
@@ -48,8 +48,12 @@ def read_cursor(path: Path | None) -> str | None:
 
 def write_cursor(path: Path, completed_at: str) -> None:
     temporary = path.with_name(f".{path.name}.new")
-    temporary.write_text(json.dumps({"last_completed_at": completed_at}) + "\n")
-    temporary.replace(path)
+    try:
+        temporary.write_text(json.dumps({"last_completed_at": completed_at}) + "\n")
+        temporary.replace(path)
+    except OSError as error:
+        # Not a lost connection (run_forever would reconnect and retry forever): stop.
+        raise LocalFileError.from_os_error(error, path, "write") from None
 
 
 class CompletionListener:

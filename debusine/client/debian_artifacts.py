@@ -25,7 +25,7 @@ from debusine.artifacts.local import (
     source_package_from_dsc,
 )
 from debusine.client.client import LocalFile
-from debusine.client.errors import UsageError
+from debusine.client.errors import LocalFileError, UsageError
 
 
 @dataclass(frozen=True)
@@ -60,4 +60,6 @@ def prepare(path: Path) -> list[PreparedArtifact]:
         artifacts = _local_artifacts(path)
     except LocalArtifactError as error:
         raise UsageError(str(error)) from None
+    except OSError as error:
+        raise LocalFileError.from_os_error(error, error.filename or path) from None
     return [PreparedArtifact.from_local(artifact) for artifact in artifacts]

@@ -18,6 +18,16 @@ class UsageError(ClientError):
     exit_code = 2
 
 
+class LocalFileError(UsageError):
+    """A local file could not be read or written (any OSError: EIO, EACCES, EISDIR, ENOSPC)."""
+
+    @classmethod
+    def from_os_error(cls, error: OSError, path: object, action: str = "read") -> LocalFileError:
+        """`cannot read PATH: No such file or directory` (the one line the client prints)."""
+        reason = error.strerror or str(error) or type(error).__name__
+        return cls(f"cannot {action} {path}: {reason}")
+
+
 class ConfigError(ClientError):
     """The configuration file is missing, unreadable, unsafe or incomplete."""
 

@@ -26,7 +26,12 @@ from typing import Any, BinaryIO, Protocol
 
 import requests
 
-from debusine.client.errors import ProblemError, ServerUnreachableError, UploadError
+from debusine.client.errors import (
+    LocalFileError,
+    ProblemError,
+    ServerUnreachableError,
+    UploadError,
+)
 from debusine.client.progress import Advance, TransferProgress
 from debusine.protocol.artifacts import FileRequest
 
@@ -58,10 +63,13 @@ class LocalFile:
     def from_path(cls, path: Path, content_type: str | None = None) -> LocalFile:
         digest = hashlib.sha256()
         size = 0
-        with path.open("rb") as contents:
-            while block := contents.read(_HASH_BLOCK_SIZE):
-                digest.update(block)
-                size += len(block)
+        try:
+            with path.open("rb") as contents:
+                while block := contents.read(_HASH_BLOCK_SIZE):
+                    digest.update(block)
+                    size += len(block)
+        except OSError as error:
+            raise LocalFileError.from_os_error(error, path) from None
         return cls(path=path, size=size, sha256=digest.hexdigest(), content_type=content_type)
 
     def as_request(self) -> FileRequest:
@@ -93,10 +101,19 @@ class UploadTransport(Protocol):
 
 
 class _Slice:
-    """`length` bytes of an open file from its current position, reporting progress."""
+    """
+    `length` bytes of an open file from its current position, reporting progress.
 
-    def __init__(self, contents: BinaryIO, length: int, advance: Advance) -> None:
+    A read error becomes a `LocalFileError`, not an OSError: the HTTP library would take an
+    OSError raised while it sends the body for a lost connection, and the upload would be
+    retried against a server that did nothing wrong.
+    """
+
+    def __init__(
+        self, contents: BinaryIO, length: int, advance: Advance, path: Path | None = None
+    ) -> None:
         self.contents = contents
+        self.path = path
         self.remaining = length
         self.length = length
         self.advance = advance
@@ -108,7 +125,10 @@ class _Slice:
         if self.remaining <= 0:
             return b""
         wanted = self.remaining if size < 0 else min(size, self.remaining)
-        block = self.contents.read(wanted)
+        try:
+            block = self.contents.read(wanted)
+        except OSError as error:
+            raise LocalFileError.from_os_error(error, self.path or self.contents) from None
         self.remaining -= len(block)
         self.advance(len(block))
         return block
@@ -155,7 +175,11 @@ class FileUploader:
         connection_failures = 0
         offset: int | None = None
         must_probe = True
-        with local.path.open("rb") as contents:
+        try:
+            contents = local.path.open("rb")
+        except OSError as error:
+            raise LocalFileError.from_os_error(error, local.path) from None
+        with contents:
             while True:
                 try:
                     if must_probe:
@@ -163,7 +187,10 @@ class FileUploader:
                         must_probe = False
                     if offset is None:
                         return True
-                    contents.seek(offset)
+                    try:
+                        contents.seek(offset)
+                    except OSError as error:
+                        raise LocalFileError.from_os_error(error, local.path) from None
                     status, offset = self._send_chunk(url, local, contents, offset, advance)
                 except ServerUnreachableError as error:
                     connection_failures += 1
@@ -201,7 +228,7 @@ class FileUploader:
             headers = {"Content-Range": f"bytes */{local.size}"}
         else:
             end = min(start + self.chunk_size, local.size) - 1
-            body_slice = _Slice(contents, end - start + 1, advance)
+            body_slice = _Slice(contents, end - start + 1, advance, local.path)
             headers = {"Content-Range": f"bytes {start}-{end}/{local.size}"}
         try:
             response = self.client.send(

@@ -329,6 +329,22 @@ def test_create_artifact_of_missing_file_is_a_bad_argument(cli: Cli, tmp_path: P
     assert "no such file" in run.stderr
 
 
+def test_download_onto_a_directory_is_a_local_error(cli: Cli, tmp_path: Path) -> None:
+    (path,) = write_files(tmp_path / "source", {"taken.bin": 100})
+    artifact_id = str(
+        cli.ok("create-artifact", "debusine:test", "--upload", str(path)).yaml()["artifact_id"]
+    )
+    target = tmp_path / "target"
+    (target / "taken.bin").mkdir(parents=True)
+
+    run = cli.fails(2, "download-artifact", artifact_id, "--target-directory", str(target))
+
+    assert run.stderr.count("\n") == 1, run.describe()
+    assert f"cannot write {target / 'taken.bin'}: Is a directory" in run.stderr
+    assert (target / "taken.bin").is_dir()
+    assert list(target.iterdir()) == [target / "taken.bin"]  # no .part left behind
+
+
 def test_missing_artifact_is_a_404_problem(cli: Cli) -> None:
     assert "HTTP 404" in cli.fails(3, "show-artifact", "999999").stderr
     assert "HTTP 404" in cli.fails(3, "download-artifact", "999999").stderr

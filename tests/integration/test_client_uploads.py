@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from debusine.client.client import DebusineClient, LocalFile
-from debusine.client.errors import UploadError
+from debusine.client.errors import LocalFileError, UploadError
 from debusine.client.uploads import FileUploader
 from tests.integration.conftest import LiveServer
 
@@ -200,3 +200,23 @@ def test_interrupted_connection_resumes(
     assert CHUNK <= resumed_from < SIZE
     assert uploader.events[-1][-1] == 201
     assert downloaded(direct, artifact.id, tmp_path) == local_file.path.read_bytes()
+
+
+def test_read_error_during_upload_is_a_local_error_not_retried(
+    client: DebusineClient, local_file: LocalFile, tmp_path: Path
+) -> None:
+    # The file was hashed, then its disk fails: reads now give EIO (/proc/self/mem at offset
+    # 0 is a real file whose reads do). Not the server's fault: no retry, no UploadError.
+    link = tmp_path / "failing.bin"
+    link.symlink_to(local_file.path)
+    hashed = LocalFile.from_path(link)
+    artifact = client.artifact_create("debusine:test", {"payload.bin": hashed}, {})
+    link.unlink()
+    link.symlink_to("/proc/self/mem")
+    uploader = FileUploader(client, chunk_size=CHUNK, retry_delay=0)
+
+    with pytest.raises(LocalFileError, match=f"cannot read {link}: Input/output error"):
+        uploader.upload(artifact.id, "payload.bin", hashed)
+
+    assert uploader.events == [("probe", 0)]
+    assert client.artifact_get(artifact.id).files_to_upload == ["payload.bin"]

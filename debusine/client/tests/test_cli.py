@@ -79,3 +79,75 @@ def test_every_subcommand_has_help(capsys: pytest.CaptureFixture[str]) -> None:
             main([name, "--help"])
         assert exit_info.value.code == 0
         assert "usage: debusine" in capsys.readouterr().out
+
+
+#: A real file whose reads fail with EIO (offset 0 of our own memory is never mapped).
+UNREADABLE = "/proc/self/mem"
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Exit code and stderr of `debusine ARGV` (the configuration is never reached)."""
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    return code, captured.err
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["create-artifact", "debusine:test", "--upload", UNREADABLE], "Input/output error"),
+        (["create-artifact", "debusine:test", "--data", UNREADABLE], "Input/output error"),
+        (["create-work-request", "noop", "--data", UNREADABLE], "Input/output error"),
+        (["create-workflow", "template", "--data", UNREADABLE], "Input/output error"),
+        (["create-artifact", "debusine:test", "--upload", "DIR"], "is a directory"),
+        (["create-work-request", "noop", "--data", "DIR"], "Is a directory"),
+        (["import-debian-artifact", "DIR/unreadable.dsc"], "Input/output error"),
+    ],
+)
+def test_unreadable_local_input_is_one_line_and_exit_2(
+    arguments: list[str],
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "unreadable.dsc").symlink_to(UNREADABLE)
+    argv = [argument.replace("DIR", str(tmp_path)) for argument in arguments]
+    code, error = run_cli(["--config-file", str(tmp_path / "none.ini"), *argv], capsys)
+    assert code == 2
+    assert error.startswith("debusine: error: ")
+    assert message in error
+    assert error.count("\n") == 1
+
+
+def test_a_read_error_while_sending_is_not_a_connection_error(tmp_path: Path) -> None:
+    from debusine.client.errors import LocalFileError
+    from debusine.client.uploads import _Slice
+
+    with Path(UNREADABLE).open("rb") as contents, pytest.raises(LocalFileError) as raised:
+        _Slice(contents, 10, lambda _n: None, Path(UNREADABLE)).read(10)
+    assert not isinstance(raised.value, OSError)
+    assert str(raised.value) == f"cannot read {UNREADABLE}: Input/output error"
+
+
+def test_a_cursor_that_cannot_be_written_stops_the_listener(tmp_path: Path) -> None:
+    from debusine.client.completion_listener import write_cursor
+    from debusine.client.errors import LocalFileError
+
+    with pytest.raises(LocalFileError, match=r"cannot write .*No such file or directory"):
+        write_cursor(tmp_path / "missing" / "cursor.json", "2025-01-01T00:00:00Z")
+
+
+def test_any_other_os_error_is_still_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The last resort of main(): an OSError no handler turned into a message of its own.
+    from debusine.client import debian_artifacts
+
+    def failing_prepare(path: Path) -> None:
+        raise OSError(5, "Input/output error", str(path))
+
+    monkeypatch.setattr(debian_artifacts, "prepare", failing_prepare)
+    code, error = run_cli(["import-debian-artifact", str(tmp_path / "x.dsc")], capsys)
+    assert code == 2
+    assert error == f"debusine: error: {tmp_path / 'x.dsc'}: Input/output error\n"
