@@ -15,8 +15,9 @@ import shlex
 import subprocess
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
+from annotated_types import MaxLen
 from debian import deb822
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -29,11 +30,20 @@ from debusine.artifacts.models import (
 from debusine.tasks.base import LookupFailedError, LookupResolver, TaskError
 from debusine.tasks.executor_task import ExecutorTask
 from debusine.tasks.models import (
+    MAX_ITEMS,
+    MAX_TIMEOUT_FACTOR,
     BaseDynamicTaskDataWithExecutor,
     BaseTaskDataWithExecutor,
-    ExtraRepository,
+    DatabaseId,
+    ExtraRepositories,
+    LookupAny,
     LookupMultiple,
     LookupSingle,
+    Name,
+    Names,
+    ResolvedIds,
+    Seconds,
+    Text,
 )
 
 #: autopkgtest's output directory and summary file, relative to the execute directory.
@@ -79,39 +89,40 @@ class AutopkgtestTimeout(BaseModel):
     # Stored and sent under the wire names ("global", "copy"), whoever dumps the model.
     model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
 
-    global_: int | None = Field(default=None, alias="global", ge=0)
-    factor: int | None = Field(default=None, ge=0)
-    short: int | None = Field(default=None, ge=0)
-    install: int | None = Field(default=None, ge=0)
-    test: int | None = Field(default=None, ge=0)
-    copy_: int | None = Field(default=None, alias="copy", ge=0)
+    global_: Seconds | None = Field(default=None, alias="global")
+    #: A multiplier of every timeout.
+    factor: int | None = Field(default=None, ge=0, le=MAX_TIMEOUT_FACTOR)
+    short: Seconds | None = None
+    install: Seconds | None = None
+    test: Seconds | None = None
+    copy_: Seconds | None = Field(default=None, alias="copy")
 
 
 class AutopkgtestData(BaseTaskDataWithExecutor):
     """Data of the `autopkgtest` task."""
 
     input: AutopkgtestInput
-    host_architecture: str
+    host_architecture: Name
     #: Required here (optional in the base).
-    environment: int | str | dict[str, Any]
-    include_tests: list[str] = Field(default_factory=list)
-    exclude_tests: list[str] = Field(default_factory=list)
+    environment: LookupAny
+    include_tests: Names = Field(default_factory=list)
+    exclude_tests: Names = Field(default_factory=list)
     debug_level: int = Field(default=0, ge=0, le=3)
     #: Prefer the environment's own suite to the extra repositories (`--apt-default-release`).
     use_packages_from_base_repository: bool = False
-    extra_environment: dict[str, str] = Field(default_factory=dict)
+    extra_environment: Annotated[dict[Name, Text], MaxLen(MAX_ITEMS)] = Field(default_factory=dict)
     needs_internet: AutopkgtestNeedsInternet = AutopkgtestNeedsInternet.RUN
     fail_on: AutopkgtestFailOn = Field(default_factory=AutopkgtestFailOn)
     timeout: AutopkgtestTimeout | None = None
-    extra_repositories: list[ExtraRepository] | None = None
+    extra_repositories: ExtraRepositories | None = None
 
 
 class AutopkgtestDynamicData(BaseDynamicTaskDataWithExecutor):
     """Dynamic data of the `autopkgtest` task."""
 
-    input_source_artifact_id: int
-    input_binary_artifacts_ids: list[int] = Field(default_factory=list)
-    input_context_artifacts_ids: list[int] = Field(default_factory=list)
+    input_source_artifact_id: DatabaseId
+    input_binary_artifacts_ids: ResolvedIds = Field(default_factory=list)
+    input_context_artifacts_ids: ResolvedIds = Field(default_factory=list)
 
 
 def parse_summary(text: str) -> dict[str, DebianAutopkgtestResult]:

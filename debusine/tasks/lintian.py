@@ -36,8 +36,12 @@ from debusine.tasks.executors.unshare import UnshareExecutor
 from debusine.tasks.models import (
     BaseDynamicTaskDataWithExecutor,
     BaseTaskDataWithExecutor,
+    DatabaseId,
     LookupMultiple,
     LookupSingle,
+    Name,
+    Names,
+    ResolvedIds,
 )
 
 #: Lintian's one-letter codes, from the most to the least severe. `masked` tags are dropped.
@@ -127,22 +131,22 @@ class LintianData(BaseTaskDataWithExecutor):
     input: LintianInput
     output: LintianOutput = Field(default_factory=LintianOutput)
     #: Distribution the packages are meant for, recorded in the summaries ("vendor:codename").
-    target_distribution: str = "debian:unstable"
+    target_distribution: Name = "debian:unstable"
     #: Only these tags (lintian `--tags`).
-    include_tags: list[str] = Field(default_factory=list)
+    include_tags: Names = Field(default_factory=list)
     #: Not these tags (lintian `--suppress-tags`).
-    exclude_tags: list[str] = Field(default_factory=list)
+    exclude_tags: Names = Field(default_factory=list)
     #: The task fails if a tag of this severity or a more severe one is found.
     fail_on_severity: LintianFailOnSeverity = LintianFailOnSeverity.ERROR
     #: Architecture of the environment to look up (default: the worker's).
-    host_architecture: str | None = None
+    host_architecture: Name | None = None
 
 
 class LintianDynamicData(BaseDynamicTaskDataWithExecutor):
     """Dynamic data of the `lintian` task."""
 
-    input_source_artifact_id: int | None = None
-    input_binary_artifacts_ids: list[int] = Field(default_factory=list)
+    input_source_artifact_id: DatabaseId | None = None
+    input_binary_artifacts_ids: ResolvedIds = Field(default_factory=list)
 
 
 # --- Output parsing ------------------------------------------------------------------------

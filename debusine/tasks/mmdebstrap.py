@@ -28,17 +28,28 @@ import tempfile
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import requests
+from annotated_types import MaxLen
 from debian.deb822 import Release
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from debusine.artifacts import DebianSystemTarball, LocalArtifact, system_tarball
 from debusine.client.client import LocalFile
 from debusine.tasks.base import BaseTask, LookupResolver
-from debusine.tasks.models import BaseDynamicTaskData, BaseTaskData, TaskType
+from debusine.tasks.models import (
+    MAX_ITEMS,
+    BaseDynamicTaskData,
+    BaseTaskData,
+    Document,
+    LookupSingle,
+    Name,
+    Names,
+    TaskType,
+    Text,
+)
 
 #: Name of the tarball in the execute directory and in the artifact.
 OUTPUT_FILENAME = "system.tar.xz"
@@ -140,9 +151,9 @@ class RepositoryKeyring(_Strict):
     """An external keyring to check a bootstrap repository with."""
 
     #: http(s):// URL, or file:// URL under /usr/share/keyrings or /usr/local/share/keyrings.
-    url: str
+    url: Text
     #: Expected SHA-256 of the keyring (empty: not checked).
-    sha256sum: str = ""
+    sha256sum: Annotated[str, MaxLen(64)] = ""
     #: Also install the keyring in the system and refer to it in its APT sources.
     install: bool = False
 
@@ -168,14 +179,16 @@ class RepositoryKeyring(_Strict):
 class BootstrapRepository(_Strict):
     """One APT repository the system is bootstrapped from (and keeps in its sources)."""
 
-    mirror: str
-    suite: str
-    types: list[RepositoryType] = Field(default_factory=lambda: [RepositoryType.DEB], min_length=1)
+    mirror: Text
+    suite: Name
+    types: list[RepositoryType] = Field(
+        default_factory=lambda: [RepositoryType.DEB], min_length=1, max_length=len(RepositoryType)
+    )
     #: None: every component the suite's Release file lists.
-    components: list[str] | None = None
+    components: Names | None = None
     check_signature_with: CheckSignatureWith = CheckSignatureWith.SYSTEM
     #: A keyring package to install in the system.
-    keyring_package: str | None = None
+    keyring_package: Name | None = None
     keyring: RepositoryKeyring | None = None
 
     @field_validator("types")
@@ -203,10 +216,10 @@ class BootstrapOptions(_Strict):
     """Options of the bootstrap as a whole."""
 
     #: Architecture of the system (the task runs on a worker able to run it).
-    architecture: str
+    architecture: Name
     variant: MmDebstrapVariant | None = None
     #: Packages to install besides the variant's.
-    extra_packages: list[str] = Field(default_factory=list)
+    extra_packages: Names = Field(default_factory=list)
     #: Refer to external keyrings with Signed-By in the bootstrap's APT sources.
     use_signed_by: bool = True
 
@@ -214,11 +227,11 @@ class BootstrapOptions(_Strict):
 class MmDebstrapData(BaseTaskData):
     """Data of the `mmdebstrap` task."""
 
-    task_configuration: int | str | None = "default@debusine:task-configuration"
+    task_configuration: LookupSingle | None = "default@debusine:task-configuration"
     bootstrap_options: BootstrapOptions
-    bootstrap_repositories: list[BootstrapRepository] = Field(min_length=1)
+    bootstrap_repositories: list[BootstrapRepository] = Field(min_length=1, max_length=MAX_ITEMS)
     #: A script copied into the system, run there (chrooted) at the end, then removed.
-    customization_script: str | None = None
+    customization_script: Document | None = None
 
 
 def read_os_release(path: Path) -> dict[str, str]:

@@ -39,9 +39,13 @@ from debusine.tasks.models import (
     BackendType,
     BaseDynamicTaskDataWithExecutor,
     BaseTaskDataWithExecutor,
-    ExtraRepository,
+    DatabaseId,
+    ExtraRepositories,
+    LookupAny,
     LookupMultiple,
     LookupSingle,
+    Name,
+    ResolvedIds,
 )
 
 PIUPARTS_LOG = "piuparts.log"
@@ -86,19 +90,19 @@ class PiupartsData(BaseTaskDataWithExecutor):
     """Data of the `piuparts` task."""
 
     input: PiupartsInput
-    host_architecture: str
+    host_architecture: Name
     #: Lookup of the system tarball piuparts makes its test chroot from.
     base_tgz: LookupSingle
     #: Required here (optional in the base).
-    environment: int | str | dict[str, Any]
-    extra_repositories: list[ExtraRepository] | None = None
+    environment: LookupAny
+    extra_repositories: ExtraRepositories | None = None
 
 
 class PiupartsDynamicData(BaseDynamicTaskDataWithExecutor):
     """Dynamic data of the `piuparts` task."""
 
-    input_binary_artifacts_ids: list[int] = Field(default_factory=list)
-    base_tgz_id: int
+    input_binary_artifacts_ids: ResolvedIds = Field(default_factory=list)
+    base_tgz_id: DatabaseId
 
 
 def decompressor_for(path: Path) -> list[str]:

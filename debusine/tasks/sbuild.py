@@ -34,11 +34,17 @@ from debusine.artifacts import (
 from debusine.tasks.base import LookupFailedError, LookupResolver
 from debusine.tasks.executor_task import ExecutorTask
 from debusine.tasks.models import (
+    MAX_ITEMS,
     BaseDynamicTaskDataWithExecutor,
     BaseTaskDataWithExecutor,
-    ExtraRepository,
+    DatabaseId,
+    ExtraRepositories,
     LookupMultiple,
     LookupSingle,
+    Name,
+    Names,
+    ResolvedIds,
+    Text,
 )
 
 #: Author of binNMU changelog entries when neither the task data nor the server names one.
@@ -73,13 +79,13 @@ class SbuildBinNMU(_Strict):
     """A binary-only rebuild (binNMU)."""
 
     #: One line for the changelog entry (`--make-binNMU`).
-    changelog: str
+    changelog: Text
     #: Appended to the binary packages' version, e.g. `+b1` (`--append-to-version`).
-    suffix: str
+    suffix: Name
     #: Date of the changelog entry (default: now).
     timestamp: datetime | None = None
     #: Author of the changelog entry, `Name <address>` (default: the server's).
-    maintainer: str | None = None
+    maintainer: Text | None = None
 
     @field_validator("maintainer")
     @classmethod
@@ -114,19 +120,19 @@ class SbuildData(BaseTaskDataWithExecutor):
 
     input: SbuildInput
     #: Architecture the binary packages are built for.
-    host_architecture: str
+    host_architecture: Name
     #: Required here (optional in the base model).
     environment: LookupSingle
     build_components: list[SbuildBuildComponent] = Field(
-        default_factory=lambda: [SbuildBuildComponent.ANY]
+        default_factory=lambda: [SbuildBuildComponent.ANY], max_length=MAX_ITEMS
     )
     binnmu: SbuildBinNMU | None = None
-    build_profiles: list[str] | None = None
-    extra_repositories: list[ExtraRepository] | None = None
+    build_profiles: Names | None = None
+    extra_repositories: ExtraRepositories | None = None
     #: None: sbuild's default (apt).
     build_dep_resolver: SbuildBuildDepResolver | None = None
     #: Optimization criteria for the aspcud resolver.
-    aspcud_criteria: str | None = None
+    aspcud_criteria: Text | None = None
 
     @model_validator(mode="after")
     def _binnmu_is_arch_specific(self) -> SbuildData:
@@ -138,9 +144,9 @@ class SbuildData(BaseTaskDataWithExecutor):
 class SbuildDynamicData(BaseDynamicTaskDataWithExecutor):
     """What the server resolved for an `sbuild` work request."""
 
-    input_source_artifact_id: int
-    input_extra_binary_artifacts_ids: list[int] = Field(default_factory=list)
-    binnmu_maintainer: str | None = None
+    input_source_artifact_id: DatabaseId
+    input_extra_binary_artifacts_ids: ResolvedIds = Field(default_factory=list)
+    binnmu_maintainer: Text | None = None
 
 
 def build_log_status(build_log: Path) -> str | None:

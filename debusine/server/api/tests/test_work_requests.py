@@ -203,6 +203,19 @@ def test_create_rejects_invalid_task_data(client: APIClient) -> None:
     assert not WorkRequest.objects.exists()
 
 
+def test_create_refuses_task_data_out_of_bounds_with_the_reason(client: APIClient) -> None:
+    # A sleep the worker could not run (time.sleep overflows) is refused at creation.
+    response = client.post(
+        LIST_URL, {"task_name": "sleep", "task_data": {"seconds": 10**30}}, format="json"
+    )
+    body = assert_problem(response, 400, "Cannot create work request")
+    assert "seconds: Input should be less than or equal to 604800" in body["detail"]
+    assert body["validation_errors"] == {
+        "task_data.seconds": ["Input should be less than or equal to 604800"]
+    }
+    assert not WorkRequest.objects.exists()
+
+
 @pytest.mark.parametrize(
     ("event_reactions", "expected"),
     [
