@@ -7,8 +7,11 @@ in the data directory so that `debusine-admin` reaches the same instance, migrat
 database, makes sure an admin user with a token and a ready client configuration exist, then
 runs in the foreground the server, the scheduler, Celery beat, a Celery worker and one local
 worker daemon (registered and enabled through an activation token, configured under
-`<data dir>/worker/`). SIGINT or SIGTERM stops every process it started, by PID, newest first,
-then the embedded services.
+`<data dir>/worker/`). A process that fails is restarted with a back-off, as systemd's
+`Restart=on-failure` would (see `RestartPolicy`); one that keeps failing stops the stack.
+SIGINT or SIGTERM stops every process it started, by PID, newest first, then the embedded
+services. Every process it starts, and every process those start, dies with it even when it
+is killed outright (a parent-death signal in each).
 
 Server-side processes are listed in `stack_processes()`; the worker starts once the server
 answers.
@@ -61,6 +64,52 @@ class ProcessSpec:
 
     name: str
     argv: list[str]
+    #: Exit codes that mean "an administrator must look" (bad configuration): no restart,
+    #: like systemd's RestartPreventExitStatus=.
+    no_restart_codes: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """
+    How the dev stack restarts a process that failed, like systemd's `Restart=on-failure`.
+
+    The first restart waits `initial_delay`, each further one twice as long, up to
+    `max_delay`. A process that ran `stable_after` seconds counts as healthy again: its
+    next failure waits `initial_delay`. After `max_rapid_failures` failures in a row, each
+    within `stable_after` of its start, the supervisor gives up.
+    """
+
+    initial_delay: float = 0.1
+    max_delay: float = 10.0
+    stable_after: float = 30.0
+    max_rapid_failures: int = 5
+
+
+class GaveUpError(Exception):
+    """A process kept failing: the message says which and how; the stack must stop."""
+
+
+def describe_exit(code: int) -> str:
+    """`exited with code 1` or `was killed by SIGKILL`, from a Popen return code."""
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+        return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+@dataclass
+class _Restarts:
+    """What the supervisor remembers about one process to restart it."""
+
+    env: Mapping[str, str] | None
+    output: Path | None
+    started_at: float
+    rapid_failures: int = 0
+    delay: float = 0.0
+    #: When the pending restart is due (monotonic), None when the process runs.
+    due_at: float | None = None
 
 
 def server_worker_count(configured: int) -> int:
@@ -142,10 +191,14 @@ def stack_processes(port: int, workers: int) -> list[ProcessSpec]:
 
 
 class Supervisor:
-    """Starts processes, notices when one dies, and stops them all by PID."""
+    """Starts processes, restarts those that fail (in `supervise`), and stops them by PID."""
 
-    def __init__(self) -> None:
+    def __init__(self, policy: RestartPolicy | None = None) -> None:
         self.running: list[tuple[ProcessSpec, subprocess.Popen[bytes]]] = []
+        self.policy = policy or RestartPolicy()
+        self._restarts: dict[str, _Restarts] = {}
+        #: (name, old PID, exit code, delay) of each restart scheduled, for tests and logs.
+        self.restart_log: list[tuple[str, int, int, float]] = []
 
     def start(
         self,
@@ -159,9 +212,18 @@ class Supervisor:
 
         Its output goes to ours, or is appended to the file `output`.
         """
+        process = self._spawn(spec, env, output)
+        self.running.append((spec, process))
+        self._restarts[spec.name] = _Restarts(env=env, output=output, started_at=time.monotonic())
+        return process
+
+    @staticmethod
+    def _spawn(
+        spec: ProcessSpec, env: Mapping[str, str] | None, output: Path | None
+    ) -> subprocess.Popen[bytes]:
         with contextlib.ExitStack() as files:
             stdout = files.enter_context(output.open("ab")) if output is not None else None
-            process = subprocess.Popen(
+            return subprocess.Popen(
                 spec.argv,
                 env=env,
                 stdout=stdout,
@@ -169,8 +231,61 @@ class Supervisor:
                 start_new_session=True,
                 preexec_fn=terminate_with_parent,
             )
-        self.running.append((spec, process))
-        return process
+
+    def supervise(self, poll_interval: float = 0.1) -> NoReturn:
+        """
+        Run until a process gives up: restart each one that fails, with a back-off.
+
+        Raise GaveUpError when a process exits with one of its `no_restart_codes`, exits cleanly
+        (code 0: a long-running process is not meant to end), or fails too often in a row.
+        """
+        while True:
+            self.check_once()
+            time.sleep(poll_interval)
+
+    def check_once(self) -> None:
+        """Notice exits, schedule their restarts, and run the restarts that are due."""
+        now = time.monotonic()
+        for index, (spec, process) in enumerate(self.running):
+            state = self._restarts[spec.name]
+            if state.due_at is None:
+                code = process.poll()
+                if code is not None:
+                    self._schedule_restart(spec, process, code, state, now)
+            if state.due_at is not None and now >= state.due_at:
+                replacement = self._spawn(spec, state.env, state.output)
+                self.running[index] = (spec, replacement)
+                state.started_at = time.monotonic()
+                state.due_at = None
+                print(f"Restarted the {spec.name} process (PID {replacement.pid}).", flush=True)
+
+    def _schedule_restart(
+        self,
+        spec: ProcessSpec,
+        process: subprocess.Popen[bytes],
+        code: int,
+        state: _Restarts,
+        now: float,
+    ) -> None:
+        what = f"The {spec.name} process (PID {process.pid}) {describe_exit(code)}"
+        if code == 0 or code in spec.no_restart_codes:
+            raise GaveUpError(f"{what}; not restarting it")
+        policy = self.policy
+        if now - state.started_at >= policy.stable_after:
+            state.rapid_failures = 0
+            state.delay = 0.0
+        state.rapid_failures += 1
+        if state.rapid_failures > policy.max_rapid_failures:
+            raise GaveUpError(
+                f"{what}, its {policy.max_rapid_failures + 1}th failure in a row within"
+                f" {policy.stable_after:g}s of starting; giving up"
+            )
+        state.delay = min(
+            policy.max_delay, state.delay * 2 if state.delay else policy.initial_delay
+        )
+        state.due_at = now + state.delay
+        self.restart_log.append((spec.name, process.pid, code, state.delay))
+        print(f"{what}; restarting it in {state.delay:g}s.", flush=True)
 
     def first_exited(self) -> tuple[ProcessSpec, int] | None:
         """The first process that has exited, with its exit code, if any."""
@@ -191,7 +306,8 @@ class Supervisor:
     def stop_all(self, timeout: float = 20) -> None:
         """Stop every process, newest first: SIGTERM, then SIGKILL after `timeout`."""
         while self.running:
-            _spec, process = self.running.pop()
+            spec, process = self.running.pop()
+            self._restarts.pop(spec.name, None)
             stop_process(process, timeout)
 
 
@@ -368,8 +484,9 @@ class DevStack:
         signal.signal(signal.SIGTERM, _request_stop)
         try:
             self._start()
-            spec, code = self.supervisor.wait_for_any_exit()
-            print(f"The {spec.name} process exited with code {code}; stopping.", flush=True)
+            self.supervisor.supervise()
+        except GaveUpError as gave_up:
+            print(f"{gave_up}; stopping the stack.", flush=True)
             return 1
         except StopRequested as stop:
             print(f"\nReceived {stop}; stopping.", flush=True)
@@ -422,7 +539,12 @@ class DevStack:
             f"http://127.0.0.1:{self.port}/api/1.0/whoami/", self.supervisor, STARTUP_TIMEOUT
         )
         self.supervisor.start(
-            ProcessSpec("worker", worker_argv(self.data_dir / LOCAL_WORKER_DIRECTORY))
+            ProcessSpec(
+                "worker",
+                worker_argv(self.data_dir / LOCAL_WORKER_DIRECTORY),
+                # Bad arguments or configuration, registration refused: restarting won't help.
+                no_restart_codes=(2, 3),
+            )
         )
         config_path = self.data_dir / instance.CLIENT_CONFIG_FILE
         print(

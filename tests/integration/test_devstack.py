@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,6 +54,34 @@ def wait_for_line(lines: queue.Queue[str], prefix: str, timeout: float) -> tuple
         if line.startswith(prefix):
             return line, "".join(seen)
     pytest.fail(f"no line starting with {prefix!r} within {timeout}s:\n{''.join(seen)}")
+
+
+def child_pids(pid: int, marker: str) -> list[int]:
+    """The direct children of `pid` whose command line contains `marker`."""
+    found: list[int] = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[1]) == pid and marker in command:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def wait_until_serving(port: int, timeout: float = 60) -> None:
+    """Wait until the server answers HTTP again (after a restart)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/1.0/whoami/", timeout=5):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            assert time.monotonic() < deadline, f"the server did not come back on {port}"
+            time.sleep(0.2)
 
 
 def wait_for_noop(port: int, token: str, timeout: float = 60) -> tuple[str, str]:
@@ -146,6 +175,17 @@ def test_make_run_with_embedded_services(data_dir: Path) -> None:
         # token) all run.
         assert wait_for_noop(port, token) == ("completed", "success")
         assert (data_dir / "worker" / "token").stat().st_mode & 0o777 == 0o600
+
+        # A crashed process is restarted, as systemd's Restart=on-failure would: the local
+        # worker, then the server (gunicorn master; its uvicorn workers die with it).
+        for name, marker in (("worker", "debusine.worker"), ("server", "gunicorn")):
+            [pid] = child_pids(stack.pid, marker)
+            os.kill(pid, signal.SIGKILL)
+            _line, log = wait_for_line(lines, f"Restarted the {name} process", 30)
+            assert f"The {name} process (PID {pid}) was killed by SIGKILL; restarting" in log
+            assert child_pids(stack.pid, marker) not in ([], [pid])
+            wait_until_serving(port)
+            assert wait_for_noop(port, token) == ("completed", "success")
 
         postmaster = postgres.running_pid()
         assert postmaster is not None

@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
 import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -31,11 +28,11 @@ from typing import Any
 
 import psycopg
 import pytest
-import redis
 import requests
 
 from debusine.testing.devstack import ProcessSpec, Supervisor, scheduler_argv
-from debusine.testing.processes import free_port, process_is_alive
+from debusine.testing.processes import process_is_alive
+from debusine.testing.redis_server import PrivateRedis, RedisServerError
 from debusine.testing.throwaway import ThrowawayError, ThrowawayInstance, throwaway_instance
 from debusine.testing.worker import (
     LOG_CONNECTED,
@@ -59,64 +56,13 @@ WORKER_NAMES = ("alpha", "beta")
 # --- A private Redis server -------------------------------------------------------------------
 
 
-@dataclass
-class PrivateRedis:
-    """A `redis-server` on a free loopback port, stopped and restarted by PID."""
-
-    directory: Path
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        executable = shutil.which("redis-server")
-        if executable is None:
-            pytest.fail("redis-server is not installed (Debian package redis-server)")
-        argv = [
-            executable,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", str(self.directory),
-        ]  # fmt: skip
-        with open(self.directory / "redis.log", "ab") as log:
-            self.process = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        client = redis.Redis(port=self.port, socket_timeout=1)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if client.ping():
-                    return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.kill(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-
-
 @pytest.fixture(scope="module")
 def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
     server = PrivateRedis(tmp_path_factory.mktemp("redis"))
-    server.start()
+    try:
+        server.start()
+    except RedisServerError as error:
+        pytest.fail(str(error))
     try:
         yield server
     finally:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -271,3 +274,77 @@ def test_port_holders_name_the_listening_process() -> None:
     finally:
         listener.kill()
         listener.wait()
+
+
+def supervise_until(supervisor: Supervisor, condition: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, supervisor.restart_log
+        supervisor.check_once()
+        time.sleep(0.01)
+
+
+def test_a_killed_process_is_restarted(capsys: pytest.CaptureFixture[str]) -> None:
+    supervisor = Supervisor(devstack.RestartPolicy(initial_delay=0.05))
+    first = supervisor.start(sleeper("worker"))
+    other = supervisor.start(sleeper("server"))
+    try:
+        first.kill()
+        supervise_until(supervisor, lambda: supervisor.running[0][1] is not first, 10)
+        replacement = supervisor.running[0][1]
+        assert process_is_alive(replacement.pid)
+        assert supervisor.running[1][1] is other  # the others are left alone
+        assert supervisor.restart_log == [("worker", first.pid, -signal.SIGKILL, 0.05)]
+        output = capsys.readouterr().out
+        assert (
+            f"The worker process (PID {first.pid}) was killed by SIGKILL;"
+            " restarting it in 0.05s." in output
+        )
+        assert f"Restarted the worker process (PID {replacement.pid})." in output
+    finally:
+        supervisor.stop_all(timeout=5)
+
+
+def test_rapid_failures_back_off_then_give_up() -> None:
+    policy = devstack.RestartPolicy(
+        initial_delay=0.01, max_delay=0.04, stable_after=30, max_rapid_failures=4
+    )
+    supervisor = Supervisor(policy)
+    supervisor.start(ProcessSpec("beat", [sys.executable, "-c", "raise SystemExit(1)"]))
+    try:
+        with pytest.raises(
+            devstack.GaveUpError, match="exited with code 1, its 5th failure in a row"
+        ):
+            supervisor.supervise(poll_interval=0.01)
+        assert [delay for *_, delay in supervisor.restart_log] == [0.01, 0.02, 0.04, 0.04]
+    finally:
+        supervisor.stop_all(timeout=5)
+
+
+def test_the_back_off_resets_after_a_stable_run() -> None:
+    policy = devstack.RestartPolicy(initial_delay=0.01, stable_after=0.3, max_rapid_failures=1)
+    supervisor = Supervisor(policy)
+    script = "import time; time.sleep(0.4); raise SystemExit(1)"
+    supervisor.start(ProcessSpec("celery", [sys.executable, "-c", script]))
+    try:
+        supervise_until(supervisor, lambda: len(supervisor.restart_log) == 3, 20)
+        # Each run was stable: never a second rapid failure, never a longer delay.
+        assert [delay for *_, delay in supervisor.restart_log] == [0.01, 0.01, 0.01]
+    finally:
+        supervisor.stop_all(timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"), [(2, "exited with code 2"), (0, "exited with code 0")]
+)
+def test_no_restart_after_a_clean_exit_or_a_configuration_error(code: int, reason: str) -> None:
+    supervisor = Supervisor(devstack.RestartPolicy(initial_delay=0.01))
+    supervisor.start(
+        ProcessSpec("worker", [sys.executable, "-c", f"raise SystemExit({code})"], (2, 3))
+    )
+    try:
+        with pytest.raises(devstack.GaveUpError, match=f"{reason}; not restarting it"):
+            supervisor.supervise(poll_interval=0.01)
+        assert supervisor.restart_log == []
+    finally:
+        supervisor.stop_all(timeout=5)
