@@ -11,6 +11,12 @@ makes Debusine workers retry. While the websocket is open the worker:
 - is asked for its dynamic metadata on connection and then every
   DEBUSINE_DYNAMIC_METADATA_INTERVAL seconds.
 When it closes, the lease's grace period starts: a lease check is queued for when it ends.
+
+Notifications reach a websocket through the channel layer (Redis). While Redis is down they are
+lost: one `ChannelLayerWatch` per server process notices when Redis answers again (or answers
+as a restarted server), tells each of the process's worker websockets whose worker holds work
+`work_request_available` directly, and asks for a scheduling pass, so that nothing waits for
+the periodic fallback pass.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ import json
 import logging
 from typing import Any
 
+import redis
+import redis.asyncio
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -34,7 +42,7 @@ from debusine.protocol.workers import (
     event_frame,
 )
 from debusine.server.db.models import Worker
-from debusine.server.work_requests import transitions
+from debusine.server.work_requests import effects, transitions
 from debusine.server.work_requests.notifications import worker_group
 from debusine.server.work_requests.worker_tokens import resolve_worker_token
 
@@ -72,6 +80,104 @@ def renew_lease(worker_id: int) -> bool:
         return False
     worker.renew_lease()
     return True
+
+
+def worker_holds_work(worker_id: int) -> bool:
+    """Whether the worker has assigned work it has not finished."""
+    worker = Worker.objects.filter(pk=worker_id).first()
+    return worker is not None and transitions.worker_holds_work(worker)
+
+
+def request_scheduling_pass() -> None:
+    """Ask for a pass now (outside any transaction): work held back by Redis's absence."""
+    effects.scheduler().pass_requested()
+
+
+#: Seconds between two looks at Redis by a process's `ChannelLayerWatch`.
+CHANNEL_LAYER_CHECK_INTERVAL = 1.0
+
+
+class ChannelLayerWatch:
+    """
+    Notices Redis coming back, for the worker websockets of this process.
+
+    Every CHANNEL_LAYER_CHECK_INTERVAL seconds while the process has worker websockets, it
+    asks Redis for its `run_id` (one cheap command per process, whatever the number of
+    workers). A failure means Redis is down; an answer after a failure, or a new `run_id` (a
+    restart shorter than the interval), means notifications may have been lost in between:
+    each websocket whose worker holds work is told so, and a scheduling pass is asked for.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.consumers: set[WorkerConsumer] = set()
+        self.task: asyncio.Task[None] | None = None
+        #: How many times it caught up (for tests and logs).
+        self.recoveries = 0
+
+    def register(self, consumer: WorkerConsumer) -> None:
+        self.consumers.add(consumer)
+        if self.task is None or self.task.done():
+            self.task = self.loop.create_task(self.run())
+
+    def unregister(self, consumer: WorkerConsumer) -> None:
+        self.consumers.discard(consumer)
+
+    async def run(self) -> None:
+        client = redis.asyncio.Redis.from_url(
+            settings.DEBUSINE_REDIS_URL, socket_timeout=2, socket_connect_timeout=2
+        )
+        try:
+            last_run_id = await self.run_id(client)
+            while self.consumers:
+                await asyncio.sleep(CHANNEL_LAYER_CHECK_INTERVAL)
+                run_id = await self.run_id(client)
+                if run_id is not None and run_id != last_run_id:
+                    if last_run_id is None:
+                        logger.info("Redis answers again: telling workers about held work")
+                    else:
+                        logger.info("Redis restarted: telling workers about held work")
+                    await self.catch_up()
+                last_run_id = run_id
+        finally:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    @staticmethod
+    async def run_id(client: redis.asyncio.Redis) -> str | None:
+        """The Redis server's run ID, or None when it does not answer."""
+        try:
+            info = await client.info("server")
+        except (redis.RedisError, OSError):
+            return None
+        return str(info.get("run_id", "")) or None
+
+    async def catch_up(self) -> None:
+        self.recoveries += 1
+        for consumer in list(self.consumers):
+            try:
+                await consumer.tell_about_held_work()
+            except Exception as error:  # its websocket may be closing: the others still count
+                logger.warning(
+                    "could not tell worker %s about its work: %s", consumer.worker_id, error
+                )
+        try:
+            await database_sync_to_async(request_scheduling_pass)()
+        except Exception as error:  # the fallback pass still comes
+            logger.warning("could not ask for a scheduling pass: %s", error)
+
+
+_watches: dict[asyncio.AbstractEventLoop, ChannelLayerWatch] = {}
+
+
+def channel_layer_watch() -> ChannelLayerWatch:
+    """The watch of the running event loop (one per server process), made on first use."""
+    loop = asyncio.get_running_loop()
+    for other in [known for known in _watches if known.is_closed()]:
+        del _watches[other]
+    if loop not in _watches:
+        _watches[loop] = ChannelLayerWatch(loop)
+    return _watches[loop]
 
 
 SERVICE_UNAVAILABLE_REASON = "Service unavailable"
@@ -136,6 +242,14 @@ class WorkerConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         if has_work:
             await self.send_frame(event_frame(FRAME_WORK_REQUEST_AVAILABLE))
         self.keep_alive = asyncio.create_task(self.keep_connection_alive(worker.id))
+        channel_layer_watch().register(self)
+
+    async def tell_about_held_work(self) -> None:
+        """Send `work_request_available` if the worker holds work (a notification was lost)."""
+        if self.worker_id is None:
+            return
+        if await database_sync_to_async(worker_holds_work)(self.worker_id):
+            await self.send_frame(event_frame(FRAME_WORK_REQUEST_AVAILABLE))
 
     async def keep_connection_alive(self, worker_id: int) -> None:
         """Renew the lease and the group membership; ask for metadata now and then."""
@@ -157,6 +271,7 @@ class WorkerConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 await self.send_frame(event_frame(FRAME_REQUEST_DYNAMIC_METADATA))
 
     async def disconnect(self, code: int) -> None:
+        channel_layer_watch().unregister(self)
         if self.keep_alive is not None:
             self.keep_alive.cancel()
             with contextlib.suppress(asyncio.CancelledError):

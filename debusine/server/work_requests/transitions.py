@@ -607,6 +607,11 @@ def worker_connected(worker: Worker) -> bool:
     """Its websocket opened: it can be given work. Return whether it already holds some."""
     worker.mark_connected()
     effects.request_scheduling_pass()
+    return worker_holds_work(worker)
+
+
+def worker_holds_work(worker: Worker) -> bool:
+    """Whether work is assigned to the worker that it has not finished (it may not know)."""
     return worker.assigned_work_requests.filter(status__in=HELD).exists()
 
 
