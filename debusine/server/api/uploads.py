@@ -16,6 +16,7 @@ final step that marks the file complete is one short transaction.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
@@ -49,6 +50,19 @@ from debusine.server.file_stores.policies import (
 
 #: How much of the request body is read and written at a time.
 COPY_CHUNK_SIZE = 1024 * 1024
+
+#: errno values that mean "no space left": the filesystem, or the server user's quota.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def insufficient_storage(what: str, error: OSError) -> ProblemError:
+    """The 507 problem of a full disk: retriable once space is freed; nothing half-written."""
+    return ProblemError(
+        "Insufficient storage",
+        f"{what} is full ({error.strerror}); nothing of this request was kept, try again later",
+        status_code=status.HTTP_507_INSUFFICIENT_STORAGE,
+    )
+
 
 #: How often a request tries again to lock a partial upload that concurrent requests keep
 #: completing or discarding under it.
@@ -212,30 +226,49 @@ def write_body(
     """
     hasher = hashlib.sha256() if requested.start == 0 else None
     received_before = partial.received
-    handle = partial.handle
-    handle.seek(requested.start)
+    # Unbuffered writes at explicit offsets: a failed write leaves nothing in a buffer that
+    # closing the file would try (and fail) to write again.
+    descriptor = partial.handle.fileno()
     written = 0
+
+    def undo() -> None:
+        """Forget what this request added to the file: it holds what it held before."""
+        if partial.received > received_before:
+            os.ftruncate(descriptor, received_before)
+
     while True:
         chunk = body.read(min(COPY_CHUNK_SIZE, requested.length - written + 1))
         if not chunk:
             break
         if written + len(chunk) > requested.length:
             # A longer body than announced: undo what extended the file, refuse the request.
-            handle.flush()
-            if partial.received > received_before:
-                handle.truncate(received_before)
+            undo()
             raise ProblemError(
                 "Request body longer than the Content-Range",
                 f"The range announces {requested.length} bytes",
             )
-        handle.write(chunk)
+        try:
+            _write_at(descriptor, chunk, requested.start + written)
+        except OSError as error:
+            if error.errno not in NO_SPACE_ERRNOS:
+                raise
+            undo()
+            raise insufficient_storage("The server's upload directory", error) from None
         if hasher is not None:
             hasher.update(chunk)
         written += len(chunk)
-    handle.flush()
     FileUpload.objects.filter(pk=partial.upload.pk).update(last_activity_at=timezone.now())
     whole_file = requested.start == 0 and written == requested.size
     return hasher.digest() if hasher is not None and whole_file else None
+
+
+def _write_at(descriptor: int, data: bytes, offset: int) -> None:
+    """Write all of `data` at `offset` (pwrite may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        count = os.pwrite(descriptor, view, offset)
+        view = view[count:]
+        offset += count
 
 
 def file_sha256(path: Path) -> bytes:
@@ -276,7 +309,14 @@ def complete_upload(
             ) from error
         backend = get_backend(store)
         # Outside the transaction: a rename and fsync for Local, longer for remote stores.
-        backend.put_contents(file, partial.path, move=True)
+        try:
+            backend.put_contents(file, partial.path, move=True)
+        except OSError as error:
+            if error.errno not in NO_SPACE_ERRNOS:
+                raise
+            # The store removed its own half-written copy; the verified upload stays where it
+            # is, so a probe completes it once the store has room again.
+            raise insufficient_storage(f"The file store {store.name!r}", error) from None
     with transaction.atomic():
         locked = FileInArtifact.objects.select_for_update().get(pk=file_in_artifact.pk)
         if backend is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -23,6 +24,7 @@ from debusine.server.db.models import (
     User,
 )
 from debusine.server.file_stores import get_backend
+from debusine.testing.filesystems import SmallFilesystem, small_filesystem
 from debusine.testing.playground import FileSpec, Playground, api_client
 
 CONTENTS = bytes(range(256)) * 40  # 10240 bytes
@@ -496,3 +498,59 @@ def test_concurrent_uploads_of_the_same_file(file_directories: Path) -> None:
     assert FileStore.objects.get(name="Default").total_size == SIZE
     assert not FileUpload.objects.exists()
     assert partial_files(file_directories) == []
+
+
+# --- Full disks (a tmpfs that holds less than the file) ------------------------------------
+
+#: A tmpfs that cannot hold CONTENTS (10240 bytes): two 4 KiB pages.
+TOO_SMALL = 8192
+
+
+@pytest.fixture
+def full_store(directories: Path) -> Iterator[SmallFilesystem]:
+    with small_filesystem(directories / "store", TOO_SMALL) as filesystem:
+        yield filesystem
+
+
+@pytest.fixture
+def full_upload_directory(directories: Path) -> Iterator[SmallFilesystem]:
+    with small_filesystem(directories / "uploads", TOO_SMALL) as filesystem:
+        yield filesystem
+
+
+def test_a_full_store_is_a_507_and_keeps_no_partial_file(
+    client: APIClient, artifact: Artifact, full_store: SmallFilesystem, directories: Path
+) -> None:
+    response = put(client, upload_url(artifact), CONTENTS)
+
+    assert_problem(response, 507, "Insufficient storage")
+    assert "The file store 'Default' is full" in response.json()["detail"]
+    assert full_store.files() == []  # no half-copied file, no temporary file
+    item = file_row(artifact)
+    assert not item.complete
+    assert not FileInStore.objects.filter(file=item.file).exists()
+    # The verified upload waits: once the store has room, a probe completes the file.
+    assert len(partial_files(directories)) == 1
+    full_store.resize(1024 * 1024)
+    assert probe(client, upload_url(artifact)).status_code == 200
+    assert_stored_in_default_store(artifact)
+    assert partial_files(directories) == []
+
+
+def test_a_full_upload_directory_is_a_507_and_keeps_nothing_of_the_request(
+    client: APIClient, artifact: Artifact, full_upload_directory: SmallFilesystem
+) -> None:
+    url = upload_url(artifact)
+    assert send_chunk(client, url, 0, 4095).status_code == 200
+
+    response = send_chunk(client, url, 4096, SIZE - 1)
+
+    assert_problem(response, 507, "Insufficient storage")
+    assert "The server's upload directory is full" in response.json()["detail"]
+    # The file holds what it held before the failed request: the client resumes from there.
+    response = probe(client, url)
+    assert (response.status_code, response["Range"]) == (206, "bytes=0-4096")
+    assert not file_row(artifact).complete
+    full_upload_directory.resize(1024 * 1024)
+    assert send_chunk(client, url, 4096, SIZE - 1).status_code == 201
+    assert_stored_in_default_store(artifact)
