@@ -1,10 +1,12 @@
 """
 Work created while Redis is down starts as soon as Redis is back, not at the fallback pass.
 
-A real server (work is assigned in the creating request's process, as by default), its
-scheduler and beat, and one real worker daemon, on a private Redis that the test stops and
-starts again on the same port. The fallback pass is set to 10 minutes: whatever brings the
-work request to the worker within seconds of Redis's return is the recovery under test.
+A real server, its scheduler and beat, and one real worker daemon, on a private Redis that the
+test stops and starts again on the same port. Twice: with work assigned in the creating
+request's process (the default: the assignment is made, the notification is lost), and with
+every pass going through the scheduler process (the request for a pass is lost with the
+broker). The fallback pass is set to 10 minutes: whatever brings the work request to the
+worker within seconds of Redis's return is the recovery under test.
 """
 
 from __future__ import annotations
@@ -41,20 +43,28 @@ def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateR
         server.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["in-process", "scheduler"])
 def instance(
-    tmp_path_factory: pytest.TempPathFactory, worker_id: str, private_redis: PrivateRedis
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    worker_id: str,
+    private_redis: PrivateRedis,
 ) -> Iterator[ThrowawayInstance]:
     from django.conf import settings
+
+    in_process = request.param == "in-process"
 
     try:
         with throwaway_instance(
             postgres_url=settings.DEBUSINE_DATABASE_URL,
             redis_url=private_redis.url,
             data_dir=tmp_path_factory.mktemp("redis-recovery"),
-            name_prefix=f"test_redis_recovery_{worker_id}",
+            name_prefix=f"test_redis_recovery_{request.param.replace('-', '_')}_{worker_id}",
             scheduling=True,
-            settings={"DEBUSINE_SCHEDULER_FALLBACK_INTERVAL": str(FALLBACK_INTERVAL)},
+            settings={
+                "DEBUSINE_SCHEDULER_FALLBACK_INTERVAL": str(FALLBACK_INTERVAL),
+                "DEBUSINE_SCHEDULER_PASS_IN_PROCESS": str(in_process).lower(),
+            },
         ) as running:
             yield running
     except ThrowawayError as error:
@@ -86,7 +96,7 @@ def test_work_created_while_redis_is_down_starts_once_it_is_back(
     private_redis.stop()
     try:
         created = client.create("noop", {})
-        # Assigned (the database is up), but nobody could tell the worker.
+        # Nobody could tell the worker (or, through the scheduler, even assign it).
         time.sleep(2)
         assert client.get(created)["status"] in ("pending", "running")
     finally:
