@@ -33,8 +33,9 @@ import psycopg
 import requests
 
 from bench.api import HISTORY_SQL
-from bench.common import cpu_seconds, pss_mib, rss_mib
+from bench.common import cpu_seconds, format_memory, memory_by_role, process_tree
 from debusine.server.work_requests.sql import HELD, SUCCESS
+from debusine.testing.devstack import ProcessSpec, celery_worker_argv
 from debusine.testing.throwaway import ThrowawayInstance, throwaway_instance
 from debusine.testing.worker import WorkerProcess, start_worker
 
@@ -49,24 +50,58 @@ FROM db_workrequest WHERE id = ANY(%s)
 """
 LATENCY_SQL = "SELECT status, completed_at - created_at FROM db_workrequest WHERE id = %s"
 
+#: Issue 16: the server side of `make run` on 2 cores, application processes only.
+TARGET_RSS_MIB = 475
+TARGET_PSS_MIB = 300
+#: The reference (Debusine 0.11.3) measured the same way, application processes only.
+REFERENCE_RSS_MIB = 948
+REFERENCE_PSS_MIB = 601
 
-def server_pids(instance: ThrowawayInstance) -> list[int]:
-    return [instance.pid, *instance.process_pids("scheduler"), *instance.process_pids("beat")]
+
+def roles(instance: ThrowawayInstance) -> dict[str, list[int]]:
+    """
+    The application processes by role (server: the gunicorn arbiter, whose workers are its
+    children; then the scheduler, Celery, beat, or whatever the stack runs): not PostgreSQL,
+    Redis or the worker daemons.
+    """
+    by_role: dict[str, list[int]] = {}
+    for spec, process in instance.supervisor.running:
+        if process.poll() is None:
+            by_role.setdefault(spec.name, []).append(process.pid)
+    return by_role
 
 
 def server_cpu(instance: ThrowawayInstance) -> dict[str, float]:
-    """CPU seconds used so far by the web server (gunicorn tree) and by the scheduler."""
-    return {
-        "web": cpu_seconds(instance.pid),
-        "scheduler": sum(cpu_seconds(pid) for pid in instance.process_pids("scheduler")),
-        "beat": sum(cpu_seconds(pid) for pid in instance.process_pids("beat")),
-    }
+    """CPU seconds used so far by each role (process trees: gunicorn counts its workers)."""
+    return {role: sum(cpu_seconds(pid) for pid in pids) for role, pids in roles(instance).items()}
 
 
 def server_memory(instance: ThrowawayInstance) -> str:
-    rss = sum(rss_mib(pid) for pid in server_pids(instance))
-    pss = sum(pss_mib(pid) for pid in server_pids(instance))
-    return f"server memory RSS {rss:.0f} MiB, PSS {pss:.0f} MiB"
+    return f"server memory {format_memory(memory_by_role(roles(instance)))}"
+
+
+def memory_report(instance: ThrowawayInstance) -> str:
+    """Memory per role against the targets and the reference's figures (issue 16)."""
+    by_role = memory_by_role(roles(instance))
+    rss = sum(value[0] for value in by_role.values())
+    pss = sum(value[1] for value in by_role.values())
+    lines = ["memory of the application processes, MiB (each role summed over its processes):"]
+    lines.append(f"  {'role':<10} {'processes':>9} {'RSS':>7} {'PSS':>7}")
+    processes = {role: len(process_tree_all(pids)) for role, pids in roles(instance).items()}
+    for role, (role_rss, role_pss) in by_role.items():
+        lines.append(f"  {role:<10} {processes.get(role, 0):>9} {role_rss:7.0f} {role_pss:7.0f}")
+    lines.append(f"  {'total':<10} {sum(processes.values()):>9} {rss:7.0f} {pss:7.0f}")
+    lines.append(
+        f"  = {rss / TARGET_RSS_MIB:.2f} x the RSS target ({TARGET_RSS_MIB} MiB), "
+        f"{pss / TARGET_PSS_MIB:.2f} x the PSS target ({TARGET_PSS_MIB} MiB); "
+        f"{rss / REFERENCE_RSS_MIB:.2f} x / {pss / REFERENCE_PSS_MIB:.2f} x the reference's "
+        f"application processes ({REFERENCE_RSS_MIB} / {REFERENCE_PSS_MIB} MiB, issue 16)"
+    )
+    return "\n".join(lines)
+
+
+def process_tree_all(pids: list[int]) -> list[int]:
+    return [member for pid in pids for member in process_tree(pid)]
 
 
 def create_noop(session: requests.Session, api_url: str) -> int:
@@ -174,6 +209,12 @@ def main() -> None:
             scheduling=True,
         ) as instance,
     ):
+        # The server side of `make run`: the server-task Celery worker too.
+        instance.supervisor.start(
+            ProcessSpec("celery", celery_worker_argv()),
+            env=instance.environment,
+            output=Path(data_dir) / "celery.log",
+        )
         token = instance.create_contributor("bench")
         daemons: list[WorkerProcess] = []
         try:
@@ -203,6 +244,7 @@ def main() -> None:
                     throughput(instance, token, database, args.requests, args.threads),
                     flush=True,
                 )
+                print(memory_report(instance), flush=True)
                 if args.history:
                     database.execute(HISTORY_SQL, {"count": args.history})
                     database.execute("ANALYZE")
