@@ -35,7 +35,13 @@ import requests
 from bench.api import HISTORY_SQL
 from bench.common import cpu_seconds, format_memory, memory_by_role, process_tree
 from debusine.server.work_requests.sql import HELD, SUCCESS
-from debusine.testing.devstack import ProcessSpec, celery_worker_argv
+from debusine.testing.devstack import (
+    ProcessSpec,
+    beat_argv,
+    celery_worker_argv,
+    scheduler_argv,
+)
+from debusine.testing.processes import stop_process
 from debusine.testing.throwaway import ThrowawayInstance, throwaway_instance
 from debusine.testing.worker import WorkerProcess, start_worker
 
@@ -102,6 +108,24 @@ def memory_report(instance: ThrowawayInstance) -> str:
 
 def process_tree_all(pids: list[int]) -> list[int]:
     return [member for pid in pids for member in process_tree(pid)]
+
+
+def split_roles(instance: ThrowawayInstance, data_dir: Path) -> None:
+    """Replace the scheduler by the scheduler, beat and a server-task worker, apart."""
+    for spec, process in list(instance.supervisor.running):
+        if spec.name == "scheduler":
+            stop_process(process, 20)
+            instance.supervisor.running.remove((spec, process))
+    scheduler = [argument for argument in scheduler_argv() if argument != "--beat-thread"]
+    scheduler[scheduler.index("scheduler,celery")] = "scheduler"
+    for spec in (
+        ProcessSpec("scheduler", scheduler),
+        ProcessSpec("beat", beat_argv()),
+        ProcessSpec("celery", celery_worker_argv()),
+    ):
+        instance.supervisor.start(
+            spec, env=instance.environment, output=data_dir / f"{spec.name}-split.log"
+        )
 
 
 def create_noop(session: requests.Session, api_url: str) -> int:
@@ -195,6 +219,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--history", type=int, default=100_000)
     parser.add_argument("--server-workers", type=int, default=0)
+    parser.add_argument(
+        "--split-roles",
+        action="store_true",
+        help="run the scheduler, beat and server tasks in separate processes (the layout "
+        "before issue 16), to compare",
+    )
     args = parser.parse_args()
     server_workers = args.server_workers or 2 * (os.cpu_count() or 1) + 1
 
@@ -209,12 +239,10 @@ def main() -> None:
             scheduling=True,
         ) as instance,
     ):
-        # The server side of `make run`: the server-task Celery worker too.
-        instance.supervisor.start(
-            ProcessSpec("celery", celery_worker_argv()),
-            env=instance.environment,
-            output=Path(data_dir) / "celery.log",
-        )
+        if args.split_roles:
+            # The layout before issue 16: the scheduler, beat and server tasks each in their
+            # own interpreter(s), a prefork Celery worker for the latter.
+            split_roles(instance, Path(data_dir))
         token = instance.create_contributor("bench")
         daemons: list[WorkerProcess] = []
         try:
