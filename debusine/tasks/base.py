@@ -202,6 +202,13 @@ class BaseTask(Generic[TaskData]):
                 f"{cls.TASK_TYPE} task {cls.TASK_NAME!r} is already defined by "
                 f"{_dotted_name(existing)}"
             )
+        builtin = BUILTIN_TASKS.get((TaskType(cls.TASK_TYPE), cls.TASK_NAME))
+        if builtin is not None and builtin.replace(":", ".") != _dotted_name(cls):
+            # Not imported yet, but the name is taken all the same.
+            raise TypeError(
+                f"{cls.TASK_TYPE} task {cls.TASK_NAME!r} is already defined by "
+                f"{builtin.replace(':', '.')}"
+            )
         by_name[cls.TASK_NAME] = cls
 
     @classmethod

@@ -55,8 +55,12 @@ app.conf.beat_schedule = beat_schedule(importlib.import_module(SETTINGS_MODULE))
 
 class BeatThread(bootsteps.StartStopStep):  # type: ignore[misc]
     """
-    `celery worker --beat-thread`: beat runs in a thread of this worker, with the worker's
-    schedule file and scheduler class; it stops with the worker.
+    `celery worker --beat-thread`: beat runs in a thread of this worker and stops with it.
+
+    Its schedule is kept in memory (`celery.beat.Scheduler`), not in a file: the jobs are
+    short intervals that need no memory of the last run across restarts, and a second
+    scheduler process (passes stay apart through the advisory lock) must not share a
+    schedule file with the first; its beat only adds idempotent jobs.
     """
 
     label = "Beat thread"
@@ -72,8 +76,7 @@ class BeatThread(bootsteps.StartStopStep):  # type: ignore[misc]
         return EmbeddedService(
             worker.app,
             thread=True,
-            schedule_filename=worker.schedule_filename,
-            scheduler_cls=worker.scheduler,
+            scheduler_cls="celery.beat:Scheduler",
         )
 
 

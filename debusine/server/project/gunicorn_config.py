@@ -17,7 +17,9 @@ Command-line options (the deployment's `--workers`, `--bind`...) override what i
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import importlib
 import os
 import threading
 from pathlib import Path
@@ -91,6 +93,24 @@ def _other_threads() -> list[threading.Thread]:
     return [thread for thread in threading.enumerate() if thread is not threading.main_thread()]
 
 
+#: Modules a worker would otherwise import after the fork, each on its own: uvicorn's event
+#: loop, protocols and lifespan, the database pool, and what the middleware imports at the
+#: first request (found by comparing a worker's modules with the arbiter's).
+WORKER_MODULES = [
+    "uvloop",
+    "uvicorn.loops.auto",
+    "uvicorn.loops.uvloop",
+    "uvicorn.lifespan.off",
+    "uvicorn.protocols.http.auto",
+    "uvicorn.protocols.http.httptools_impl",
+    "uvicorn.protocols.websockets.auto",
+    "uvicorn.protocols.websockets.websockets_sansio_impl",
+    "psycopg_pool",
+    "django.contrib.messages.storage.fallback",
+    "django.contrib.sessions.serializers",
+]
+
+
 def warm_up() -> None:
     """Import what the first request of each worker would otherwise import on its own."""
     from django.urls import get_resolver
@@ -98,6 +118,11 @@ def warm_up() -> None:
     resolver = get_resolver()
     resolver.url_patterns  # noqa: B018 (imports the URL modules and every view they name)
     resolver.reverse_dict  # noqa: B018 (builds the lookup tables, shared from now on)
+    for name in WORKER_MODULES:
+        # Optional speed-ups of uvicorn (uvloop, httptools) may be missing: then it uses
+        # something else, imported after the fork.
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
 
 
 def when_ready(server: Any) -> None:

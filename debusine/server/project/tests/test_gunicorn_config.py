@@ -1,0 +1,132 @@
+"""
+The server's gunicorn configuration: what the arbiter preloads, and its refusal to fork while
+it holds a connection or runs a thread.
+
+Each check runs in a fresh interpreter, as the arbiter does: the test process has imported far
+more than a server would, and holds its own connections and threads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+from django.conf import settings
+
+from debusine.server.project import instance
+
+#: Modules a server process must not import unless it meets what needs them.
+HEAVY_MODULES = [
+    "boto3",
+    "botocore",
+    "debusine.server.file_stores.s3",
+    "debusine.tasks.sbuild",
+    "debusine.tasks.autopkgtest",
+    "debusine.tasks.executor_task",
+    "debusine.client.client",
+    "debian.deb822",
+]
+
+
+def run_python(code: str) -> Any:
+    """Run `code` in a fresh interpreter with the test settings; return what it prints (JSON)."""
+    environment = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "debusine.server.project.settings",
+        # Any database of the test server will do: the checks only connect.
+        "DEBUSINE_DATABASE_URL": instance.with_database_name(
+            settings.DEBUSINE_DATABASE_URL, "postgres"
+        ),
+        "DEBUSINE_REDIS_URL": settings.DEBUSINE_REDIS_URL,
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=environment,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_preloaded_server_has_not_imported_s3_or_unused_tasks() -> None:
+    loaded = run_python(
+        f"""
+        import json, sys
+        from debusine.server.project import gunicorn_config
+        import debusine.server.project.asgi
+        gunicorn_config.warm_up()
+        heavy = {HEAVY_MODULES!r}
+        before = {{name: name in sys.modules for name in heavy}}
+        # What creating a noop needs, and what a store of each backend needs.
+        from debusine.tasks import validate_task_data
+        validate_task_data("Worker", "noop", {{}})
+        after_noop = {{name: name in sys.modules for name in heavy}}
+        from debusine.server.file_stores import backend_class
+        backend_class("Local")
+        after_local = "boto3" in sys.modules
+        backend_class("S3")
+        after_s3 = "boto3" in sys.modules
+        print(json.dumps([before, after_noop, after_local, after_s3, "uvloop" in sys.modules]))
+        """
+    )
+    before, after_noop, after_local, after_s3, uvloop_loaded = loaded
+    assert before == dict.fromkeys(HEAVY_MODULES, False)
+    assert after_noop == dict.fromkeys(HEAVY_MODULES, False)
+    assert (after_local, after_s3) == (False, True)
+    # What each worker would import after the fork is imported in the arbiter instead.
+    assert uvloop_loaded
+
+
+def test_fork_hazards_lists_connections_sockets_and_threads() -> None:
+    found = run_python(
+        """
+        import json, socket, threading
+        import django
+        django.setup()
+        from django.db import connection
+        from debusine.server.project import gunicorn_config
+
+        found = {"clean": gunicorn_config.fork_hazards()}
+        connection.ensure_connection()
+        found["database"] = gunicorn_config.fork_hazards()
+        connection.close()
+        found["closed"] = gunicorn_config.fork_hazards()
+        left, right = socket.socketpair()
+        found["socket"] = gunicorn_config.fork_hazards()
+        left.close()
+        right.close()
+        threading.Thread(target=threading.Event().wait, name="lingering", daemon=True).start()
+        found["thread"] = gunicorn_config.fork_hazards()
+
+        class Server:
+            class log:
+                @staticmethod
+                def info(*args):
+                    pass
+
+        try:
+            gunicorn_config.when_ready(Server())
+            found["refused"] = None
+        except gunicorn_config.ForkSafetyError as error:
+            found["refused"] = str(error)
+        print(json.dumps(found))
+        """
+    )
+    assert found["clean"] == []
+    # The database connection is reported twice: as Django's connection and as its socket.
+    assert found["database"][0] == "database connection 'default' is open"
+    assert any(hazard.startswith("socket ") for hazard in found["database"][1:])
+    assert found["closed"] == []
+    assert len(found["socket"]) == 2  # both ends of the pair
+    assert all(hazard.startswith("socket unix:") for hazard in found["socket"])
+    assert found["thread"] == ["thread 'lingering' is running"]
+    assert found["refused"] == (
+        "the server cannot fork its workers safely: thread 'lingering' is running"
+    )
