@@ -1,22 +1,30 @@
 """
 Noop work requests end to end with real processes: throughput, idle latency, server cost, memory.
 
-Starts, on a throwaway database, the server (gunicorn + uvicorn), the scheduler (Celery) and
-beat, and `--workers` real `debusine-worker` daemons (default 2), all on this machine. Then:
+Starts, on a throwaway database, the server side as `make run` runs it (gunicorn + uvicorn, and
+the scheduler: one Celery process that also runs server tasks and beat), and `--workers` real
+`debusine-worker` daemons (default 2), all on this machine. Then:
 
 - idle latency: one noop at a time, created through the API; created-to-completed is read from
   the work request's own `created_at` / `completed_at` (server clock, no polling error);
 - throughput: `--requests` noops created through the API by a few client threads as fast as the
   server takes them, and the rate at which they complete (first creation to last completion);
-  the server side's CPU seconds per noop (gunicorn tree + scheduler + beat) and resident memory;
+  the server side's CPU seconds per noop and memory, by role;
+- memory per role (RSS and PSS from /proc/PID/smaps_rollup, each role summed over its
+  processes: the gunicorn arbiter and its workers, the Celery processes), application
+  processes only (not PostgreSQL, Redis or the worker daemons), against issue 16's targets
+  (<= 475 MiB RSS, <= 300 MiB PSS) and the reference's figures measured the same way;
+  `--split-roles` runs the layout before issue 16 instead (the scheduler, beat and a prefork
+  server-task worker apart) to compare in one sitting;
 - the same again after inserting `--history` finished work requests (default 100,000), to show
   whether it stays flat as history grows.
 
 Reference figures (Debusine, same kind of machine): 4.5-5 noops/s with 2 workers, 0.32-0.40
-server CPU-s per noop, 150-175 ms idle created-to-completed, 1.1 GiB RSS.
-Targets: >= 50 noops/s, <= 30 ms idle, flat to 10^5 work requests, half the memory.
+server CPU-s per noop, 150-175 ms idle created-to-completed.
+Targets: >= 50 noops/s, <= 30 ms idle, flat to 10^5 work requests.
 
-Usage: `.venv/bin/python -m bench.noop [--workers 2] [--requests 1000] [--history 100000]`
+Usage: `.venv/bin/python -m bench.noop [--workers 2] [--requests 1000] [--history 100000]
+[--split-roles]`
 """
 
 from __future__ import annotations
@@ -24,9 +32,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import psycopg
@@ -35,12 +45,7 @@ import requests
 from bench.api import HISTORY_SQL
 from bench.common import cpu_seconds, format_memory, memory_by_role, process_tree
 from debusine.server.work_requests.sql import HELD, SUCCESS
-from debusine.testing.devstack import (
-    ProcessSpec,
-    beat_argv,
-    celery_worker_argv,
-    scheduler_argv,
-)
+from debusine.testing.devstack import CELERY_APP, ProcessSpec, beat_argv
 from debusine.testing.processes import stop_process
 from debusine.testing.throwaway import ThrowawayInstance, throwaway_instance
 from debusine.testing.worker import WorkerProcess, start_worker
@@ -111,17 +116,30 @@ def process_tree_all(pids: list[int]) -> list[int]:
 
 
 def split_roles(instance: ThrowawayInstance, data_dir: Path) -> None:
-    """Replace the scheduler by the scheduler, beat and a server-task worker, apart."""
+    """
+    Replace the Celery processes by the layout before issue 16: the scheduler, beat and a
+    (prefork) server-task worker, each in its own interpreter(s).
+    """
     for spec, process in list(instance.supervisor.running):
-        if spec.name == "scheduler":
+        if spec.name in ("scheduler", "beat", "celery"):
             stop_process(process, 20)
             instance.supervisor.running.remove((spec, process))
-    scheduler = [argument for argument in scheduler_argv() if argument != "--beat-thread"]
-    scheduler[scheduler.index("scheduler,celery")] = "scheduler"
+    scheduler = [
+        sys.executable, "-m", "celery", "--app", CELERY_APP, "worker",
+        "--queues", "scheduler", "--pool", "solo", "--concurrency", "1",
+        "--hostname", f"scheduler-{uuid.uuid4().hex[:8]}@%h", "--loglevel", "INFO",
+        "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+    celery = [
+        sys.executable, "-m", "celery", "--app", CELERY_APP, "worker",
+        "--queues", "celery", "--concurrency", "1",
+        "--hostname", f"celery-{uuid.uuid4().hex[:8]}@%h", "--loglevel", "INFO",
+        "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
     for spec in (
         ProcessSpec("scheduler", scheduler),
         ProcessSpec("beat", beat_argv()),
-        ProcessSpec("celery", celery_worker_argv()),
+        ProcessSpec("celery", celery),
     ):
         instance.supervisor.start(
             spec, env=instance.environment, output=data_dir / f"{spec.name}-split.log"

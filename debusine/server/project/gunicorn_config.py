@@ -115,9 +115,15 @@ def warm_up() -> None:
     """Import what the first request of each worker would otherwise import on its own."""
     from django.urls import get_resolver
 
+    from debusine.tasks.base import load_builtin_tasks
+
     resolver = get_resolver()
     resolver.url_patterns  # noqa: B018 (imports the URL modules and every view they name)
     resolver.reverse_dict  # noqa: B018 (builds the lookup tables, shared from now on)
+    # Any worker may validate any task's data: import every task once here, where the import
+    # is shared, rather than in each worker that meets the task (imported after the fork, a
+    # module is private to each worker). The S3 backend stays unimported unless a store uses it.
+    load_builtin_tasks()
     for name in WORKER_MODULES:
         # Optional speed-ups of uvicorn (uvloop, httptools) may be missing: then it uses
         # something else, imported after the fork.
