@@ -37,9 +37,20 @@ class ForkSafetyError(RuntimeError):
     """The arbiter holds something a forked worker must not inherit."""
 
 
+#: Standard input, output and error: under systemd, output and error are a connected socket to
+#: the journal, which the workers inherit on purpose.
+_STANDARD_STREAMS = {"0", "1", "2"}
+
+#: Type column of /proc/net/unix for stream sockets (a datagram socket, e.g. to syslog, carries
+#: whole messages and may be shared).
+_UNIX_STREAM = "0001"
+
+
 def _socket_inodes(pid: int) -> set[str]:
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
+        if fd.name in _STANDARD_STREAMS:
+            continue
         try:
             target = str(fd.readlink())
         except OSError:
@@ -51,8 +62,9 @@ def _socket_inodes(pid: int) -> set[str]:
 
 def connected_sockets(pid: int | None = None) -> list[str]:
     """
-    The connected (not listening) TCP and Unix sockets of process `pid` (default: this one),
-    as `table:inode` strings: a database or Redis connection is one of them.
+    The connected (not listening) TCP and Unix stream sockets of process `pid` (default: this
+    one), as `table:inode` strings: a database or Redis connection is one of them. Standard
+    streams are left out.
     """
     pid = os.getpid() if pid is None else pid
     mine = _socket_inodes(pid)
@@ -66,6 +78,8 @@ def connected_sockets(pid: int | None = None) -> list[str]:
             fields = line.split()
             if table == "unix":
                 # Num RefCount Protocol Flags Type St Inode [Path]
+                if fields[4] != _UNIX_STREAM:
+                    continue
                 state, inode = fields[5], fields[6]
             else:
                 # sl local remote st tx:rx tr:when retrnsmt uid timeout inode

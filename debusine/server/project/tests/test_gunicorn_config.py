@@ -84,7 +84,7 @@ def test_preloaded_server_has_imported_the_tasks_but_not_s3() -> None:
 def test_fork_hazards_lists_connections_sockets_and_threads() -> None:
     found = run_python(
         """
-        import json, socket, threading
+        import json, os, socket, threading
         import django
         django.setup()
         from django.db import connection
@@ -97,8 +97,18 @@ def test_fork_hazards_lists_connections_sockets_and_threads() -> None:
         found["closed"] = gunicorn_config.fork_hazards()
         left, right = socket.socketpair()
         found["socket"] = gunicorn_config.fork_hazards()
+        # Standard streams (the journal's socket under systemd) and datagram sockets (syslog)
+        # are shared with the workers on purpose.
+        os.dup2(left.fileno(), 0)
+        left.close()
+        peer = right
+        left, right = socket.socketpair(type=socket.SOCK_DGRAM)
+        # Only the peer of standard input is reported: it is not a standard stream.
+        found["standard streams, datagrams"] = gunicorn_config.fork_hazards()
         left.close()
         right.close()
+        peer.close()
+        found["peer closed"] = gunicorn_config.fork_hazards()
         threading.Thread(target=threading.Event().wait, name="lingering", daemon=True).start()
         found["thread"] = gunicorn_config.fork_hazards()
 
@@ -123,6 +133,9 @@ def test_fork_hazards_lists_connections_sockets_and_threads() -> None:
     assert found["closed"] == []
     assert len(found["socket"]) == 2  # both ends of the pair
     assert all(hazard.startswith("socket unix:") for hazard in found["socket"])
+    assert len(found["standard streams, datagrams"]) == 1
+    assert found["standard streams, datagrams"][0] in found["socket"]
+    assert found["peer closed"] == []
     assert found["thread"] == ["thread 'lingering' is running"]
     assert found["refused"] == (
         "the server cannot fork its workers safely: thread 'lingering' is running"
