@@ -61,3 +61,41 @@ def pss_mib(pid: int) -> float:
             if line.startswith("Pss:"):
                 total += int(line.split()[1])
     return total / 1024
+
+
+def memory_mib(pid: int) -> tuple[float, float]:
+    """
+    (RSS, PSS) of `pid` and its descendants in MiB, from /proc/PID/smaps_rollup: both read in
+    one pass over the same pages, so they describe the same moment.
+    """
+    rss = pss = 0
+    for member in process_tree(pid):
+        try:
+            rollup = Path(f"/proc/{member}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in rollup.splitlines():
+            if line.startswith("Rss:"):
+                rss += int(line.split()[1])
+            elif line.startswith("Pss:"):
+                pss += int(line.split()[1])
+    return rss / 1024, pss / 1024
+
+
+def memory_by_role(roles: dict[str, list[int]]) -> dict[str, tuple[float, float]]:
+    """(RSS, PSS) in MiB of each role: the sum over its processes and their descendants."""
+    result = {}
+    for role, pids in roles.items():
+        measured = [memory_mib(pid) for pid in pids]
+        result[role] = (sum(rss for rss, _ in measured), sum(pss for _, pss in measured))
+    return result
+
+
+def format_memory(by_role: dict[str, tuple[float, float]]) -> str:
+    """One line: the total, then each role, RSS / PSS in MiB."""
+    rss = sum(value[0] for value in by_role.values())
+    pss = sum(value[1] for value in by_role.values())
+    parts = ", ".join(
+        f"{role} {role_rss:.0f}/{role_pss:.0f}" for role, (role_rss, role_pss) in by_role.items()
+    )
+    return f"RSS/PSS {rss:.0f}/{pss:.0f} MiB ({parts})"

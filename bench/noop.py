@@ -1,22 +1,30 @@
 """
 Noop work requests end to end with real processes: throughput, idle latency, server cost, memory.
 
-Starts, on a throwaway database, the server (gunicorn + uvicorn), the scheduler (Celery) and
-beat, and `--workers` real `debusine-worker` daemons (default 2), all on this machine. Then:
+Starts, on a throwaway database, the server side as `make run` runs it (gunicorn + uvicorn, and
+the scheduler: one Celery process that also runs server tasks and beat), and `--workers` real
+`debusine-worker` daemons (default 2), all on this machine. Then:
 
 - idle latency: one noop at a time, created through the API; created-to-completed is read from
   the work request's own `created_at` / `completed_at` (server clock, no polling error);
 - throughput: `--requests` noops created through the API by a few client threads as fast as the
   server takes them, and the rate at which they complete (first creation to last completion);
-  the server side's CPU seconds per noop (gunicorn tree + scheduler + beat) and resident memory;
+  the server side's CPU seconds per noop and memory, by role;
+- memory per role (RSS and PSS from /proc/PID/smaps_rollup, each role summed over its
+  processes: the gunicorn arbiter and its workers, the Celery processes), application
+  processes only (not PostgreSQL, Redis or the worker daemons), against issue 16's targets
+  (<= 475 MiB RSS, <= 300 MiB PSS) and the reference's figures measured the same way;
+  `--split-roles` runs the layout before issue 16 instead (the scheduler, beat and a prefork
+  server-task worker apart) to compare in one sitting;
 - the same again after inserting `--history` finished work requests (default 100,000), to show
   whether it stays flat as history grows.
 
 Reference figures (Debusine, same kind of machine): 4.5-5 noops/s with 2 workers, 0.32-0.40
-server CPU-s per noop, 150-175 ms idle created-to-completed, 1.1 GiB RSS.
-Targets: >= 50 noops/s, <= 30 ms idle, flat to 10^5 work requests, half the memory.
+server CPU-s per noop, 150-175 ms idle created-to-completed.
+Targets: >= 50 noops/s, <= 30 ms idle, flat to 10^5 work requests.
 
-Usage: `.venv/bin/python -m bench.noop [--workers 2] [--requests 1000] [--history 100000]`
+Usage: `.venv/bin/python -m bench.noop [--workers 2] [--requests 1000] [--history 100000]
+[--split-roles]`
 """
 
 from __future__ import annotations
@@ -24,17 +32,21 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import psycopg
 import requests
 
 from bench.api import HISTORY_SQL
-from bench.common import cpu_seconds, pss_mib, rss_mib
+from bench.common import cpu_seconds, format_memory, memory_by_role, process_tree
 from debusine.server.work_requests.sql import HELD, SUCCESS
+from debusine.testing.devstack import CELERY_APP, ProcessSpec, beat_argv
+from debusine.testing.processes import stop_process
 from debusine.testing.throwaway import ThrowawayInstance, throwaway_instance
 from debusine.testing.worker import WorkerProcess, start_worker
 
@@ -49,24 +61,89 @@ FROM db_workrequest WHERE id = ANY(%s)
 """
 LATENCY_SQL = "SELECT status, completed_at - created_at FROM db_workrequest WHERE id = %s"
 
+#: Issue 16: the server side of `make run` on 2 cores, application processes only.
+TARGET_RSS_MIB = 475
+TARGET_PSS_MIB = 300
+#: The reference (Debusine 0.11.3) measured the same way, application processes only.
+REFERENCE_RSS_MIB = 948
+REFERENCE_PSS_MIB = 601
 
-def server_pids(instance: ThrowawayInstance) -> list[int]:
-    return [instance.pid, *instance.process_pids("scheduler"), *instance.process_pids("beat")]
+
+def roles(instance: ThrowawayInstance) -> dict[str, list[int]]:
+    """
+    The application processes by role (server: the gunicorn arbiter, whose workers are its
+    children; then the scheduler, Celery, beat, or whatever the stack runs): not PostgreSQL,
+    Redis or the worker daemons.
+    """
+    by_role: dict[str, list[int]] = {}
+    for spec, process in instance.supervisor.running:
+        if process.poll() is None:
+            by_role.setdefault(spec.name, []).append(process.pid)
+    return by_role
 
 
 def server_cpu(instance: ThrowawayInstance) -> dict[str, float]:
-    """CPU seconds used so far by the web server (gunicorn tree) and by the scheduler."""
-    return {
-        "web": cpu_seconds(instance.pid),
-        "scheduler": sum(cpu_seconds(pid) for pid in instance.process_pids("scheduler")),
-        "beat": sum(cpu_seconds(pid) for pid in instance.process_pids("beat")),
-    }
+    """CPU seconds used so far by each role (process trees: gunicorn counts its workers)."""
+    return {role: sum(cpu_seconds(pid) for pid in pids) for role, pids in roles(instance).items()}
 
 
 def server_memory(instance: ThrowawayInstance) -> str:
-    rss = sum(rss_mib(pid) for pid in server_pids(instance))
-    pss = sum(pss_mib(pid) for pid in server_pids(instance))
-    return f"server memory RSS {rss:.0f} MiB, PSS {pss:.0f} MiB"
+    return f"server memory {format_memory(memory_by_role(roles(instance)))}"
+
+
+def memory_report(instance: ThrowawayInstance) -> str:
+    """Memory per role against the targets and the reference's figures (issue 16)."""
+    by_role = memory_by_role(roles(instance))
+    rss = sum(value[0] for value in by_role.values())
+    pss = sum(value[1] for value in by_role.values())
+    lines = ["memory of the application processes, MiB (each role summed over its processes):"]
+    lines.append(f"  {'role':<10} {'processes':>9} {'RSS':>7} {'PSS':>7}")
+    processes = {role: len(process_tree_all(pids)) for role, pids in roles(instance).items()}
+    for role, (role_rss, role_pss) in by_role.items():
+        lines.append(f"  {role:<10} {processes.get(role, 0):>9} {role_rss:7.0f} {role_pss:7.0f}")
+    lines.append(f"  {'total':<10} {sum(processes.values()):>9} {rss:7.0f} {pss:7.0f}")
+    lines.append(
+        f"  = {rss / TARGET_RSS_MIB:.2f} x the RSS target ({TARGET_RSS_MIB} MiB), "
+        f"{pss / TARGET_PSS_MIB:.2f} x the PSS target ({TARGET_PSS_MIB} MiB); "
+        f"{rss / REFERENCE_RSS_MIB:.2f} x / {pss / REFERENCE_PSS_MIB:.2f} x the reference's "
+        f"application processes ({REFERENCE_RSS_MIB} / {REFERENCE_PSS_MIB} MiB, issue 16)"
+    )
+    return "\n".join(lines)
+
+
+def process_tree_all(pids: list[int]) -> list[int]:
+    return [member for pid in pids for member in process_tree(pid)]
+
+
+def split_roles(instance: ThrowawayInstance, data_dir: Path) -> None:
+    """
+    Replace the Celery processes by the layout before issue 16: the scheduler, beat and a
+    (prefork) server-task worker, each in its own interpreter(s).
+    """
+    for spec, process in list(instance.supervisor.running):
+        if spec.name in ("scheduler", "beat", "celery"):
+            stop_process(process, 20)
+            instance.supervisor.running.remove((spec, process))
+    scheduler = [
+        sys.executable, "-m", "celery", "--app", CELERY_APP, "worker",
+        "--queues", "scheduler", "--pool", "solo", "--concurrency", "1",
+        "--hostname", f"scheduler-{uuid.uuid4().hex[:8]}@%h", "--loglevel", "INFO",
+        "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+    celery = [
+        sys.executable, "-m", "celery", "--app", CELERY_APP, "worker",
+        "--queues", "celery", "--concurrency", "1",
+        "--hostname", f"celery-{uuid.uuid4().hex[:8]}@%h", "--loglevel", "INFO",
+        "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+    for spec in (
+        ProcessSpec("scheduler", scheduler),
+        ProcessSpec("beat", beat_argv()),
+        ProcessSpec("celery", celery),
+    ):
+        instance.supervisor.start(
+            spec, env=instance.environment, output=data_dir / f"{spec.name}-split.log"
+        )
 
 
 def create_noop(session: requests.Session, api_url: str) -> int:
@@ -160,6 +237,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--history", type=int, default=100_000)
     parser.add_argument("--server-workers", type=int, default=0)
+    parser.add_argument(
+        "--split-roles",
+        action="store_true",
+        help="run the scheduler, beat and server tasks in separate processes (the layout "
+        "before issue 16), to compare",
+    )
     args = parser.parse_args()
     server_workers = args.server_workers or 2 * (os.cpu_count() or 1) + 1
 
@@ -174,6 +257,10 @@ def main() -> None:
             scheduling=True,
         ) as instance,
     ):
+        if args.split_roles:
+            # The layout before issue 16: the scheduler, beat and server tasks each in their
+            # own interpreter(s), a prefork Celery worker for the latter.
+            split_roles(instance, Path(data_dir))
         token = instance.create_contributor("bench")
         daemons: list[WorkerProcess] = []
         try:
@@ -203,6 +290,7 @@ def main() -> None:
                     throughput(instance, token, database, args.requests, args.threads),
                     flush=True,
                 )
+                print(memory_report(instance), flush=True)
                 if args.history:
                     database.execute(HISTORY_SQL, {"count": args.history})
                     database.execute("ANALYZE")

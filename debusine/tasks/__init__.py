@@ -1,12 +1,15 @@
 """
 Task definitions: task data models, the task registry and TASK_VERSION. No Django here.
 
-Importing this package registers every task, so `BaseTask.class_from_name()` and
-`validate_task_data()` know them all.
+Each task's module is imported when the task is first asked for (`BaseTask.class_from_name()`,
+`validate_task_data()`, or an attribute of this package such as `debusine.tasks.Sbuild`): see
+`BUILTIN_TASKS` in `debusine.tasks.base`.
 """
 
-from debusine.tasks.autopkgtest import Autopkgtest
+from typing import TYPE_CHECKING, Any
+
 from debusine.tasks.base import (
+    BUILTIN_TASKS,
     BaseTask,
     DynamicTaskDataError,
     Lookup,
@@ -21,8 +24,6 @@ from debusine.tasks.base import (
     validate_task_data,
 )
 from debusine.tasks.execution import TaskContext
-from debusine.tasks.lintian import Lintian
-from debusine.tasks.mmdebstrap import MmDebstrap
 from debusine.tasks.models import (
     BackendType,
     BaseDynamicTaskData,
@@ -34,10 +35,28 @@ from debusine.tasks.models import (
     SleepData,
     TaskType,
 )
-from debusine.tasks.noop import Noop
-from debusine.tasks.piuparts import Piuparts
-from debusine.tasks.sbuild import Sbuild
-from debusine.tasks.sleep import Sleep
+
+if TYPE_CHECKING:
+    from debusine.tasks.autopkgtest import Autopkgtest
+    from debusine.tasks.lintian import Lintian
+    from debusine.tasks.mmdebstrap import MmDebstrap
+    from debusine.tasks.noop import Noop
+    from debusine.tasks.piuparts import Piuparts
+    from debusine.tasks.sbuild import Sbuild
+    from debusine.tasks.sleep import Sleep
+
+#: The task classes this package exports, by attribute name: imported on first access.
+_LAZY_CLASSES = {
+    target.split(":")[1]: (task_type, task_name)
+    for (task_type, task_name), target in BUILTIN_TASKS.items()
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_CLASSES:
+        return BaseTask.class_from_name(*_LAZY_CLASSES[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Autopkgtest",

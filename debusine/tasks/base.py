@@ -14,6 +14,7 @@ input, configure, prepare, run, check, upload artifacts, clean up) and logs each
 
 from __future__ import annotations
 
+import importlib
 import traceback
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -201,6 +202,13 @@ class BaseTask(Generic[TaskData]):
                 f"{cls.TASK_TYPE} task {cls.TASK_NAME!r} is already defined by "
                 f"{_dotted_name(existing)}"
             )
+        builtin = BUILTIN_TASKS.get((TaskType(cls.TASK_TYPE), cls.TASK_NAME))
+        if builtin is not None and builtin.replace(":", ".") != _dotted_name(cls):
+            # Not imported yet, but the name is taken all the same.
+            raise TypeError(
+                f"{cls.TASK_TYPE} task {cls.TASK_NAME!r} is already defined by "
+                f"{builtin.replace(':', '.')}"
+            )
         by_name[cls.TASK_NAME] = cls
 
     @classmethod
@@ -246,9 +254,15 @@ class BaseTask(Generic[TaskData]):
     def class_from_name(task_type: str, task_name: str) -> type[BaseTask[Any]]:
         """Return the class registered as (task_type, task_name); raise UnknownTaskError."""
         try:
-            return BaseTask._registry[TaskType(task_type)][task_name]
-        except (KeyError, ValueError):
+            key = (TaskType(task_type), task_name)
+        except ValueError:
             raise UnknownTaskError(task_type, task_name) from None
+        found = BaseTask._registry.get(key[0], {}).get(task_name)
+        if found is None and key in BUILTIN_TASKS:
+            found = _load_builtin_task(key)
+        if found is None:
+            raise UnknownTaskError(task_type, task_name)
+        return found
 
     @staticmethod
     def is_registered(task_type: str, task_name: str) -> bool:
@@ -261,6 +275,7 @@ class BaseTask(Generic[TaskData]):
     @staticmethod
     def task_names(task_type: str) -> list[str]:
         """The sorted names of the registered tasks of `task_type` (empty if it is unknown)."""
+        load_builtin_tasks()
         try:
             return sorted(BaseTask._registry.get(TaskType(task_type), {}))
         except ValueError:
@@ -439,6 +454,7 @@ def task_version_metadata() -> dict[str, int]:
     task: Worker tasks unprefixed (`noop:version`), others prefixed with their lowercased type
     (`signing:noop:version`), as Debusine workers report them.
     """
+    load_builtin_tasks()
     metadata: dict[str, int] = {}
     for task_type, by_name in sorted(BaseTask._registry.items()):
         prefix = "" if task_type == TaskType.WORKER else f"{task_type.value.lower()}:"
@@ -449,6 +465,7 @@ def task_version_metadata() -> dict[str, int]:
 
 def task_availability_metadata() -> dict[str, Any]:
     """What every registered Worker task's `analyze_worker()` reports, merged."""
+    load_builtin_tasks()
     metadata: dict[str, Any] = {}
     for _name, task_class in sorted(BaseTask._registry.get(TaskType.WORKER, {}).items()):
         metadata.update(task_class.analyze_worker())
@@ -466,3 +483,35 @@ def validate_task_data(task_type: str, task_name: str, task_data: Any) -> dict[s
     task_class = BaseTask.class_from_name(task_type, task_name)
     model = task_class.parse_task_data(task_data)
     return model.model_dump(mode="json", exclude_unset=True)
+
+
+#: Where this package's tasks are defined, as "module:class". A task's module is imported the
+#: first time the task is asked for by name, so that a process pays (in memory and start-up
+#: time) only for the tasks it meets: a server that only ever sees noops never imports the
+#: executor tasks and the HTTP client they use. Listing every task (`task_names()`, the
+#: metadata functions) imports them all. debusine/tasks/tests checks that this is complete.
+BUILTIN_TASKS: dict[tuple[TaskType, str], str] = {
+    (TaskType.WORKER, "autopkgtest"): "debusine.tasks.autopkgtest:Autopkgtest",
+    (TaskType.WORKER, "lintian"): "debusine.tasks.lintian:Lintian",
+    (TaskType.WORKER, "mmdebstrap"): "debusine.tasks.mmdebstrap:MmDebstrap",
+    (TaskType.WORKER, "noop"): "debusine.tasks.noop:Noop",
+    (TaskType.WORKER, "piuparts"): "debusine.tasks.piuparts:Piuparts",
+    (TaskType.WORKER, "sbuild"): "debusine.tasks.sbuild:Sbuild",
+    (TaskType.WORKER, "sleep"): "debusine.tasks.sleep:Sleep",
+}
+
+
+def _load_builtin_task(key: tuple[TaskType, str]) -> type[BaseTask[Any]]:
+    """Import the module of a task of `BUILTIN_TASKS`; (re-)register and return its class."""
+    module_name, class_name = BUILTIN_TASKS[key].split(":")
+    task_class: type[BaseTask[Any]] = getattr(importlib.import_module(module_name), class_name)
+    # Registered by its definition, unless a test emptied the registry since the import.
+    BaseTask._registry.setdefault(key[0], {}).setdefault(key[1], task_class)
+    return task_class
+
+
+def load_builtin_tasks() -> None:
+    """Import (and register) every task of this package."""
+    for task_type, task_name in BUILTIN_TASKS:
+        if task_name not in BaseTask._registry.get(task_type, {}):
+            _load_builtin_task((task_type, task_name))

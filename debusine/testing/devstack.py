@@ -5,13 +5,13 @@ The development stack behind `make run`: one command that runs the whole system.
 directory) chooses PostgreSQL and Redis (see `debusine.testing.embedded`), records them
 in the data directory so that `debusine-admin` reaches the same instance, migrates the
 database, makes sure an admin user with a token and a ready client configuration exist, then
-runs in the foreground the server, the scheduler, Celery beat, a Celery worker and one local
-worker daemon (registered and enabled through an activation token, configured under
-`<data dir>/worker/`). A process that fails is restarted with a back-off, as systemd's
-`Restart=on-failure` would (see `RestartPolicy`); one that keeps failing stops the stack.
-SIGINT or SIGTERM stops every process it started, by PID, newest first, then the embedded
-services. Every process it starts, and every process those start, dies with it even when it
-is killed outright (a parent-death signal in each).
+runs in the foreground the server, the scheduler (a Celery worker that also runs the server
+tasks and beat) and one local worker daemon (registered and enabled through an activation
+token, configured under `<data dir>/worker/`). A process that fails is restarted with a
+back-off, as systemd's `Restart=on-failure` would (see `RestartPolicy`); one that keeps failing
+stops the stack. SIGINT or SIGTERM stops every process it started, by PID, newest first, then
+the embedded services. Every process it starts, and every process those start, dies with it even
+when it is killed outright (a parent-death signal in each).
 
 Server-side processes are listed in `stack_processes()`; the worker starts once the server
 answers.
@@ -124,10 +124,15 @@ def gunicorn_major_version() -> int:
     return int(importlib.metadata.version("gunicorn").split(".")[0])
 
 
+#: The server's gunicorn configuration: preloading, and the checks and hooks around the fork.
+GUNICORN_CONFIG = "debusine.server.project.gunicorn_config"
+
+
 def gunicorn_argv(bind: str, workers: int) -> list[str]:
     """Command line of the HTTP/websocket server: gunicorn with uvicorn workers."""
     argv = [
         sys.executable, "-m", "gunicorn",
+        "--config", f"python:{GUNICORN_CONFIG}",
         "--worker-class", "debusine.server.project.uvicorn_worker.DebusineUvicornWorker",
         "--bind", bind,
         "--workers", str(workers),
@@ -146,17 +151,25 @@ CELERY_APP = "debusine.server.project.celery"
 
 
 def scheduler_argv() -> list[str]:
-    """The scheduler: a Celery worker on the `scheduler` queue, one job at a time."""
+    """
+    The scheduler, which also runs the server tasks and beat: one Celery worker on the
+    `scheduler` and `celery` queues, one job at a time, with beat as a thread (one interpreter
+    for three roles; see docs/explanation/processes-and-memory.md).
+    """
     return [
         sys.executable, "-m", "celery", "--app", CELERY_APP, "worker",
-        "--queues", "scheduler", "--pool", "solo", "--concurrency", "1",
+        "--queues", "scheduler,celery", "--pool", "solo", "--concurrency", "1",
+        "--beat-thread",
         "--hostname", f"scheduler-{uuid.uuid4().hex[:8]}@%h", "--loglevel", "INFO",
         "--without-gossip", "--without-mingle",
     ]  # fmt: skip
 
 
 def celery_worker_argv() -> list[str]:
-    """A Celery worker for server-side tasks (the default `celery` queue)."""
+    """
+    A Celery worker for server-side tasks alone (the default `celery` queue): not part of the
+    default stack, whose scheduler serves that queue; for deployments that split the roles.
+    """
     return [
         sys.executable, "-m", "celery", "--app", CELERY_APP, "worker",
         "--queues", "celery", "--concurrency", "1",
@@ -166,7 +179,10 @@ def celery_worker_argv() -> list[str]:
 
 
 def beat_argv() -> list[str]:
-    """Celery beat: the periodic jobs (fallback scheduling pass, lease expiry)."""
+    """
+    Celery beat alone: the periodic jobs (fallback scheduling pass, lease expiry). Not part of
+    the default stack, whose scheduler runs beat as a thread; for deployments that split roles.
+    """
     return [
         sys.executable, "-m", "celery", "--app", f"{CELERY_APP}:beat_app", "beat",
         "--loglevel", "INFO",
@@ -174,11 +190,8 @@ def beat_argv() -> list[str]:
 
 
 def scheduling_processes() -> list[ProcessSpec]:
-    """The processes that turn pending work requests into running ones."""
-    return [
-        ProcessSpec("scheduler", scheduler_argv()),
-        ProcessSpec("beat", beat_argv()),
-    ]
+    """The processes that turn pending work requests into running ones (and run server tasks)."""
+    return [ProcessSpec("scheduler", scheduler_argv())]
 
 
 def stack_processes(port: int, workers: int) -> list[ProcessSpec]:
@@ -186,7 +199,6 @@ def stack_processes(port: int, workers: int) -> list[ProcessSpec]:
     return [
         ProcessSpec("server", gunicorn_argv(f"127.0.0.1:{port}", workers)),
         *scheduling_processes(),
-        ProcessSpec("celery", celery_worker_argv()),
     ]
 
 

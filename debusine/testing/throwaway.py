@@ -147,7 +147,8 @@ def throwaway_instance(
 
     `postgres_url` names any database of the PostgreSQL server to use: only its server part
     matters. `data_dir` (existing, empty) holds the store, uploads and the logs.
-    `scheduling` also starts the scheduler and Celery beat (logs `scheduler.log`, `beat.log`).
+    `scheduling` also starts the scheduler, which runs Celery beat as a thread and the server
+    tasks (log `scheduler.log`).
     `settings` are extra environment variables of every process (`DEBUSINE_*` settings).
     """
     name = f"{name_prefix}_{uuid.uuid4().hex[:8]}"

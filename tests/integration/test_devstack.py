@@ -171,8 +171,8 @@ def test_make_run_with_embedded_services(data_dir: Path) -> None:
             }
 
         # A new user can create a noop and see it complete: the scheduler (Celery through the
-        # embedded Redis's socket), beat and the local worker (enabled through its activation
-        # token) all run.
+        # embedded Redis's socket, with beat as a thread) and the local worker (enabled through
+        # its activation token) both run.
         assert wait_for_noop(port, token) == ("completed", "success")
         assert (data_dir / "worker" / "token").stat().st_mode & 0o777 == 0o600
 

@@ -1,12 +1,15 @@
 """
 The Celery application: Redis as broker, PostgreSQL (django-celery-results) as result backend.
 
-Processes: the scheduler (`-Q scheduler --concurrency 1 --pool solo`), server-task workers
-(`-Q celery`) and beat (periodic jobs: the fallback scheduling pass and lease expiry). Job
-code lives in `jobs.py` modules, listed in `JOB_MODULES`.
+Roles: the scheduler (queue `scheduler`, one job at a time: `--pool solo`), server tasks (queue
+`celery`) and beat (periodic jobs: the fallback scheduling pass and lease expiry). Job code
+lives in `jobs.py` modules, listed in `JOB_MODULES`.
 
-Beat runs `beat_app`: the same configuration without Django (Celery's Django fix-up would set
-up every model in a process that only sends messages by job name), which halves its memory.
+By default one process plays all three (docs/explanation/processes-and-memory.md): a solo
+worker on both queues with `--beat-thread`, which runs beat as a thread of that worker (Celery's
+own `--beat` forks a second interpreter for it). Beat can also run alone, as `beat_app`: the same
+configuration without Django (Celery's Django fix-up would set up every model in a process that
+only sends messages by job name).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import importlib
 import os
 from typing import Any
 
-from celery import Celery
+import click
+from celery import Celery, bootsteps
 
 SETTINGS_MODULE = "debusine.server.project.settings"
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", SETTINGS_MODULE)
@@ -44,6 +48,47 @@ def beat_schedule(settings: Any) -> dict[str, dict[str, object]]:
             "schedule": lease_check_interval(settings.DEBUSINE_WORKER_LEASE_GRACE),
         },
     }
+
+
+app.conf.beat_schedule = beat_schedule(importlib.import_module(SETTINGS_MODULE))
+
+
+class BeatThread(bootsteps.StartStopStep):  # type: ignore[misc]
+    """
+    `celery worker --beat-thread`: beat runs in a thread of this worker and stops with it.
+
+    Its schedule is kept in memory (`celery.beat.Scheduler`), not in a file: the jobs are
+    short intervals that need no memory of the last run across restarts, and a second
+    scheduler process (passes stay apart through the advisory lock) must not share a
+    schedule file with the first; its beat only adds idempotent jobs.
+    """
+
+    label = "Beat thread"
+    conditional = True
+
+    def __init__(self, worker: Any, beat_thread: bool = False, **kwargs: Any) -> None:
+        self.enabled = bool(beat_thread)
+        super().__init__(worker, **kwargs)
+
+    def create(self, worker: Any) -> Any:
+        from celery.beat import EmbeddedService
+
+        return EmbeddedService(
+            worker.app,
+            thread=True,
+            scheduler_cls="celery.beat:Scheduler",
+        )
+
+
+app.user_options["worker"].add(
+    click.Option(
+        ["--beat-thread"],
+        is_flag=True,
+        default=False,
+        help="Also run beat (the periodic jobs), as a thread of this worker.",
+    )
+)
+app.steps["worker"].add(BeatThread)
 
 
 #: Beat's application: the settings module read as plain Python, no Django set-up.

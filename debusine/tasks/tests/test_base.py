@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+import debusine.tasks as tasks_package
 from debusine.tasks import (
     Autopkgtest,
     BaseDynamicTaskData,
@@ -28,6 +33,7 @@ from debusine.tasks import (
     validate_task_data,
 )
 from debusine.tasks.autopkgtest import AutopkgtestData, AutopkgtestDynamicData
+from debusine.tasks.base import BUILTIN_TASKS
 from debusine.tasks.executor_task import ExecutorTask
 from debusine.tasks.lintian import LintianData, LintianDynamicData
 from debusine.tasks.mmdebstrap import MmDebstrapData
@@ -186,6 +192,57 @@ def test_incomplete_task_class_is_refused(isolated_registry: None) -> None:
 
         class Broken(BaseTask[EchoData]):
             TASK_TYPE = TaskType.WORKER
+            TASK_DATA_MODEL = EchoData
+
+
+def test_builtin_tasks_lists_every_task_of_the_package() -> None:
+    for module in pkgutil.iter_modules(tasks_package.__path__):
+        if not module.ispkg:
+            importlib.import_module(f"{tasks_package.__name__}.{module.name}")
+    defined = {
+        (task_type, name): f"{task_class.__module__}:{task_class.__qualname__}"
+        for task_type, by_name in BaseTask._registry.items()
+        for name, task_class in by_name.items()
+        if task_class.__module__.startswith("debusine.tasks.")
+        and ".tests." not in task_class.__module__
+    }
+    assert defined == BUILTIN_TASKS
+
+
+def test_task_modules_are_imported_when_first_asked_for() -> None:
+    code = (
+        "import sys\n"
+        "from debusine.tasks import BaseTask, validate_task_data\n"
+        "validate_task_data('Worker', 'noop', {})\n"
+        "print(sorted(m for m in ('debusine.tasks.noop', 'debusine.tasks.sbuild') "
+        "if m in sys.modules))\n"
+        "import debusine.tasks\n"
+        "assert debusine.tasks.Sbuild is BaseTask.class_from_name('Worker', 'sbuild')\n"
+        "print('debusine.tasks.sbuild' in sys.modules, len(BaseTask.task_names('Worker')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.splitlines() == [
+        "['debusine.tasks.noop']",
+        f"True {len(BUILTIN_TASKS)}",
+    ]
+
+
+def test_a_registry_emptied_since_the_import_is_filled_again(isolated_registry: None) -> None:
+    assert BaseTask.class_from_name("Worker", "sbuild") is Sbuild
+    BaseTask._registry.clear()
+    assert BaseTask.class_from_name("Worker", "sbuild") is Sbuild
+    assert "sbuild" in BaseTask.task_names("Worker")
+
+
+def test_a_builtin_name_is_taken_before_its_module_is_imported(isolated_registry: None) -> None:
+    BaseTask._registry.clear()
+    with pytest.raises(TypeError, match=r"already defined by debusine\.tasks\.lintian\.Lintian"):
+
+        class Lintian(BaseTask[EchoData]):
+            TASK_TYPE = TaskType.WORKER
+            TASK_VERSION = 2
             TASK_DATA_MODEL = EchoData
 
 

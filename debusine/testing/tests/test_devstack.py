@@ -38,16 +38,26 @@ def test_server_is_gunicorn_with_uvicorn_workers() -> None:
         assert "--no-control-socket" in argv
 
 
-def test_stack_starts_the_server_scheduler_beat_and_celery() -> None:
-    server, scheduler, beat, celery = devstack.stack_processes(8123, 2)
+def test_stack_starts_the_server_and_one_scheduler_for_the_other_roles() -> None:
+    server, scheduler = devstack.stack_processes(8123, 2)
     assert server.name == "server"
     assert "127.0.0.1:8123" in server.argv
+    assert server.argv[server.argv.index("--config") + 1] == (
+        "python:debusine.server.project.gunicorn_config"
+    )
     assert scheduler.name == "scheduler"
-    # One scheduling job at a time, on its own queue.
-    assert scheduler.argv[scheduler.argv.index("--queues") + 1] == "scheduler"
+    # One job at a time (scheduling passes and server tasks), beat as a thread.
+    assert scheduler.argv[scheduler.argv.index("--queues") + 1] == "scheduler,celery"
+    assert scheduler.argv[scheduler.argv.index("--pool") + 1] == "solo"
     assert scheduler.argv[scheduler.argv.index("--concurrency") + 1] == "1"
-    assert (beat.name, beat.argv[-3]) == ("beat", "beat")
-    assert celery.argv[celery.argv.index("--queues") + 1] == "celery"
+    assert "--beat-thread" in scheduler.argv
+
+
+def test_split_roles_are_still_available() -> None:
+    beat = devstack.beat_argv()
+    assert beat[beat.index("--app") + 1].endswith(":beat_app") and beat[-3] == "beat"
+    celery = devstack.celery_worker_argv()
+    assert celery[celery.index("--queues") + 1] == "celery"
 
 
 def test_client_config_round_trips_the_token(tmp_path: Path) -> None:
