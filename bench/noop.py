@@ -2,13 +2,17 @@
 Noop work requests end to end with real processes: throughput, idle latency, server cost, memory.
 
 Starts, on a throwaway database, the server (gunicorn + uvicorn), the scheduler (Celery) and
-beat, and `--workers` real `debusine-worker` daemons (default 2), all on this machine. Then:
+beat, and `--workers` real worker daemons (default 2), all on this machine: ours, or with
+`--worker debian-0.11` Debian's own `debusine-worker` 0.11.3 (fetched and unpacked as the
+compatibility tests do, see tests/compat/reference_client.py). Then:
 
 - idle latency: one noop at a time, created through the API; created-to-completed is read from
   the work request's own `created_at` / `completed_at` (server clock, no polling error);
 - throughput: `--requests` noops created through the API by a few client threads as fast as the
   server takes them, and the rate at which they complete (first creation to last completion);
   the server side's CPU seconds per noop (gunicorn tree + scheduler + beat) and resident memory;
+  and the gap between two consecutive work requests of one worker (its previous one's
+  `completed_at` to the next one's `started_at`, i.e. how long the worker took to ask for more);
 - the same again after inserting `--history` finished work requests (default 100,000), to show
   whether it stays flat as history grows.
 
@@ -16,7 +20,11 @@ Reference figures (Debusine, same kind of machine): 4.5-5 noops/s with 2 workers
 server CPU-s per noop, 150-175 ms idle created-to-completed, 1.1 GiB RSS.
 Targets: >= 50 noops/s, <= 30 ms idle, flat to 10^5 work requests, half the memory.
 
-Usage: `.venv/bin/python -m bench.noop [--workers 2] [--requests 1000] [--history 100000]`
+Reference figures with Debian's 0.11.3 workers (issue 16, same machine): 3.31 noops/s, 245 ms
+idle created-to-completed p50. Target: >= 10x, i.e. >= 33 noops/s.
+
+Usage: `.venv/bin/python -m bench.noop [--worker ours|debian-0.11] [--workers 2]
+[--requests 1000] [--history 100000]`
 """
 
 from __future__ import annotations
@@ -48,6 +56,12 @@ SELECT count(*), min(created_at), max(completed_at),
 FROM db_workrequest WHERE id = ANY(%s)
 """
 LATENCY_SQL = "SELECT status, completed_at - created_at FROM db_workrequest WHERE id = %s"
+RUNS_SQL = """
+SELECT worker_id, started_at, completed_at FROM db_workrequest
+WHERE id = ANY(%s) AND started_at IS NOT NULL AND completed_at IS NOT NULL
+ORDER BY worker_id, started_at
+"""
+WORKER_KINDS = ("ours", "debian-0.11")
 
 
 def server_pids(instance: ThrowawayInstance) -> list[int]:
@@ -113,6 +127,33 @@ def idle_latency(
     )
 
 
+def percentile(ordered: list[float], fraction: float) -> float:
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+def gaps_between_tasks(database: psycopg.Connection, ids: list[int]) -> str:
+    """
+    The distribution of the time between one work request's completion and the start (get-next)
+    of the same worker's next one, over the work requests `ids`.
+    """
+    gaps: list[float] = []
+    previous: tuple[object, object] | None = None
+    for worker_id, started_at, completed_at in database.execute(RUNS_SQL, [ids]).fetchall():
+        if previous is not None and previous[0] == worker_id:
+            gaps.append((started_at - previous[1]).total_seconds())
+        previous = (worker_id, completed_at)
+    if not gaps:
+        return "gap between a worker's consecutive tasks: none measured"
+    ordered = sorted(gaps)
+    slow = sum(1 for gap in ordered if gap >= 0.5)
+    return (
+        f"gap between a worker's consecutive tasks (completed -> next started): "
+        f"p50 {statistics.median(ordered) * 1000:.1f} ms  "
+        f"p90 {percentile(ordered, 0.9) * 1000:.1f} ms  "
+        f"max {ordered[-1] * 1000:.1f} ms  ({len(ordered)} gaps, {slow} >= 500 ms)"
+    )
+
+
 def throughput(
     instance: ThrowawayInstance, token: str, database: psycopg.Connection, count: int, threads: int
 ) -> str:
@@ -148,12 +189,36 @@ def throughput(
         f"at {total / created:.0f}/s by {threads} client threads; {failed} not successful); "
         f"server {cpu / total * 1000:.1f} CPU-ms/noop ("
         + ", ".join(f"{name} {value / total * 1000:.1f}" for name, value in cpu_parts.items())
-        + f"); {server_memory(instance)}"
+        + f"); {server_memory(instance)}\n{gaps_between_tasks(database, ids)}"
     )
+
+
+def start_daemon(kind: str, api_url: str, directory: Path, activation: str) -> WorkerProcess:
+    """Start one worker daemon of `kind` (see WORKER_KINDS), logging warnings only."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if kind == "debian-0.11":
+        # The benchmark harness reuses the compatibility tests' fetching (not production code).
+        from tests.compat.reference_client import reference_worker
+        from tests.compat.reference_worker import start_reference_worker
+
+        return start_reference_worker(
+            reference_worker(),
+            api_url,
+            directory,
+            activation_token=activation,
+            log_level="WARNING",
+        )
+    return start_worker(api_url, directory, activation_token=activation, log_level="WARNING")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--worker",
+        choices=WORKER_KINDS,
+        default="ours",
+        help="whose worker daemon runs the noops: ours, or Debian's debusine-worker 0.11.3",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--idle", type=int, default=50)
@@ -179,13 +244,14 @@ def main() -> None:
         try:
             for index in range(args.workers):
                 activation = instance.create_worker_activation(f"bench-{index}.example")
-                daemon = start_worker(
-                    instance.api_url,
-                    Path(data_dir) / f"worker-{index}",
-                    activation_token=activation,
-                    log_level="WARNING",
+                daemons.append(
+                    start_daemon(
+                        args.worker,
+                        instance.api_url,
+                        Path(data_dir) / f"worker-{index}",
+                        activation,
+                    )
                 )
-                daemons.append(daemon)
             with psycopg.connect(instance.database_url, autocommit=True) as database:
                 # Warm up: every worker has connected, reported metadata and run something.
                 warm_up = requests.Session()
@@ -195,7 +261,8 @@ def main() -> None:
                 wait_until_idle(database, timeout=120)
 
                 print(
-                    f"{args.workers} worker daemons, {server_workers} server processes, "
+                    f"{args.workers} worker daemons ({args.worker}), {server_workers} server "
+                    "processes, "
                     f"{os.cpu_count()} cores shared by everything"
                 )
                 print(idle_latency(instance, token, database, args.idle), flush=True)
