@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -41,7 +41,9 @@ DEFAULT_RETRY_DELAY = 5.0
 _RANGE = re.compile(r"^bytes=0-(\d+)$")
 
 #: Bytes read at a time when hashing a local file.
-_HASH_BLOCK_SIZE = 1024 * 1024
+_HASH_BLOCK_SIZE = 4 * 1024 * 1024
+#: Bytes read from the file and handed to the connection at a time while uploading.
+SEND_BLOCK_SIZE = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -93,25 +95,33 @@ class UploadTransport(Protocol):
 
 
 class _Slice:
-    """`length` bytes of an open file from its current position, reporting progress."""
+    """
+    `length` bytes of an open file from its current position, reporting progress.
+
+    An iterable with a length, not a file: requests then sends Content-Length and urllib3
+    hands each SEND_BLOCK_SIZE block to the socket whole, where a file-like body would be read
+    and sent 16 KiB at a time.
+    """
 
     def __init__(self, contents: BinaryIO, length: int, advance: Advance) -> None:
         self.contents = contents
-        self.remaining = length
         self.length = length
         self.advance = advance
 
     def __len__(self) -> int:  # requests sends it as Content-Length
         return self.length
 
-    def read(self, size: int = -1) -> bytes:
-        if self.remaining <= 0:
-            return b""
-        wanted = self.remaining if size < 0 else min(size, self.remaining)
-        block = self.contents.read(wanted)
-        self.remaining -= len(block)
-        self.advance(len(block))
-        return block
+    def __iter__(self) -> Iterator[bytes]:
+        remaining = self.length
+        while remaining > 0:
+            block = self.contents.read(min(SEND_BLOCK_SIZE, remaining))
+            if not block:
+                raise UploadError(
+                    f"{getattr(self.contents, 'name', 'the file')} is shorter than announced"
+                )
+            remaining -= len(block)
+            yield block
+            self.advance(len(block))
 
 
 def received_bytes(response: requests.Response) -> int:
