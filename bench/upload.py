@@ -45,12 +45,12 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
 
-from bench.common import process_tree
+from bench.common import cpu_seconds, process_tree
 from debusine.client.client import DebusineClient, LocalFile
 from debusine.testing.throwaway import ThrowawayInstance, throwaway_instance
 
@@ -114,6 +114,8 @@ class Timings:
     download: float
     debian_upload: float | None = None
     debian_download: float | None = None
+    #: CPU seconds the server (gunicorn tree) used during each transfer, by row name.
+    server_cpu: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -296,24 +298,38 @@ def run(
         session = requests.Session()
         session.headers["Token"] = token
 
+        cpu = {"start": cpu_seconds(pid)}
         artifact_id, hash_seconds, upload_seconds = client_upload(
             server, token, source, chunk_size
         )
+        cpu["upload"] = cpu_seconds(pid)
         downloaded = directory / "downloaded.bin"
         download_seconds = client_download(server, token, artifact_id, source.name, downloaded)
+        cpu["download"] = cpu_seconds(pid)
         check_sha256(downloaded, sha256)
         downloaded.unlink()
         timings = Timings(copy_seconds, hash_seconds, upload_seconds, download_seconds)
+        timings.server_cpu["upload (our client)"] = cpu["upload"] - cpu["start"]
+        timings.server_cpu["download (our client)"] = cpu["download"] - cpu["upload"]
 
         if debian:
-            # The same contents again: the server still asks for (and hashes) every byte.
+            # Other contents of the same size, so that the server stores them too (it would
+            # only hash and drop contents the scope already has).
+            source.unlink()
+            other = directory / "debian" / source.name
+            other.parent.mkdir()
+            write_test_file(other, size)
             timings.debian_upload, timings.debian_download = debian_transfers(
-                server, token, source, directory
+                server, token, other, directory
             )
+            timings.server_cpu["Debian 0.11.3 (upload + download)"] = (
+                cpu_seconds(pid) - cpu["download"]
+            )
+            other.unlink()
 
         s3_timings = None
         if s3:
-            source.unlink()  # only one test file on disk at a time
+            source.unlink(missing_ok=True)  # only one test file on disk at a time
             s3_timings = run_s3(server, session, size, chunk_size, directory)
         server_peak = peak_rss_mib(pid)
     return timings, s3_timings, server_peak
@@ -475,6 +491,8 @@ def main() -> None:
                 f"{'S3 ' + name + ' (API)':24} {api_rate:8.1f} MiB/s  ({api_seconds:.2f} s)  "
                 f"= {api_rate / boto3_rate:.2f} x boto3"
             )
+    for name, seconds in timings.server_cpu.items():
+        print(f"server CPU, {name}: {seconds:.2f} s ({seconds / (mib / 1024):.2f} s per GiB)")
     print(f"server peak RSS (largest process): {server_peak:.0f} MiB")
 
 
