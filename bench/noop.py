@@ -4,7 +4,7 @@ Noop work requests end to end with real processes: throughput, idle latency, ser
 Starts, on a throwaway database, the server (gunicorn + uvicorn), the scheduler (Celery) and
 beat, and `--workers` real worker daemons (default 2), all on this machine: ours, or with
 `--worker debian-0.11` Debian's own `debusine-worker` 0.11.3 (fetched and unpacked as the
-compatibility tests do, see tests/compat/reference_client.py). Then:
+compatibility tests do, see debusine/testing/reference_client.py). Then:
 
 - idle latency: one noop at a time, created through the API; created-to-completed is read from
   the work request's own `created_at` / `completed_at` (server clock, no polling error);
@@ -43,6 +43,8 @@ import requests
 from bench.api import HISTORY_SQL
 from bench.common import cpu_seconds, pss_mib, rss_mib
 from debusine.server.work_requests.sql import HELD, SUCCESS
+from debusine.testing.reference_client import reference_worker
+from debusine.testing.reference_worker import start_reference_worker
 from debusine.testing.throwaway import ThrowawayInstance, throwaway_instance
 from debusine.testing.worker import WorkerProcess, start_worker
 
@@ -197,10 +199,6 @@ def start_daemon(kind: str, api_url: str, directory: Path, activation: str) -> W
     """Start one worker daemon of `kind` (see WORKER_KINDS), logging warnings only."""
     directory.mkdir(parents=True, exist_ok=True)
     if kind == "debian-0.11":
-        # The benchmark harness reuses the compatibility tests' fetching (not production code).
-        from tests.compat.reference_client import reference_worker
-        from tests.compat.reference_worker import start_reference_worker
-
         return start_reference_worker(
             reference_worker(),
             api_url,

@@ -52,6 +52,7 @@ import requests
 
 from bench.common import cpu_seconds, process_tree
 from debusine.client.client import DebusineClient, LocalFile
+from debusine.testing.reference_client import reference_client
 from debusine.testing.throwaway import ThrowawayInstance, throwaway_instance
 
 MiB = 1024 * 1024
@@ -229,9 +230,6 @@ def debian_transfers(
     server: ThrowawayInstance, token: str, source: Path, directory: Path
 ) -> tuple[float, float]:
     """Upload then download `source` with Debian's 0.11.3 `debusine` CLI; seconds of each."""
-    # The harness reuses the compatibility tests' fetching (not production code).
-    from tests.compat.reference_client import reference_client
-
     cli = reference_client()
     home = debian_client_home(directory, server.api_url, token)
     start = time.perf_counter()

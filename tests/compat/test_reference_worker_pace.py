@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from debusine.testing.reference_client import ReferenceWorker
+from debusine.testing.reference_worker import LOG_CONNECTED, start_reference_worker
 from debusine.testing.throwaway import ThrowawayInstance
-from tests.compat.reference_client import ReferenceWorker
-from tests.compat.reference_worker import LOG_CONNECTED, start_reference_worker
 from tests.integration.conftest import scheduling_instance
 from tests.integration.rest_user import RestUser
 

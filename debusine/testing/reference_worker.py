@@ -22,12 +22,12 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from debusine.testing.reference_client import ReferenceWorker
 from debusine.testing.worker import WorkerProcess
-from tests.compat.reference_client import ReferenceWorker
 
 #: Lines the 0.11.3 daemon logs (its own wording, not ours).
 LOG_CONNECTED = "Connected to "
-LOG_TOKEN_DISABLED = "is disabled. Debusine admin"
+LOG_TOKEN_DISABLED = "is disabled. Debusine admin"  # noqa: S105 (a log line, not a secret)
 LOG_METADATA_SENT = "Sent dynamic_metadata"
 LOG_NO_WORK = "No work request available"
 
