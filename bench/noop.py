@@ -3,13 +3,17 @@ Noop work requests end to end with real processes: throughput, idle latency, ser
 
 Starts, on a throwaway database, the server side as `make run` runs it (gunicorn + uvicorn, and
 the scheduler: one Celery process that also runs server tasks and beat), and `--workers` real
-`debusine-worker` daemons (default 2), all on this machine. Then:
+worker daemons (default 2), all on this machine: ours, or with `--worker debian-0.11` Debian's
+own `debusine-worker` 0.11.3 (fetched and unpacked as the compatibility tests do, see
+debusine/testing/reference_client.py). Then:
 
 - idle latency: one noop at a time, created through the API; created-to-completed is read from
   the work request's own `created_at` / `completed_at` (server clock, no polling error);
 - throughput: `--requests` noops created through the API by a few client threads as fast as the
   server takes them, and the rate at which they complete (first creation to last completion);
-  the server side's CPU seconds per noop and memory, by role;
+  the server side's CPU seconds per noop and memory, by role; and the gap between two
+  consecutive work requests of one worker (its previous one's `completed_at` to the next one's
+  `started_at`, i.e. how long the worker took to ask for more);
 - memory per role (RSS and PSS from /proc/PID/smaps_rollup, each role summed over its
   processes: the gunicorn arbiter and its workers, the Celery processes), application
   processes only (not PostgreSQL, Redis or the worker daemons), against issue 16's targets
@@ -23,8 +27,11 @@ Reference figures (Debusine, same kind of machine): 4.5-5 noops/s with 2 workers
 server CPU-s per noop, 150-175 ms idle created-to-completed.
 Targets: >= 50 noops/s, <= 30 ms idle, flat to 10^5 work requests.
 
-Usage: `.venv/bin/python -m bench.noop [--workers 2] [--requests 1000] [--history 100000]
-[--split-roles]`
+Reference figures with Debian's 0.11.3 workers (issue 16, same machine): 3.31 noops/s, 245 ms
+idle created-to-completed p50. Target: >= 10x, i.e. >= 33 noops/s.
+
+Usage: `.venv/bin/python -m bench.noop [--worker ours|debian-0.11] [--workers 2]
+[--requests 1000] [--history 100000] [--split-roles]`
 """
 
 from __future__ import annotations
@@ -47,6 +54,8 @@ from bench.common import cpu_seconds, format_memory, memory_by_role, process_tre
 from debusine.server.work_requests.sql import HELD, SUCCESS
 from debusine.testing.devstack import CELERY_APP, ProcessSpec, beat_argv
 from debusine.testing.processes import stop_process
+from debusine.testing.reference_client import reference_worker
+from debusine.testing.reference_worker import start_reference_worker
 from debusine.testing.throwaway import ThrowawayInstance, throwaway_instance
 from debusine.testing.worker import WorkerProcess, start_worker
 
@@ -60,6 +69,12 @@ SELECT count(*), min(created_at), max(completed_at),
 FROM db_workrequest WHERE id = ANY(%s)
 """
 LATENCY_SQL = "SELECT status, completed_at - created_at FROM db_workrequest WHERE id = %s"
+RUNS_SQL = """
+SELECT worker_id, started_at, completed_at FROM db_workrequest
+WHERE id = ANY(%s) AND started_at IS NOT NULL AND completed_at IS NOT NULL
+ORDER BY worker_id, started_at
+"""
+WORKER_KINDS = ("ours", "debian-0.11")
 
 #: Issue 16: the server side of `make run` on 2 cores, application processes only.
 TARGET_RSS_MIB = 475
@@ -190,6 +205,33 @@ def idle_latency(
     )
 
 
+def percentile(ordered: list[float], fraction: float) -> float:
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+def gaps_between_tasks(database: psycopg.Connection, ids: list[int]) -> str:
+    """
+    The distribution of the time between one work request's completion and the start (get-next)
+    of the same worker's next one, over the work requests `ids`.
+    """
+    gaps: list[float] = []
+    previous: tuple[object, object] | None = None
+    for worker_id, started_at, completed_at in database.execute(RUNS_SQL, [ids]).fetchall():
+        if previous is not None and previous[0] == worker_id:
+            gaps.append((started_at - previous[1]).total_seconds())
+        previous = (worker_id, completed_at)
+    if not gaps:
+        return "gap between a worker's consecutive tasks: none measured"
+    ordered = sorted(gaps)
+    slow = sum(1 for gap in ordered if gap >= 0.5)
+    return (
+        f"gap between a worker's consecutive tasks (completed -> next started): "
+        f"p50 {statistics.median(ordered) * 1000:.1f} ms  "
+        f"p90 {percentile(ordered, 0.9) * 1000:.1f} ms  "
+        f"max {ordered[-1] * 1000:.1f} ms  ({len(ordered)} gaps, {slow} >= 500 ms)"
+    )
+
+
 def throughput(
     instance: ThrowawayInstance, token: str, database: psycopg.Connection, count: int, threads: int
 ) -> str:
@@ -225,12 +267,32 @@ def throughput(
         f"at {total / created:.0f}/s by {threads} client threads; {failed} not successful); "
         f"server {cpu / total * 1000:.1f} CPU-ms/noop ("
         + ", ".join(f"{name} {value / total * 1000:.1f}" for name, value in cpu_parts.items())
-        + f"); {server_memory(instance)}"
+        + f"); {server_memory(instance)}\n{gaps_between_tasks(database, ids)}"
     )
+
+
+def start_daemon(kind: str, api_url: str, directory: Path, activation: str) -> WorkerProcess:
+    """Start one worker daemon of `kind` (see WORKER_KINDS), logging warnings only."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if kind == "debian-0.11":
+        return start_reference_worker(
+            reference_worker(),
+            api_url,
+            directory,
+            activation_token=activation,
+            log_level="WARNING",
+        )
+    return start_worker(api_url, directory, activation_token=activation, log_level="WARNING")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--worker",
+        choices=WORKER_KINDS,
+        default="ours",
+        help="whose worker daemon runs the noops: ours, or Debian's debusine-worker 0.11.3",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--idle", type=int, default=50)
@@ -266,13 +328,14 @@ def main() -> None:
         try:
             for index in range(args.workers):
                 activation = instance.create_worker_activation(f"bench-{index}.example")
-                daemon = start_worker(
-                    instance.api_url,
-                    Path(data_dir) / f"worker-{index}",
-                    activation_token=activation,
-                    log_level="WARNING",
+                daemons.append(
+                    start_daemon(
+                        args.worker,
+                        instance.api_url,
+                        Path(data_dir) / f"worker-{index}",
+                        activation,
+                    )
                 )
-                daemons.append(daemon)
             with psycopg.connect(instance.database_url, autocommit=True) as database:
                 # Warm up: every worker has connected, reported metadata and run something.
                 warm_up = requests.Session()
@@ -282,7 +345,8 @@ def main() -> None:
                 wait_until_idle(database, timeout=120)
 
                 print(
-                    f"{args.workers} worker daemons, {server_workers} server processes, "
+                    f"{args.workers} worker daemons ({args.worker}), {server_workers} server "
+                    "processes, "
                     f"{os.cpu_count()} cores shared by everything"
                 )
                 print(idle_latency(instance, token, database, args.idle), flush=True)

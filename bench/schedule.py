@@ -106,7 +106,7 @@ def timed_pass(label: str, renotify: bool = False, notify: bool = True) -> float
 
     original = notifications.notify_work_request_assigned
     if not notify:
-        notifications.notify_work_request_assigned = lambda worker_ids: None
+        notifications.notify_work_request_assigned = lambda worker_ids, delay=0.0: None
     try:
         started = time.perf_counter()
         result = passes.run_scheduling_pass(renotify=renotify)

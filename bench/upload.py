@@ -5,10 +5,16 @@ Starts its own server (gunicorn with uvicorn workers) on a free port, against a 
 PostgreSQL database it creates, migrates and drops, with its data directory in a temporary
 directory. Then, in the same run and on the same disk:
 
-- copy: `shutil.copyfile` of the test file plus fsync (the floor any upload is compared to);
-- upload: the client's real protocol (probe, then 50 MiB `Content-Range` chunks), ending
-  with the server verifying the SHA-256 and moving the file into the local store;
-- download: `GET files[path].url` streamed to a local file, plus fsync.
+- copy: `shutil.copyfile` of the test file plus fsync (what any upload is compared to);
+- upload with our client (`DebusineClient.upload_artifact_files`: probe, then 50 MiB
+  `Content-Range` chunks), ending with the server verifying the SHA-256 and moving the file
+  into the local store; the client's hashing of the file before it creates the artifact is
+  timed apart (`hash`);
+- download with our client (`DebusineClient.download_file`, which checks size and SHA-256
+  while it writes), plus fsync;
+- the same with Debian's `debusine` client 0.11.3 (fetched as the compatibility tests do; not
+  with `--no-debian`): `debusine create-artifact --upload` (its whole run: start-up, hashing,
+  creation, upload) and `debusine download-artifact`, plus fsync.
 
 Then, unless `--no-s3`, the same against an S3 store (a `moto_server` on loopback, with the
 store added to the scope at the highest upload and download priorities), next to boto3 used
@@ -23,8 +29,10 @@ directly against the same moto server:
   client following the presigned URL does), plus fsync; the object is then deleted so that
   the API meets the same moto state.
 
+Targets (issue 16): our client's upload and download >= 0.6 x copy.
+
 Usage: `.venv/bin/python -m bench.upload [--size 1GiB] [--chunk-size 50MiB] [--workers 2]
-[--no-s3]`
+[--no-s3] [--no-debian]`
 """
 
 from __future__ import annotations
@@ -37,12 +45,14 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
 
-from bench.common import process_tree
+from bench.common import cpu_seconds, process_tree
+from debusine.client.client import DebusineClient, LocalFile
+from debusine.testing.reference_client import reference_client
 from debusine.testing.throwaway import ThrowawayInstance, throwaway_instance
 
 MiB = 1024 * 1024
@@ -100,8 +110,13 @@ def peak_rss_mib(pid: int) -> float:
 @dataclass
 class Timings:
     copy: float
+    hash: float
     upload: float
     download: float
+    debian_upload: float | None = None
+    debian_download: float | None = None
+    #: CPU seconds the server (gunicorn tree) used during each transfer, by row name.
+    server_cpu: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -170,10 +185,95 @@ def check_sha256(path: Path, sha256: str) -> None:
             raise RuntimeError(f"{path.name} differs from the uploaded file")
 
 
+def client_upload(
+    server: ThrowawayInstance, token: str, source: Path, chunk_size: int
+) -> tuple[int, float, float]:
+    """Create an artifact and upload `source` with our client; (id, hash s, upload s)."""
+    client = DebusineClient(server.api_url, token, "debusine")
+    client.upload_chunk_size = chunk_size
+    start = time.perf_counter()
+    local = LocalFile.from_path(source)
+    hash_seconds = time.perf_counter() - start
+    artifact = client.artifact_create(
+        "debusine:test", {source.name: local}, {}, workspace="System"
+    )
+    start = time.perf_counter()
+    client.upload_artifact_files(artifact, {source.name: local})
+    return artifact.id, hash_seconds, time.perf_counter() - start
+
+
+def client_download(
+    server: ThrowawayInstance, token: str, artifact_id: int, name: str, destination: Path
+) -> float:
+    """Download the file with our client (size and SHA-256 checked), plus fsync."""
+    client = DebusineClient(server.api_url, token, "debusine")
+    artifact = client.artifact_get(artifact_id)
+    start = time.perf_counter()
+    client.download_file(name, artifact.files[name], destination)
+    fsync_file(destination)
+    return time.perf_counter() - start
+
+
+def debian_client_home(directory: Path, api_url: str, token: str) -> Path:
+    """A HOME with the Debian client's configuration for our server."""
+    home = directory / "debian-home"
+    config = home / ".config" / "debusine" / "client" / "config.ini"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(
+        "[General]\ndefault-server = bench\n\n"
+        f"[server:bench]\napi-url = {api_url}\nscope = debusine\ntoken = {token}\n"
+    )
+    return home
+
+
+def debian_transfers(
+    server: ThrowawayInstance, token: str, source: Path, directory: Path
+) -> tuple[float, float]:
+    """Upload then download `source` with Debian's 0.11.3 `debusine` CLI; seconds of each."""
+    cli = reference_client()
+    home = debian_client_home(directory, server.api_url, token)
+    start = time.perf_counter()
+    created = cli.run(
+        "create-artifact",
+        "debusine:test",
+        "--workspace",
+        "System",
+        "--upload-base-directory",
+        str(source.parent),
+        "--upload",
+        source.name,
+        home=home,
+        timeout=3600,
+    )
+    upload_seconds = time.perf_counter() - start
+    if created.returncode != 0:
+        raise RuntimeError(f"Debian client upload failed:\n{created.stdout}\n{created.stderr}")
+    match = re.search(r"^artifact_id: *([0-9]+)$", created.stdout, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"no artifact id in the Debian client's output:\n{created.stdout}")
+    target = directory / "debian-download"
+    target.mkdir()
+    start = time.perf_counter()
+    downloaded = cli.run(
+        "download-artifact",
+        match[1],
+        "--target-directory",
+        str(target),
+        home=home,
+        timeout=3600,
+    )
+    if downloaded.returncode != 0:
+        raise RuntimeError(f"Debian client download failed:\n{downloaded.stderr}")
+    fsync_file(target / source.name)
+    download_seconds = time.perf_counter() - start
+    shutil.rmtree(target)
+    return upload_seconds, download_seconds
+
+
 def run(
-    size: int, chunk_size: int, workers: int, directory: Path, *, s3: bool
+    size: int, chunk_size: int, workers: int, directory: Path, *, s3: bool, debian: bool
 ) -> tuple[Timings, S3Timings | None, float]:
-    source = directory / "source.bin"
+    source = directory / "bench.bin"
     sha256 = write_test_file(source, size)
 
     start = time.perf_counter()
@@ -192,29 +292,45 @@ def run(
         workers=workers,
     ) as server:
         token = server.create_contributor("bench")
-        base, pid = server.base_url, server.pid
+        pid = server.pid
         session = requests.Session()
         session.headers["Token"] = token
-        artifact = create_artifact(session, base, "bench.bin", size, sha256)
-        upload_url = f"{base}/api/1.0/artifact/{artifact['id']}/files/bench.bin/"
 
-        start = time.perf_counter()
-        upload(session, upload_url, source, size, chunk_size)
-        upload_seconds = time.perf_counter() - start
-
+        cpu = {"start": cpu_seconds(pid)}
+        artifact_id, hash_seconds, upload_seconds = client_upload(
+            server, token, source, chunk_size
+        )
+        cpu["upload"] = cpu_seconds(pid)
         downloaded = directory / "downloaded.bin"
-        start = time.perf_counter()
-        download(session, file_url(artifact, "bench.bin"), downloaded)
-        download_seconds = time.perf_counter() - start
+        download_seconds = client_download(server, token, artifact_id, source.name, downloaded)
+        cpu["download"] = cpu_seconds(pid)
         check_sha256(downloaded, sha256)
         downloaded.unlink()
+        timings = Timings(copy_seconds, hash_seconds, upload_seconds, download_seconds)
+        timings.server_cpu["upload (our client)"] = cpu["upload"] - cpu["start"]
+        timings.server_cpu["download (our client)"] = cpu["download"] - cpu["upload"]
+
+        if debian:
+            # Other contents of the same size, so that the server stores them too (it would
+            # only hash and drop contents the scope already has).
+            source.unlink()
+            other = directory / "debian" / source.name
+            other.parent.mkdir()
+            write_test_file(other, size)
+            timings.debian_upload, timings.debian_download = debian_transfers(
+                server, token, other, directory
+            )
+            timings.server_cpu["Debian 0.11.3 (upload + download)"] = (
+                cpu_seconds(pid) - cpu["download"]
+            )
+            other.unlink()
 
         s3_timings = None
         if s3:
-            source.unlink()  # only one test file on disk at a time
+            source.unlink(missing_ok=True)  # only one test file on disk at a time
             s3_timings = run_s3(server, session, size, chunk_size, directory)
         server_peak = peak_rss_mib(pid)
-    return Timings(copy_seconds, upload_seconds, download_seconds), s3_timings, server_peak
+    return timings, s3_timings, server_peak
 
 
 def file_url(artifact: dict[str, object], path: str) -> str:
@@ -328,11 +444,17 @@ def main() -> None:
         default=True,
         help="also measure an S3 store (moto) against boto3 used directly (default: yes)",
     )
+    parser.add_argument(
+        "--debian",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure Debian's debusine client 0.11.3 (default: yes)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="debusine-bench-", dir=args.directory) as work:
         timings, s3_timings, server_peak = run(
-            args.size, args.chunk_size, args.workers, Path(work), s3=args.s3
+            args.size, args.chunk_size, args.workers, Path(work), s3=args.s3, debian=args.debian
         )
 
     mib = args.size / MiB
@@ -341,12 +463,18 @@ def main() -> None:
         f"file: {mib:.0f} MiB, chunks of {args.chunk_size / MiB:.0f} MiB, {args.workers} workers"
     )
     print(f"copy (copyfile + fsync): {copy_rate:8.1f} MiB/s  ({timings.copy:.2f} s)")
-    for name, seconds in [("upload", timings.upload), ("download", timings.download)]:
+    rows = [
+        ("hash (our client)", timings.hash),
+        ("upload (our client)", timings.upload),
+        ("download (our client)", timings.download),
+        ("upload (Debian 0.11.3)", timings.debian_upload),
+        ("download (Debian 0.11.3)", timings.debian_download),
+    ]
+    for name, seconds in rows:
+        if seconds is None:
+            continue
         rate = mib / seconds
-        print(
-            f"{name + ' (API)':24} {rate:8.1f} MiB/s  ({seconds:.2f} s)  "
-            f"= {rate / copy_rate:.2f} x copy"
-        )
+        print(f"{name:24} {rate:8.1f} MiB/s  ({seconds:.2f} s)  = {rate / copy_rate:.2f} x copy")
     if s3_timings is not None:
         for name, api_seconds, boto3_seconds in [
             ("upload", s3_timings.api_upload, s3_timings.boto3_upload),
@@ -361,6 +489,8 @@ def main() -> None:
                 f"{'S3 ' + name + ' (API)':24} {api_rate:8.1f} MiB/s  ({api_seconds:.2f} s)  "
                 f"= {api_rate / boto3_rate:.2f} x boto3"
             )
+    for name, seconds in timings.server_cpu.items():
+        print(f"server CPU, {name}: {seconds:.2f} s ({seconds / (mib / 1024):.2f} s per GiB)")
     print(f"server peak RSS (largest process): {server_peak:.0f} MiB")
 
 

@@ -66,7 +66,7 @@ PROBLEM_CONTENT_TYPE = "application/problem+json"
 #: Seconds to wait for the server to answer (connect, then each read).
 DEFAULT_TIMEOUT = (10.0, 300.0)
 #: Download buffer size.
-READ_SIZE = 1024 * 1024
+READ_SIZE = 4 * 1024 * 1024
 
 Model = TypeVar("Model", bound=pydantic.BaseModel)
 

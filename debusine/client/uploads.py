@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -46,7 +46,9 @@ DEFAULT_RETRY_DELAY = 5.0
 _RANGE = re.compile(r"^bytes=0-(\d+)$")
 
 #: Bytes read at a time when hashing a local file.
-_HASH_BLOCK_SIZE = 1024 * 1024
+_HASH_BLOCK_SIZE = 4 * 1024 * 1024
+#: Bytes read from the file and handed to the connection at a time while uploading.
+SEND_BLOCK_SIZE = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,10 @@ class _Slice:
     """
     `length` bytes of an open file from its current position, reporting progress.
 
+    An iterable with a length, not a file: requests then sends Content-Length and urllib3
+    hands each SEND_BLOCK_SIZE block to the socket whole, where a file-like body would be read
+    and sent 16 KiB at a time.
+
     A read error becomes a `LocalFileError`, not an OSError: the HTTP library would take an
     OSError raised while it sends the body for a lost connection, and the upload would be
     retried against a server that did nothing wrong.
@@ -114,24 +120,26 @@ class _Slice:
     ) -> None:
         self.contents = contents
         self.path = path
-        self.remaining = length
         self.length = length
         self.advance = advance
 
     def __len__(self) -> int:  # requests sends it as Content-Length
         return self.length
 
-    def read(self, size: int = -1) -> bytes:
-        if self.remaining <= 0:
-            return b""
-        wanted = self.remaining if size < 0 else min(size, self.remaining)
-        try:
-            block = self.contents.read(wanted)
-        except OSError as error:
-            raise LocalFileError.from_os_error(error, self.path or self.contents) from None
-        self.remaining -= len(block)
-        self.advance(len(block))
-        return block
+    def __iter__(self) -> Iterator[bytes]:
+        remaining = self.length
+        while remaining > 0:
+            try:
+                block = self.contents.read(min(SEND_BLOCK_SIZE, remaining))
+            except OSError as error:
+                raise LocalFileError.from_os_error(error, self.path or self.contents) from None
+            if not block:
+                raise UploadError(
+                    f"{getattr(self.contents, 'name', 'the file')} is shorter than announced"
+                )
+            remaining -= len(block)
+            yield block
+            self.advance(len(block))
 
 
 def received_bytes(response: requests.Response) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.compat.reference_client import (
+from debusine.testing.reference_client import (
     ReferenceClient,
     ReferenceClientError,
     ReferenceWorker,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from debusine.testing.processes import free_port
-from tests.compat.reference_client import (
+from debusine.testing.reference_client import (
     CLIENT_VERSION,
     PINNED_PACKAGES,
     ReferenceClientError,

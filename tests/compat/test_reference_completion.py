@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from debusine.testing.reference_client import ReferenceClient
 from debusine.testing.throwaway import ThrowawayInstance
 from debusine.testing.worker import LOG_CONNECTED, WorkerProcess, start_worker
 from tests.compat.conftest import write_client_config
-from tests.compat.reference_client import ReferenceClient
 from tests.integration.conftest import scheduling_instance
 from tests.integration.rest_user import RestUser
 

@@ -21,16 +21,16 @@ from typing import Any
 import pytest
 import yaml
 
-from debusine.testing.throwaway import ThrowawayInstance
-from debusine.testing.worker import WorkerProcess
-from tests.compat.holding_proxy import HoldingProxy
-from tests.compat.reference_client import ReferenceWorker
-from tests.compat.reference_worker import (
+from debusine.testing.reference_client import ReferenceWorker
+from debusine.testing.reference_worker import (
     LOG_CONNECTED,
     LOG_METADATA_SENT,
     LOG_TOKEN_DISABLED,
     start_reference_worker,
 )
+from debusine.testing.throwaway import ThrowawayInstance
+from debusine.testing.worker import WorkerProcess
+from tests.compat.holding_proxy import HoldingProxy
 from tests.integration.conftest import scheduling_instance
 from tests.integration.rest_user import RestUser
 

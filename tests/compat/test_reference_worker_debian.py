@@ -22,10 +22,10 @@ import pytest
 import yaml
 
 from debusine.client.client import DebusineClient
+from debusine.testing.reference_client import SYSTEM_PYTHON, ReferenceWorker
+from debusine.testing.reference_worker import LOG_CONNECTED, start_reference_worker
 from debusine.testing.throwaway import ThrowawayInstance
 from debusine.testing.worker import WorkerProcess, ensure_worker_user
-from tests.compat.reference_client import SYSTEM_PYTHON, ReferenceWorker
-from tests.compat.reference_worker import LOG_CONNECTED, start_reference_worker
 from tests.integration.conftest import scheduling_instance
 from tests.integration.debian_pipeline import (
     ARCHITECTURE,

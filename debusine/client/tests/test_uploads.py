@@ -7,6 +7,7 @@ import io
 import pytest
 import requests
 
+from debusine.client import uploads
 from debusine.client.errors import UploadError
 from debusine.client.uploads import _Slice, received_bytes
 
@@ -30,14 +31,24 @@ def test_invalid_range_answer(value: str | None) -> None:
         received_bytes(response_with_range(value))
 
 
-def test_slice_reads_only_its_length_and_reports_progress() -> None:
+def test_slice_reads_only_its_length_and_reports_progress(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(uploads, "SEND_BLOCK_SIZE", 3)
     contents = io.BytesIO(b"0123456789")
     contents.seek(2)
     progress: list[int] = []
     body = _Slice(contents, 5, progress.append)
 
     assert len(body) == 5
-    assert body.read(3) == b"234"
-    assert body.read() == b"56"
-    assert body.read() == b""
+    # An iterable, not a file: urllib3 sends each block whole.
+    assert not hasattr(body, "read")
+    assert list(body) == [b"234", b"56"]
     assert progress == [3, 2]
+    assert contents.read() == b"789"
+
+
+def test_slice_of_a_file_shorter_than_announced_fails() -> None:
+    body = _Slice(io.BytesIO(b"0123"), 5, lambda _: None)
+    with pytest.raises(UploadError, match="shorter"):
+        list(body)

@@ -9,9 +9,15 @@ and only then do the contents move into the scope's upload store. A PUT without
 `Content-Range` carries the whole file.
 
 Partial uploads live under DEBUSINE_UPLOAD_DIRECTORY (a `FileUpload` row names each one),
-never in a store. The view holds no database transaction while it streams a body to disk:
-an `flock` on the partial file serializes concurrent requests for the same file, and the
-final step that marks the file complete is one short transaction.
+never in a store. Bytes make one pass: under the ASGI server the body is read straight from
+the connection (`streamed_body`, no spooling by Django), written with `pwrite` and hashed on
+the way; the SHA-256 state (`resumable_sha256`) is saved in the `FileUpload` row after every
+request, so the next chunk, even in another server process or after an interruption, goes on
+from it, and the final check never reads the file again.
+
+The view holds no database transaction while it streams a body to disk: an `flock` on the
+partial file serializes concurrent requests for the same file, and the final step that marks
+the file complete is one short transaction.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, BinaryIO, Protocol
 
 from django.conf import settings
 from django.db import transaction
@@ -38,8 +44,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from debusine.server.api import resumable_sha256
 from debusine.server.api.auth import IsUserOrWorker, request_worker
 from debusine.server.api.errors import ProblemError
+from debusine.server.api.resumable_sha256 import ResumableSha256
+from debusine.server.api.streamed_body import ClientDisconnectedError, streamed_body
 from debusine.server.db.models import Artifact, FileInArtifact, FileUpload
 from debusine.server.file_stores import get_backend
 from debusine.server.file_stores.policies import (
@@ -48,8 +57,9 @@ from debusine.server.file_stores.policies import (
     upload_store,
 )
 
-#: How much of the request body is read and written at a time.
-COPY_CHUNK_SIZE = 1024 * 1024
+#: How much of a request body Django read is written at a time, and of a partial upload
+#: hashed at a time when its saved hash state does not cover it.
+COPY_CHUNK_SIZE = 4 * 1024 * 1024
 
 #: errno values that mean "no space left": the filesystem, or the server user's quota.
 NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -160,9 +170,18 @@ class PartialUpload:
 
 
 def _is_current(upload: FileUpload, path: Path, handle: IO[bytes]) -> bool:
-    """Whether the locked file is still the live partial upload of its row."""
-    if not FileUpload.objects.filter(pk=upload.pk, path=upload.path).exists():
+    """
+    Whether the locked file is still the live partial upload of its row (whose saved hash
+    state, read by the same query, `upload` then holds).
+    """
+    saved = (
+        FileUpload.objects.filter(pk=upload.pk, path=upload.path)
+        .values_list("hashed_size", "sha256_state")
+        .first()
+    )
+    if saved is None:
         return False
+    upload.hashed_size, upload.sha256_state = saved
     try:
         return path.stat().st_ino == os.fstat(handle.fileno()).st_ino
     except FileNotFoundError:
@@ -215,60 +234,122 @@ def locked_partial_upload(
     )
 
 
-def write_body(
-    partial: PartialUpload, body: HttpRequest, requested: RequestedRange
-) -> bytes | None:
-    """
-    Write the request body at `requested.start`, refusing more than `requested.length` bytes.
+class BodyReader(Protocol):
+    """Where a request body comes from: a `StreamedBody`, or `RequestBody` around Django's."""
 
-    Returns the SHA-256 of the whole file when this body was all of it (hashed on the way,
-    which spares reading it again), else None.
+    def read_batch(self) -> bytes | memoryview: ...
+
+
+class RequestBody:
+    """The body Django read (tests, WSGI), in COPY_CHUNK_SIZE batches."""
+
+    def __init__(self, request: HttpRequest) -> None:
+        self.request = request
+
+    def read_batch(self) -> bytes:
+        return self.request.read(COPY_CHUNK_SIZE)
+
+
+def body_reader(request: HttpRequest) -> BodyReader:
+    """The request's body, streamed from the connection when the server streams it."""
+    return streamed_body(request) or RequestBody(request)
+
+
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
+def _hash_file_range(hasher: ResumableSha256, fd: int, start: int, end: int) -> None:
+    """Hash bytes `start`..`end` (exclusive) of the open file `fd`."""
+    offset = start
+    while offset < end:
+        block = os.pread(fd, min(COPY_CHUNK_SIZE, end - offset), offset)
+        if not block:
+            raise OSError(f"the partial upload ended at {offset} bytes, before {end}")
+        hasher.update(block)
+        offset += len(block)
+
+
+def resumed_hash(partial: PartialUpload, offset: int) -> ResumableSha256:
     """
-    hasher = hashlib.sha256() if requested.start == 0 else None
+    The SHA-256 of the partial upload's first `offset` bytes: its saved state, caught up with
+    the bytes on disk it does not cover (none, unless a request died before saving it).
+    """
+    upload = partial.upload  # its state as read under the lock (see `_is_current`)
+    hasher: ResumableSha256 | None = None
+    hashed = 0
+    if upload.sha256_state is not None and upload.hashed_size <= offset:
+        try:
+            hasher = ResumableSha256.from_state(bytes(upload.sha256_state))
+            hashed = upload.hashed_size
+        except ValueError:
+            hasher = None
+    if hasher is None:
+        hasher = ResumableSha256()
+        hashed = 0
+    _hash_file_range(hasher, partial.handle.fileno(), hashed, offset)
+    return hasher
+
+
+def save_hash(partial: PartialUpload, hasher: ResumableSha256 | None, hashed_size: int) -> None:
+    """Record the hash state (None: forget it) with the upload's activity."""
+    upload = partial.upload
+    upload.hashed_size = hashed_size if hasher is not None else 0
+    upload.sha256_state = hasher.state() if hasher is not None else None
+    FileUpload.objects.filter(pk=upload.pk).update(
+        last_activity_at=timezone.now(),
+        hashed_size=upload.hashed_size,
+        sha256_state=upload.sha256_state,
+    )
+
+
+def write_body(partial: PartialUpload, body: BodyReader, requested: RequestedRange) -> None:
+    """
+    Write the request body at `requested.start`, refusing more than `requested.length` bytes,
+    hashing it on the way: the SHA-256 state of the file up to what was written is saved with
+    the upload (also when the client goes away mid-body), so that completing the file never
+    reads it again.
+    """
     received_before = partial.received
-    # Unbuffered writes at explicit offsets: a failed write leaves nothing in a buffer that
-    # closing the file would try (and fail) to write again.
-    descriptor = partial.handle.fileno()
+    fd = partial.handle.fileno()
+    hasher = resumed_hash(partial, requested.start) if resumable_sha256.available() else None
     written = 0
 
     def undo() -> None:
         """Forget what this request added to the file: it holds what it held before."""
         if partial.received > received_before:
-            os.ftruncate(descriptor, received_before)
+            os.ftruncate(fd, received_before)
 
-    while True:
-        chunk = body.read(min(COPY_CHUNK_SIZE, requested.length - written + 1))
-        if not chunk:
-            break
-        if written + len(chunk) > requested.length:
-            # A longer body than announced: undo what extended the file, refuse the request.
-            undo()
-            raise ProblemError(
-                "Request body longer than the Content-Range",
-                f"The range announces {requested.length} bytes",
-            )
-        try:
-            _write_at(descriptor, chunk, requested.start + written)
-        except OSError as error:
-            if error.errno not in NO_SPACE_ERRNOS:
-                raise
-            undo()
-            raise insufficient_storage("The server's upload directory", error) from None
-        if hasher is not None:
-            hasher.update(chunk)
-        written += len(chunk)
-    FileUpload.objects.filter(pk=partial.upload.pk).update(last_activity_at=timezone.now())
-    whole_file = requested.start == 0 and written == requested.size
-    return hasher.digest() if hasher is not None and whole_file else None
-
-
-def _write_at(descriptor: int, data: bytes, offset: int) -> None:
-    """Write all of `data` at `offset` (pwrite may write less than asked)."""
-    view = memoryview(data)
-    while view:
-        count = os.pwrite(descriptor, view, offset)
-        view = view[count:]
-        offset += count
+    try:
+        while batch := body.read_batch():
+            if written + len(batch) > requested.length:
+                # A longer body than announced: undo what extended the file, refuse the
+                # request. What it overwrote is no longer what the hash state covers.
+                undo()
+                hasher = None
+                raise ProblemError(
+                    "Request body longer than the Content-Range",
+                    f"The range announces {requested.length} bytes",
+                )
+            try:
+                # Unbuffered writes at explicit offsets: a failed write leaves nothing in a
+                # buffer that closing the file would try (and fail) to write again.
+                _pwrite_all(fd, batch, requested.start + written)
+            except OSError as error:
+                if error.errno not in NO_SPACE_ERRNOS:
+                    raise
+                undo()
+                hasher = None
+                raise insufficient_storage("The server's upload directory", error) from None
+            if hasher is not None:
+                hasher.update(batch)
+            written += len(batch)
+    finally:
+        save_hash(partial, hasher, requested.start + written)
 
 
 def file_sha256(path: Path) -> bytes:
@@ -276,16 +357,21 @@ def file_sha256(path: Path) -> bytes:
         return hashlib.file_digest(handle, "sha256").digest()
 
 
-def complete_upload(
-    file_in_artifact: FileInArtifact, partial: PartialUpload, computed: bytes | None
-) -> None:
+def upload_sha256(partial: PartialUpload) -> bytes:
+    """The SHA-256 of a fully received upload: from its saved state where there is one."""
+    if not resumable_sha256.available():
+        return file_sha256(partial.path)
+    return resumed_hash(partial, partial.received).digest()
+
+
+def complete_upload(file_in_artifact: FileInArtifact, partial: PartialUpload) -> None:
     """
     Verify a fully received upload, then put it in a store and mark the file complete.
 
     On a hash mismatch the partial upload is discarded and a 409 problem raised.
     """
     file = file_in_artifact.file
-    digest = computed if computed is not None else file_sha256(partial.path)
+    digest = upload_sha256(partial)
     if digest != bytes(file.sha256):
         partial.discard()
         raise ProblemError(
@@ -423,7 +509,7 @@ class UploadFileView(APIView):
             if partial.received < file_in_artifact.file.size:
                 return range_response(status.HTTP_206_PARTIAL_CONTENT, partial.received)
             try:
-                complete_upload(file_in_artifact, partial, None)
+                complete_upload(file_in_artifact, partial)
             except ProblemError as error:
                 if error.status_code != status.HTTP_409_CONFLICT:
                     raise
@@ -448,11 +534,15 @@ class UploadFileView(APIView):
             if partial is None:
                 return HttpResponse(status=status.HTTP_201_CREATED)
             self.check_start(requested, partial.received)
-            whole_file_sha256 = write_body(partial, body, requested)
+            try:
+                write_body(partial, body_reader(body), requested)
+            except ClientDisconnectedError:
+                # Nobody hears the answer; what arrived is kept (and hashed) for a resume.
+                return HttpResponse(status=status.HTTP_400_BAD_REQUEST)
             received = partial.received
             if received < requested.size:
                 return range_response(status.HTTP_200_OK, received)
-            complete_upload(file_in_artifact, partial, whole_file_sha256)
+            complete_upload(file_in_artifact, partial)
         return HttpResponse(status=status.HTTP_201_CREATED)
 
     @staticmethod

@@ -12,6 +12,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path
@@ -26,7 +27,7 @@ from debusine.server.api.errors import ProblemError, plain_problem_response
 from debusine.server.api.parsing import parse_body, parse_json_body
 from debusine.server.db.models import Token, Worker
 from debusine.server.db.models.auth import hash_token_key
-from debusine.server.work_requests import serialization, transitions
+from debusine.server.work_requests import notifications, serialization, transitions
 from debusine.server.work_requests.transitions import Completion
 from debusine.server.work_requests.worker_tokens import WorkerCaller, resolve_worker_token
 
@@ -170,6 +171,36 @@ def get_next_for_worker(request: HttpRequest) -> HttpResponse:
     return serialization.json_response(started)
 
 
+class CompletedResponse(HttpResponse):
+    """
+    The answer to a completion report, which tells the worker about its next work request
+    (`work_request_available`) only once it has been sent, and
+    DEBUSINE_WORKER_NOTIFY_AFTER_COMPLETION seconds later.
+
+    Debusine's worker (0.11.3: protocol.md §4.2 steps 5 and 9) holds its task lock until it has
+    read this answer; a `work_request_available` that arrives before makes it sleep a whole
+    second before asking (and blocks its websocket meanwhile): told after the answer, it asks at
+    once. Django closes a response after its last byte went out (also under ASGI).
+    """
+
+    def __init__(self, worker_id: int) -> None:
+        super().__init__(status=status.HTTP_200_OK)
+        self.worker_id = worker_id
+        self.next_work_assigned = False
+
+    def next_work(self) -> None:
+        """Called once the transaction that gave the worker more work has committed."""
+        self.next_work_assigned = True
+
+    def close(self) -> None:
+        super().close()
+        if self.next_work_assigned:
+            self.next_work_assigned = False
+            notifications.notify_work_request_assigned(
+                [self.worker_id], delay=settings.DEBUSINE_WORKER_NOTIFY_AFTER_COMPLETION
+            )
+
+
 @worker_view("PUT")
 def work_request_completed(request: HttpRequest, work_request_id: int) -> HttpResponse:
     """
@@ -186,8 +217,9 @@ def work_request_completed(request: HttpRequest, work_request_id: int) -> HttpRe
         if body.output_data is not None
         else None
     )
+    response = CompletedResponse(worker.id)
     outcome = transitions.complete_from_worker(
-        worker.id, work_request_id, body.result, output_data
+        worker.id, work_request_id, body.result, output_data, on_next_work=response.next_work
     )
     if outcome is Completion.NOT_FOUND:
         raise ProblemError(f"Work request {work_request_id} not found", status_code=404)
@@ -197,7 +229,7 @@ def work_request_completed(request: HttpRequest, work_request_id: int) -> HttpRe
             f"Work request {work_request_id} is not assigned to worker {worker.name}",
             status_code=status.HTTP_401_UNAUTHORIZED,
         )
-    return HttpResponse(status=status.HTTP_200_OK)
+    return response
 
 
 urlpatterns: list[URLPattern] = [

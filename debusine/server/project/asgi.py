@@ -8,7 +8,8 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from django.core.asgi import get_asgi_application
+import django
+from django.core.handlers.asgi import ASGIHandler
 
 from debusine.server.project.instance import SERVING_ASGI_VARIABLE
 
@@ -16,13 +17,26 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "debusine.server.project.setting
 # Before the settings load: this process serves requests, so it pools database connections.
 os.environ[SERVING_ASGI_VARIABLE] = "1"
 
-http_application = get_asgi_application()
+django.setup(set_prefix=False)
+
+
+class DebusineASGIHandler(ASGIHandler):
+    """Django's handler, sending response bodies in pieces of 4 MiB rather than 64 KiB."""
+
+    chunk_size = 4 * 1024 * 1024
+
+
+django_application = DebusineASGIHandler()
 
 # Imported once Django is set up.
 from debusine.server.api.completion_websocket import CompletionConsumer  # noqa: E402
+from debusine.server.api.streamed_body import streamed_body_application  # noqa: E402
 from debusine.server.api.worker_websocket import WorkerConsumer  # noqa: E402
 
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+
+#: Django, with file upload bodies streamed to the view rather than spooled first.
+http_application = streamed_body_application(django_application)
 
 #: Websocket routes. Workers join `api-url` and `/ws/1.0/...` without stripping a trailing `/`
 #: of the api-url, so repeated slashes are collapsed before matching.

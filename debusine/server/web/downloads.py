@@ -43,8 +43,8 @@ from debusine.server.work_requests.worker_tokens import WorkerCaller
 
 logger = logging.getLogger(__name__)
 
-#: Size of the pieces a download is read and sent in.
-STREAM_CHUNK_SIZE = 1024 * 1024
+#: Size of the pieces a download is read and sent in (see also the ASGI handler's).
+STREAM_CHUNK_SIZE = 4 * 1024 * 1024
 
 #: gzip level of artifact tarballs: zlib's default, a fair trade of size against speed on
 #: contents that are often already compressed (.deb, .tar.xz).

@@ -86,10 +86,12 @@ _background = _BackgroundLoop()
 RETRY_DELAY = 0.2
 
 
-async def _group_send_all(messages: list[tuple[str, dict[str, Any]]]) -> None:
+async def _group_send_all(messages: list[tuple[str, dict[str, Any]]], delay: float = 0.0) -> None:
     layer = get_channel_layer()
     if layer is None:
         return
+    if delay > 0:
+        await asyncio.sleep(delay)
 
     async def send(group: str, message: dict[str, Any]) -> None:
         try:
@@ -101,20 +103,21 @@ async def _group_send_all(messages: list[tuple[str, dict[str, Any]]]) -> None:
     await asyncio.gather(*(send(group, message) for group, message in messages))
 
 
-def send_to_workers(messages: Iterable[tuple[int, dict[str, Any]]]) -> None:
+def send_to_workers(messages: Iterable[tuple[int, dict[str, Any]]], delay: float = 0.0) -> None:
     """
     Send each (worker id, channel layer message), without waiting: the caller (a view, the
-    scheduler) goes on while the messages go out; a failure is logged.
+    scheduler) goes on while the messages go out, `delay` seconds from now; a failure is logged.
     """
     batch = [(worker_group(worker_id), message) for worker_id, message in messages]
     if batch:
-        _background.submit(_group_send_all(batch), f"{len(batch)} worker(s)")
+        _background.submit(_group_send_all(batch, delay), f"{len(batch)} worker(s)")
 
 
-def notify_work_request_assigned(worker_ids: Iterable[int]) -> None:
-    """Tell workers that work is waiting for them (`work_request_available`)."""
+def notify_work_request_assigned(worker_ids: Iterable[int], delay: float = 0.0) -> None:
+    """Tell workers that work is waiting for them (`work_request_available`), in `delay` s."""
     send_to_workers(
-        (worker_id, {"type": MESSAGE_WORK_REQUEST_ASSIGNED}) for worker_id in set(worker_ids)
+        ((worker_id, {"type": MESSAGE_WORK_REQUEST_ASSIGNED}) for worker_id in set(worker_ids)),
+        delay,
     )
 
 

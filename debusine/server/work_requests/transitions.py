@@ -321,12 +321,19 @@ def _check_result(result: str) -> None:
 
 
 def complete_from_worker(
-    worker_id: int, work_request_id: int, result: str, output_data: dict[str, Any] | None
+    worker_id: int,
+    work_request_id: int,
+    result: str,
+    output_data: dict[str, Any] | None,
+    *,
+    on_next_work: Callable[[], None] | None = None,
 ) -> Completion:
     """
     Record a worker's report on its work request: `complete()` as one statement, for the
     worker's hot path. The worker is free again: it is given its next work request in this
-    transaction (and told), rather than wait for a pass.
+    transaction, rather than wait for a pass, and told once that commits; or, with
+    `on_next_work`, that is called after the commit instead (when it was given work), for the
+    caller to tell the worker when it can listen (see `api.workers.work_request_completed`).
     """
     _check_result(result)
     with connection.cursor() as cursor:
@@ -361,7 +368,8 @@ def complete_from_worker(
             run_event_reactions(completed, "on_success")
     # Nothing else became runnable, except dependants, which `update_dependants` asked a
     # pass for.
-    effects.assign_next_work(worker_id)
+    if effects.assign_next_work(worker_id, notify=on_next_work is None) and on_next_work:
+        transaction.on_commit(on_next_work)
     effects.announce_completion(work_request_id, scope_id, workspace_id, completed_at, result)
     return Completion.RECORDED
 

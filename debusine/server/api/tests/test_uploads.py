@@ -13,7 +13,10 @@ import pytest
 from django.urls import resolve
 from rest_framework.test import APIClient
 
-from debusine.server.api.errors import PROBLEM_CONTENT_TYPE
+from debusine.server.api.errors import PROBLEM_CONTENT_TYPE, ProblemError
+from debusine.server.api.resumable_sha256 import ResumableSha256
+from debusine.server.api.streamed_body import ClientDisconnectedError
+from debusine.server.api.uploads import locked_partial_upload, parse_content_range, write_body
 from debusine.server.db.models import (
     Artifact,
     FileInArtifact,
@@ -202,6 +205,146 @@ def test_probe_when_every_byte_arrived_completes_the_file(
     response = probe(client, url)
 
     assert response.status_code == 200
+    assert_stored_in_default_store(artifact)
+
+
+def saved_hash(artifact: Artifact) -> tuple[int, bytes | None]:
+    """(bytes covered, SHA-256 of them) of the partial upload's saved hash state."""
+    upload = FileUpload.objects.get(file_in_artifact=file_row(artifact))
+    if upload.sha256_state is None:
+        return upload.hashed_size, None
+    return upload.hashed_size, ResumableSha256.from_state(bytes(upload.sha256_state)).digest()
+
+
+def test_each_chunk_saves_the_hash_state_of_what_the_server_holds(
+    client: APIClient, artifact: Artifact
+) -> None:
+    url = upload_url(artifact)
+    send_chunk(client, url, 0, 2999)
+    assert saved_hash(artifact) == (3000, hashlib.sha256(CONTENTS[:3000]).digest())
+    # A chunk cut short by a dropped connection: the state covers the bytes that arrived.
+    put(client, url, CONTENTS[3000:5000], f"bytes 3000-6999/{SIZE}")
+    assert saved_hash(artifact) == (5000, hashlib.sha256(CONTENTS[:5000]).digest())
+    # Sending an earlier chunk again: hashed again from the file up to its start.
+    send_chunk(client, url, 1000, 5999)
+    assert saved_hash(artifact) == (6000, hashlib.sha256(CONTENTS[:6000]).digest())
+
+    assert send_chunk(client, url, 6000, SIZE - 1).status_code == 201
+    assert_stored_in_default_store(artifact)
+
+
+def test_completion_hashes_only_from_the_saved_state(
+    client: APIClient, artifact: Artifact, directories: Path
+) -> None:
+    url = upload_url(artifact)
+    send_chunk(client, url, 0, 5999)
+    # The first bytes on disk change behind the server's back: the saved state, computed as
+    # they arrived, is what completion goes on from, so the file is never read again (the
+    # stored copy then holds what is on disk; the point here is what gets read).
+    partial = directories / "uploads" / FileUpload.objects.get().path
+    with partial.open("r+b") as handle:
+        handle.write(b"\0" * 100)
+
+    assert send_chunk(client, url, 6000, SIZE - 1).status_code == 201
+
+
+def test_a_saved_state_behind_the_file_is_caught_up_from_disk(
+    client: APIClient, artifact: Artifact
+) -> None:
+    url = upload_url(artifact)
+    send_chunk(client, url, 0, 5999)
+    # As if the request that wrote bytes 3000-5999 died before saving its state.
+    behind = ResumableSha256()
+    behind.update(CONTENTS[:3000])
+    FileUpload.objects.update(hashed_size=3000, sha256_state=behind.state())
+
+    assert send_chunk(client, url, 6000, SIZE - 1).status_code == 201
+    assert_stored_in_default_store(artifact)
+
+
+@pytest.mark.parametrize("state", [b"not a state", b"x" * 133], ids=["garbage", "wrong-magic"])
+def test_an_unusable_saved_state_means_hashing_from_the_start(
+    client: APIClient, artifact: Artifact, state: bytes
+) -> None:
+    url = upload_url(artifact)
+    send_chunk(client, url, 0, 5999)
+    FileUpload.objects.update(hashed_size=6000, sha256_state=state)
+
+    assert send_chunk(client, url, 6000, SIZE - 1).status_code == 201
+    assert_stored_in_default_store(artifact)
+
+
+def test_wrong_bytes_in_an_earlier_chunk_are_caught_by_the_saved_state(
+    client: APIClient, artifact: Artifact, directories: Path
+) -> None:
+    url = upload_url(artifact)
+    put(client, url, b"\xff" * 4096, f"bytes 0-4095/{SIZE}")
+
+    response = send_chunk(client, url, 4096, SIZE - 1)
+
+    assert_problem(response, 409, "SHA-256 mismatch")
+    assert not FileUpload.objects.exists()
+    assert partial_files(directories) == []
+
+
+def test_a_body_announced_longer_than_its_range_leaves_the_hash_state(
+    client: APIClient, artifact: Artifact
+) -> None:
+    url = upload_url(artifact)
+    send_chunk(client, url, 0, 2999)
+    response = put(client, url, CONTENTS[1000:5000], f"bytes 1000-1999/{SIZE}")
+    assert response.status_code == 400
+    assert saved_hash(artifact) == (3000, hashlib.sha256(CONTENTS[:3000]).digest())
+
+
+class Batches:
+    """A body reader giving `batches` one by one."""
+
+    def __init__(self, *batches: bytes) -> None:
+        self.batches = list(batches)
+
+    def read_batch(self) -> bytes:
+        return self.batches.pop(0) if self.batches else b""
+
+
+def test_a_body_longer_than_its_range_forgets_the_hash_state(
+    client: APIClient, artifact: Artifact
+) -> None:
+    url = upload_url(artifact)
+    send_chunk(client, url, 0, 2999)
+    requested = parse_content_range(f"bytes 1000-1999/{SIZE}", SIZE)
+    # No Content-Length to refuse it early: found out while writing, after a first batch that
+    # overwrote bytes the saved state covered.
+    with locked_partial_upload(file_row(artifact)) as partial:
+        assert partial is not None
+        with pytest.raises(ProblemError, match="longer than the Content-Range"):
+            write_body(partial, Batches(b"z" * 600, b"z" * 600), requested)
+        assert partial.received == 3000
+    assert saved_hash(artifact) == (0, None)
+
+    # Hashed again from the file: the bytes it holds now do not match, and that is seen.
+    assert_problem(send_chunk(client, url, 3000, SIZE - 1), 409, "SHA-256 mismatch")
+
+
+def test_a_client_gone_mid_body_keeps_what_arrived_hashed(
+    client: APIClient, artifact: Artifact
+) -> None:
+    class GoneAfterOneBatch(Batches):
+        def read_batch(self) -> bytes:
+            if not self.batches:
+                raise ClientDisconnectedError("gone")
+            return super().read_batch()
+
+    requested = parse_content_range(f"bytes 0-{SIZE - 1}/{SIZE}", SIZE)
+    with locked_partial_upload(file_row(artifact)) as partial:
+        assert partial is not None
+        with pytest.raises(ClientDisconnectedError):
+            write_body(partial, GoneAfterOneBatch(CONTENTS[:4000]), requested)
+    assert saved_hash(artifact) == (4000, hashlib.sha256(CONTENTS[:4000]).digest())
+
+    url = upload_url(artifact)
+    assert probe(client, url)["Range"] == "bytes=0-4000"
+    assert send_chunk(client, url, 4000, SIZE - 1).status_code == 201
     assert_stored_in_default_store(artifact)
 
 

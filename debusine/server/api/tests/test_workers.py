@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -10,9 +11,10 @@ from django.test.utils import CaptureQueriesContext
 from pytest_django import DjangoCaptureOnCommitCallbacks
 from rest_framework.test import APIClient
 
+from debusine.server.api.workers import CompletedResponse
 from debusine.server.db.models import Token, User, Worker, WorkRequest
 from debusine.server.db.models.auth import hash_token_key
-from debusine.server.work_requests import transitions
+from debusine.server.work_requests import notifications, transitions
 from debusine.testing.playground import Playground, api_client
 
 pytestmark = pytest.mark.django_db
@@ -268,7 +270,16 @@ def test_completion_gives_the_worker_its_next_work_request(
     playground: Playground,
     user: User,
     django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
 ) -> None:
+    settings.DEBUSINE_WORKER_NOTIFY_AFTER_COMPLETION = 0.125
+    told: list[tuple[list[int], float]] = []
+    monkeypatch.setattr(
+        notifications,
+        "notify_work_request_assigned",
+        lambda worker_ids, delay=0.0: told.append((sorted(worker_ids), delay)),
+    )
     worker = playground.create_connected_worker()
     key = playground.worker_keys[worker.pk]
     finished = playground.create_work_request(created_by=user, worker=worker, status="running")
@@ -283,11 +294,49 @@ def test_completion_gives_the_worker_its_next_work_request(
     assert response.status_code == 200
     waiting.refresh_from_db()
     assert (waiting.status, waiting.worker) == ("pending", worker)
-    # The worker is told once this commits (and no pass is queued for the scheduler).
+    # Once this commits, the answer learns that the worker was given work (and no pass is
+    # queued for the scheduler)...
     names = [getattr(callback, "__qualname__", "") for callback in callbacks]
-    assert "_scheduling_pass.<locals>.<lambda>" in names
+    assert names[0] == "CompletedResponse.next_work"
+    assert "_scheduling_pass.<locals>.<lambda>" not in names  # not told at the commit
     assert "run_or_enqueue_scheduling_pass" not in names
     assert other.assigned_work_requests.count() == 0
+    # ... and tells the worker once it has been sent (Django closes it then), after the delay.
+    assert isinstance(response, CompletedResponse)
+    response.next_work_assigned = False  # the test client closed it before the commit ran
+    [next_work] = [c for c in callbacks if getattr(c, "__qualname__", "") == names[0]]
+    next_work()
+    assert told == []
+    response.close()
+    assert told == [([worker.pk], 0.125)]
+    response.close()
+    assert told == [([worker.pk], 0.125)]
+
+
+def test_completion_with_nothing_waiting_tells_the_worker_nothing(
+    playground: Playground,
+    user: User,
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    told: list[list[int]] = []
+    monkeypatch.setattr(
+        notifications,
+        "notify_work_request_assigned",
+        lambda worker_ids, delay=0.0: told.append(sorted(worker_ids)),
+    )
+    worker = playground.create_connected_worker()
+    key = playground.worker_keys[worker.pk]
+    finished = playground.create_work_request(created_by=user, worker=worker, status="running")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = api_client(key).put(
+            completed_url(finished.pk), {"result": "success"}, format="json"
+        )
+
+    assert response.status_code == 200
+    response.close()
+    assert told == []
 
 
 def test_stale_completion_changes_nothing(running: tuple[WorkRequest, str], user: User) -> None:

@@ -249,6 +249,14 @@ class FileUpload(models.Model):
     path = models.CharField(max_length=500, help_text="Relative to DEBUSINE_UPLOAD_DIRECTORY")
     created_at = models.DateTimeField(default=timezone.now)
     last_activity_at = models.DateTimeField(default=timezone.now)
+    hashed_size = models.BigIntegerField(
+        default=0, help_text="How many bytes from the start of the file sha256_state covers"
+    )
+    sha256_state = models.BinaryField(
+        null=True,
+        blank=True,
+        help_text="The SHA-256 state after hashed_size bytes (api.resumable_sha256), if any",
+    )
 
     def __str__(self) -> str:
         return f"upload of {self.file_in_artifact}"

@@ -114,6 +114,12 @@ DEBUSINE_SCHEDULER_PASS_IN_PROCESS = True
 # Seconds between the server's requests for a connected worker's dynamic metadata.
 DEBUSINE_DYNAMIC_METADATA_INTERVAL = 3600
 
+# Seconds between the end of the answer to a worker's completion report and the
+# `work_request_available` telling it about the next work request it was given meanwhile.
+# Debusine's own workers (0.11 to 0.16) only take new work once they have processed that
+# answer, and wait a whole second when told earlier; ours ask for more at once and ignore it.
+DEBUSINE_WORKER_NOTIFY_AFTER_COMPLETION = 0.02
+
 # --- Logging ----------------------------------------------------------------------------
 
 # Log level of the `debusine` loggers.

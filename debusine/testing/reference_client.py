@@ -1,6 +1,6 @@
 """
 The real Debusine client and worker (Debian's `debusine-client` and `debusine-worker` 0.11.3),
-fetched for the compatibility tests.
+fetched for the compatibility tests (tests/compat) and the benchmarks.
 
 The packages come from Debian's archive with `apt-get`, but through a private sources.list,
 package lists and cache, so the machine's apt configuration and installed packages are left

@@ -22,12 +22,12 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from debusine.testing.reference_client import ReferenceWorker
 from debusine.testing.worker import WorkerProcess
-from tests.compat.reference_client import ReferenceWorker
 
 #: Lines the 0.11.3 daemon logs (its own wording, not ours).
 LOG_CONNECTED = "Connected to "
-LOG_TOKEN_DISABLED = "is disabled. Debusine admin"
+LOG_TOKEN_DISABLED = "is disabled. Debusine admin"  # noqa: S105 (a log line, not a secret)
 LOG_METADATA_SENT = "Sent dynamic_metadata"
 LOG_NO_WORK = "No work request available"
 
@@ -38,13 +38,18 @@ def worker_config_dir(home: Path) -> Path:
 
 
 def write_reference_worker_config(
-    home: Path, api_url: str, log_file: Path, *, activation_token: str | None = None
+    home: Path,
+    api_url: str,
+    log_file: Path,
+    *,
+    activation_token: str | None = None,
+    log_level: str = "DEBUG",
 ) -> Path:
     """Write `config.ini` (and an `activation-token` file, mode 0600); return the directory."""
     config_dir = worker_config_dir(home)
     config_dir.mkdir(parents=True, exist_ok=True)
     (config_dir / "config.ini").write_text(
-        f"[General]\napi-url = {api_url}\nlog-file = {log_file}\nlog-level = DEBUG\n"
+        f"[General]\napi-url = {api_url}\nlog-file = {log_file}\nlog-level = {log_level}\n"
     )
     if activation_token is not None:
         activation = config_dir / "activation-token"
@@ -61,6 +66,7 @@ def start_reference_worker(
     *,
     activation_token: str | None = None,
     user: str | None = None,
+    log_level: str = "DEBUG",
 ) -> WorkerProcess:
     """
     Start the daemon for `api_url` with HOME `directory/home`, logging to
@@ -89,7 +95,7 @@ def start_reference_worker(
     home = base / "home"
     log_file = base / "worker.log"
     config_dir = write_reference_worker_config(
-        home, api_url, log_file, activation_token=activation_token
+        home, api_url, log_file, activation_token=activation_token, log_level=log_level
     )
     if user is not None:
         for path in [base, *base.rglob("*")]:
