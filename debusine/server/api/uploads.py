@@ -46,6 +46,7 @@ from debusine.server.file_stores.policies import (
     download_store,
     upload_store,
 )
+from debusine.server.metrics import events as metrics_events
 
 #: How much of the request body is read and written at a time.
 COPY_CHUNK_SIZE = 1024 * 1024
@@ -233,6 +234,7 @@ def write_body(
             hasher.update(chunk)
         written += len(chunk)
     handle.flush()
+    metrics_events.bytes_uploaded(written)
     FileUpload.objects.filter(pk=partial.upload.pk).update(last_activity_at=timezone.now())
     whole_file = requested.start == 0 and written == requested.size
     return hasher.digest() if hasher is not None and whole_file else None

@@ -114,6 +114,13 @@ DEBUSINE_SCHEDULER_PASS_IN_PROCESS = True
 # Seconds between the server's requests for a connected worker's dynamic metadata.
 DEBUSINE_DYNAMIC_METADATA_INTERVAL = 3600
 
+# --- Monitoring -------------------------------------------------------------------------
+
+# Token that `GET /api/1.0/open-metrics/` requires as `Authorization: Bearer <token>` (what
+# Prometheus's `authorization` / `bearer_token` sends). Empty: the metrics are open to anyone,
+# like `service-status`.
+DEBUSINE_METRICS_TOKEN = ""
+
 # --- Logging ----------------------------------------------------------------------------
 
 # Log level of the `debusine` loggers.

@@ -1,0 +1,192 @@
+"""
+Events that processes observe (a request served, a scheduling pass, bytes uploaded), summed
+in Redis across every process of every machine.
+
+Why Redis, and not prometheus_client's multiprocess mode: the server runs several gunicorn
+workers and Celery processes, possibly on several machines behind one address. A scrape reaches
+any one of them, and must see every process's events: Redis is shared by all of them already,
+an increment costs one pipelined round trip, and nothing has to clean up files of dead
+processes. Losing Redis resets these counters to zero, which Prometheus treats as a counter
+reset. The counts that must survive (work requests, their queue and run times) are kept in
+PostgreSQL instead (`debusine.server.db.models.metrics`).
+
+Layout: one Redis hash per family, `{DEBUSINE_REDIS_KEY_PREFIX}:metrics:{family}`. Fields are
+the JSON list of label values, followed by `|le=<bound>` for a histogram bucket (the bucket
+the value fell in, not cumulative) or `|sum`; a counter's field is its labels alone.
+
+Recording never fails its caller: when Redis does not answer, the observation is dropped
+(and a warning logged at most once a minute).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cache
+
+import redis
+from django.conf import settings
+
+from debusine.server.metrics import families
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between two warnings about Redis not answering.
+WARNING_INTERVAL = 60.0
+_last_warning = 0.0
+
+
+@cache
+def redis_client() -> redis.Redis:
+    """One Redis client (with its connection pool) per process, quick to give up."""
+    return redis.Redis.from_url(
+        settings.DEBUSINE_REDIS_URL, socket_timeout=1, socket_connect_timeout=1
+    )
+
+
+def family_key(family: str) -> str:
+    return f"{settings.DEBUSINE_REDIS_KEY_PREFIX}:metrics:{family}"
+
+
+def bucket_of(value: float, bounds: Sequence[float]) -> str:
+    """The upper bound of the bucket `value` falls in (`+Inf` above the last one)."""
+    for bound in bounds:
+        if value <= bound:
+            return repr(float(bound))
+    return "+Inf"
+
+
+def _labels_field(labels: Sequence[str]) -> str:
+    return json.dumps(list(labels), separators=(",", ":"))
+
+
+def _warn(error: Exception) -> None:
+    global _last_warning
+    now = time.monotonic()
+    if now - _last_warning >= WARNING_INTERVAL:
+        _last_warning = now
+        logger.warning("metrics: could not record an event in Redis: %s", error)
+
+
+def observe(family: str, bounds: Sequence[float], labels: Sequence[str], value: float) -> None:
+    """Add `value` to histogram `family` (label values in the family's order)."""
+    labels_field = _labels_field(labels)
+    try:
+        pipeline = redis_client().pipeline(transaction=False)
+        key = family_key(family)
+        pipeline.hincrby(key, f"{labels_field}|le={bucket_of(value, bounds)}", 1)
+        pipeline.hincrbyfloat(key, f"{labels_field}|sum", value)
+        pipeline.execute()
+    except (redis.RedisError, OSError) as error:
+        _warn(error)
+
+
+def increment(family: str, labels: Sequence[str], amount: float = 1) -> None:
+    """Add `amount` to counter `family`."""
+    try:
+        redis_client().hincrbyfloat(family_key(family), _labels_field(labels), amount)
+    except (redis.RedisError, OSError) as error:
+        _warn(error)
+
+
+# --- What the server records ---------------------------------------------------------------
+
+
+def request_served(endpoint: str, method: str, seconds: float) -> None:
+    """An HTTP request to the route named `endpoint` took `seconds` to answer."""
+    method = method if method in families.HTTP_METHODS else families.OTHER
+    observe(
+        families.HTTP_REQUEST_SECONDS,
+        families.REQUEST_SECONDS_BUCKETS,
+        (endpoint, method),
+        seconds,
+    )
+
+
+def scheduling_pass_ran(kind: str, seconds: float) -> None:
+    """A scheduling pass of `kind` (families.PASS_KINDS) took `seconds`."""
+    observe(families.SCHEDULER_PASS_SECONDS, families.SCHEDULER_SECONDS_BUCKETS, (kind,), seconds)
+
+
+def work_dispatched(kind: str, seconds: float) -> None:
+    """A pass of `kind` ended `seconds` after a change asked for it."""
+    observe(
+        families.DISPATCH_LATENCY_SECONDS, families.SCHEDULER_SECONDS_BUCKETS, (kind,), seconds
+    )
+
+
+def bytes_uploaded(count: int) -> None:
+    """`count` bytes of file content were received."""
+    if count > 0:
+        increment(families.UPLOAD_BYTES, (), count)
+
+
+# --- Reading them back ------------------------------------------------------------------------
+
+
+@dataclass
+class HistogramData:
+    """One histogram's series: per label values, the (non-cumulative) bucket counts and sum."""
+
+    buckets: dict[tuple[str, ...], dict[str, float]] = field(default_factory=dict)
+    sums: dict[tuple[str, ...], float] = field(default_factory=dict)
+
+
+def read_histogram(raw: dict[bytes, bytes]) -> HistogramData:
+    data = HistogramData()
+    for raw_field, raw_value in raw.items():
+        labels_field, _, part = raw_field.decode().rpartition("|")
+        labels = tuple(json.loads(labels_field))
+        value = float(raw_value)
+        if part == "sum":
+            data.sums[labels] = value
+        elif part.startswith("le="):
+            data.buckets.setdefault(labels, {})[part[3:]] = value
+    return data
+
+
+def read_counter(raw: dict[bytes, bytes]) -> dict[tuple[str, ...], float]:
+    return {
+        tuple(json.loads(raw_field.decode())): float(raw_value)
+        for raw_field, raw_value in raw.items()
+    }
+
+
+def read_families(names: Sequence[str]) -> list[dict[bytes, bytes]]:
+    """The raw hashes of `names`, in one round trip (empty ones when Redis does not answer)."""
+    try:
+        pipeline = redis_client().pipeline(transaction=False)
+        for name in names:
+            pipeline.hgetall(family_key(name))
+        results: list[dict[bytes, bytes]] = pipeline.execute()
+        return results
+    except (redis.RedisError, OSError) as error:
+        _warn(error)
+        return [{} for _name in names]
+
+
+def celery_queue_lengths(queues: Sequence[str]) -> dict[str, int] | None:
+    """
+    Messages waiting in each Celery queue (None when Redis does not answer).
+
+    Kombu's Redis transport keeps a queue as lists: the queue's name, and one per priority
+    step (`name\\x06\\x16N`); all are counted.
+    """
+    prefix = f"{settings.DEBUSINE_REDIS_KEY_PREFIX}:celery:"
+    steps = ["", *(f"\x06\x16{step}" for step in range(1, 10))]
+    try:
+        pipeline = redis_client().pipeline(transaction=False)
+        for queue in queues:
+            for step in steps:
+                pipeline.llen(f"{prefix}{queue}{step}")
+        lengths: list[int] = pipeline.execute()
+    except (redis.RedisError, OSError) as error:
+        _warn(error)
+        return None
+    return {
+        queue: sum(lengths[index * len(steps) : (index + 1) * len(steps)])
+        for index, queue in enumerate(queues)
+    }
