@@ -32,7 +32,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from debusine.protocol.work_requests import TaskType, WorkRequestStatus
-from debusine.server.db.models import FileStore, Scope, User, Workspace
+from debusine.server.db.models import FileStore
 from debusine.server.db.models.metrics import current_metric_counts, fold_metric_deltas
 from debusine.server.db.models.workers import WorkerType
 from debusine.server.metrics import events, families
@@ -59,10 +59,25 @@ SELECT CASE WHEN t.user_id IS NOT NULL THEN 'user'
             WHEN EXISTS (SELECT 1 FROM db_worker w WHERE w.token_id = t.id) THEN 'worker'
             WHEN EXISTS (SELECT 1 FROM db_worker w WHERE w.activation_token_id = t.id)
                  THEN 'activation'
-            ELSE 'none' END,
-       t.enabled, count(*)
-FROM db_token t GROUP BY 1, 2
+            ELSE 'none' END AS kind,
+       t.enabled
+FROM db_token t
 """
+
+
+# Every scope, with its workspaces (none: NULL).
+WORKSPACES_SQL = """
+SELECT s.name, w.id, w.public FROM db_scope s LEFT JOIN db_workspace w ON w.scope_id = s.id
+"""
+
+# Users by whether they are active, and tokens by kind and whether they are enabled.
+IDENTITIES_SQL = f"""
+SELECT 'users', CASE WHEN is_active THEN 'true' ELSE 'false' END, '', count(*)
+FROM db_user GROUP BY 2
+UNION ALL
+SELECT 'tokens', kind, CASE WHEN enabled THEN 'true' ELSE 'false' END, count(*)
+FROM ({TOKENS_SQL}) AS tokens GROUP BY 2, 3
+"""  # noqa: S608 (no values)
 
 
 def _json(value: Any) -> Any:
@@ -91,7 +106,10 @@ def registered_tasks() -> list[tuple[str, str]]:
 
 
 def route_methods() -> list[tuple[str, list[str]]]:
-    """Each named route of the URLconf and the HTTP methods its view answers."""
+    """
+    Each named route of the URLconf and the HTTP methods its view answers (HEAD, answered
+    wherever GET is, is left out; plain function views count as GET only).
+    """
     routes: dict[str, set[str]] = {}
 
     def walk(patterns: Sequence[URLPattern | URLResolver]) -> None:
@@ -102,11 +120,15 @@ def route_methods() -> list[tuple[str, list[str]]]:
                 view = getattr(pattern.callback, "view_class", None) or getattr(
                     pattern.callback, "cls", None
                 )
-                methods = {
-                    method
-                    for method in families.HTTP_METHODS
-                    if view is None or hasattr(view, method.lower())
-                }
+                methods = (
+                    {"GET"}
+                    if view is None
+                    else {
+                        method
+                        for method in families.HTTP_METHODS
+                        if method != "HEAD" and hasattr(view, method.lower())
+                    }
+                )
                 routes.setdefault(pattern.name, set()).update(methods)
 
     walk(get_resolver().url_patterns)
@@ -146,13 +168,15 @@ class DebusineCollector(Collector):
         with transaction.atomic():
             fold_metric_deltas()
         counts = current_metric_counts()
-        workspaces = {
-            workspace_id: (scope, public)
-            for workspace_id, scope, public in Workspace.objects.values_list(
-                "id", "scope__name", "public"
-            )
-        }
-        scopes = sorted(Scope.objects.values_list("name", flat=True))
+        workspaces: dict[int, tuple[str, bool]] = {}
+        scope_names: set[str] = set()
+        with connection.cursor() as cursor:
+            cursor.execute(WORKSPACES_SQL)
+            for scope, workspace_id, public in cursor.fetchall():
+                scope_names.add(scope)
+                if workspace_id is not None:
+                    workspaces[workspace_id] = (scope, public)
+        scopes = sorted(scope_names)
         workers = self.read_workers()
         architectures = Architectures(
             arch for worker in workers for arch in [worker[5], *worker[6]] if arch
@@ -178,9 +202,11 @@ class DebusineCollector(Collector):
         queue_sums: dict[Key, float] = defaultdict(float)
         run: dict[Key, dict[float, float]] = defaultdict(lambda: defaultdict(float))
         run_sums: dict[Key, float] = defaultdict(float)
-        tasks = {
+        registered = {
             (task_type, name, families.NO_ARCHITECTURE) for task_type, name in registered_tasks()
         }
+        #: (task type, task name, architecture) of existing work requests or observations.
+        tasks: set[Key] = set()
         for family, key, count, total in counts:
             if family == "work_requests":
                 workspace = workspaces.get(key["workspace"])
@@ -212,7 +238,7 @@ class DebusineCollector(Collector):
         )
         known = {
             (*task, status.value, scope)
-            for task in tasks
+            for task in tasks | registered
             for status in WorkRequestStatus
             for scope in scopes
         }
@@ -392,25 +418,21 @@ class DebusineCollector(Collector):
         users = GaugeMetricFamily(
             families.USERS, "User accounts, active or not", labels=["active"]
         )
-        active = dict(
-            User.objects.values_list("is_active")
-            .order_by()
-            .annotate(count=_count())
-            .values_list("is_active", "count")
-        )
-        for value in (True, False):
-            users.add_metric([_bool(value)], active.get(value, 0))
+        with connection.cursor() as cursor:
+            cursor.execute(IDENTITIES_SQL)
+            rows = cursor.fetchall()
+        active = {value: count for family, value, _, count in rows if family == "users"}
+        for value in ("true", "false"):
+            users.add_metric([value], active.get(value, 0))
         yield users
         tokens = GaugeMetricFamily(
             families.TOKENS,
             "API tokens by kind (user, worker, activation, none) and whether they are enabled",
             labels=["kind", "enabled"],
         )
-        token_counts: dict[Key, float] = defaultdict(float)
-        with connection.cursor() as cursor:
-            cursor.execute(TOKENS_SQL)
-            for kind, enabled, count in cursor.fetchall():
-                token_counts[(kind, _bool(enabled))] += count
+        token_counts = {
+            (kind, enabled): count for family, kind, enabled, count in rows if family == "tokens"
+        }
         for kind in ("user", "worker", "activation", "none"):
             for enabled in ("true", "false"):
                 tokens.add_metric([kind, enabled], token_counts.get((kind, enabled), 0))
@@ -503,12 +525,6 @@ class DebusineCollector(Collector):
 
 def _bool(value: bool) -> str:
     return "true" if value else "false"
-
-
-def _count() -> Any:
-    from django.db.models import Count
-
-    return Count("id")
 
 
 def render(accept: str | None) -> tuple[bytes, str]:

@@ -16,12 +16,12 @@ RUN_SECONDS_BUCKETS = QUEUE_SECONDS_BUCKETS
 
 #: HTTP request handling time, in seconds.
 REQUEST_SECONDS_BUCKETS: tuple[float, ...] = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10,
 )  # fmt: skip
 
 #: Scheduling pass duration and dispatch latency, in seconds.
 SCHEDULER_SECONDS_BUCKETS: tuple[float, ...] = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5,
 )  # fmt: skip
 
 PREFIX = "debusine_"
