@@ -130,6 +130,39 @@ def timed_scrape() -> tuple[float, int]:
     return time.perf_counter() - started, len(body)
 
 
+def print_breakdown() -> None:
+    """Where one scrape's time goes: each query, and the encoding."""
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+    from prometheus_client.core import Metric
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.registry import Collector, CollectorRegistry
+
+    from debusine.server.metrics.exposition import DebusineCollector
+
+    with CaptureQueriesContext(connection) as queries, transaction.atomic():
+        started = time.perf_counter()
+        families = list(DebusineCollector().collect())
+        collected = time.perf_counter()
+
+    class Collected(Collector):
+        def collect(self) -> list[Metric]:
+            return families
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Collected())
+    encoding_started = time.perf_counter()
+    generate_latest(registry)
+    encoded = time.perf_counter()
+    print(
+        f"  one scrape: collect {(collected - started) * 1000:.1f} ms, "
+        f"encode {(encoded - encoding_started) * 1000:.1f} ms; its queries:"
+    )
+    for query in queries.captured_queries:
+        sql = " ".join(query["sql"].split())[:70]
+        print(f"    {float(query['time']) * 1000:7.1f} ms  {sql}")
+
+
 def timed_updates(connection: psycopg.Connection[tuple[object, ...]], count: int) -> float:
     """`count` single-row status changes (pending <-> running), one transaction each."""
     ids = [
@@ -176,6 +209,8 @@ def run(database_url: str, args: argparse.Namespace) -> None:
             f"scrape, median of {args.scrapes}                   {median * 1000:8.1f} ms "
             f"(worst {max(times) * 1000:.1f} ms)"
         )
+
+        print_breakdown()
 
         baseline_times = []
         for _ in range(3):
