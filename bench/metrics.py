@@ -11,6 +11,7 @@ generate_series, then prints:
   which folds the deltas of the bulk insert, then the median and worst of `--scrapes` more;
 - the baseline it avoids, measured in the same run: counting the work requests with a
   full-table GROUP BY (task, status, architecture), and the ratio;
+- what recording an event (one request's latency) costs, next to a bare Redis round trip;
 - the triggers' cost on transitions: `--updates` single-row status changes, each its own
   transaction, with the counting triggers enabled and then disabled (and the ratio).
 
@@ -163,6 +164,25 @@ def print_breakdown() -> None:
         print(f"    {float(query['time']) * 1000:7.1f} ms  {sql}")
 
 
+def print_event_cost(count: int) -> None:
+    """What recording one request's latency costs the request (one Redis round trip)."""
+    from debusine.server.metrics import events
+
+    events.request_served("bench", "GET", 0.01)  # connect
+    started = time.perf_counter()
+    for _ in range(count):
+        events.request_served("bench", "GET", 0.01)
+    recorded = (time.perf_counter() - started) / count
+    started = time.perf_counter()
+    for _ in range(count):
+        events.redis_client().ping()
+    ping = (time.perf_counter() - started) / count
+    print(
+        f"recording one request's latency in Redis: {recorded * 1e6:.0f} us "
+        f"(a bare PING round trip: {ping * 1e6:.0f} us)"
+    )
+
+
 def timed_updates(connection: psycopg.Connection[tuple[object, ...]], count: int) -> float:
     """`count` single-row status changes (pending <-> running), one transaction each."""
     ids = [
@@ -222,6 +242,8 @@ def run(database_url: str, args: argparse.Namespace) -> None:
             f"baseline: full-table GROUP BY of work requests {baseline * 1000:8.1f} ms "
             f"(median of 3; the scrape takes {median / baseline:.2f} of it)"
         )
+
+        print_event_cost(args.updates)
 
         timed_updates(connection, args.updates)  # warm the rows and the plans
         with_triggers, without_triggers = [], []

@@ -41,12 +41,15 @@ from debusine.tasks import BaseTask
 Key = tuple[str, ...]
 
 # Workers with their state: whether their token is enabled, whether they are connected, and
-# how many work requests they hold (the worker/status index answers the subquery).
+# how many work requests they hold (the worker/status index answers the subquery; only asked
+# for connected workers, the only ones whose state it decides).
 WORKERS_SQL = """
 SELECT w.worker_type, w.concurrency, w.connected_at IS NOT NULL,
        coalesce(t.enabled, false),
-       (SELECT count(*) FROM db_workrequest wr
-        WHERE wr.worker_id = w.id AND wr.status = ANY(%s)),
+       CASE WHEN w.connected_at IS NOT NULL THEN
+           (SELECT count(*) FROM db_workrequest wr
+            WHERE wr.worker_id = w.id AND wr.status = ANY(%s))
+       ELSE 0 END,
        (w.dynamic_metadata || w.static_metadata) -> 'system:host_architecture',
        (w.dynamic_metadata || w.static_metadata) -> 'system:architectures'
 FROM db_worker w LEFT JOIN db_token t ON t.id = w.token_id

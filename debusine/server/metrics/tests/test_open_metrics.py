@@ -335,7 +335,7 @@ def test_scrape_queries_do_not_grow_with_the_data(
     many = queries_of_one_scrape()
 
     assert many == few
-    assert many <= 12
+    assert many <= 6
 
 
 def test_metrics_token_when_configured(settings: Any) -> None:
