@@ -15,7 +15,8 @@ the JSON list of label values, followed by `|le=<bound>` for a histogram bucket 
 the value fell in, not cumulative) or `|sum`; a counter's field is its labels alone.
 
 Recording never fails its caller: when Redis does not answer, the observation is dropped
-(and a warning logged at most once a minute).
+(and a warning logged at most once a minute), and the process stops trying for
+RETRY_AFTER_FAILURE seconds, so that a Redis that hangs costs requests at most one timeout.
 """
 
 from __future__ import annotations
@@ -36,7 +37,10 @@ logger = logging.getLogger(__name__)
 
 #: Seconds between two warnings about Redis not answering.
 WARNING_INTERVAL = 60.0
+#: Seconds during which a process records nothing after Redis failed to answer.
+RETRY_AFTER_FAILURE = 5.0
 _last_warning = 0.0
+_suspended_until = 0.0
 
 
 @cache
@@ -63,9 +67,14 @@ def _labels_field(labels: Sequence[str]) -> str:
     return json.dumps(list(labels), separators=(",", ":"))
 
 
+def _recording_suspended() -> bool:
+    return time.monotonic() < _suspended_until
+
+
 def _warn(error: Exception) -> None:
-    global _last_warning
+    global _last_warning, _suspended_until
     now = time.monotonic()
+    _suspended_until = now + RETRY_AFTER_FAILURE
     if now - _last_warning >= WARNING_INTERVAL:
         _last_warning = now
         logger.warning("metrics: could not record an event in Redis: %s", error)
@@ -73,6 +82,8 @@ def _warn(error: Exception) -> None:
 
 def observe(family: str, bounds: Sequence[float], labels: Sequence[str], value: float) -> None:
     """Add `value` to histogram `family` (label values in the family's order)."""
+    if _recording_suspended():
+        return
     labels_field = _labels_field(labels)
     try:
         pipeline = redis_client().pipeline(transaction=False)
@@ -86,6 +97,8 @@ def observe(family: str, bounds: Sequence[float], labels: Sequence[str], value: 
 
 def increment(family: str, labels: Sequence[str], amount: float = 1) -> None:
     """Add `amount` to counter `family`."""
+    if _recording_suspended():
+        return
     try:
         redis_client().hincrbyfloat(family_key(family), _labels_field(labels), amount)
     except (redis.RedisError, OSError) as error:

@@ -496,3 +496,18 @@ def test_concurrent_uploads_of_the_same_file(file_directories: Path) -> None:
     assert FileStore.objects.get(name="Default").total_size == SIZE
     assert not FileUpload.objects.exists()
     assert partial_files(file_directories) == []
+
+
+def test_received_bytes_are_counted(client: APIClient, artifact: Artifact, settings: Any) -> None:
+    from debusine.server.metrics import events, families
+
+    settings.DEBUSINE_REDIS_KEY_PREFIX = f"test-upload-bytes-{artifact.pk}-{id(settings)}"
+    url = upload_url(artifact)
+    try:
+        assert send_chunk(client, url, 0, 4095).status_code == 200
+        assert send_chunk(client, url, 4096, SIZE - 1).status_code == 201
+
+        (raw,) = events.read_families([families.UPLOAD_BYTES])
+        assert events.read_counter(raw) == {(): SIZE}
+    finally:
+        events.redis_client().delete(events.family_key(families.UPLOAD_BYTES))

@@ -169,6 +169,8 @@ def test_queue_and_run_time_histograms(
         created_at=timezone.now() - timedelta(seconds=100),
     )
     work_request = start_work_request(work_request)
+    assert work_request.started_at is not None
+    queued = (work_request.started_at - work_request.created_at).total_seconds()
     WorkRequest.objects.filter(pk=work_request.pk).update(
         started_at=timezone.now() - timedelta(seconds=4000)
     )
@@ -182,11 +184,15 @@ def test_queue_and_run_time_histograms(
     assert value(samples, f"{queue}_bucket", **labels, le="120.0") == 1
     assert value(samples, f"{queue}_bucket", **labels, le="+Inf") == 1
     assert value(samples, f"{queue}_count", **labels) == 1
-    assert 99 < value(samples, f"{queue}_sum", **labels) < 130
+    assert value(samples, f"{queue}_sum", **labels) == pytest.approx(queued, abs=1e-3)
     run = families.WORK_REQUEST_RUN_SECONDS
     assert value(samples, f"{run}_bucket", **labels, le="3600.0") == 0
     assert value(samples, f"{run}_bucket", **labels, le="7200.0") == 1
     assert value(samples, f"{run}_count", **labels) == 1
+    work_request.refresh_from_db()
+    assert work_request.started_at is not None and work_request.completed_at is not None
+    ran = (work_request.completed_at - work_request.started_at).total_seconds()
+    assert value(samples, f"{run}_sum", **labels) == pytest.approx(ran, abs=1e-3)
     # Tasks and architectures of existing work requests are present before they ran, with 0.
     assert value(samples, f"{run}_count", **{**labels, "host_architecture": "arm64"}) == 0
     assert (
