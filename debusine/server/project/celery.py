@@ -2,7 +2,8 @@
 The Celery application: Redis as broker, PostgreSQL (django-celery-results) as result backend.
 
 Processes: the scheduler (`-Q scheduler --concurrency 1 --pool solo`), server-task workers
-(`-Q celery`) and beat (periodic jobs: the fallback scheduling pass and lease expiry). Job
+(`-Q celery`) and beat (periodic jobs: the fallback scheduling pass, lease expiry, the metric
+counts' fold). Job
 code lives in `jobs.py` modules, listed in `JOB_MODULES`.
 
 Beat runs `beat_app`: the same configuration without Django (Celery's Django fix-up would set
@@ -20,7 +21,7 @@ from celery import Celery
 SETTINGS_MODULE = "debusine.server.project.settings"
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", SETTINGS_MODULE)
 
-JOB_MODULES = ["debusine.server.scheduler.jobs"]
+JOB_MODULES = ["debusine.server.scheduler.jobs", "debusine.server.maintenance.jobs"]
 
 app = Celery("debusine", include=JOB_MODULES)
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -32,7 +33,7 @@ def lease_check_interval(grace: int) -> float:
 
 
 def beat_schedule(settings: Any) -> dict[str, dict[str, object]]:
-    """The periodic jobs, by name (see debusine.server.scheduler.jobs)."""
+    """The periodic jobs, by name (see debusine.server.scheduler.jobs, maintenance.jobs)."""
     return {
         "fallback scheduling pass": {
             "task": "debusine.scheduler.schedule",
@@ -43,6 +44,8 @@ def beat_schedule(settings: Any) -> dict[str, dict[str, object]]:
             "task": "debusine.scheduler.expire_leases",
             "schedule": lease_check_interval(settings.DEBUSINE_WORKER_LEASE_GRACE),
         },
+        # Counts of work requests, artifacts, collections (debusine.server.maintenance.jobs).
+        "metric counts fold": {"task": "debusine.metrics.fold_counts", "schedule": 60.0},
     }
 
 

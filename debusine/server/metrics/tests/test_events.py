@@ -79,3 +79,22 @@ def test_a_redis_outage_drops_events_without_failing_requests(
         events.redis_client.cache_clear()
     assert "metrics: could not record an event in Redis" in caplog.text
     assert events._suspended_until > 0
+
+
+def test_the_periodic_fold_moves_deltas_into_totals(playground: Playground, user: User) -> None:
+    from debusine.server.db.models import MetricCount, MetricCountDelta
+    from debusine.server.maintenance.jobs import fold_metric_counts
+
+    playground.create_work_request(created_by=user)
+    assert MetricCountDelta.objects.exists()
+
+    fold_metric_counts()
+
+    assert not MetricCountDelta.objects.exists()
+    pending = MetricCount.objects.get(
+        family="work_requests",
+        key__task_name="noop",
+        key__status="pending",
+        key__workspace=playground.workspace.pk,
+    )
+    assert pending.count == 1
