@@ -5,25 +5,33 @@ in Redis across every process of every machine.
 Why Redis, and not prometheus_client's multiprocess mode: the server runs several gunicorn
 workers and Celery processes, possibly on several machines behind one address. A scrape reaches
 any one of them, and must see every process's events: Redis is shared by all of them already,
-an increment costs one pipelined round trip, and nothing has to clean up files of dead
-processes. Losing Redis resets these counters to zero, which Prometheus treats as a counter
-reset. The counts that must survive (work requests, their queue and run times) are kept in
-PostgreSQL instead (`debusine.server.db.models.metrics`).
+and nothing has to clean up files of dead processes.
+
+Observations cost their caller no round trip: each process adds them up in memory, and a
+thread of its own writes the sums to Redis every FLUSH_INTERVAL seconds (one pipeline), and at
+exit. A scrape flushes its own process first; other processes' last second may be missing.
+Losing Redis resets these counters to zero, which Prometheus treats as a counter reset. The
+counts that must survive (work requests, their queue and run times) are kept in PostgreSQL
+instead (`debusine.server.db.models.metrics`).
 
 Layout: one Redis hash per family, `{DEBUSINE_REDIS_KEY_PREFIX}:metrics:{family}`. Fields are
 the JSON list of label values, followed by `|le=<bound>` for a histogram bucket (the bucket
 the value fell in, not cumulative) or `|sum`; a counter's field is its labels alone.
 
-Recording never fails its caller: when Redis does not answer, the observation is dropped
-(and a warning logged at most once a minute), and the process stops trying for
-RETRY_AFTER_FAILURE seconds, so that a Redis that hangs costs requests at most one timeout.
+Recording never fails its caller: when Redis does not answer, the sums are dropped (and a
+warning logged at most once a minute), and the process stops trying for RETRY_AFTER_FAILURE
+seconds.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import os
+import threading
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -39,8 +47,16 @@ logger = logging.getLogger(__name__)
 WARNING_INTERVAL = 60.0
 #: Seconds during which a process records nothing after Redis failed to answer.
 RETRY_AFTER_FAILURE = 5.0
+#: Seconds between two writes of a process's observations to Redis.
+FLUSH_INTERVAL = 1.0
 _last_warning = 0.0
 _suspended_until = 0.0
+
+# What this process observed since its last flush: (Redis key, hash field) -> amount.
+_lock = threading.Lock()
+_pending: defaultdict[tuple[str, str], float] = defaultdict(float)
+#: The process whose flush thread runs (a forked child starts its own).
+_flusher_pid: int | None = None
 
 
 @cache
@@ -80,29 +96,54 @@ def _warn(error: Exception) -> None:
         logger.warning("metrics: could not record an event in Redis: %s", error)
 
 
-def observe(family: str, bounds: Sequence[float], labels: Sequence[str], value: float) -> None:
-    """Add `value` to histogram `family` (label values in the family's order)."""
+def _add(key: str, field: str, amount: float) -> None:
+    global _flusher_pid
+    with _lock:
+        if _flusher_pid != os.getpid():
+            # First observation of this process (or of a child forked from one that had
+            # observed: what it inherited is its parent's to write).
+            _pending.clear()
+            _flusher_pid = os.getpid()
+            threading.Thread(target=_flush_forever, name="metrics-flush", daemon=True).start()
+            atexit.register(flush)
+        _pending[(key, field)] += amount
+
+
+def _flush_forever() -> None:
+    while True:
+        time.sleep(FLUSH_INTERVAL)
+        flush()
+
+
+def flush() -> None:
+    """Write what this process observed to Redis now (dropped if Redis does not answer)."""
+    with _lock:
+        if not _pending:
+            return
+        pending = dict(_pending)
+        _pending.clear()
     if _recording_suspended():
         return
-    labels_field = _labels_field(labels)
     try:
         pipeline = redis_client().pipeline(transaction=False)
-        key = family_key(family)
-        pipeline.hincrby(key, f"{labels_field}|le={bucket_of(value, bounds)}", 1)
-        pipeline.hincrbyfloat(key, f"{labels_field}|sum", value)
+        for (key, field_name), amount in pending.items():
+            pipeline.hincrbyfloat(key, field_name, amount)
         pipeline.execute()
     except (redis.RedisError, OSError) as error:
         _warn(error)
 
 
+def observe(family: str, bounds: Sequence[float], labels: Sequence[str], value: float) -> None:
+    """Add `value` to histogram `family` (label values in the family's order)."""
+    labels_field = _labels_field(labels)
+    key = family_key(family)
+    _add(key, f"{labels_field}|le={bucket_of(value, bounds)}", 1)
+    _add(key, f"{labels_field}|sum", value)
+
+
 def increment(family: str, labels: Sequence[str], amount: float = 1) -> None:
     """Add `amount` to counter `family`."""
-    if _recording_suspended():
-        return
-    try:
-        redis_client().hincrbyfloat(family_key(family), _labels_field(labels), amount)
-    except (redis.RedisError, OSError) as error:
-        _warn(error)
+    _add(family_key(family), _labels_field(labels), amount)
 
 
 # --- What the server records ---------------------------------------------------------------

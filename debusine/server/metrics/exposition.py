@@ -465,6 +465,7 @@ class DebusineCollector(Collector):
             families.DISPATCH_LATENCY_SECONDS,
             families.UPLOAD_BYTES,
         ]
+        events.flush()  # this process's latest observations
         raw = dict(zip(names, events.read_families(names), strict=True))
         requests = events.read_histogram(raw[families.HTTP_REQUEST_SECONDS])
         routes: set[Key] = {

@@ -507,6 +507,7 @@ def test_received_bytes_are_counted(client: APIClient, artifact: Artifact, setti
         assert send_chunk(client, url, 0, 4095).status_code == 200
         assert send_chunk(client, url, 4096, SIZE - 1).status_code == 201
 
+        events.flush()
         (raw,) = events.read_families([families.UPLOAD_BYTES])
         assert events.read_counter(raw) == {(): SIZE}
     finally:

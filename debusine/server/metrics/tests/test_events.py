@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +24,7 @@ def redis_prefix(settings: Any) -> Iterator[str]:
     prefix = f"test-events-{uuid.uuid4().hex[:12]}"
     settings.DEBUSINE_REDIS_KEY_PREFIX = prefix
     yield prefix
+    events.flush()
     client = events.redis_client()
     keys = list(client.scan_iter(f"{prefix}:*"))
     if keys:
@@ -30,6 +32,7 @@ def redis_prefix(settings: Any) -> Iterator[str]:
 
 
 def histogram_counts(family: str) -> dict[tuple[str, ...], float]:
+    events.flush()
     (raw,) = events.read_families([family])
     data = events.read_histogram(raw)
     return {labels: sum(buckets.values()) for labels, buckets in data.buckets.items()}
@@ -52,6 +55,7 @@ def test_values_land_in_the_bucket_of_their_upper_bound() -> None:
     events.observe("debusine_test_seconds", (0.1, 1.0), ("x",), 0.1)
     events.observe("debusine_test_seconds", (0.1, 1.0), ("x",), 0.5)
     events.observe("debusine_test_seconds", (0.1, 1.0), ("x",), 7)
+    events.flush()
 
     (raw,) = events.read_families(["debusine_test_seconds"])
     data = events.read_histogram(raw)
@@ -64,6 +68,7 @@ def test_a_redis_outage_drops_events_without_failing_requests(
 ) -> None:
     monkeypatch.setattr(events, "_suspended_until", 0.0)
     monkeypatch.setattr(events, "_last_warning", 0.0)
+    events.flush()
     original_url = settings.DEBUSINE_REDIS_URL
     events.redis_client.cache_clear()
     settings.DEBUSINE_REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # nobody listens
@@ -71,14 +76,29 @@ def test_a_redis_outage_drops_events_without_failing_requests(
         from django.test import Client
 
         assert Client().get("/api/1.0/whoami/").status_code == 200
-        events.bytes_uploaded(10)  # suspended: not even tried
-        assert events.read_families([families.UPLOAD_BYTES]) == [{}]
+        events.flush()  # fails: the observations are dropped, recording is suspended
+        assert "metrics: could not record an event in Redis" in caplog.text
+        assert events._suspended_until > time.monotonic()
         assert Client().get("/api/1.0/open-metrics/").status_code == 200
     finally:
         settings.DEBUSINE_REDIS_URL = original_url
         events.redis_client.cache_clear()
-    assert "metrics: could not record an event in Redis" in caplog.text
-    assert events._suspended_until > 0
+    monkeypatch.setattr(events, "_suspended_until", 0.0)
+    events.flush()
+    (raw,) = events.read_families([families.HTTP_REQUEST_SECONDS])
+    # The whoami request's observation was dropped with the failed flush.
+    assert not [name for name in raw if b"api-whoami" in name]
+
+
+def test_observations_are_written_by_the_flush_thread() -> None:
+    events.bytes_uploaded(42)
+    deadline = time.monotonic() + 10 * events.FLUSH_INTERVAL
+    while time.monotonic() < deadline:
+        (raw,) = events.read_families([families.UPLOAD_BYTES])
+        if raw:
+            break
+        time.sleep(0.1)
+    assert events.read_counter(raw) == {(): 42}
 
 
 def test_the_periodic_fold_moves_deltas_into_totals(playground: Playground, user: User) -> None:

@@ -35,6 +35,7 @@ def redis_prefix(settings: Any) -> Iterator[str]:
     prefix = f"test-metrics-{uuid.uuid4().hex[:12]}"
     settings.DEBUSINE_REDIS_KEY_PREFIX = prefix
     yield prefix
+    events.flush()
     client = events.redis_client()
     keys = list(client.scan_iter(f"{prefix}:*"))
     if keys:
