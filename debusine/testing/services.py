@@ -55,6 +55,9 @@ REQUIRED_TOOLS = {
     "mmdebstrap": "mmdebstrap",
     "newuidmap": "uidmap",
     "piuparts": "piuparts",
+    # tests/integration/test_prometheus.py scrapes a server with Debian's Prometheus.
+    "prometheus": "prometheus",
+    "promtool": "prometheus",
     "sbuild": "sbuild",
     "zstd": "zstd",
 }

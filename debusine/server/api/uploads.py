@@ -56,6 +56,7 @@ from debusine.server.file_stores.policies import (
     download_store,
     upload_store,
 )
+from debusine.server.metrics import events as metrics_events
 
 #: How much of a request body Django read is written at a time, and of a partial upload
 #: hashed at a time when its saved hash state does not cover it.
@@ -350,6 +351,7 @@ def write_body(partial: PartialUpload, body: BodyReader, requested: RequestedRan
             written += len(batch)
     finally:
         save_hash(partial, hasher, requested.start + written)
+    metrics_events.bytes_uploaded(written)
 
 
 def file_sha256(path: Path) -> bytes:

@@ -5,6 +5,7 @@ from django.urls import include, path
 from debusine.server.api import (
     artifacts,
     lookups,
+    monitoring,
     relations,
     uploads,
     whoami,
@@ -24,6 +25,7 @@ urlpatterns = [
                 *relations.urlpatterns,
                 *lookups.urlpatterns,
                 *whoami.urlpatterns,
+                *monitoring.urlpatterns,
             ]
         ),
     ),

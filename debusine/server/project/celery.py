@@ -2,8 +2,8 @@
 The Celery application: Redis as broker, PostgreSQL (django-celery-results) as result backend.
 
 Roles: the scheduler (queue `scheduler`, one job at a time: `--pool solo`), server tasks (queue
-`celery`) and beat (periodic jobs: the fallback scheduling pass and lease expiry). Job code
-lives in `jobs.py` modules, listed in `JOB_MODULES`.
+`celery`) and beat (periodic jobs: the fallback scheduling pass, lease expiry, the metric
+counts' fold). Job code lives in `jobs.py` modules, listed in `JOB_MODULES`.
 
 By default one process plays all three (docs/explanation/processes-and-memory.md): a solo
 worker on both queues with `--beat-thread`, which runs beat as a thread of that worker (Celery's
@@ -24,7 +24,7 @@ from celery import Celery, bootsteps
 SETTINGS_MODULE = "debusine.server.project.settings"
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", SETTINGS_MODULE)
 
-JOB_MODULES = ["debusine.server.scheduler.jobs"]
+JOB_MODULES = ["debusine.server.scheduler.jobs", "debusine.server.maintenance.jobs"]
 
 app = Celery("debusine", include=JOB_MODULES)
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -36,7 +36,7 @@ def lease_check_interval(grace: int) -> float:
 
 
 def beat_schedule(settings: Any) -> dict[str, dict[str, object]]:
-    """The periodic jobs, by name (see debusine.server.scheduler.jobs)."""
+    """The periodic jobs, by name (see debusine.server.scheduler.jobs, maintenance.jobs)."""
     return {
         "fallback scheduling pass": {
             "task": "debusine.scheduler.schedule",
@@ -47,6 +47,8 @@ def beat_schedule(settings: Any) -> dict[str, dict[str, object]]:
             "task": "debusine.scheduler.expire_leases",
             "schedule": lease_check_interval(settings.DEBUSINE_WORKER_LEASE_GRACE),
         },
+        # Counts of work requests, artifacts, collections (debusine.server.maintenance.jobs).
+        "metric counts fold": {"task": "debusine.metrics.fold_counts", "schedule": 60.0},
     }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from debusine.server.metrics.events import work_dispatched
 from debusine.server.project.celery import app
 from debusine.server.scheduler.leases import expire_leases
 from debusine.server.scheduler.passes import run_scheduling_pass
@@ -29,6 +30,9 @@ def schedule_work_requests(renotify: bool = False) -> int:
     """One scheduling pass; return how many work requests it assigned."""
     waited = clear_pass_queued()
     result = run_scheduling_pass(renotify=renotify)
+    if waited is not None:
+        # A change asked for this pass `waited` seconds before it started.
+        work_dispatched("change", waited + result.seconds)
     if result.assigned and waited is not None:
         logger.debug(
             "pass asked for %.1f ms before it started; assigned %d in %.1f ms",

@@ -23,6 +23,7 @@ from django.db import connection, transaction
 from debusine.protocol.work_requests import TaskType, WorkRequestResult, WorkRequestStatus
 from debusine.server.db.models import WorkRequest
 from debusine.server.lookups import ServerLookupResolver
+from debusine.server.metrics import events as metrics_events
 from debusine.server.scheduler.matching import (
     Candidate,
     IdleWorker,
@@ -330,6 +331,8 @@ def _scheduling_pass(
             to_notify = set(result.notified_workers)
             transaction.on_commit(lambda: notifications.notify_work_request_assigned(to_notify))
     result.seconds = time.perf_counter() - started
+    kind = "worker" if for_worker is not None else "fallback" if renotify else "change"
+    metrics_events.scheduling_pass_ran(kind, result.seconds)
     if result.assigned:
         logger.debug(
             "scheduling pass: %d assigned, %d idle workers, %d candidates read, %.1f ms",

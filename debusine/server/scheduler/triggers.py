@@ -31,6 +31,7 @@ from functools import cache
 import redis
 from django.conf import settings
 
+from debusine.server.metrics import events as metrics_events
 from debusine.server.project.celery import app
 from debusine.server.scheduler.passes import run_scheduling_pass, try_scheduling_pass
 from debusine.server.work_requests import effects
@@ -104,7 +105,10 @@ def run_or_enqueue_scheduling_pass() -> None:
     """
     if settings.DEBUSINE_SCHEDULER_PASS_IN_PROCESS:
         try:
-            if try_scheduling_pass() is not None:
+            result = try_scheduling_pass()
+            if result is not None:
+                # Asked for by this very change: the pass's own duration is the latency.
+                metrics_events.work_dispatched("change", result.seconds)
                 return
         except Exception:
             # The change itself has committed: its request must not fail now. The scheduler
@@ -120,7 +124,9 @@ class SchedulerTriggers:
         run_or_enqueue_scheduling_pass()
 
     def worker_idle(self, worker_id: int, *, notify: bool) -> bool:
-        return bool(run_scheduling_pass(for_worker=worker_id, notify=notify).assigned)
+        result = run_scheduling_pass(for_worker=worker_id, notify=notify)
+        metrics_events.work_dispatched("worker", result.seconds)
+        return bool(result.assigned)
 
     def check_leases_in(self, seconds: float) -> None:
         try:

@@ -183,20 +183,24 @@ def test_children_are_terminated_when_the_stack_is_killed() -> None:
     assert wait_for_exit(child_pid, 10)
 
 
-def test_beat_sends_the_fallback_pass_and_lease_expiry_by_name() -> None:
+def test_beat_sends_the_fallback_pass_lease_expiry_and_metrics_fold_by_name() -> None:
     from debusine.server.project import celery
 
     schedule = celery.beat_app.conf.beat_schedule
     assert {entry["task"] for entry in schedule.values()} == {
         "debusine.scheduler.schedule",
         "debusine.scheduler.expire_leases",
+        "debusine.metrics.fold_counts",
     }
-    # Every name beat sends is a job the scheduler runs.
+    # Every name beat sends is a job the scheduler or the Celery workers run.
+    from debusine.server.maintenance import jobs as maintenance_jobs
     from debusine.server.scheduler import jobs
 
-    assert {jobs.schedule_work_requests.name, jobs.expire_worker_leases.name} == {
-        entry["task"] for entry in schedule.values()
-    }
+    assert {
+        jobs.schedule_work_requests.name,
+        jobs.expire_worker_leases.name,
+        maintenance_jobs.fold_metric_counts.name,
+    } == {entry["task"] for entry in schedule.values()}
     assert celery.lease_check_interval(60) == 15.0
     assert celery.lease_check_interval(2) == 1.0
     assert celery.lease_check_interval(3600) == 30.0

@@ -697,3 +697,19 @@ def test_a_full_upload_directory_is_a_507_and_keeps_nothing_of_the_request(
     full_upload_directory.resize(1024 * 1024)
     assert send_chunk(client, url, 4096, SIZE - 1).status_code == 201
     assert_stored_in_default_store(artifact)
+
+
+def test_received_bytes_are_counted(client: APIClient, artifact: Artifact, settings: Any) -> None:
+    from debusine.server.metrics import events, families
+
+    settings.DEBUSINE_REDIS_KEY_PREFIX = f"test-upload-bytes-{artifact.pk}-{id(settings)}"
+    url = upload_url(artifact)
+    try:
+        assert send_chunk(client, url, 0, 4095).status_code == 200
+        assert send_chunk(client, url, 4096, SIZE - 1).status_code == 201
+
+        events.flush()
+        (raw,) = events.read_families([families.UPLOAD_BYTES])
+        assert events.read_counter(raw) == {(): SIZE}
+    finally:
+        events.redis_client().delete(events.family_key(families.UPLOAD_BYTES))

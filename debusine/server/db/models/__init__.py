@@ -39,6 +39,7 @@ from debusine.server.db.models.file_stores import (
     FileStoreBackend,
     FileStoreInScope,
 )
+from debusine.server.db.models.metrics import MetricCount, MetricCountDelta
 from debusine.server.db.models.scopes import Scope, ScopeRole, ScopeRoles
 from debusine.server.db.models.work_requests import RetryReason, UnblockStrategy, WorkRequest
 from debusine.server.db.models.workers import Worker, WorkerType
@@ -75,6 +76,8 @@ __all__ = [
     "Group",
     "GroupMembership",
     "GroupRoles",
+    "MetricCount",
+    "MetricCountDelta",
     "RetryReason",
     "Scope",
     "ScopeRole",

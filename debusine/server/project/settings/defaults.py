@@ -120,6 +120,13 @@ DEBUSINE_DYNAMIC_METADATA_INTERVAL = 3600
 # answer, and wait a whole second when told earlier; ours ask for more at once and ignore it.
 DEBUSINE_WORKER_NOTIFY_AFTER_COMPLETION = 0.02
 
+# --- Monitoring -------------------------------------------------------------------------
+
+# Token that `GET /api/1.0/open-metrics/` requires as `Authorization: Bearer <token>` (what
+# Prometheus's `authorization` / `bearer_token` sends). Empty: the metrics are open to anyone,
+# like `service-status`.
+DEBUSINE_METRICS_TOKEN = ""
+
 # --- Logging ----------------------------------------------------------------------------
 
 # Log level of the `debusine` loggers.
