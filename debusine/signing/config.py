@@ -1,0 +1,42 @@
+"""
+Typed access to the signing service's settings.
+
+The type checker knows the server's settings module only (one `django_settings_module` per
+project), so the signing code reads its own settings through these functions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+
+def _setting(name: str) -> Any:
+    return getattr(settings, name)
+
+
+def service_key_paths() -> list[Path]:
+    """DEBUSINE_SIGNING_SERVICE_KEYS: the first seals, all open."""
+    return [Path(path) for path in _setting("DEBUSINE_SIGNING_SERVICE_KEYS")]
+
+
+def uefi_key_algorithm() -> str:
+    """DEBUSINE_SIGNING_UEFI_KEY_ALGORITHM, as `openssl req -newkey` takes it."""
+    return str(_setting("DEBUSINE_SIGNING_UEFI_KEY_ALGORITHM"))
+
+
+def uefi_certificate_days() -> int:
+    """DEBUSINE_SIGNING_UEFI_CERTIFICATE_DAYS."""
+    return int(_setting("DEBUSINE_SIGNING_UEFI_CERTIFICATE_DAYS"))
+
+
+def openpgp_key_algorithm() -> str:
+    """DEBUSINE_SIGNING_OPENPGP_KEY_ALGORITHM, as `gpg --quick-generate-key` takes it."""
+    return str(_setting("DEBUSINE_SIGNING_OPENPGP_KEY_ALGORITHM"))
+
+
+def openpgp_expiry() -> str:
+    """DEBUSINE_SIGNING_OPENPGP_EXPIRY, as gpg takes it."""
+    return str(_setting("DEBUSINE_SIGNING_OPENPGP_EXPIRY"))

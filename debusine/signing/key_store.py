@@ -1,0 +1,148 @@
+"""
+Storing, registering and retiring keys in the signing database, each with its audit row.
+
+Every change to a key and its audit row happen in one transaction: if the audit row cannot be
+written, the key is not stored either (fail closed).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+from django.db import transaction
+from django.utils import timezone
+
+from debusine.signing import config, keys
+from debusine.signing.models import AuditEvent, AuditLog, Key, KeyPurpose
+from debusine.signing.service_keys import (
+    Pkcs11StaticProtectedKey,
+    ServiceKey,
+    load_service_keys,
+    seal,
+)
+
+
+class KeyStoreError(Exception):
+    """A key operation was refused; one-line message."""
+
+
+def configured_service_keys() -> list[ServiceKey]:
+    """The service keys of DEBUSINE_SIGNING_SERVICE_KEYS (ServiceKeyError when unusable)."""
+    return load_service_keys(config.service_key_paths())
+
+
+def generate_key(
+    purpose: KeyPurpose,
+    description: str,
+    *,
+    created_by: str,
+    service_keys: Sequence[ServiceKey],
+    work_request_id: int | None = None,
+) -> Key:
+    """Generate a software key of `purpose`, store it sealed, and audit it."""
+    if purpose == KeyPurpose.OPENPGP:
+        generated = keys.generate_openpgp_key(
+            description,
+            algorithm=config.openpgp_key_algorithm(),
+            expiry=config.openpgp_expiry(),
+        )
+    else:
+        generated = keys.generate_uefi_key(
+            description,
+            algorithm=config.uefi_key_algorithm(),
+            days=config.uefi_certificate_days(),
+        )
+    protected = seal(generated.private_key, service_keys)
+    with transaction.atomic():
+        key = Key.objects.create(
+            purpose=purpose,
+            fingerprint=generated.fingerprint,
+            private_key=protected.model_dump(),
+            public_key=generated.public_key,
+            description=description,
+            expires_at=generated.expires_at,
+        )
+        AuditLog.objects.append(
+            purpose=purpose,
+            fingerprint=key.fingerprint,
+            event=AuditEvent.GENERATE,
+            created_by=created_by,
+            created_by_work_request_id=work_request_id,
+            data={
+                "description": description,
+                "storage": protected.storage,
+                "public_key_sha256": hashlib.sha256(generated.public_key).hexdigest(),
+            },
+        )
+    return key
+
+
+def register_pkcs11_static_key(
+    purpose: KeyPurpose, pkcs11_uri: str, certificate: Path, description: str, *, created_by: str
+) -> Key:
+    """Record a key held by a PKCS#11 token: its URI and its certificate (UEFI)."""
+    if not pkcs11_uri.startswith("pkcs11:"):
+        raise KeyStoreError(f"not a PKCS#11 URI: {pkcs11_uri!r}")
+    if purpose != KeyPurpose.UEFI:
+        raise KeyStoreError("only uefi keys can be registered from a PKCS#11 token for now")
+    try:
+        fingerprint, expires_at = keys.certificate_fingerprint_and_expiry(certificate)
+    except keys.KeyGenerationError as exc:
+        raise KeyStoreError(f"cannot read certificate {certificate}: {exc}") from exc
+    public_key = certificate.read_bytes()
+    with transaction.atomic():
+        if Key.objects.filter(purpose=purpose, fingerprint=fingerprint).exists():
+            raise KeyStoreError(f"a {purpose} key with fingerprint {fingerprint} already exists")
+        key = Key.objects.create(
+            purpose=purpose,
+            fingerprint=fingerprint,
+            private_key=Pkcs11StaticProtectedKey(pkcs11_uri=pkcs11_uri).model_dump(),
+            public_key=public_key,
+            description=description,
+            expires_at=expires_at,
+        )
+        AuditLog.objects.append(
+            purpose=purpose,
+            fingerprint=fingerprint,
+            event=AuditEvent.REGISTER,
+            created_by=created_by,
+            data={
+                "description": description,
+                "pkcs11_uri": pkcs11_uri,
+                "certificate_sha256": hashlib.sha256(public_key).hexdigest(),
+            },
+        )
+    return key
+
+
+def disable_key(purpose: KeyPurpose, fingerprint: str, *, created_by: str) -> Key:
+    """Refuse the key for new work from now on; it stays for the audit log."""
+    with transaction.atomic():
+        key = find_key(purpose, fingerprint, for_update=True)
+        if key.disabled_at is None:
+            key.disabled_at = timezone.now()
+            key.save(update_fields=["disabled_at", "updated_at"])
+            AuditLog.objects.append(
+                purpose=purpose,
+                fingerprint=fingerprint,
+                event=AuditEvent.DISABLE,
+                created_by=created_by,
+            )
+    return key
+
+
+def find_key(purpose: KeyPurpose, fingerprint: str, *, for_update: bool = False) -> Key:
+    """The key `purpose:fingerprint`, or KeyStoreError."""
+    queryset = Key.objects.select_for_update() if for_update else Key.objects.all()
+    try:
+        return queryset.get(purpose=purpose, fingerprint=fingerprint)
+    except Key.DoesNotExist as exc:
+        raise KeyStoreError(f"no {purpose} key with fingerprint {fingerprint}") from exc
+
+
+def public_key_b64(key: Key) -> str:
+    """The public key as the server's `debusine:signing-key` asset stores it."""
+    return base64.b64encode(bytes(key.public_key)).decode()
