@@ -40,3 +40,8 @@ def openpgp_key_algorithm() -> str:
 def openpgp_expiry() -> str:
     """DEBUSINE_SIGNING_OPENPGP_EXPIRY, as gpg takes it."""
     return str(_setting("DEBUSINE_SIGNING_OPENPGP_EXPIRY"))
+
+
+def pkcs11_module() -> Path:
+    """DEBUSINE_SIGNING_PKCS11_MODULE: the HSM's PKCS#11 module."""
+    return Path(_setting("DEBUSINE_SIGNING_PKCS11_MODULE"))

@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from debusine.signing import config, keys
 from debusine.signing.models import AuditEvent, AuditLog, Key, KeyPurpose
+from debusine.signing.pkcs11_keys import Pkcs11Error, check_token_holds_key
 from debusine.signing.service_keys import (
     Pkcs11StaticProtectedKey,
     ServiceKey,
@@ -84,8 +85,6 @@ def register_pkcs11_static_key(
     purpose: KeyPurpose, pkcs11_uri: str, certificate: Path, description: str, *, created_by: str
 ) -> Key:
     """Record a key held by a PKCS#11 token: its URI and its certificate (UEFI)."""
-    if not pkcs11_uri.startswith("pkcs11:"):
-        raise KeyStoreError(f"not a PKCS#11 URI: {pkcs11_uri!r}")
     if purpose != KeyPurpose.UEFI:
         raise KeyStoreError("only uefi keys can be registered from a PKCS#11 token for now")
     try:
@@ -93,6 +92,10 @@ def register_pkcs11_static_key(
     except keys.KeyGenerationError as exc:
         raise KeyStoreError(f"cannot read certificate {certificate}: {exc}") from exc
     public_key = certificate.read_bytes()
+    try:
+        check_token_holds_key(pkcs11_uri, config.pkcs11_module(), public_key)
+    except Pkcs11Error as exc:
+        raise KeyStoreError(str(exc)) from exc
     with transaction.atomic():
         if Key.objects.filter(purpose=purpose, fingerprint=fingerprint).exists():
             raise KeyStoreError(f"a {purpose} key with fingerprint {fingerprint} already exists")

@@ -34,3 +34,6 @@ DEBUSINE_SIGNING_OPENPGP_EXPIRY = "never"
 
 # Logging level of the signing commands and the signing worker.
 DEBUSINE_SIGNING_LOG_LEVEL = "INFO"
+
+# The PKCS#11 module of the HSM holding `pkcs11-static` keys (SoftHSM2's for tests).
+DEBUSINE_SIGNING_PKCS11_MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
