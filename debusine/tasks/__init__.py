@@ -37,6 +37,7 @@ from debusine.tasks.models import (
 from debusine.tasks.noop import Noop
 from debusine.tasks.piuparts import Piuparts
 from debusine.tasks.sbuild import Sbuild
+from debusine.tasks.signing import GenerateKey, Sign
 from debusine.tasks.sleep import Sleep
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "BaseTaskDataWithExecutor",
     "DynamicTaskDataError",
     "ExtraRepository",
+    "GenerateKey",
     "Lintian",
     "Lookup",
     "LookupFailedError",
@@ -59,6 +61,7 @@ __all__ = [
     "NoopData",
     "Piuparts",
     "Sbuild",
+    "Sign",
     "Sleep",
     "SleepData",
     "TaskContext",

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from debusine.server.project import instance
 from debusine.testing.embedded import drop_database, ensure_database_exists
+from debusine.testing.worker import WorkerProcess, write_worker_config
 
 
 class SigningCommandError(Exception):
@@ -193,3 +194,38 @@ def softhsm_key(
         certificate=directory / "certificate.pem",
         pin_file=pin_file,
     )
+
+
+def start_signing_worker(
+    signing: SigningInstance,
+    api_url: str,
+    directory: Path,
+    *,
+    activation_token: str,
+    environment: dict[str, str] | None = None,
+) -> WorkerProcess:
+    """
+    Start `debusine-signing signing_worker` on `signing`'s database for the server at
+    `api_url`, with its configuration in `directory/config/` and its log in
+    `directory/worker.log`; stop it with `.stop()`.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    config_dir = write_worker_config(
+        directory / "config", api_url, activation_token=activation_token
+    )
+    log_file = directory / "worker.log"
+    output_file = directory / "worker.out"
+    command = [
+        sys.executable, "-m", "debusine.signing.main", "signing_worker",
+        "--config-dir", str(config_dir), "--log-file", str(log_file), "--log-level", "DEBUG",
+    ]  # fmt: skip
+    with open(output_file, "ab") as output:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env={**signing.environment, **(environment or {})},
+            start_new_session=True,
+        )
+    return WorkerProcess(process, config_dir, log_file, output_file)
