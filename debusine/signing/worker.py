@@ -43,6 +43,7 @@ from debusine.tasks.signing import (
     SIGNING_KEYS_METADATA,
     GenerateKey,
     Sign,
+    SignRepositoryIndex,
     key_reference,
 )
 from debusine.worker.config import ConfigError, WorkerConfig
@@ -182,6 +183,8 @@ class SigningWorkerDaemon(WorkerDaemon):
                 logger.info("work request %d: generated %s", context.work_request_id, key)
             elif isinstance(task, Sign):
                 self._sign(task, context)
+            elif isinstance(task, SignRepositoryIndex):
+                self._sign_repository_index(task, context)
             else:
                 return error_completion("setup-failed", f"{task.TASK_NAME} is not supported yet")
         except (KeyStoreError, ServiceKeyError, SigningError, ClientError) as error:
@@ -234,6 +237,39 @@ class SigningWorkerDaemon(WorkerDaemon):
                 "mode": mode.value,
                 "results": results,
             },
+            workspace=context.workspace,
+            work_request=context.work_request_id,
+        )
+        client.upload_artifact_files(created, outputs)
+
+    def _sign_repository_index(self, task: SignRepositoryIndex, context: TaskContext) -> None:
+        """Sign the artifact's Release file into InRelease and/or Release.gpg."""
+        client = context.client()
+        artifact = client.artifact_get(task.data.unsigned)
+        if "Release" not in artifact.files:
+            raise SigningError(f"artifact {task.data.unsigned} has no Release file")
+        source = context.input_directory / "Release"
+        client.download_file("Release", artifact.files["Release"], source)
+        outputs: dict[str, LocalFile] = {}
+        for name in task.data.outputs:
+            mode = SigningMode.CLEAR if name == "InRelease" else SigningMode.DETACHED
+            output = context.execute_directory / name
+            sign_file(
+                KeyPurpose.OPENPGP,
+                task.data.keys,
+                source,
+                output,
+                mode,
+                created_by=self.actor,
+                service_keys=self.service_keys,
+                work_request_id=context.work_request_id,
+                event=AuditEvent.SIGN_REPOSITORY_INDEX,
+            )
+            outputs[name] = LocalFile.from_path(output)
+        created = client.artifact_create(
+            SIGNING_OUTPUT_CATEGORY,
+            outputs,
+            {"purpose": "openpgp", "fingerprints": task.data.keys, "results": sorted(outputs)},
             workspace=context.workspace,
             work_request=context.work_request_id,
         )

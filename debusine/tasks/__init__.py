@@ -37,7 +37,7 @@ from debusine.tasks.models import (
 from debusine.tasks.noop import Noop
 from debusine.tasks.piuparts import Piuparts
 from debusine.tasks.sbuild import Sbuild
-from debusine.tasks.signing import GenerateKey, Sign
+from debusine.tasks.signing import GenerateKey, Sign, SignRepositoryIndex
 from debusine.tasks.sleep import Sleep
 
 __all__ = [
@@ -62,6 +62,7 @@ __all__ = [
     "Piuparts",
     "Sbuild",
     "Sign",
+    "SignRepositoryIndex",
     "Sleep",
     "SleepData",
     "TaskContext",

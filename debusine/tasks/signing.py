@@ -51,6 +51,22 @@ class SignData(BaseTaskData):
     mode: Literal["attached", "detached", "clear"] = "detached"
 
 
+class SignRepositoryIndexData(BaseTaskData):
+    """
+    Data of `signrepositoryindex`: sign a suite's `Release` file with one or more OpenPGP keys
+    (several during a key rollover: each key adds its signature).
+    """
+
+    #: Fingerprints of the OpenPGP keys to sign with.
+    keys: list[str] = Field(min_length=1)
+    #: ID of the artifact holding the `Release` file.
+    unsigned: int
+    #: Which signed forms to make: `InRelease` (clear), `Release.gpg` (detached), or both.
+    outputs: list[Literal["InRelease", "Release.gpg"]] = Field(
+        default=["InRelease", "Release.gpg"], min_length=1
+    )
+
+
 class SigningTask(BaseTask[TaskData], abstract=True):
     """Signing tasks run on signing workers only; `run` is theirs (debusine.signing.worker)."""
 
@@ -71,3 +87,16 @@ class Sign(SigningTask[SignData], task_type=TaskType.SIGNING, name="sign", versi
         return key_reference(self.data.purpose, self.data.key) in worker_metadata.get(
             SIGNING_KEYS_METADATA, []
         )
+
+
+class SignRepositoryIndex(
+    SigningTask[SignRepositoryIndexData],
+    task_type=TaskType.SIGNING,
+    name="signrepositoryindex",
+    version=1,
+):
+    """Make `InRelease` and/or `Release.gpg` from a `Release` file."""
+
+    def can_run_on(self, worker_metadata: Mapping[str, Any]) -> bool:
+        usable = worker_metadata.get(SIGNING_KEYS_METADATA, [])
+        return all(key_reference("openpgp", key) in usable for key in self.data.keys)

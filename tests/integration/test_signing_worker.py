@@ -282,3 +282,49 @@ def test_signing_worker_refuses_plain_http_to_a_remote_server(
     assert result.returncode == 2
     assert "is not HTTPS" in result.stderr
     assert result.stderr.strip().count("\n") == 0
+
+
+def keyring_of(signing: SigningInstance, fingerprint: str, path: Path) -> Path:
+    with psycopg.connect(signing.database_url) as connection:
+        row = connection.execute(
+            "SELECT public_key FROM signing_key WHERE fingerprint = %s", (fingerprint,)
+        ).fetchone()
+    assert row is not None
+    subprocess.run(["gpg", "--dearmor", "--output", str(path)], input=bytes(row[0]), check=True)
+    return path
+
+
+def test_repository_index_signed_by_old_and_new_keys_verifies_with_either(
+    instance: ThrowawayInstance, signing: SigningInstance, tmp_path: Path
+) -> None:
+    old = signing.run("key", "generate", "openpgp", "Archive 2025").stdout.strip()
+    new = signing.run("key", "generate", "openpgp", "Archive 2026").stdout.strip()
+    worker = start_worker(instance, signing, tmp_path, "signer-index.example")
+    try:
+        release = tmp_path / "Release"
+        release.write_text("Origin: Test\nSuite: stable\nSHA256:\n 0 0 main/Packages\n")
+        token = instance.create_contributor("signing-index-user")
+        client, artifact_id = upload_artifact(instance, token, {"Release": release})
+        sign = create_work_request(
+            instance,
+            tmp_path,
+            "signrepositoryindex",
+            {"keys": [old, new], "unsigned": artifact_id},
+        )
+        assert wait_completed(instance, sign)[0] == "success"
+        output = download_output(instance, client, sign, tmp_path / "output")
+        assert set(output) == {"InRelease", "Release.gpg"}
+        for fingerprint in (old, new):
+            keyring = keyring_of(signing, fingerprint, tmp_path / f"{fingerprint}.gpg")
+            for signed in ([output["InRelease"]], [output["Release.gpg"], release]):
+                checked = subprocess.run(
+                    ["gpgv", "--status-fd", "1", "--keyring", str(keyring), *map(str, signed)],
+                    capture_output=True,
+                    text=True,
+                )
+                assert f"[GNUPG:] VALIDSIG {fingerprint}" in checked.stdout
+        audited = audit_work_requests(signing, "signrepositoryindex")
+        # Two outputs, each signed by two keys.
+        assert [request for request, _ in audited] == [sign] * 4
+    finally:
+        worker.stop()
