@@ -11,6 +11,7 @@ and audit rows from the signing database, and the signed files through the API.
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,14 +70,30 @@ def start_worker(
 
 
 def create_work_request(
-    instance: ThrowawayInstance, directory: Path, task_name: str, data: dict[str, Any]
+    instance: ThrowawayInstance,
+    directory: Path,
+    task_name: str,
+    data: dict[str, Any],
+    created_by: str | None = None,
 ) -> int:
     data_file = directory / f"{task_name}-{time.monotonic_ns()}.yaml"
     data_file.write_text(yaml.safe_dump(data))
+    creator = ["--created-by", created_by] if created_by else []
     output = instance.admin(
-        "work_request", "create", "Signing", task_name, "--data", str(data_file)
+        "work_request", "create", "Signing", task_name, "--data", str(data_file), *creator
     )
     return int(output.strip().splitlines()[-1])
+
+
+def signer(instance: ThrowawayInstance, username: str, keys: list[tuple[str, str]]) -> str:
+    """A contributor of System with the signer role on `keys`; return a token key."""
+    token = instance.create_contributor(username)
+    for purpose, fingerprint in keys:
+        instance.admin("asset", "create_signing_key", purpose, fingerprint)
+        instance.admin(
+            "asset", "grant_signer", purpose, fingerprint, "System", f"{username}-contributors"
+        )
+    return token
 
 
 def wait_completed(instance: ThrowawayInstance, work_request_id: int) -> tuple[str, int | None]:
@@ -159,13 +176,14 @@ def test_generate_openpgp_key_and_clear_sign_verified_by_gpgv(
 
         release = tmp_path / "Release"
         release.write_text("Origin: Test\nSuite: unstable\n")
-        token = instance.create_contributor("signing-openpgp-user")
+        token = signer(instance, "signing-openpgp-user", [("openpgp", fingerprint)])
         client, artifact_id = upload_artifact(instance, token, {"Release": release})
         sign = create_work_request(
             instance,
             tmp_path,
             "sign",
             {"purpose": "openpgp", "key": fingerprint, "unsigned": [artifact_id], "mode": "clear"},
+            created_by="signing-openpgp-user",
         )
         assert wait_completed(instance, sign)[0] == "success"
         output = download_output(instance, client, sign, tmp_path / "output")
@@ -197,13 +215,14 @@ def test_generate_uefi_key_and_sign_efi_binary_verified_by_sbverify(
         assert wait_completed(instance, generate)[0] == "success"
         fingerprint, certificate = only_key(signing, "uefi")
         binary = build_efi_binary(tmp_path / "grubx64.efi")
-        token = instance.create_contributor("signing-uefi-user")
+        token = signer(instance, "signing-uefi-user", [("uefi", fingerprint)])
         client, artifact_id = upload_artifact(instance, token, {"grubx64.efi": binary})
         sign = create_work_request(
             instance,
             tmp_path,
             "sign",
             {"purpose": "uefi", "key": fingerprint, "unsigned": [artifact_id], "mode": "attached"},
+            created_by="signing-uefi-user",
         )
         assert wait_completed(instance, sign)[0] == "success"
         output = download_output(instance, client, sign, tmp_path / "output")
@@ -240,7 +259,7 @@ def test_hsm_key_work_goes_only_to_the_worker_holding_it(
                 ).fetchall()
             )
         binary = build_efi_binary(tmp_path / "shimx64.efi")
-        token = instance.create_contributor("signing-hsm-user")
+        token = signer(instance, "signing-hsm-user", [("uefi", registered)])
         client, artifact_id = upload_artifact(instance, token, {"shimx64.efi": binary})
         requests = [
             create_work_request(
@@ -253,6 +272,7 @@ def test_hsm_key_work_goes_only_to_the_worker_holding_it(
                     "unsigned": [artifact_id],
                     "mode": "attached",
                 },
+                created_by="signing-hsm-user",
             )
             for _ in range(4)
         ]
@@ -303,13 +323,14 @@ def test_repository_index_signed_by_old_and_new_keys_verifies_with_either(
     try:
         release = tmp_path / "Release"
         release.write_text("Origin: Test\nSuite: stable\nSHA256:\n 0 0 main/Packages\n")
-        token = instance.create_contributor("signing-index-user")
+        token = signer(instance, "signing-index-user", [("openpgp", old), ("openpgp", new)])
         client, artifact_id = upload_artifact(instance, token, {"Release": release})
         sign = create_work_request(
             instance,
             tmp_path,
             "signrepositoryindex",
             {"keys": [old, new], "unsigned": artifact_id},
+            created_by="signing-index-user",
         )
         assert wait_completed(instance, sign)[0] == "success"
         output = download_output(instance, client, sign, tmp_path / "output")
@@ -326,5 +347,45 @@ def test_repository_index_signed_by_old_and_new_keys_verifies_with_either(
         audited = audit_work_requests(signing, "signrepositoryindex")
         # Two outputs, each signed by two keys.
         assert [request for request, _ in audited] == [sign] * 4
+    finally:
+        worker.stop()
+
+
+def test_user_without_signer_role_is_refused_and_nothing_is_signed(
+    instance: ThrowawayInstance, signing: SigningInstance, tmp_path: Path
+) -> None:
+    fingerprint = signing.run("key", "generate", "openpgp", "Guarded").stdout.strip()
+    worker = start_worker(instance, signing, tmp_path, "signer-guarded.example")
+    try:
+        signer(instance, "signing-allowed-user", [("openpgp", fingerprint)])
+        token = instance.create_contributor("signing-other-user")
+        release = tmp_path / "Release"
+        release.write_text("Suite: stable\n")
+        _client, artifact_id = upload_artifact(instance, token, {"Release": release})
+        data_file = tmp_path / "sign.yaml"
+        data_file.write_text(
+            yaml.safe_dump({"purpose": "openpgp", "key": fingerprint, "unsigned": [artifact_id]})
+        )
+        refused = subprocess.run(
+            [
+                sys.executable, "-m", "debusine.server.management.main", "work_request",
+                "create", "Signing", "sign", "--data", str(data_file),
+                "--created-by", "signing-other-user",
+            ],
+            env=instance.environment, capture_output=True, text=True,
+        )  # fmt: skip
+        assert refused.returncode == 3
+        assert (
+            f"Permission denied: signing-other-user does not have the signer role on openpgp key"
+            f" {fingerprint} in workspace System"
+        ) in refused.stderr
+        with psycopg.connect(instance.database_url) as connection:
+            count = connection.execute(
+                "SELECT count(*) FROM db_workrequest WHERE task_name = 'sign'"
+                " AND created_by_id = (SELECT id FROM db_user WHERE username = %s)",
+                ("signing-other-user",),
+            ).fetchone()
+        assert count == (0,)
+        assert audit_work_requests(signing, "sign") == []
     finally:
         worker.stop()
