@@ -37,6 +37,8 @@ def keys_named(
         return []
     if task_name == "sign":
         return [(str(task_data["purpose"]), str(task_data["key"]))]
+    if task_name == "debsign":
+        return [("openpgp", str(task_data["key"]))]
     if task_name == "signrepositoryindex":
         return [("openpgp", str(key)) for key in task_data["keys"]]
     return []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from debusine.signing.signers import (
     SigningError,
     SigningMode,
     SoftwareKey,
+    debsign_upload,
     sign_openpgp,
     sign_uefi,
 )
@@ -126,3 +128,61 @@ def sign_file(
     finally:
         with contextlib.suppress(FileNotFoundError):
             partial.unlink()
+
+
+def debsign_changes(
+    fingerprint: str,
+    changes: Path,
+    *,
+    created_by: str,
+    service_keys: Sequence[ServiceKey],
+    work_request_id: int | None = None,
+) -> AuditLog:
+    """
+    Sign an upload (its .changes, .dsc and .buildinfo, next to each other) with an OpenPGP
+    key, in a copy: the originals are replaced only once the audit row is committed.
+    """
+    key = usable_key(KeyPurpose.OPENPGP, fingerprint)
+    material = usable_material(key, service_keys)
+    if not isinstance(material, SoftwareKey):
+        raise SigningError("openpgp keys in a PKCS#11 token are not supported yet")
+    directory = changes.parent
+    staging = directory / ".debsign"
+    staging.mkdir()
+    try:
+        signed_suffixes = (".changes", ".dsc", ".buildinfo")
+        for path in directory.iterdir():
+            if path.is_file():
+                (staging / path.name).symlink_to(path)
+        for path in staging.iterdir():
+            if path.name.endswith(signed_suffixes):
+                # debsign rewrites these: real copies, the originals stay untouched for now.
+                target = path.resolve()
+                path.unlink()
+                path.write_bytes(target.read_bytes())
+        before = {
+            path.name: file_sha256(path)
+            for path in directory.iterdir()
+            if path.name.endswith(signed_suffixes)
+        }
+        debsign_upload(key.fingerprint, material, staging / changes.name)
+        after = {name: file_sha256(staging / name) for name in before}
+        with transaction.atomic():
+            row = AuditLog.objects.append(
+                purpose=KeyPurpose.OPENPGP,
+                fingerprint=key.fingerprint,
+                event=AuditEvent.DEBSIGN,
+                created_by=created_by,
+                created_by_work_request_id=work_request_id,
+                data={
+                    "changes": changes.name,
+                    "input_sha256": before,
+                    "output_sha256": after,
+                    "storage": key.storage,
+                },
+            )
+        for name in before:
+            (staging / name).replace(directory / name)
+        return row
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -152,3 +152,28 @@ def sign_openpgp(
                 capture_output=True,
                 check=False,
             )
+
+
+def debsign_upload(fingerprint: str, key: SoftwareKey, changes: Path) -> None:
+    """
+    Sign an upload in place with `debsign`: the .dsc and .buildinfo it lists, then the
+    .changes, whose checksums debsign fixes to match the newly signed files. Every file the
+    .changes lists must be next to it.
+    """
+    with tempfile.TemporaryDirectory(prefix="debusine-signing-") as directory:
+        work = Path(directory)
+        home = work / "gnupg"
+        home.mkdir(mode=0o700)
+        _run(gpg_argv(home, "--import", str(_private_file(work, "secret.asc", key.private_key))))
+        environment = {**os.environ, "GNUPGHOME": str(home)}
+        try:
+            _run(
+                ["debsign", "--no-conf", f"-k{fingerprint}", "--re-sign", str(changes)],
+                env=environment,
+            )
+        finally:
+            subprocess.run(
+                ["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"],
+                capture_output=True,
+                check=False,
+            )

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from django.db import close_old_connections, connection
 
+from debusine.artifacts.local import LocalArtifactError, upload_from_changes
 from debusine.client.errors import ClientError
 from debusine.client.uploads import LocalFile
 from debusine.protocol.work_requests import LenientWorkRequestResponse
@@ -33,7 +34,7 @@ from debusine.protocol.workers import OutputData, OutputDataError, WorkRequestCo
 from debusine.signing import config
 from debusine.signing.key_store import KeyStoreError, generate_key
 from debusine.signing.models import AuditEvent, Key, KeyPurpose
-from debusine.signing.operations import sign_file
+from debusine.signing.operations import debsign_changes, sign_file
 from debusine.signing.pkcs11_keys import Pkcs11Error, check_token_holds_key
 from debusine.signing.service_keys import NaclProtectedKey, ServiceKey, ServiceKeyError
 from debusine.signing.signers import SigningError, SigningMode
@@ -41,6 +42,7 @@ from debusine.tasks import BaseTask, TaskContext, TaskDataError, TaskType, Unkno
 from debusine.tasks.base import task_version_metadata
 from debusine.tasks.signing import (
     SIGNING_KEYS_METADATA,
+    Debsign,
     GenerateKey,
     Sign,
     SignRepositoryIndex,
@@ -183,6 +185,8 @@ class SigningWorkerDaemon(WorkerDaemon):
                 logger.info("work request %d: generated %s", context.work_request_id, key)
             elif isinstance(task, Sign):
                 self._sign(task, context)
+            elif isinstance(task, Debsign):
+                self._debsign(task, context)
             elif isinstance(task, SignRepositoryIndex):
                 self._sign_repository_index(task, context)
             else:
@@ -274,6 +278,38 @@ class SigningWorkerDaemon(WorkerDaemon):
             work_request=context.work_request_id,
         )
         client.upload_artifact_files(created, outputs)
+
+    def _debsign(self, task: Debsign, context: TaskContext) -> None:
+        """Download the upload, debsign it, upload the signed upload as a new artifact."""
+        client = context.client()
+        artifact = client.artifact_get(task.data.unsigned)
+        changes_names = [name for name in artifact.files if name.endswith(".changes")]
+        if artifact.category != "debian:upload" or len(changes_names) != 1:
+            raise SigningError(f"artifact {task.data.unsigned} is not a debian:upload")
+        directory = context.execute_directory
+        for name, file in sorted(artifact.files.items()):
+            client.download_file(name, file, directory / name)
+        changes = directory / changes_names[0]
+        debsign_changes(
+            task.data.key,
+            changes,
+            created_by=self.actor,
+            service_keys=self.service_keys,
+            work_request_id=context.work_request_id,
+        )
+        try:
+            signed = upload_from_changes(changes)
+        except LocalArtifactError as error:
+            raise SigningError(f"the signed upload does not check out: {error}") from error
+        files = {name: LocalFile.from_path(path) for name, path in signed.files.items()}
+        created = client.artifact_create(
+            str(signed.category),
+            files,
+            signed.data_json(),
+            workspace=context.workspace,
+            work_request=context.work_request_id,
+        )
+        client.upload_artifact_files(created, files)
 
 
 def default_config_dir() -> Path:

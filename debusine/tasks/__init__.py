@@ -37,7 +37,7 @@ from debusine.tasks.models import (
 from debusine.tasks.noop import Noop
 from debusine.tasks.piuparts import Piuparts
 from debusine.tasks.sbuild import Sbuild
-from debusine.tasks.signing import GenerateKey, Sign, SignRepositoryIndex
+from debusine.tasks.signing import Debsign, GenerateKey, Sign, SignRepositoryIndex
 from debusine.tasks.sleep import Sleep
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "BaseTask",
     "BaseTaskData",
     "BaseTaskDataWithExecutor",
+    "Debsign",
     "DynamicTaskDataError",
     "ExtraRepository",
     "GenerateKey",

@@ -67,6 +67,15 @@ class SignRepositoryIndexData(BaseTaskData):
     )
 
 
+class DebsignData(BaseTaskData):
+    """Data of `debsign`: sign a `debian:upload` (its .changes, .dsc and .buildinfo)."""
+
+    #: Fingerprint of the OpenPGP key.
+    key: str = Field(min_length=8, max_length=64)
+    #: ID of the `debian:upload` artifact.
+    unsigned: int
+
+
 class SigningTask(BaseTask[TaskData], abstract=True):
     """Signing tasks run on signing workers only; `run` is theirs (debusine.signing.worker)."""
 
@@ -100,3 +109,12 @@ class SignRepositoryIndex(
     def can_run_on(self, worker_metadata: Mapping[str, Any]) -> bool:
         usable = worker_metadata.get(SIGNING_KEYS_METADATA, [])
         return all(key_reference("openpgp", key) in usable for key in self.data.keys)
+
+
+class Debsign(SigningTask[DebsignData], task_type=TaskType.SIGNING, name="debsign", version=1):
+    """Sign an upload with debsign into a new `debian:upload` artifact."""
+
+    def can_run_on(self, worker_metadata: Mapping[str, Any]) -> bool:
+        return key_reference("openpgp", self.data.key) in worker_metadata.get(
+            SIGNING_KEYS_METADATA, []
+        )

@@ -65,6 +65,8 @@ REQUIRED_TOOLS = {
     "sbverify": "sbsigntool",
     "softhsm2-util": "softhsm2",
     "pkcs11-tool": "opensc",
+    "debsign": "devscripts",
+    "dscverify": "devscripts",
     "gcc": "gcc",
     "objcopy": "binutils",
 }

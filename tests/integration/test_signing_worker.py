@@ -389,3 +389,56 @@ def test_user_without_signer_role_is_refused_and_nothing_is_signed(
         assert audit_work_requests(signing, "sign") == []
     finally:
         worker.stop()
+
+
+def test_debsign_an_upload_verified_by_dscverify(
+    instance: ThrowawayInstance, signing: SigningInstance, tmp_path: Path
+) -> None:
+    from debusine.artifacts.local import upload_from_changes
+    from debusine.client.tests.debian_build import build_upload
+
+    fingerprint = signing.run("key", "generate", "openpgp", "Uploader").stdout.strip()
+    worker = start_worker(instance, signing, tmp_path, "signer-debsign.example")
+    try:
+        token = signer(instance, "signing-debsign-user", [("openpgp", fingerprint)])
+        built = build_upload(tmp_path / "upload")
+        unsigned = upload_from_changes(built.changes)
+        client = DebusineClient(instance.api_url, token)
+        files = {name: LocalFile.from_path(path) for name, path in unsigned.files.items()}
+        artifact = client.artifact_create(
+            "debian:upload", files, unsigned.data_json(), workspace="System"
+        )
+        client.upload_artifact_files(artifact, files)
+        debsign = create_work_request(
+            instance,
+            tmp_path,
+            "debsign",
+            {"key": fingerprint, "unsigned": artifact.id},
+            created_by="signing-debsign-user",
+        )
+        assert wait_completed(instance, debsign)[0] == "success"
+        with psycopg.connect(instance.database_url) as connection:
+            row = connection.execute(
+                "SELECT id FROM db_artifact WHERE created_by_work_request_id = %s"
+                " AND category = 'debian:upload'",
+                (debsign,),
+            ).fetchone()
+        assert row is not None
+        signed = client.artifact_get(row[0])
+        assert set(signed.files) == set(unsigned.files)
+        output = tmp_path / "signed"
+        output.mkdir()
+        for name, file in signed.files.items():
+            client.download_file(name, file, output / name)
+        keyring = keyring_of(signing, fingerprint, tmp_path / "uploader.gpg")
+        verified = subprocess.run(
+            [
+                "dscverify", "--no-default-keyrings", "--keyring", str(keyring),
+                str(output / built.changes.name),
+            ],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert [request for request, _ in audit_work_requests(signing, "debsign")] == [debsign]
+    finally:
+        worker.stop()

@@ -280,3 +280,44 @@ def test_softhsm_registration_refuses_another_keys_certificate(
     )
     assert result.returncode == 2
     assert "is not the certificate's key" in result.stderr
+
+
+def test_debsign_signs_dsc_and_changes_with_fixed_checksums(
+    signing: SigningInstance, tmp_path: Path
+) -> None:
+    from debusine.client.tests.debian_build import build_upload
+
+    fingerprint = signing.run("key", "generate", "openpgp", "Uploader <u@example.org>").stdout
+    fingerprint = fingerprint.strip()
+    built = build_upload(tmp_path / "upload")
+    unsigned_dsc = built.dsc.read_bytes()
+    signing.run("debsign", str(built.changes), "--key", fingerprint)
+    ring = keyring(signing, fingerprint, tmp_path / "uploader.gpg")
+    for signed in (built.changes, built.dsc):
+        assert signed.read_text().startswith("-----BEGIN PGP SIGNED MESSAGE-----")
+        checked = gpgv(ring, signed)
+        assert f"[GNUPG:] VALIDSIG {fingerprint}" in checked.stdout
+    assert built.dsc.read_bytes() != unsigned_dsc
+    # dscverify checks the signature and that the .changes lists the signed files' checksums.
+    verified = subprocess.run(
+        ["dscverify", "--no-default-keyrings", "--keyring", str(ring), str(built.changes)],
+        capture_output=True,
+        text=True,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    (row,) = [row for row in audit_rows(signing) if row["event"] == "debsign"]
+    data = row["data"]
+    assert isinstance(data, dict)
+    assert set(data["output_sha256"]) == {
+        built.changes.name,
+        built.dsc.name,
+        built.changes.name.replace(".changes", ".buildinfo"),
+    }
+    # A tampered .dsc no longer matches the .changes: the check above could fail.
+    built.dsc.write_bytes(built.dsc.read_bytes().replace(b"hello-client", b"hello-klient", 1))
+    tampered = subprocess.run(
+        ["dscverify", "--no-default-keyrings", "--keyring", str(ring), str(built.changes)],
+        capture_output=True,
+        text=True,
+    )
+    assert tampered.returncode != 0
