@@ -45,3 +45,8 @@ def openpgp_expiry() -> str:
 def pkcs11_module() -> Path:
     """DEBUSINE_SIGNING_PKCS11_MODULE: the HSM's PKCS#11 module."""
     return Path(_setting("DEBUSINE_SIGNING_PKCS11_MODULE"))
+
+
+def trusted_certs() -> list[str]:
+    """DEBUSINE_SIGNING_TRUSTED_CERTS: the certificates signed objects may trust."""
+    return [str(item) for item in _setting("DEBUSINE_SIGNING_TRUSTED_CERTS")]

@@ -36,6 +36,7 @@ from debusine.signing.key_store import KeyStoreError, generate_key
 from debusine.signing.models import AuditEvent, Key, KeyPurpose
 from debusine.signing.operations import debsign_changes, sign_file
 from debusine.signing.pkcs11_keys import Pkcs11Error, check_token_holds_key
+from debusine.signing.policy import PolicyError, check_trusted_certs
 from debusine.signing.service_keys import NaclProtectedKey, ServiceKey, ServiceKeyError
 from debusine.signing.signers import SigningError, SigningMode
 from debusine.tasks import BaseTask, TaskContext, TaskDataError, TaskType, UnknownTaskError
@@ -191,7 +192,7 @@ class SigningWorkerDaemon(WorkerDaemon):
                 self._sign_repository_index(task, context)
             else:
                 return error_completion("setup-failed", f"{task.TASK_NAME} is not supported yet")
-        except (KeyStoreError, ServiceKeyError, SigningError, ClientError) as error:
+        except (KeyStoreError, ServiceKeyError, SigningError, PolicyError, ClientError) as error:
             logger.warning("work request %d failed: %s", context.work_request_id, error)
             return WorkRequestCompletedRequest(
                 result="failure",
@@ -210,8 +211,12 @@ class SigningWorkerDaemon(WorkerDaemon):
         mode = SigningMode(task.data.mode)
         outputs: dict[str, LocalFile] = {}
         results: list[dict[str, str]] = []
-        for artifact_id in task.data.unsigned:
-            artifact = client.artifact_get(artifact_id)
+        artifacts = [client.artifact_get(artifact_id) for artifact_id in task.data.unsigned]
+        for artifact in artifacts:
+            # Before any file is signed: one refused input signs nothing.
+            check_trusted_certs(artifact.data.get("trusted_certs") or [], config.trusted_certs())
+        for artifact in artifacts:
+            artifact_id = artifact.id
             for name, file in sorted(artifact.files.items()):
                 source = context.input_directory / str(artifact_id) / name
                 source.parent.mkdir(parents=True, exist_ok=True)

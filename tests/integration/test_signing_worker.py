@@ -122,11 +122,16 @@ def only_key(signing: SigningInstance, purpose: str) -> tuple[str, bytes]:
 
 
 def upload_artifact(
-    instance: ThrowawayInstance, token: str, files: dict[str, Path]
+    instance: ThrowawayInstance,
+    token: str,
+    files: dict[str, Path],
+    data: dict[str, Any] | None = None,
 ) -> tuple[DebusineClient, int]:
     client = DebusineClient(instance.api_url, token)
     local = {name: LocalFile.from_path(path) for name, path in files.items()}
-    artifact = client.artifact_create("debusine:signing-input", local, {}, workspace="System")
+    artifact = client.artifact_create(
+        "debusine:signing-input", local, data or {}, workspace="System"
+    )
     client.upload_artifact_files(artifact, local)
     return client, artifact.id
 
@@ -233,6 +238,28 @@ def test_generate_uefi_key_and_sign_efi_binary_verified_by_sbverify(
             text=True,
         )
         assert verified.returncode == 0, verified.stderr
+
+        # An input that trusts a certificate outside the worker's allow-list (empty here) is
+        # refused before anything is signed.
+        _client, trusting = upload_artifact(
+            instance, token, {"grubx64.efi": binary}, {"trusted_certs": ["CC" * 32]}
+        )
+        refused = create_work_request(
+            instance,
+            tmp_path,
+            "sign",
+            {"purpose": "uefi", "key": fingerprint, "unsigned": [trusting], "mode": "attached"},
+            created_by="signing-uefi-user",
+        )
+        assert wait_completed(instance, refused)[0] == "failure"
+        with psycopg.connect(instance.database_url) as connection:
+            outputs = connection.execute(
+                "SELECT count(*) FROM db_artifact WHERE created_by_work_request_id = %s",
+                (refused,),
+            ).fetchone()
+        assert outputs == (0,)
+        assert [request for request, _ in audit_work_requests(signing, "sign")] == [sign]
+        assert "outside DEBUSINE_SIGNING_TRUSTED_CERTS: " + "CC" * 32 in worker.log_text()
     finally:
         worker.stop()
 

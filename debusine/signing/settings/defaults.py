@@ -37,3 +37,8 @@ DEBUSINE_SIGNING_LOG_LEVEL = "INFO"
 
 # The PKCS#11 module of the HSM holding `pkcs11-static` keys (SoftHSM2's for tests).
 DEBUSINE_SIGNING_PKCS11_MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
+
+# SHA-256 fingerprints of the certificates a signed object may trust: a `sign` input whose
+# `trusted_certs` names any other certificate is refused (so production keys never sign
+# objects that trust test certificates). Comma-separated in the environment.
+DEBUSINE_SIGNING_TRUSTED_CERTS: list[str] = []
