@@ -50,3 +50,8 @@ def pkcs11_module() -> Path:
 def trusted_certs() -> list[str]:
     """DEBUSINE_SIGNING_TRUSTED_CERTS: the certificates signed objects may trust."""
     return [str(item) for item in _setting("DEBUSINE_SIGNING_TRUSTED_CERTS")]
+
+
+def rate_limit_per_minute() -> int:
+    """DEBUSINE_SIGNING_RATE_LIMIT_PER_MINUTE: signatures per key per minute; 0: no limit."""
+    return int(_setting("DEBUSINE_SIGNING_RATE_LIMIT_PER_MINUTE"))

@@ -19,10 +19,12 @@ from debusine.signing import config, keys
 from debusine.signing.models import AuditEvent, AuditLog, Key, KeyPurpose
 from debusine.signing.pkcs11_keys import Pkcs11Error, check_token_holds_key
 from debusine.signing.service_keys import (
+    NaclProtectedKey,
     Pkcs11StaticProtectedKey,
     ServiceKey,
     load_service_keys,
     seal,
+    unseal,
 )
 
 
@@ -149,3 +151,34 @@ def find_key(purpose: KeyPurpose, fingerprint: str, *, for_update: bool = False)
 def public_key_b64(key: Key) -> str:
     """The public key as the server's `debusine:signing-key` asset stores it."""
     return base64.b64encode(bytes(key.public_key)).decode()
+
+
+def set_openpgp_expiry(
+    fingerprint: str, expiry: str, *, created_by: str, service_keys: Sequence[ServiceKey]
+) -> Key:
+    """Set or extend an OpenPGP key's expiry: new self-signature, resealed, audited."""
+    with transaction.atomic():
+        key = find_key(KeyPurpose.OPENPGP, fingerprint, for_update=True)
+        protected = key.protected
+        if not isinstance(protected, NaclProtectedKey):
+            raise KeyStoreError("only software OpenPGP keys can have their expiry changed here")
+        try:
+            changed = keys.set_openpgp_expiry(unseal(protected, service_keys), fingerprint, expiry)
+        except keys.KeyGenerationError as exc:
+            raise KeyStoreError(str(exc)) from exc
+        key.private_key = seal(changed.private_key, service_keys).model_dump()
+        key.public_key = changed.public_key
+        key.expires_at = changed.expires_at
+        key.save(update_fields=["private_key", "public_key", "expires_at", "updated_at"])
+        AuditLog.objects.append(
+            purpose=KeyPurpose.OPENPGP,
+            fingerprint=fingerprint,
+            event=AuditEvent.SET_EXPIRY,
+            created_by=created_by,
+            data={
+                "expiry": expiry,
+                "expires_at": changed.expires_at.isoformat() if changed.expires_at else None,
+                "public_key_sha256": hashlib.sha256(changed.public_key).hexdigest(),
+            },
+        )
+    return key

@@ -146,3 +146,33 @@ def generate_uefi_key(description: str, *, algorithm: str, days: int) -> Generat
             (work / "key.pem").read_bytes(),
             expires_at,
         )
+
+
+@dataclass(frozen=True)
+class ReexportedKey:
+    """An OpenPGP key after a change to its self-signature (e.g. a new expiry)."""
+
+    public_key: bytes
+    private_key: bytes
+    expires_at: dt.datetime | None
+
+
+def set_openpgp_expiry(private_key: bytes, fingerprint: str, expiry: str) -> ReexportedKey:
+    """Set the expiry of an OpenPGP key (`never`, `2y`, a date) and export it again."""
+    with tempfile.TemporaryDirectory(prefix="debusine-signing-gpg-") as directory:
+        home = Path(directory)
+        secret = home / "secret.asc"
+        secret.write_bytes(private_key)
+        secret.chmod(0o600)
+        run_tool(gpg_command(home, "--import", str(secret)))
+        run_tool(gpg_command(home, "--quick-set-expire", fingerprint, expiry))
+        listing = run_tool(gpg_command(home, "--with-colons", "--list-secret-keys", fingerprint))
+        _fingerprint, expires_at = gpg_colons_expiry(listing)
+        public = run_tool(gpg_command(home, "--armor", "--export", fingerprint))
+        private = run_tool(gpg_command(home, "--armor", "--export-secret-keys", fingerprint))
+        subprocess.run(
+            ["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"],
+            capture_output=True,
+            check=False,
+        )
+    return ReexportedKey(public.encode(), private.encode(), expires_at)

@@ -81,6 +81,7 @@ class AuditEvent(models.TextChoices):
     DEBSIGN = "debsign"
     SIGN_REPOSITORY_INDEX = "signrepositoryindex"
     DISABLE = "disable"
+    SET_EXPIRY = "set_expiry"
 
 
 class AuditLogManager(models.Manager["AuditLog"]):

@@ -10,6 +10,7 @@ written, nothing is signed as far as anyone can see (fail closed).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import shutil
 from collections.abc import Sequence
@@ -61,6 +62,27 @@ def usable_key(purpose: KeyPurpose, fingerprint: str) -> Key:
     return key
 
 
+SIGNING_EVENTS = (AuditEvent.SIGN, AuditEvent.DEBSIGN, AuditEvent.SIGN_REPOSITORY_INDEX)
+
+
+def check_rate_limit(key: Key) -> None:
+    """Refuse when the key already made its allowed signatures in the last minute."""
+    limit = config.rate_limit_per_minute()
+    if limit <= 0:
+        return
+    recent = AuditLog.objects.filter(
+        purpose=key.purpose,
+        fingerprint=key.fingerprint,
+        event__in=SIGNING_EVENTS,
+        created_at__gt=timezone.now() - dt.timedelta(minutes=1),
+    ).count()
+    if recent >= limit:
+        raise KeyStoreError(
+            f"{key.purpose} key {key.fingerprint} made {recent} signatures in the last minute"
+            f" (limit {limit}, DEBUSINE_SIGNING_RATE_LIMIT_PER_MINUTE): try again later"
+        )
+
+
 def usable_material(key: Key, service_keys: Sequence[ServiceKey]) -> SoftwareKey | Pkcs11Key:
     """What the signing tools need for `key`: decrypted software key, or PKCS#11 reference."""
     protected = key.protected
@@ -92,6 +114,8 @@ def sign_file(
     if purpose == KeyPurpose.UEFI and len(fingerprints) != 1:
         raise KeyStoreError("a uefi signature is made with exactly one key")
     keys = [usable_key(purpose, fingerprint) for fingerprint in fingerprints]
+    for key in keys:
+        check_rate_limit(key)
     partial = output.with_name(f".{output.name}.partial")
     try:
         if purpose == KeyPurpose.UEFI:
@@ -143,6 +167,7 @@ def debsign_changes(
     key, in a copy: the originals are replaced only once the audit row is committed.
     """
     key = usable_key(KeyPurpose.OPENPGP, fingerprint)
+    check_rate_limit(key)
     material = usable_material(key, service_keys)
     if not isinstance(material, SoftwareKey):
         raise SigningError("openpgp keys in a PKCS#11 token are not supported yet")

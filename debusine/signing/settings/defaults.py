@@ -42,3 +42,7 @@ DEBUSINE_SIGNING_PKCS11_MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
 # `trusted_certs` names any other certificate is refused (so production keys never sign
 # objects that trust test certificates). Comma-separated in the environment.
 DEBUSINE_SIGNING_TRUSTED_CERTS: list[str] = []
+
+# Signatures one key may make per minute (all signing events together); 0: no limit. A burst
+# beyond it is refused with a clear error, so a compromised caller cannot drain a key.
+DEBUSINE_SIGNING_RATE_LIMIT_PER_MINUTE = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -216,3 +217,52 @@ def test_disabled_key_is_listed_disabled_and_audited(signing: SigningInstance) -
     unknown = signing.run("key", "disable", "openpgp", "0" * 40, check=False)
     assert unknown.returncode == 2
     assert f"no openpgp key with fingerprint {'0' * 40}" in unknown.stderr
+
+
+def test_openpgp_expiry_set_then_extended_and_expired_key_refused(
+    signing: SigningInstance, tmp_path: Path
+) -> None:
+    fingerprint = signing.run("key", "generate", "openpgp", "Expiring").stdout.strip()
+    (entry,) = [
+        json.loads(line) for line in signing.run("key", "list", "--json").stdout.splitlines()
+    ]
+    assert entry["expires_at"] is None
+    signing.run("key", "set_expiry", fingerprint, "2y")
+    (entry,) = [
+        json.loads(line) for line in signing.run("key", "list", "--json").stdout.splitlines()
+    ]
+    assert entry["expires_at"] is not None
+    assert entry["expires_at"][:4] in {str(int(entry["created_at"][:4]) + n) for n in (1, 2)}
+    # The exported public key carries the new expiry too (gpg reads it back).
+    with psycopg.connect(signing.database_url) as connection:
+        row = connection.execute(
+            "SELECT public_key FROM signing_key WHERE fingerprint = %s", (fingerprint,)
+        ).fetchone()
+    assert row is not None
+    shown = subprocess.run(
+        ["gpg", "--with-colons", "--show-keys"],
+        input=bytes(row[0]),
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    (pub,) = [line for line in shown.splitlines() if line.startswith("pub:")]
+    assert pub.split(":")[6] != ""
+    # Pushed into the past by hand: signing is refused, with the date.
+    with psycopg.connect(signing.database_url) as connection:
+        connection.execute(
+            "UPDATE signing_key SET expires_at = now() - interval '1 day' WHERE fingerprint = %s",
+            (fingerprint,),
+        )
+    release = tmp_path / "Release"
+    release.write_text("Suite: stable\n")
+    refused = signing.run(
+        "sign", "openpgp", str(release), "--key", fingerprint, "--mode", "clear",
+        "--output", str(tmp_path / "InRelease"), check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "expired on" in refused.stderr
+    events = [
+        json.loads(line)["event"] for line in signing.run("audit", "show").stdout.splitlines()
+    ]
+    assert events == ["generate", "set_expiry"]
+    assert "chain intact" in signing.run("audit", "verify").stdout

@@ -321,3 +321,28 @@ def test_debsign_signs_dsc_and_changes_with_fixed_checksums(
         text=True,
     )
     assert tampered.returncode != 0
+
+
+def test_rate_limit_refuses_a_burst_beyond_it(signing: SigningInstance, tmp_path: Path) -> None:
+    fingerprint = signing.run("key", "generate", "openpgp", "Limited").stdout.strip()
+    signing.environment["DEBUSINE_SIGNING_RATE_LIMIT_PER_MINUTE"] = "2"
+    release = tmp_path / "Release"
+    release.write_text("Suite: stable\n")
+    results = [
+        signing.run(
+            "sign",
+            "openpgp",
+            str(release),
+            "--key",
+            fingerprint,
+            "--mode",
+            "detached",
+            "--output",
+            str(tmp_path / f"Release-{index}.gpg"),
+            check=False,
+        )
+        for index in range(3)
+    ]
+    assert [result.returncode for result in results] == [0, 0, 2]
+    assert "made 2 signatures in the last minute (limit 2" in results[2].stderr
+    assert not (tmp_path / "Release-2.gpg").exists()

@@ -12,6 +12,7 @@ from debusine.signing.key_store import (
     configured_service_keys,
     disable_key,
     generate_key,
+    set_openpgp_expiry,
 )
 from debusine.signing.keys import KeyGenerationError
 from debusine.signing.management.commands._common import command_actor, refused
@@ -34,6 +35,11 @@ class Command(BaseCommand):
         generate.add_argument("description", help="OpenPGP user ID or certificate common name")
         listing = verbs.add_parser("list", help="list keys")
         listing.add_argument("--json", action="store_true", help="one JSON object per line")
+        expiry = verbs.add_parser(
+            "set_expiry", help="set or extend an OpenPGP key's expiry (never, 2y, a date)"
+        )
+        expiry.add_argument("fingerprint")
+        expiry.add_argument("expiry")
         disable = verbs.add_parser("disable", help="refuse a key for new work (kept for audit)")
         disable.add_argument("purpose", choices=PURPOSES)
         disable.add_argument("fingerprint")
@@ -43,6 +49,15 @@ class Command(BaseCommand):
         try:
             if verb == "generate":
                 self.generate(KeyPurpose(options["purpose"]), options["description"])
+            elif verb == "set_expiry":
+                key = set_openpgp_expiry(
+                    options["fingerprint"],
+                    options["expiry"],
+                    created_by=command_actor(),
+                    service_keys=configured_service_keys(),
+                )
+                expires = key.expires_at.isoformat() if key.expires_at else "never"
+                self.stdout.write(f"{key.fingerprint} expires {expires}")
             elif verb == "list":
                 self.list_keys(as_json=options["json"])
             else:
