@@ -15,7 +15,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[server,worker,client,test]'
+	$(BIN)/pip install --quiet -e '.[server,worker,client,signing,test]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -31,6 +31,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy debusine bench
 	$(BIN)/debusine-admin makemigrations --check --dry-run --skip-checks
+	$(BIN)/debusine-signing makemigrations --check --dry-run --skip-checks
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

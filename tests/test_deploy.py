@@ -26,6 +26,8 @@ def test_there_are_units() -> None:
         "debusine-server-celery.service",
         "debusine-server-periodic-tasks.service",
         "debusine-worker.service",
+        "debusine-signing.service",
+        "debusine-signing-migrate.service",
     } <= names
 
 

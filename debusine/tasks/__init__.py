@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from debusine.tasks.noop import Noop
     from debusine.tasks.piuparts import Piuparts
     from debusine.tasks.sbuild import Sbuild
+    from debusine.tasks.signing import Debsign, GenerateKey, Sign, SignRepositoryIndex
     from debusine.tasks.sleep import Sleep
 
 #: The task classes this package exports, by attribute name: imported on first access.
@@ -66,8 +67,10 @@ __all__ = [
     "BaseTask",
     "BaseTaskData",
     "BaseTaskDataWithExecutor",
+    "Debsign",
     "DynamicTaskDataError",
     "ExtraRepository",
+    "GenerateKey",
     "Lintian",
     "Lookup",
     "LookupFailedError",
@@ -78,6 +81,8 @@ __all__ = [
     "NoopData",
     "Piuparts",
     "Sbuild",
+    "Sign",
+    "SignRepositoryIndex",
     "Sleep",
     "SleepData",
     "TaskContext",

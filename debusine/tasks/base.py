@@ -498,6 +498,10 @@ BUILTIN_TASKS: dict[tuple[TaskType, str], str] = {
     (TaskType.WORKER, "piuparts"): "debusine.tasks.piuparts:Piuparts",
     (TaskType.WORKER, "sbuild"): "debusine.tasks.sbuild:Sbuild",
     (TaskType.WORKER, "sleep"): "debusine.tasks.sleep:Sleep",
+    (TaskType.SIGNING, "debsign"): "debusine.tasks.signing:Debsign",
+    (TaskType.SIGNING, "generatekey"): "debusine.tasks.signing:GenerateKey",
+    (TaskType.SIGNING, "sign"): "debusine.tasks.signing:Sign",
+    (TaskType.SIGNING, "signrepositoryindex"): "debusine.tasks.signing:SignRepositoryIndex",
 }
 
 

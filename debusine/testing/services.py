@@ -60,6 +60,24 @@ REQUIRED_TOOLS = {
     "promtool": "prometheus",
     "sbuild": "sbuild",
     "zstd": "zstd",
+    # The signing service: its tools, the SoftHSM2 token of the PKCS#11 tests, and what builds
+    # the EFI binary they sign.
+    "gpg": "gnupg",
+    "gpgv": "gpgv",
+    "sbsign": "sbsigntool",
+    "sbverify": "sbsigntool",
+    "softhsm2-util": "softhsm2",
+    "pkcs11-tool": "opensc",
+    "debsign": "devscripts",
+    "dscverify": "devscripts",
+    "gcc": "gcc",
+    "objcopy": "binutils",
+}
+# Libraries the tests load, with the Debian package providing each.
+REQUIRED_FILES = {
+    # sbsign --engine pkcs11 (UEFI signing with an HSM key).
+    "/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so": "libengine-pkcs11-openssl",
+    "/usr/lib/softhsm/libsofthsm2.so": "softhsm2",
 }
 # pytest-django derives the per-worker test databases from this name (test_<name>_gwN): one
 # name per run keeps two runs on one PostgreSQL (CI and a developer, two checkouts) apart.
@@ -79,6 +97,7 @@ def ensure_tools() -> None:
     """Install missing test tools with apt-get (we run as root on CI), or say what is missing."""
     missing = sorted(
         {package for tool, package in REQUIRED_TOOLS.items() if shutil.which(tool) is None}
+        | {package for path, package in REQUIRED_FILES.items() if not Path(path).exists()}
     )
     # Workers of another user run in a virtualenv of Debian's Python (debusine.testing.worker).
     if SYSTEM_PYTHON.exists() and not _has_module(SYSTEM_PYTHON, "ensurepip"):

@@ -12,7 +12,7 @@ workers do. Artifacts (the debug logs) are created and uploaded through the clie
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 from pydantic import ValidationError
@@ -93,10 +93,16 @@ class ServerAPI:
             reason = str(error) or type(error).__name__
             raise ServerError(f"{call}: cannot reach {url}: {reason}", transient=True) from None
 
-    async def register(self, token: str, fqdn: str, activation_token: str | None) -> None:
+    async def register(
+        self,
+        token: str,
+        fqdn: str,
+        activation_token: str | None,
+        worker_type: Literal["external", "signing"] = "external",
+    ) -> None:
         """`POST /1.0/worker/register/`; anything but 201 raises ServerError."""
         call = "worker registration"
-        body = WorkerRegisterRequest(token=token, fqdn=fqdn, worker_type="external").model_dump()
+        body = WorkerRegisterRequest(token=token, fqdn=fqdn, worker_type=worker_type).model_dump()
         response, _content = await self._request(
             "POST", "/1.0/worker/register/", call, token=activation_token or "", json=body
         )

@@ -26,7 +26,7 @@ import signal
 import socket
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 
@@ -96,6 +96,9 @@ class CurrentWorkRequest:
 class WorkerDaemon:
     """One worker: a connection to the server, at most one running work request."""
 
+    #: What the worker registers as; the signing worker (debusine.signing.worker) says signing.
+    WORKER_TYPE: Literal["external", "signing"] = "external"
+
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
         self.exit_code = 0
@@ -164,7 +167,7 @@ class WorkerDaemon:
         token = generate_token()
         fqdn = await asyncio.to_thread(socket.getfqdn)
         try:
-            await api.register(token, fqdn, activation_token)
+            await api.register(token, fqdn, activation_token, self.WORKER_TYPE)
         except ServerError as error:
             raise WorkerSetupError(f"cannot register with the server: {error}") from None
         write_token(self.config, token)
@@ -235,7 +238,7 @@ class WorkerDaemon:
 
     async def _send_dynamic_metadata(self) -> None:
         assert self.api is not None
-        metadata = await asyncio.to_thread(dynamic_metadata)
+        metadata = await asyncio.to_thread(self.dynamic_metadata)
         try:
             status = await self.api.put_dynamic_metadata(metadata)
         except ServerError as error:
@@ -245,6 +248,10 @@ class WorkerDaemon:
             logger.debug("dynamic metadata sent")
         else:
             logger.warning("dynamic metadata update answered %d", status)
+
+    def dynamic_metadata(self) -> dict[str, Any]:
+        """The dynamic metadata this worker reports (runs in a thread)."""
+        return dynamic_metadata(self.WORKER_TYPE)
 
     # --- Work requests -----------------------------------------------------------------------
 

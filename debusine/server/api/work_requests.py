@@ -33,7 +33,11 @@ from debusine.server.api.parsing import parse_body
 from debusine.server.db.models import TaskType, User, WorkRequest, Workspace
 from debusine.server.db.models.work_requests import WorkRequestQuerySet
 from debusine.server.work_requests import serialization, transitions
-from debusine.server.work_requests.transitions import InvalidWorkRequestError, WorkRequestError
+from debusine.server.work_requests.transitions import (
+    InvalidWorkRequestError,
+    WorkRequestError,
+    WorkRequestPermissionError,
+)
 from debusine.tasks import BaseTask
 
 #: Who may set a positive priority adjustment (besides superusers).
@@ -197,7 +201,12 @@ class WorkRequestListView(APIView):
             )
         except InvalidWorkRequestError as error:
             raise ProblemError(
-                error.title, error.detail, validation_errors=error.validation_errors
+                error.title,
+                error.detail,
+                validation_errors=error.validation_errors,
+                status_code=status.HTTP_403_FORBIDDEN
+                if isinstance(error, WorkRequestPermissionError)
+                else status.HTTP_400_BAD_REQUEST,
             ) from None
         work_request.artifact_ids = []  # type: ignore[attr-defined]
         return ok(work_request)

@@ -42,6 +42,7 @@ from debusine.protocol.work_requests import (
 from debusine.server.db.models import User, Worker, WorkRequest, Workspace
 from debusine.server.db.models.work_requests import RetryReason, UnblockStrategy
 from debusine.server.event_reactions import run_event_reactions
+from debusine.server.signing_keys import SignerRoleError, check_signer_role
 from debusine.server.work_requests import effects, serialization, sql
 from debusine.server.work_requests.worker_tokens import WorkerCaller
 from debusine.tasks import TaskDataError, UnknownTaskError, validate_task_data
@@ -79,6 +80,10 @@ class InvalidWorkRequestError(Exception):
         self.title = title
         self.detail = detail
         self.validation_errors = validation_errors
+
+
+class WorkRequestPermissionError(InvalidWorkRequestError):
+    """The creator may not ask for this work (e.g. no signer role on a key): a 403."""
 
 
 # --- create -----------------------------------------------------------------------------------
@@ -120,6 +125,10 @@ def create(
     except TaskDataError as error:
         raise InvalidWorkRequestError(title, str(error), error.validation_errors) from None
     reactions = _validate_event_reactions(event_reactions, allow_server_actions)
+    try:
+        check_signer_role(created_by, workspace, task_type, task_name, normalised)
+    except SignerRoleError as error:
+        raise WorkRequestPermissionError("Permission denied", str(error)) from None
     work_request = WorkRequest.objects.create(
         workspace=workspace,
         created_by=created_by,

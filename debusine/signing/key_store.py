@@ -1,0 +1,184 @@
+"""
+Storing, registering and retiring keys in the signing database, each with its audit row.
+
+Every change to a key and its audit row happen in one transaction: if the audit row cannot be
+written, the key is not stored either (fail closed).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+from django.db import transaction
+from django.utils import timezone
+
+from debusine.signing import config, keys
+from debusine.signing.models import AuditEvent, AuditLog, Key, KeyPurpose
+from debusine.signing.pkcs11_keys import Pkcs11Error, check_token_holds_key
+from debusine.signing.service_keys import (
+    NaclProtectedKey,
+    Pkcs11StaticProtectedKey,
+    ServiceKey,
+    load_service_keys,
+    seal,
+    unseal,
+)
+
+
+class KeyStoreError(Exception):
+    """A key operation was refused; one-line message."""
+
+
+def configured_service_keys() -> list[ServiceKey]:
+    """The service keys of DEBUSINE_SIGNING_SERVICE_KEYS (ServiceKeyError when unusable)."""
+    return load_service_keys(config.service_key_paths())
+
+
+def generate_key(
+    purpose: KeyPurpose,
+    description: str,
+    *,
+    created_by: str,
+    service_keys: Sequence[ServiceKey],
+    work_request_id: int | None = None,
+) -> Key:
+    """Generate a software key of `purpose`, store it sealed, and audit it."""
+    if purpose == KeyPurpose.OPENPGP:
+        generated = keys.generate_openpgp_key(
+            description,
+            algorithm=config.openpgp_key_algorithm(),
+            expiry=config.openpgp_expiry(),
+        )
+    else:
+        generated = keys.generate_uefi_key(
+            description,
+            algorithm=config.uefi_key_algorithm(),
+            days=config.uefi_certificate_days(),
+        )
+    protected = seal(generated.private_key, service_keys)
+    with transaction.atomic():
+        key = Key.objects.create(
+            purpose=purpose,
+            fingerprint=generated.fingerprint,
+            private_key=protected.model_dump(),
+            public_key=generated.public_key,
+            description=description,
+            expires_at=generated.expires_at,
+        )
+        AuditLog.objects.append(
+            purpose=purpose,
+            fingerprint=key.fingerprint,
+            event=AuditEvent.GENERATE,
+            created_by=created_by,
+            created_by_work_request_id=work_request_id,
+            data={
+                "description": description,
+                "storage": protected.storage,
+                "public_key_sha256": hashlib.sha256(generated.public_key).hexdigest(),
+            },
+        )
+    return key
+
+
+def register_pkcs11_static_key(
+    purpose: KeyPurpose, pkcs11_uri: str, certificate: Path, description: str, *, created_by: str
+) -> Key:
+    """Record a key held by a PKCS#11 token: its URI and its certificate (UEFI)."""
+    if purpose != KeyPurpose.UEFI:
+        raise KeyStoreError("only uefi keys can be registered from a PKCS#11 token for now")
+    try:
+        fingerprint, expires_at = keys.certificate_fingerprint_and_expiry(certificate)
+    except keys.KeyGenerationError as exc:
+        raise KeyStoreError(f"cannot read certificate {certificate}: {exc}") from exc
+    public_key = certificate.read_bytes()
+    try:
+        check_token_holds_key(pkcs11_uri, config.pkcs11_module(), public_key)
+    except Pkcs11Error as exc:
+        raise KeyStoreError(str(exc)) from exc
+    with transaction.atomic():
+        if Key.objects.filter(purpose=purpose, fingerprint=fingerprint).exists():
+            raise KeyStoreError(f"a {purpose} key with fingerprint {fingerprint} already exists")
+        key = Key.objects.create(
+            purpose=purpose,
+            fingerprint=fingerprint,
+            private_key=Pkcs11StaticProtectedKey(pkcs11_uri=pkcs11_uri).model_dump(),
+            public_key=public_key,
+            description=description,
+            expires_at=expires_at,
+        )
+        AuditLog.objects.append(
+            purpose=purpose,
+            fingerprint=fingerprint,
+            event=AuditEvent.REGISTER,
+            created_by=created_by,
+            data={
+                "description": description,
+                "pkcs11_uri": pkcs11_uri,
+                "certificate_sha256": hashlib.sha256(public_key).hexdigest(),
+            },
+        )
+    return key
+
+
+def disable_key(purpose: KeyPurpose, fingerprint: str, *, created_by: str) -> Key:
+    """Refuse the key for new work from now on; it stays for the audit log."""
+    with transaction.atomic():
+        key = find_key(purpose, fingerprint, for_update=True)
+        if key.disabled_at is None:
+            key.disabled_at = timezone.now()
+            key.save(update_fields=["disabled_at", "updated_at"])
+            AuditLog.objects.append(
+                purpose=purpose,
+                fingerprint=fingerprint,
+                event=AuditEvent.DISABLE,
+                created_by=created_by,
+            )
+    return key
+
+
+def find_key(purpose: KeyPurpose, fingerprint: str, *, for_update: bool = False) -> Key:
+    """The key `purpose:fingerprint`, or KeyStoreError."""
+    queryset = Key.objects.select_for_update() if for_update else Key.objects.all()
+    try:
+        return queryset.get(purpose=purpose, fingerprint=fingerprint)
+    except Key.DoesNotExist as exc:
+        raise KeyStoreError(f"no {purpose} key with fingerprint {fingerprint}") from exc
+
+
+def public_key_b64(key: Key) -> str:
+    """The public key as the server's `debusine:signing-key` asset stores it."""
+    return base64.b64encode(bytes(key.public_key)).decode()
+
+
+def set_openpgp_expiry(
+    fingerprint: str, expiry: str, *, created_by: str, service_keys: Sequence[ServiceKey]
+) -> Key:
+    """Set or extend an OpenPGP key's expiry: new self-signature, resealed, audited."""
+    with transaction.atomic():
+        key = find_key(KeyPurpose.OPENPGP, fingerprint, for_update=True)
+        protected = key.protected
+        if not isinstance(protected, NaclProtectedKey):
+            raise KeyStoreError("only software OpenPGP keys can have their expiry changed here")
+        try:
+            changed = keys.set_openpgp_expiry(unseal(protected, service_keys), fingerprint, expiry)
+        except keys.KeyGenerationError as exc:
+            raise KeyStoreError(str(exc)) from exc
+        key.private_key = seal(changed.private_key, service_keys).model_dump()
+        key.public_key = changed.public_key
+        key.expires_at = changed.expires_at
+        key.save(update_fields=["private_key", "public_key", "expires_at", "updated_at"])
+        AuditLog.objects.append(
+            purpose=KeyPurpose.OPENPGP,
+            fingerprint=fingerprint,
+            event=AuditEvent.SET_EXPIRY,
+            created_by=created_by,
+            data={
+                "expiry": expiry,
+                "expires_at": changed.expires_at.isoformat() if changed.expires_at else None,
+                "public_key_sha256": hashlib.sha256(changed.public_key).hexdigest(),
+            },
+        )
+    return key
