@@ -49,9 +49,9 @@ from debusine.protocol.work_requests import (
     WorkRequestPatchRequest,
 )
 from debusine.protocol.workflows import (
+    LenientWorkflowTemplateResponse,
     WorkflowCreateRequest,
     WorkflowTemplateCreateRequest,
-    WorkflowTemplateResponse,
 )
 
 API_VERSION = "1.0"
@@ -296,7 +296,7 @@ class DebusineClient:
         *,
         priority: int = 0,
         workspace: str | None = None,
-    ) -> WorkflowTemplateResponse:
+    ) -> LenientWorkflowTemplateResponse:
         request = WorkflowTemplateCreateRequest(
             name=name,
             task_name=task_name,
@@ -306,7 +306,7 @@ class DebusineClient:
         )
         body = wire_body(request, omit_when_none=("workspace",))
         response = self.send("POST", "workflow-template/", json_body=body, expected=(201,))
-        return self.parse(response, WorkflowTemplateResponse)
+        return self.parse(response, LenientWorkflowTemplateResponse)
 
     def workflow_create(
         self, template_name: str, task_data: dict[str, Any], *, workspace: str | None = None
@@ -314,7 +314,7 @@ class DebusineClient:
         request = WorkflowCreateRequest(
             template_name=template_name, task_data=task_data, workspace=workspace
         )
-        body = wire_body(request, omit_when_none=("workspace",))
+        body = wire_body(request, omit_when_none=("workspace", "task_name"))
         response = self.send("POST", "workflow/", json_body=body, expected=(201,))
         return self.parse(response, LenientWorkRequestResponse)
 

@@ -102,10 +102,10 @@ def scheduler_argv() -> list[str]:
 
 
 def celery_worker_argv() -> list[str]:
-    """A Celery worker for server-side tasks (the default `celery` queue)."""
+    """A Celery worker for server-side tasks and workflows (queues `celery`, `workflows`)."""
     return [
         sys.executable, "-m", "celery", "--app", CELERY_APP, "worker",
-        "--queues", "celery", "--concurrency", "1",
+        "--queues", "celery,workflows", "--concurrency", "1",
         "--hostname", f"celery-{uuid.uuid4().hex[:8]}@%h", "--loglevel", "INFO",
         "--without-gossip", "--without-mingle",
     ]  # fmt: skip

@@ -1,8 +1,9 @@
 """
 The Celery application: Redis as broker, PostgreSQL (django-celery-results) as result backend.
 
-Processes: the scheduler (`-Q scheduler --concurrency 1 --pool solo`), server-task workers
-(`-Q celery`) and beat (periodic jobs: the fallback scheduling pass and lease expiry). Job
+Processes: the scheduler (`-Q scheduler --concurrency 1 --pool solo`), server-task and
+workflow workers (`-Q celery,workflows`) and beat (periodic jobs: the fallback scheduling pass,
+the workflow sweep and lease expiry). Job
 code lives in `jobs.py` modules, listed in `JOB_MODULES`.
 
 Beat runs `beat_app`: the same configuration without Django (Celery's Django fix-up would set
@@ -20,7 +21,7 @@ from celery import Celery
 SETTINGS_MODULE = "debusine.server.project.settings"
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", SETTINGS_MODULE)
 
-JOB_MODULES = ["debusine.server.scheduler.jobs"]
+JOB_MODULES = ["debusine.server.scheduler.jobs", "debusine.server.workflows.jobs"]
 
 app = Celery("debusine", include=JOB_MODULES)
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -38,6 +39,10 @@ def beat_schedule(settings: Any) -> dict[str, dict[str, object]]:
             "task": "debusine.scheduler.schedule",
             "schedule": float(settings.DEBUSINE_SCHEDULER_FALLBACK_INTERVAL),
             "kwargs": {"renotify": True},
+        },
+        "workflow sweep": {
+            "task": "debusine.workflows.sweep",
+            "schedule": float(settings.DEBUSINE_SCHEDULER_FALLBACK_INTERVAL),
         },
         "lease expiry": {
             "task": "debusine.scheduler.expire_leases",

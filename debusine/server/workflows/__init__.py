@@ -1,0 +1,14 @@
+"""
+Workflows: server-side orchestrators that create trees of work requests (reference §3.5).
+
+- `base`: the `Workflow` class, its registry and the helpers orchestrators use;
+- `orchestration`: what the server does with the work requests it runs itself (Workflow,
+  Internal and Wait task types), and the periodic sweep that catches up on lost messages;
+- `jobs`: their Celery entry points, in the `workflows` queue;
+- one module per workflow (`noop`, ...). Importing this package registers every workflow.
+"""
+
+from debusine.server.workflows import noop
+from debusine.server.workflows.base import Workflow
+
+__all__ = ["Workflow", "noop"]
