@@ -160,6 +160,8 @@ class WorkRequestResponse(BaseModel):
     priority_adjustment: int
     workflow_data: dict[str, Any]
     event_reactions: dict[str, Any]
+    #: The workflow this work request is a step of (Debusine 0.16 sends it too).
+    parent: int | None = None
     status: WorkRequestStatus
     #: Empty while the work request has not finished.
     result: WorkRequestResult

@@ -10,6 +10,7 @@ from debusine.server.api import (
     whoami,
     work_requests,
     workers,
+    workflows,
 )
 
 urlpatterns = [
@@ -24,6 +25,7 @@ urlpatterns = [
                 *relations.urlpatterns,
                 *lookups.urlpatterns,
                 *whoami.urlpatterns,
+                *workflows.urlpatterns,
             ]
         ),
     ),

@@ -57,7 +57,7 @@ def process(work_request_id: int) -> str:
         if work_request.task_type == TaskType.WORKFLOW:
             return _orchestrate(work_request)
         if work_request.status != WorkRequestStatus.PENDING:
-            return "not pending"
+            return "not-runnable"
         if work_request.task_type == TaskType.INTERNAL:
             return _run_internal(work_request)
         if work_request.task_type == TaskType.WAIT:
@@ -67,7 +67,7 @@ def process(work_request_id: int) -> str:
 
 def _orchestrate(workflow: WorkRequest) -> str:
     if workflow.status not in (WorkRequestStatus.PENDING, WorkRequestStatus.RUNNING):
-        return f"workflow {workflow.status}"
+        return "not-runnable"
     try:
         instance = orchestrator(workflow)
         with transaction.atomic():
@@ -89,7 +89,7 @@ def _orchestrate(workflow: WorkRequest) -> str:
 def _run_internal(work_request: WorkRequest) -> str:
     if work_request.task_name == "synchronization_point":
         transitions.complete(work_request, WorkRequestResult.SUCCESS)
-        return "completed"
+        return "done"
     if work_request.task_name == "workflow":
         parent = (
             WorkRequest.objects.select_related("workspace", "created_by")
@@ -110,7 +110,7 @@ def _run_internal(work_request: WorkRequest) -> str:
             _fail(work_request, "callback-failed", f"{type(error).__name__}: {error}")
             return "error"
         transitions.complete(work_request, WorkRequestResult.SUCCESS)
-        return "completed"
+        return "done"
     _fail(work_request, "unknown-task", f"unknown Internal task {work_request.task_name!r}")
     return "error"
 
@@ -129,7 +129,7 @@ def _run_wait(work_request: WorkRequest) -> str:
         effects.request_processing(work_request.pk, countdown=remaining)
         return "waiting"
     transitions.complete(work_request, WorkRequestResult.SUCCESS)
-    return "completed"
+    return "done"
 
 
 def update(workflow_id: int) -> WorkRequestResult | None:

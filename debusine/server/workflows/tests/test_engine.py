@@ -381,11 +381,12 @@ def test_a_delay_completes_once_its_time_has_come(playground: Playground, owner:
             task_data={"delay_until": until.isoformat()},
         )
 
-    past, future = delay(timezone.now() - timedelta(seconds=1)), delay(
-        timezone.now() + timedelta(hours=1)
+    past, future = (
+        delay(timezone.now() - timedelta(seconds=1)),
+        delay(timezone.now() + timedelta(hours=1)),
     )
 
-    assert orchestration.process(past.pk) == "completed"
+    assert orchestration.process(past.pk) == "done"
     assert orchestration.process(future.pk) == "waiting"
     assert (reload(past).status, past.result) == (COMPLETED, SUCCESS)
     assert reload(future).status == PENDING
