@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import pydantic
 import requests
@@ -233,9 +233,14 @@ class DebusineClient:
 
     # --- Work requests -----------------------------------------------------------------------
 
-    def work_request_iter(self, limit: int | None = None) -> Iterator[LenientWorkRequestResponse]:
-        """Visible work requests, newest first, following the pages' `next` links."""
-        url: str | None = "work-request/"
+    def work_request_iter(
+        self, limit: int | None = None, filters: dict[str, str] | None = None
+    ) -> Iterator[LenientWorkRequestResponse]:
+        """
+        Visible work requests, newest first, following the pages' `next` links. `filters`
+        (our server's): `task_type`, `root_only` ("true"), `parent` (a workflow's id).
+        """
+        url: str | None = "work-request/" + (f"?{urlencode(filters)}" if filters else "")
         count = 0
         while url is not None:
             page = self.parse(self.send("GET", url), LenientWorkRequestPage)

@@ -32,9 +32,7 @@ def test_templates_and_workflows_through_the_reference_client(
     owner_cli: ReferenceCli, reference_cli: ReferenceCli
 ) -> None:
     name = f"noops-{uuid.uuid4().hex[:8]}"
-    created = owner_cli.ok(
-        "create-workflow-template", name, "noop", stdin="children: 2\n"
-    ).yaml()
+    created = owner_cli.ok("create-workflow-template", name, "noop", stdin="children: 2\n").yaml()
     assert created["result"] == "success", created
 
     started = reference_cli.ok("create-workflow", name, stdin="result: false\n").yaml()

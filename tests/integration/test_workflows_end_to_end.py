@@ -10,12 +10,14 @@ run on the server, and the workflow ends `success`. A workflow whose children fa
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from debusine.testing.throwaway import ThrowawayError, ThrowawayInstance, throwaway_instance
 from debusine.testing.worker import LOG_CONNECTED, WorkerProcess, start_worker
+from tests.integration.client_cli import Cli, configured_cli
 from tests.integration.rest_user import RestUser
 
 pytestmark = pytest.mark.integration
@@ -59,10 +61,20 @@ def worker(
 
 
 @pytest.fixture(scope="module")
-def owner(instance: ThrowawayInstance) -> RestUser:
+def owner_token(instance: ThrowawayInstance) -> str:
     token = instance.create_contributor("wf-owner")
     instance.admin("workspace", "grant_role", "System", "owner", "wf-owner-contributors")
-    return RestUser(instance, token)
+    return token
+
+
+@pytest.fixture(scope="module")
+def owner(instance: ThrowawayInstance, owner_token: str) -> RestUser:
+    return RestUser(instance, owner_token)
+
+
+@pytest.fixture
+def cli(instance: ThrowawayInstance, owner_token: str, tmp_path: Path) -> Cli:
+    return configured_cli(tmp_path / "home", instance.api_url, owner_token)
 
 
 def steps(user: RestUser, workflow_id: int) -> dict[str, dict[str, Any]]:
@@ -139,3 +151,59 @@ def test_a_failing_workflow_fails_and_its_retry_reruns_only_the_failures(
     }
     page = owner.call("GET", f"/1.0/work-request/?parent={created['id']}")
     assert len(page["results"]) == 4  # two failed, two retries: nothing else re-created
+
+
+def test_the_client_starts_shows_aborts_and_retries_workflows(
+    cli: Cli, owner: RestUser, worker: WorkerProcess
+) -> None:
+    created = cli.ok(
+        "create-workflow-template", "cli-noops", "noop", "--data", "-", stdin="children: 1\n"
+    ).yaml()
+    assert created["result"] == "success"
+    # A workflow whose callback waits for a step that waits for a delay would be long:
+    # a synchronization point after a child is enough to see a tree.
+    started = cli.ok(
+        "create-workflow", "cli-noops", "--data", "-", stdin="synchronization_point: true\n"
+    ).yaml()
+    workflow_id = started["workflow_id"]
+    owner.wait_until(workflow_id, "completed", timeout=120)
+
+    tree = cli.ok("show-workflow", str(workflow_id)).yaml()
+    assert (tree["id"], tree["status"], tree["result"]) == (workflow_id, "completed", "success")
+    assert [(c["step"], c["task_type"], c["result"]) for c in tree["children"]] == [
+        ("noop-0", "Worker", "success"),
+        ("all-done", "Internal", "success"),
+    ]
+    listed = cli.ok("list-workflows").yaml()
+    assert workflow_id in [item["id"] for item in listed]
+    assert {item["task_type"] for item in listed} == {"Workflow"}
+
+    # A workflow whose child waits an hour (a Wait `delay` step) runs until aborted; its
+    # retry runs the aborted steps again.
+    cli.ok(
+        "create-workflow-template",
+        "cli-wait",
+        "noop",
+        "--data",
+        "-",
+        stdin="children: 1\ndelay_seconds: 3600\n",
+    )
+    stuck = cli.ok("create-workflow", "cli-wait", "--data", "-", stdin="{}\n").yaml()
+    stuck_id = stuck["workflow_id"]
+    owner.wait_until(stuck_id, "running", timeout=60)
+    aborted = cli.ok("abort-workflow", str(stuck_id)).yaml()
+    assert aborted["status"] == "aborted"
+    steps_before = cli.ok("show-workflow", str(stuck_id)).yaml()["children"]
+    assert [(c["step"], c["status"]) for c in steps_before] == [
+        ("delay", "aborted"),
+        ("noop-0", "aborted"),
+    ]
+    retried = cli.ok("retry-workflow", str(stuck_id)).yaml()
+    assert retried["status"] == "running"
+    steps_after = cli.ok("show-workflow", str(stuck_id)).yaml()["children"]
+    assert [(c["step"], c["status"]) for c in steps_after] == [
+        ("delay", "pending"),
+        ("noop-0", "blocked"),
+    ]
+    assert {c["id"] for c in steps_after}.isdisjoint(c["id"] for c in steps_before)
+    cli.ok("abort-workflow", str(stuck_id))

@@ -2,12 +2,15 @@
 The `noop` workflow: a tree of `noop` work requests, for tests and benchmarks.
 
 With no data it creates nothing and succeeds at once. `children` noop work requests (each
-returning `result`) run in parallel; with `synchronization_point`, a barrier step waits for
-all of them, and with `callback`, a `workflow` callback after the barrier adds one more noop
-step (`after-callback`), which shows the callback ran.
+returning `result`) run in parallel, after a Wait `delay` step of `delay_seconds` when that is
+set; with `synchronization_point`, a barrier step waits for all of them, and with `callback`,
+a `workflow` callback after the barrier adds one more noop step (`after-callback`), which
+shows the callback ran.
 """
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 from pydantic import Field
 
@@ -29,6 +32,9 @@ class NoopWorkflowData(BaseWorkflowData):
     synchronization_point: bool = False
     #: Add a `workflow` callback after the children that adds the step `after-callback`.
     callback: bool = False
+    #: Seconds the children wait for (a Wait `delay` step), counted from when the workflow
+    #: is created.
+    delay_seconds: int = Field(default=0, ge=0)
     #: Namespace of this workflow's names in the internal collection.
     prefix: str = ""
 
@@ -37,6 +43,10 @@ class NoopWorkflow(Workflow[NoopWorkflowData], name="noop"):
     """Runs `children` noop work requests."""
 
     def populate(self) -> None:
+        wait = []
+        if self.data.delay_seconds:
+            until = self.work_request.created_at + timedelta(seconds=self.data.delay_seconds)
+            wait = [self.ensure_delay(step="delay", delay_until=until)]
         children = [
             self.ensure_child(
                 "noop",
@@ -44,6 +54,7 @@ class NoopWorkflow(Workflow[NoopWorkflowData], name="noop"):
                 step=f"noop-{index}",
                 display_name=f"noop {index}",
                 group="noop",
+                dependencies=wait,
             )
             for index in range(self.data.children)
         ]
