@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,7 @@ from django.utils import timezone
 from debusine.protocol.work_requests import (
     SERVER_ACTIONS,
     EventReactions,
+    RetryWithDelaysAction,
     SendNotificationAction,
     TaskType,
     WorkRequestResponse,
@@ -398,7 +400,9 @@ RETURNING EXISTS (
 wr.completed_at,
 %(result)s = {sql.SUCCESS}
     AND COALESCE(wr.event_reactions->'on_success', '[]'::jsonb) <> '[]'::jsonb,
-wr.parent_id
+wr.parent_id,
+%(result)s IN {sql.FAILED}
+    AND COALESCE(wr.event_reactions->'on_failure', '[]'::jsonb) <> '[]'::jsonb
 """  # noqa: S608 (statuses from the enumerations, values as parameters)
 
 
@@ -446,11 +450,21 @@ def complete_from_worker(
             if current[0] in HELD:
                 return Completion.NOT_ASSIGNED
             return Completion.STALE
-    has_dependants, workspace_id, scope_id, completed_at, has_success_reactions, parent_id = row
-    if has_dependants or has_success_reactions:
+    (
+        has_dependants,
+        workspace_id,
+        scope_id,
+        completed_at,
+        has_success_reactions,
+        parent_id,
+        has_failure_reactions,
+    ) = row
+    if has_dependants or has_success_reactions or has_failure_reactions:
         completed = WorkRequest.objects.select_related("workspace", "created_by").get(
             pk=work_request_id
         )
+        if has_failure_reactions:
+            react_to_failure(completed)
         if has_dependants:
             update_dependants(completed)
         if has_success_reactions:
@@ -488,6 +502,8 @@ def complete(
         work_request.output_data_json = {**(work_request.output_data_json or {}), **output_data}
         fields.append("output_data_json")
     work_request.save(update_fields=fields)
+    if result in (WorkRequestResult.FAILURE, WorkRequestResult.ERROR):
+        react_to_failure(work_request)
     update_dependants(work_request)
     if result == WorkRequestResult.SUCCESS:
         run_event_reactions(work_request, "on_success")
@@ -503,6 +519,66 @@ def complete(
         result,
     )
     return True
+
+
+# --- on failure: retry-with-delays -----------------------------------------------------------
+
+DELAY_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_delay(delay: str) -> timedelta:
+    """`30m`, `1h`, `2d`, `1w` as a timedelta (the protocol's `DELAY_PATTERN`)."""
+    return timedelta(seconds=int(delay[:-1]) * DELAY_UNITS[delay[-1]])
+
+
+def react_to_failure(work_request: WorkRequest) -> WorkRequest | None:
+    """
+    Run the `on_failure` reactions of a work request that just failed: `retry-with-delays`
+    retries it after its next delay (before its dependants are looked at, so that they wait
+    for the retry instead of being aborted). Return the retry, if any.
+    """
+    raw = (work_request.event_reactions_json or {}).get("on_failure")
+    if not raw:
+        return None
+    try:
+        reactions = EventReactions.model_validate({"on_failure": raw})
+    except pydantic.ValidationError:
+        return None
+    for action in reactions.on_failure:
+        if isinstance(action, RetryWithDelaysAction):
+            return retry_with_delay(work_request, action.delays)
+    return None
+
+
+def retry_with_delay(work_request: WorkRequest, delays: list[str]) -> WorkRequest | None:
+    """
+    Retry `work_request` once a Wait `delay` work request has waited `delays[n]`, n being the
+    retries made so far (`workflow_data.retry_count`); None once every delay has been used.
+    """
+    count = int(work_request.workflow_data_json.get("retry_count", 0))
+    if count >= len(delays) or not can_retry(work_request):
+        return None
+    step = work_request.workflow_data_json.get("step", f"work-request-{work_request.pk}")
+    wait = create(
+        workspace=work_request.workspace,
+        created_by=work_request.created_by,
+        task_type=TaskType.WAIT,
+        task_name="delay",
+        task_data={"delay_until": (timezone.now() + parse_delay(delays[count])).isoformat()},
+        parent=work_request.parent,
+        workflow_data={
+            "step": f"{step}-retry-delay-{count + 1}",
+            "display_name": f"wait {delays[count]} before retry {count + 1} of {step}",
+        },
+    )
+    new = retry(work_request, RetryReason.DELAY, unblock=False)
+    new.workflow_data_json = {**new.workflow_data_json, "retry_count": count + 1}
+    new.save(update_fields=["workflow_data_json"])
+    # The delay of an earlier retry is over: only this one counts now.
+    new.dependencies.remove(*new.dependencies.filter(task_type=TaskType.WAIT, task_name="delay"))
+    new.dependencies.add(wait)
+    unblock_if_ready(new)
+    return new
 
 
 # --- abort ------------------------------------------------------------------------------------
