@@ -195,7 +195,7 @@ class WorkRequest(models.Model):
             # A workflow's roll-up asks whether any of its children is unfinished.
             models.Index(
                 fields=["parent"],
-                name="db_workrequest_unfinished_child",
+                name="db_workrequest_open_child",
                 condition=Q(
                     status__in=[
                         WorkRequestStatus.PENDING,
