@@ -5,10 +5,11 @@ Workflows: server-side orchestrators that create trees of work requests (referen
 - `orchestration`: what the server does with the work requests it runs itself (Workflow,
   Internal and Wait task types), and the periodic sweep that catches up on lost messages;
 - `jobs`: their Celery entry points, in the `workflows` queue;
-- one module per workflow (`noop`, ...). Importing this package registers every workflow.
+- the workflows: `noop`, and `debian` (sbuild, lintian, autopkgtest, piuparts, qa,
+  debian_pipeline). Importing this package registers every workflow.
 """
 
-from debusine.server.workflows import noop
+from debusine.server.workflows import debian, noop
 from debusine.server.workflows.base import Workflow
 
-__all__ = ["Workflow", "noop"]
+__all__ = ["Workflow", "debian", "noop"]
