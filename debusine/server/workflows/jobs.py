@@ -4,9 +4,10 @@ after a transition commits (`effects.install_workflow_hooks`).
 
 Jobs take ids only and re-read PostgreSQL (see `orchestration`), so a duplicated, late or
 lost message does no harm: beat's periodic sweep catches up on lost ones. Roll-ups of one
-workflow are coalesced: while one is queued and has not started, asking again queues nothing
-(a Redis flag the job clears as it starts), so a burst of children finishing costs a few
-roll-ups, not one per child.
+workflow are coalesced: a roll-up runs `UPDATE_DELAY` after it is asked for, and while one is
+queued and has not started, asking again queues nothing (a Redis flag the job clears as it
+starts), so children finishing at any rate cost at most about one roll-up per second per
+workflow, not one per child.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ SWEEP_JOB = "debusine.workflows.sweep"
 
 #: Seconds after which a "roll-up queued" flag whose job was lost stops suppressing requests.
 UPDATE_QUEUED_TTL = 10
+#: Seconds a roll-up waits before it runs: the children finishing meanwhile share it (only
+#: the last one's roll-up completes the workflow; the others find it still running).
+UPDATE_DELAY = 1.0
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +79,7 @@ class WorkflowJobs:
                 update_queued_key(workflow_id), "1", nx=True, ex=UPDATE_QUEUED_TTL
             ):
                 return
-            app.send_task(UPDATE_JOB, args=[workflow_id])
+            app.send_task(UPDATE_JOB, args=[workflow_id], countdown=UPDATE_DELAY)
         except Exception as error:
             logger.warning("could not queue the roll-up of workflow %s: %s", workflow_id, error)
 
