@@ -11,8 +11,8 @@ Starts, on a throwaway database, the server, the scheduler and beat, a Celery wo
    run: populating and every roll-up), and, as the baseline measured in the same run, the
    same daemons' rate on standalone noops created through the API (`bench.noop.throughput`);
 2. **concurrent completions**: `--simulated` protocol-level workers (default 1,000, in this
-   process: websocket + get-next + completed, no task run) complete a workflow of as many
-   children at once.
+   process: websocket + get-next + completed, no task run) complete a noop workflow of
+   `--simulated-children` children (default 10,000), up to 1,000 at a time.
 
 Both print deadlocks and serialization failures seen: PostgreSQL's `pg_stat_database` counters
 of the instance's database, and the matching lines in every process's log.
@@ -20,7 +20,8 @@ of the instance's database, and the matching lines in every process's log.
 Targets (issue 12): 0 deadlocks; >= 30 children/s end to end on 2 cores; orchestrator <= 5 ms
 of CPU per child.
 
-Usage: `.venv/bin/python -m bench.workflows [--workers 2] [--children 10000] [--simulated 1000]`
+Usage: `.venv/bin/python -m bench.workflows [--workers 2] [--children 10000] [--simulated 1000]
+[--simulated-children 10000] [--baseline 500]`
 """
 
 from __future__ import annotations
@@ -155,11 +156,12 @@ async def concurrent_completions(
     session: requests.Session,
     database: psycopg.Connection,
     count: int,
+    children: int,
     timeout: float,
 ) -> str:
     tasks = await simulated_workers(instance, count)
     try:
-        create_template(session, instance.api_url, "bench-concurrent", count)
+        create_template(session, instance.api_url, "bench-concurrent", children)
         return await asyncio.to_thread(
             run_workflow, instance, session, database, "bench-concurrent", timeout
         )
@@ -174,6 +176,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--children", type=int, default=10_000)
     parser.add_argument("--simulated", type=int, default=1_000)
+    parser.add_argument("--simulated-children", type=int, default=10_000)
     parser.add_argument("--baseline", type=int, default=500, help="standalone noops")
     parser.add_argument("--server-workers", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=3600)
@@ -235,7 +238,12 @@ def main() -> None:
                     f"{args.simulated} simulated workers: "
                     + asyncio.run(
                         concurrent_completions(
-                            instance, session, database, args.simulated, args.timeout
+                            instance,
+                            session,
+                            database,
+                            args.simulated,
+                            args.simulated_children,
+                            args.timeout,
                         )
                     ),
                     flush=True,
