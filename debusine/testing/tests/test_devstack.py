@@ -43,7 +43,8 @@ def test_stack_starts_the_server_scheduler_beat_and_celery() -> None:
     assert scheduler.argv[scheduler.argv.index("--queues") + 1] == "scheduler"
     assert scheduler.argv[scheduler.argv.index("--concurrency") + 1] == "1"
     assert (beat.name, beat.argv[-3]) == ("beat", "beat")
-    assert celery.argv[celery.argv.index("--queues") + 1] == "celery"
+    # Server tasks and workflow orchestrators.
+    assert celery.argv[celery.argv.index("--queues") + 1] == "celery,workflows"
 
 
 def test_client_config_round_trips_the_token(tmp_path: Path) -> None:
@@ -169,20 +170,24 @@ def test_children_are_terminated_when_the_stack_is_killed() -> None:
     assert wait_for_exit(child_pid, 10)
 
 
-def test_beat_sends_the_fallback_pass_and_lease_expiry_by_name() -> None:
+def test_beat_sends_the_fallback_pass_workflow_sweep_and_lease_expiry_by_name() -> None:
     from debusine.server.project import celery
 
     schedule = celery.beat_app.conf.beat_schedule
     assert {entry["task"] for entry in schedule.values()} == {
         "debusine.scheduler.schedule",
         "debusine.scheduler.expire_leases",
+        "debusine.workflows.sweep",
     }
-    # Every name beat sends is a job the scheduler runs.
+    # Every name beat sends is a job the scheduler or the workflow engine runs.
     from debusine.server.scheduler import jobs
+    from debusine.server.workflows import jobs as workflow_jobs
 
-    assert {jobs.schedule_work_requests.name, jobs.expire_worker_leases.name} == {
-        entry["task"] for entry in schedule.values()
-    }
+    assert {
+        jobs.schedule_work_requests.name,
+        jobs.expire_worker_leases.name,
+        workflow_jobs.sweep_workflows.name,
+    } == {entry["task"] for entry in schedule.values()}
     assert celery.lease_check_interval(60) == 15.0
     assert celery.lease_check_interval(2) == 1.0
     assert celery.lease_check_interval(3600) == 30.0
