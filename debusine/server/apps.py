@@ -18,7 +18,7 @@ class ServerConfig(AppConfig):
         """
         from debusine.server.project import checks  # noqa: F401
         from debusine.server.scheduler import triggers
-        from debusine.server.workflows import jobs as workflow_jobs
+        from debusine.server.workflows_queue import jobs as workflow_jobs
 
         triggers.install()
         workflow_jobs.install()

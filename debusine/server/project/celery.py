@@ -21,7 +21,7 @@ from celery import Celery
 SETTINGS_MODULE = "debusine.server.project.settings"
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", SETTINGS_MODULE)
 
-JOB_MODULES = ["debusine.server.scheduler.jobs", "debusine.server.workflows.jobs"]
+JOB_MODULES = ["debusine.server.scheduler.jobs", "debusine.server.workflows_queue.jobs"]
 
 app = Celery("debusine", include=JOB_MODULES)
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -4,7 +4,7 @@ Workflows: server-side orchestrators that create trees of work requests (referen
 - `base`: the `Workflow` class, its registry and the helpers orchestrators use;
 - `orchestration`: what the server does with the work requests it runs itself (Workflow,
   Internal and Wait task types), and the periodic sweep that catches up on lost messages;
-- `jobs`: their Celery entry points, in the `workflows` queue;
+- their Celery entry points, in the `workflows` queue, are in `debusine.server.workflows_queue`;
 - the workflows: `noop`, and `debian` (sbuild, lintian, autopkgtest, piuparts, qa,
   debian_pipeline). Importing this package registers every workflow.
 """

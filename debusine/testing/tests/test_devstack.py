@@ -181,7 +181,7 @@ def test_beat_sends_the_fallback_pass_workflow_sweep_and_lease_expiry_by_name() 
     }
     # Every name beat sends is a job the scheduler or the workflow engine runs.
     from debusine.server.scheduler import jobs
-    from debusine.server.workflows import jobs as workflow_jobs
+    from debusine.server.workflows_queue import jobs as workflow_jobs
 
     assert {
         jobs.schedule_work_requests.name,
