@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import secrets
 import tempfile
 import time
@@ -147,7 +148,11 @@ async def simulated_workers(instance: ThrowawayInstance, count: int) -> list[asy
             assert response.status == 201, await response.text()
         workers.append(BenchWorker(session, instance.api_url, key))
     tasks = [asyncio.create_task(worker.run()) for worker in workers]
-    await asyncio.wait_for(asyncio.gather(*(w.ready.wait() for w in workers)), 300)
+    try:
+        await asyncio.wait_for(asyncio.gather(*(w.ready.wait() for w in workers)), 600)
+    except TimeoutError:
+        ready = sum(worker.ready.is_set() for worker in workers)
+        raise TimeoutError(f"only {ready} of {count} simulated workers connected") from None
     return tasks
 
 
@@ -171,7 +176,14 @@ async def concurrent_completions(
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def raise_open_files_limit() -> None:
+    """Each simulated worker holds a websocket: allow as many open files as the system does."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main() -> None:
+    raise_open_files_limit()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--children", type=int, default=10_000)
@@ -214,9 +226,10 @@ def main() -> None:
                             log_level="WARNING",
                         )
                     )
-                create_template(session, instance.api_url, "bench-warm-up", 20)
-                run_workflow(instance, session, database, "bench-warm-up", 120)
-                wait_until_idle(database)
+                if daemons:
+                    create_template(session, instance.api_url, "bench-warm-up", 20)
+                    run_workflow(instance, session, database, "bench-warm-up", 120)
+                    wait_until_idle(database)
                 if args.baseline:
                     print(
                         "baseline, standalone noops: "
