@@ -132,21 +132,29 @@ def run_workflow(
     )
 
 
-async def simulated_workers(instance: ThrowawayInstance, count: int) -> list[asyncio.Task[None]]:
-    """Register and connect `count` protocol-level workers; return their tasks."""
+ENABLE_SIMULATED_SQL = """
+UPDATE db_token SET enabled = true
+WHERE id IN (SELECT token_id FROM db_worker WHERE name LIKE 'bench-simulated-%%')
+"""
+
+
+async def simulated_workers(
+    instance: ThrowawayInstance, database: psycopg.Connection, count: int
+) -> list[asyncio.Task[None]]:
+    """Register, enable and connect `count` protocol-level workers; return their tasks."""
     connector = aiohttp.TCPConnector(limit=0)
     session = aiohttp.ClientSession(connector=connector)
-    activation = instance.create_worker_activation("bench-simulated.example")
     workers = []
-    for _ in range(count):
+    for index in range(count):
         key = secrets.token_hex(32)
         async with session.post(
             f"{instance.api_url}/1.0/worker/register/",
-            json={"token": key, "fqdn": "bench-simulated.example"},
-            headers={"token": activation},
+            json={"token": key, "fqdn": f"bench-simulated-{index}.example"},
         ) as response:
             assert response.status == 201, await response.text()
         workers.append(BenchWorker(session, instance.api_url, key))
+    # Registered workers wait for an admin: enable them all at once.
+    database.execute(ENABLE_SIMULATED_SQL)
     tasks = [asyncio.create_task(worker.run()) for worker in workers]
     try:
         await asyncio.wait_for(asyncio.gather(*(w.ready.wait() for w in workers)), 600)
@@ -164,7 +172,7 @@ async def concurrent_completions(
     children: int,
     timeout: float,
 ) -> str:
-    tasks = await simulated_workers(instance, count)
+    tasks = await simulated_workers(instance, database, count)
     try:
         create_template(session, instance.api_url, "bench-concurrent", children)
         return await asyncio.to_thread(
