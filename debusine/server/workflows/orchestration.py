@@ -43,8 +43,16 @@ def orchestrator(workflow: WorkRequest) -> Workflow[object]:  # type: ignore[typ
     return Workflow.class_from_name(workflow.task_name)(workflow)
 
 
-def process(work_request_id: int) -> str:
-    """Process one server-side work request; return what was done (for logs and tests)."""
+#: A delay due within this many seconds is checked again by a delayed job; later ones are left
+#: to the periodic sweep (a broker keeps long-delayed messages poorly).
+DELAY_JOB_HORIZON = 300
+
+
+def process(work_request_id: int, *, reschedule: bool = True) -> str:
+    """
+    Process one server-side work request; return what was done (for logs and tests).
+    `reschedule=False` (the sweep): a delay not due yet queues no job to check it again.
+    """
     with transaction.atomic():
         work_request = (
             WorkRequest.objects.select_for_update(of=("self",))
@@ -61,7 +69,7 @@ def process(work_request_id: int) -> str:
         if work_request.task_type == TaskType.INTERNAL:
             return _run_internal(work_request)
         if work_request.task_type == TaskType.WAIT:
-            return _run_wait(work_request)
+            return _run_wait(work_request, reschedule=reschedule)
         return "not server-side"
 
 
@@ -115,7 +123,7 @@ def _run_internal(work_request: WorkRequest) -> str:
     return "error"
 
 
-def _run_wait(work_request: WorkRequest) -> str:
+def _run_wait(work_request: WorkRequest, *, reschedule: bool) -> str:
     if work_request.task_name != "delay":
         _fail(work_request, "unknown-task", f"unknown Wait task {work_request.task_name!r}")
         return "error"
@@ -126,7 +134,8 @@ def _run_wait(work_request: WorkRequest) -> str:
         return "error"
     remaining = (data.delay_until - timezone.now()).total_seconds()
     if remaining > 0:
-        effects.request_processing(work_request.pk, countdown=remaining)
+        if reschedule and remaining <= DELAY_JOB_HORIZON:
+            effects.request_processing(work_request.pk, countdown=remaining)
         return "waiting"
     transitions.complete(work_request, WorkRequestResult.SUCCESS)
     return "done"
@@ -159,7 +168,7 @@ def sweep() -> SweepResult:
         status=WorkRequestStatus.PENDING, task_type__in=transitions.SERVER_SIDE_TYPES
     ).order_by("id")
     for work_request_id in pending.values_list("id", flat=True):
-        outcome = process(work_request_id)
+        outcome = process(work_request_id, reschedule=False)
         if outcome != "waiting":
             result.processed[work_request_id] = outcome
     unfinished_children = WorkRequest.objects.filter(
