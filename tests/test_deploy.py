@@ -43,3 +43,8 @@ def test_unit_verifies(unit: Path) -> None:
         if line.strip() and not NOT_INSTALLED.search(line)
     ]
     assert problems == []
+
+
+def test_the_celery_unit_runs_workflow_orchestrators() -> None:
+    unit = Path(__file__).parents[1] / "deploy" / "systemd" / "debusine-server-celery.service"
+    assert "--queues celery,workflows " in unit.read_text()

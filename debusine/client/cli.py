@@ -225,6 +225,62 @@ def create_workflow(options: argparse.Namespace, context: Context) -> None:
     )
 
 
+def workflow_summary(work_request: LenientWorkRequestResponse) -> dict[str, Any]:
+    """What listings show of a workflow or a step."""
+    summary: dict[str, Any] = {
+        "id": work_request.id,
+        "task_type": str(work_request.task_type),
+        "task_name": work_request.task_name,
+        "status": str(work_request.status),
+        "result": str(work_request.result),
+    }
+    for key in ("step", "display_name", "group"):
+        if key in work_request.workflow_data:
+            summary[key] = work_request.workflow_data[key]
+    return summary
+
+
+def workflow_tree(client: DebusineClient, workflow: LenientWorkRequestResponse) -> dict[str, Any]:
+    """A workflow and its steps (the newest of each retried step), sub-workflows expanded."""
+    node = workflow_summary(workflow)
+    by_step: dict[str, LenientWorkRequestResponse] = {}
+    # Newest first: the oldest are read first, so the newest of a retried step wins.
+    for child in reversed(list(client.work_request_iter(filters={"parent": str(workflow.id)}))):
+        by_step[str(child.workflow_data.get("step", child.id))] = child
+    node["children"] = [
+        workflow_tree(client, child) if child.task_type == "Workflow" else workflow_summary(child)
+        for child in sorted(by_step.values(), key=lambda item: item.id)
+    ]
+    return node
+
+
+def list_workflows(options: argparse.Namespace, context: Context) -> None:
+    workflows = context.client().work_request_iter(
+        limit=options.limit, filters={"task_type": "Workflow", "root_only": "true"}
+    )
+    print_yaml(context, [workflow_summary(item) for item in workflows])
+
+
+def show_workflow(options: argparse.Namespace, context: Context) -> None:
+    client = context.client()
+    workflow = client.work_request_get(options.workflow_id)
+    if workflow.task_type != "Workflow":
+        raise UsageError(
+            f"work request {workflow.id} is a {workflow.task_type} task, not a workflow"
+        )
+    print_yaml(context, workflow_tree(client, workflow))
+
+
+def retry_workflow(options: argparse.Namespace, context: Context) -> None:
+    workflow = context.client().work_request_retry(options.workflow_id)
+    print_yaml(context, workflow_summary(workflow))
+
+
+def abort_workflow(options: argparse.Namespace, context: Context) -> None:
+    workflow = context.client().work_request_abort(options.workflow_id)
+    print_yaml(context, workflow_summary(workflow))
+
+
 # --- Artifacts -------------------------------------------------------------------------------
 
 
@@ -511,6 +567,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("template_name", metavar="TEMPLATE")
     _add_workspace(sub)
     sub.add_argument("--data", metavar="FILE", help="YAML file with the task data (`-`: stdin)")
+
+    sub = command("list-workflows", list_workflows, "List workflows (newest first).")
+    sub.add_argument("--limit", type=positive_int, metavar="N", help="show at most N")
+
+    sub = command(
+        "show-workflow", show_workflow, "Show a workflow's tree of steps, with statuses."
+    )
+    sub.add_argument("workflow_id", type=positive_int, metavar="ID")
+
+    sub = command(
+        "retry-workflow",
+        retry_workflow,
+        "Retry a failed or aborted workflow: only its failed and aborted steps run again.",
+    )
+    sub.add_argument("workflow_id", type=positive_int, metavar="ID")
+
+    sub = command("abort-workflow", abort_workflow, "Abort a workflow and all its steps.")
+    sub.add_argument("workflow_id", type=positive_int, metavar="ID")
 
     sub = command(
         "create-artifact",

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import pydantic
 import requests
@@ -56,9 +56,9 @@ from debusine.protocol.work_requests import (
     WorkRequestPatchRequest,
 )
 from debusine.protocol.workflows import (
+    LenientWorkflowTemplateResponse,
     WorkflowCreateRequest,
     WorkflowTemplateCreateRequest,
-    WorkflowTemplateResponse,
 )
 
 API_VERSION = "1.0"
@@ -240,9 +240,14 @@ class DebusineClient:
 
     # --- Work requests -----------------------------------------------------------------------
 
-    def work_request_iter(self, limit: int | None = None) -> Iterator[LenientWorkRequestResponse]:
-        """Visible work requests, newest first, following the pages' `next` links."""
-        url: str | None = "work-request/"
+    def work_request_iter(
+        self, limit: int | None = None, filters: dict[str, str] | None = None
+    ) -> Iterator[LenientWorkRequestResponse]:
+        """
+        Visible work requests, newest first, following the pages' `next` links. `filters`
+        (our server's): `task_type`, `root_only` ("true"), `parent` (a workflow's id).
+        """
+        url: str | None = "work-request/" + (f"?{urlencode(filters)}" if filters else "")
         count = 0
         while url is not None:
             page = self.parse(self.send("GET", url), LenientWorkRequestPage)
@@ -303,7 +308,7 @@ class DebusineClient:
         *,
         priority: int = 0,
         workspace: str | None = None,
-    ) -> WorkflowTemplateResponse:
+    ) -> LenientWorkflowTemplateResponse:
         request = WorkflowTemplateCreateRequest(
             name=name,
             task_name=task_name,
@@ -313,7 +318,7 @@ class DebusineClient:
         )
         body = wire_body(request, omit_when_none=("workspace",))
         response = self.send("POST", "workflow-template/", json_body=body, expected=(201,))
-        return self.parse(response, WorkflowTemplateResponse)
+        return self.parse(response, LenientWorkflowTemplateResponse)
 
     def workflow_create(
         self, template_name: str, task_data: dict[str, Any], *, workspace: str | None = None
@@ -321,7 +326,7 @@ class DebusineClient:
         request = WorkflowCreateRequest(
             template_name=template_name, task_data=task_data, workspace=workspace
         )
-        body = wire_body(request, omit_when_none=("workspace",))
+        body = wire_body(request, omit_when_none=("workspace", "task_name"))
         response = self.send("POST", "workflow/", json_body=body, expected=(201,))
         return self.parse(response, LenientWorkRequestResponse)
 

@@ -75,13 +75,31 @@ class UpdateCollectionWithArtifactsAction(StrictRequest):
         return filters
 
 
+#: A delay of `retry-with-delays`: a number of minutes, hours, days or weeks.
+DELAY_PATTERN = r"^[0-9]+[mhdw]$"
+Delay = Annotated[StrictStr, Field(pattern=DELAY_PATTERN)]
+
+
+class RetryWithDelaysAction(StrictRequest):
+    """
+    On failure, retry the work request after the next of `delays` (`30m`, `1h`, `2d`, `1w`):
+    the retry waits for a Wait `delay` work request. Once every delay has been used, a failure
+    stands. Set by workflows (e.g. for builds waiting for their dependencies), not by users.
+    """
+
+    action: Literal["retry-with-delays"]
+    delays: Annotated[
+        list[Annotated[StrictStr, Field(pattern=DELAY_PATTERN)]], Field(min_length=1)
+    ]
+
+
 EventReaction = Annotated[
-    SendNotificationAction | UpdateCollectionWithArtifactsAction,
+    SendNotificationAction | UpdateCollectionWithArtifactsAction | RetryWithDelaysAction,
     Field(discriminator="action"),
 ]
 
 #: Actions only server-side code may set (users may ask for notifications only).
-SERVER_ACTIONS = frozenset({"update-collection-with-artifacts"})
+SERVER_ACTIONS = frozenset({"update-collection-with-artifacts", "retry-with-delays"})
 
 
 class EventReactions(StrictRequest):
@@ -160,6 +178,8 @@ class WorkRequestResponse(BaseModel):
     priority_adjustment: int
     workflow_data: dict[str, Any]
     event_reactions: dict[str, Any]
+    #: The workflow this work request is a step of (Debusine 0.16 sends it too).
+    parent: int | None = None
     status: WorkRequestStatus
     #: Empty while the work request has not finished.
     result: WorkRequestResult

@@ -1,45 +1,83 @@
 """
-Wire models of the workflow endpoints our client calls on Debusine servers (protocol.md §2.5):
-`POST /1.0/workflow-template/` and its answer. Our server does not serve workflow templates
-yet; the models are here so that the client parses the answer against the one contract.
+Wire models of the workflow endpoints (protocol.md §2.5, Debusine 0.11 to 0.14 shapes):
+`/1.0/workflow-template/` (create, read, replace, update, delete) and `POST /1.0/workflow/`.
+
+Request models forbid unknown keys, except the update bodies, which ignore the keys of the
+object as it was read (`id`, `url`, `scope`, ...) so that a client may send back what it
+fetched. `WorkflowTemplateResponse` is what our server sends; `LenientWorkflowTemplateResponse`
+is what our client reads from any compatible server.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from debusine.protocol.wire import LENIENT, StrictRequest
+from debusine.protocol.work_requests import PRIORITY_MAX, PRIORITY_MIN
+
+Priority = Annotated[StrictInt, Field(ge=PRIORITY_MIN, le=PRIORITY_MAX)]
+TemplateName = Annotated[StrictStr, Field(min_length=1, max_length=255)]
 
 
 class WorkflowTemplateCreateRequest(StrictRequest):
-    """Body of `POST /1.0/workflow-template/` (Debusine 0.11 to 0.14)."""
+    """Body of `POST /1.0/workflow-template/`."""
 
-    name: StrictStr
+    name: TemplateName
     task_name: StrictStr
-    task_data: dict[str, Any]
-    priority: StrictInt = 0
+    task_data: dict[str, Any] = {}
+    priority: Priority = 0
+    #: Workspace name; the scope's default workspace when left out.
     workspace: StrictStr | None = None
 
 
+class WorkflowTemplateUpdateRequest(BaseModel):
+    """
+    Body of `PUT`/`PATCH /1.0/workflow-template/{id}/`: the fields to change (all of them for
+    `PUT`). Read-only keys of the object (`id`, `url`, `scope`, `workspace`) are ignored.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: TemplateName | None = None
+    task_name: StrictStr | None = None
+    task_data: dict[str, Any] | None = None
+    priority: Priority | None = None
+
+
 class WorkflowTemplateResponse(BaseModel):
+    """A workflow template as our server sends it."""
+
+    id: int
+    #: Relative web-UI path: `/{scope}/{workspace}/workflow-template/{name}/`.
+    url: str
+    name: str
+    scope: str
+    workspace: str
+    task_name: str
+    task_data: dict[str, Any]
+    priority: int
+
+
+class LenientWorkflowTemplateResponse(WorkflowTemplateResponse):
     """A workflow template as our client reads it (Debusine 0.11 sends no `url` or `name`)."""
 
     model_config = LENIENT
 
-    id: int
-    task_name: str
-    workspace: str
-    task_data: dict[str, Any]
-    priority: int
-    url: str | None = None
-    name: str | None = None
+    url: str | None = None  # type: ignore[assignment]
+    name: str | None = None  # type: ignore[assignment]
+    scope: str | None = None  # type: ignore[assignment]
 
 
 class WorkflowCreateRequest(StrictRequest):
-    """Body of `POST /1.0/workflow/`: start a workflow from a template."""
+    """
+    Body of `POST /1.0/workflow/`: start a workflow from a template.
+
+    Debusine 0.16 clients also send `task_name` (`""` when a template is named).
+    """
 
     template_name: StrictStr
     task_data: dict[str, Any] = {}
     workspace: StrictStr | None = None
+    task_name: StrictStr | None = None

@@ -12,10 +12,13 @@ class ServerConfig(AppConfig):
 
     def ready(self) -> None:
         """
-        Register the deployment checks run by `debusine-admin check`, and the scheduler's
-        hooks for the work request's transitions (`debusine.server.work_requests.effects`).
+        Register the deployment checks run by `debusine-admin check`, and the hooks of the
+        scheduler and of the workflow engine for the work request's transitions
+        (`debusine.server.work_requests.effects`).
         """
         from debusine.server.project import checks  # noqa: F401
         from debusine.server.scheduler import triggers
+        from debusine.server.workflows_queue import jobs as workflow_jobs
 
         triggers.install()
+        workflow_jobs.install()

@@ -74,9 +74,16 @@ def _describe(lookup: Any) -> str:
 class LookupContext:
     """Resolves lookups in one workspace for one user."""
 
-    def __init__(self, workspace: Workspace, user: User | AnonymousUser) -> None:
+    def __init__(
+        self,
+        workspace: Workspace,
+        user: User | AnonymousUser,
+        internal_collection: Collection | None = None,
+    ) -> None:
+        """`internal_collection`: what `internal@collections` names (inside a workflow)."""
         self.workspace = workspace
         self.user = user
+        self.internal_collection = internal_collection
         self._collections: dict[tuple[str, str], Collection] = {}
 
     # --- Visibility -----------------------------------------------------------------------
@@ -201,7 +208,10 @@ class LookupContext:
             return LookupResult("c", collection=object_id)
         name, _, category = segment.rpartition("@")
         if segment == "internal@collections":
-            raise InvalidLookupError("internal@collections is only valid inside a workflow")
+            if self.internal_collection is None:
+                raise InvalidLookupError("internal@collections is only valid inside a workflow")
+            self._collections[("internal", "collections")] = self.internal_collection
+            return LookupResult("c", collection=self.internal_collection.pk)
         if not name or not category:
             raise InvalidLookupError(f"invalid lookup segment {segment!r}: expected NAME@CATEGORY")
         return LookupResult("c", collection=self.find_collection(name, category).pk)
@@ -353,6 +363,14 @@ def check_expect_type(expect_type: str) -> None:
         )
 
 
+def workflow_internal_collection(work_request: WorkRequest) -> Collection | None:
+    """The internal collection of the root of `work_request`'s workflow tree, if it is in one."""
+    root = work_request
+    while root.parent_id is not None:
+        root = WorkRequest.objects.select_related("internal_collection").get(pk=root.parent_id)
+    return root.internal_collection
+
+
 class ServerLookupResolver:
     """
     The server's `LookupResolver` for one work request: lookups in its workspace, with what
@@ -362,7 +380,11 @@ class ServerLookupResolver:
 
     def __init__(self, work_request: WorkRequest) -> None:
         self.work_request = work_request
-        self.context = LookupContext(work_request.workspace, work_request.created_by)
+        self.context = LookupContext(
+            work_request.workspace,
+            work_request.created_by,
+            internal_collection=workflow_internal_collection(work_request),
+        )
 
     def lookup_single(
         self, lookup: Lookup, *, expect_type: str, default_category: str | None = None

@@ -152,13 +152,13 @@ CELERY_APP = "debusine.server.project.celery"
 
 def scheduler_argv() -> list[str]:
     """
-    The scheduler, which also runs the server tasks and beat: one Celery worker on the
-    `scheduler` and `celery` queues, one job at a time, with beat as a thread (one interpreter
+    The scheduler, which also runs the server tasks, workflow orchestration and beat: one
+    Celery worker on the `scheduler`, `celery` and `workflows` queues, one job at a time, with beat as a thread (one interpreter
     for three roles; see docs/explanation/processes-and-memory.md).
     """
     return [
         sys.executable, "-m", "celery", "--app", CELERY_APP, "worker",
-        "--queues", "scheduler,celery", "--pool", "solo", "--concurrency", "1",
+        "--queues", "scheduler,celery,workflows", "--pool", "solo", "--concurrency", "1",
         "--beat-thread",
         "--hostname", f"scheduler-{uuid.uuid4().hex[:8]}@%h", "--loglevel", "INFO",
         "--without-gossip", "--without-mingle",
@@ -167,12 +167,13 @@ def scheduler_argv() -> list[str]:
 
 def celery_worker_argv() -> list[str]:
     """
-    A Celery worker for server-side tasks alone (the default `celery` queue): not part of the
-    default stack, whose scheduler serves that queue; for deployments that split the roles.
+    A Celery worker for server-side tasks and workflows (queues `celery`, `workflows`): not part
+    of the default stack, whose scheduler serves those queues; for deployments that split the
+    roles, and tests that want orchestration beside the scheduler.
     """
     return [
         sys.executable, "-m", "celery", "--app", CELERY_APP, "worker",
-        "--queues", "celery", "--concurrency", "1",
+        "--queues", "celery,workflows", "--concurrency", "1",
         "--hostname", f"celery-{uuid.uuid4().hex[:8]}@%h", "--loglevel", "INFO",
         "--without-gossip", "--without-mingle",
     ]  # fmt: skip

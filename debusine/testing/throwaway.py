@@ -24,6 +24,7 @@ from debusine.testing.devstack import (
     STARTUP_TIMEOUT,
     ProcessSpec,
     Supervisor,
+    celery_worker_argv,
     gunicorn_argv,
     scheduling_processes,
     wait_until_answering,
@@ -140,6 +141,7 @@ def throwaway_instance(
     name_prefix: str = "debusine_throwaway",
     workers: int = 1,
     scheduling: bool = False,
+    workflows: bool = False,
     settings: dict[str, str] | None = None,
 ) -> Iterator[ThrowawayInstance]:
     """
@@ -147,8 +149,10 @@ def throwaway_instance(
 
     `postgres_url` names any database of the PostgreSQL server to use: only its server part
     matters. `data_dir` (existing, empty) holds the store, uploads and the logs.
-    `scheduling` also starts the scheduler, which runs Celery beat as a thread and the server
-    tasks (log `scheduler.log`).
+    `scheduling` also starts the scheduler, which runs Celery beat as a thread, the server tasks
+    and workflow orchestrators (log `scheduler.log`). `workflows` also starts a Celery worker on
+    the `celery` and `workflows` queues, so that orchestrators run beside scheduling passes
+    (log `celery.log`).
     `settings` are extra environment variables of every process (`DEBUSINE_*` settings).
     """
     name = f"{name_prefix}_{uuid.uuid4().hex[:8]}"
@@ -167,6 +171,12 @@ def throwaway_instance(
         if scheduling:
             for spec in scheduling_processes():
                 supervisor.start(spec, env=environment, output=data_dir / f"{spec.name}.log")
+        if workflows:
+            supervisor.start(
+                ProcessSpec("celery", celery_worker_argv()),
+                env=environment,
+                output=data_dir / "celery.log",
+            )
         yield ThrowawayInstance(
             base_url=base_url,
             database_url=database_url,

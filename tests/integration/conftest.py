@@ -62,9 +62,16 @@ def debusine_server(
 
 @contextmanager
 def scheduling_instance(
-    tmp_path_factory: pytest.TempPathFactory, name: str, settings: dict[str, str] | None = None
+    tmp_path_factory: pytest.TempPathFactory,
+    name: str,
+    settings: dict[str, str] | None = None,
+    *,
+    workflows: bool = False,
 ) -> Iterator[ThrowawayInstance]:
-    """A real server with its scheduler and beat (`settings`: extra DEBUSINE_* variables)."""
+    """
+    A real server with its scheduler and beat (`settings`: extra DEBUSINE_* variables), and
+    with `workflows`, a Celery worker that runs workflow orchestrators.
+    """
     from django.conf import settings as django_settings
 
     try:
@@ -74,6 +81,7 @@ def scheduling_instance(
             data_dir=tmp_path_factory.mktemp(name),
             name_prefix=f"test_{name}",
             scheduling=True,
+            workflows=workflows,
             settings=settings,
         ) as running:
             yield running

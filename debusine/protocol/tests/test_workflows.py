@@ -6,14 +6,14 @@ import pytest
 from pydantic import ValidationError
 
 from debusine.protocol.workflows import (
+    LenientWorkflowTemplateResponse,
     WorkflowCreateRequest,
     WorkflowTemplateCreateRequest,
-    WorkflowTemplateResponse,
 )
 
 
 def test_a_debusine_0_11_template_answer_has_no_url_or_name() -> None:
-    template = WorkflowTemplateResponse.model_validate(
+    template = LenientWorkflowTemplateResponse.model_validate(
         {"id": 1, "task_name": "noop", "workspace": "System", "task_data": {}, "priority": 0}
     )
 
@@ -21,7 +21,7 @@ def test_a_debusine_0_11_template_answer_has_no_url_or_name() -> None:
 
 
 def test_template_answers_ignore_newer_keys() -> None:
-    template = WorkflowTemplateResponse.model_validate(
+    template = LenientWorkflowTemplateResponse.model_validate(
         {
             "id": 1,
             "url": "/debusine/System/workflow-template/t/",

@@ -11,6 +11,7 @@ from debusine.server.api import (
     whoami,
     work_requests,
     workers,
+    workflows,
 )
 
 urlpatterns = [
@@ -26,6 +27,7 @@ urlpatterns = [
                 *lookups.urlpatterns,
                 *whoami.urlpatterns,
                 *monitoring.urlpatterns,
+                *workflows.urlpatterns,
             ]
         ),
     ),

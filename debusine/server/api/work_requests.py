@@ -182,7 +182,21 @@ class WorkRequestListView(APIView):
     permission_classes = [ReadAnyWriteAsUser]
 
     def get(self, request: Request) -> HttpResponse:
-        return paginated_response(request, visible_work_requests(request))
+        """
+        Optional filters: `task_type=` (e.g. `Workflow`), `root_only=true` (not a step of a
+        workflow), `parent=ID` (the steps of one workflow).
+        """
+        queryset = visible_work_requests(request)
+        params = request.query_params
+        if task_type := params.get("task_type"):
+            queryset = queryset.filter(task_type=task_type)
+        if params.get("root_only", "").lower() in ("true", "1", "yes"):
+            queryset = queryset.filter(parent__isnull=True)
+        if parent := params.get("parent"):
+            if not parent.isdigit():
+                raise ProblemError("Invalid filter", f"parent={parent!r} is not an id")
+            queryset = queryset.filter(parent_id=int(parent))
+        return paginated_response(request, queryset)
 
     def post(self, request: Request) -> HttpResponse:
         body = parse_body(request, WorkRequestCreateRequest)

@@ -11,6 +11,7 @@ from debusine.server.collections.base import (
 )
 from debusine.server.collections.debian_environments import DebianEnvironmentsManager
 from debusine.server.collections.debian_suite import DebianSuiteManager
+from debusine.server.collections.workflow_internal import WorkflowInternalManager
 
 __all__ = [
     "CollectionLookupError",
@@ -18,4 +19,5 @@ __all__ = [
     "DebianEnvironmentsManager",
     "DebianSuiteManager",
     "ItemAdditionError",
+    "WorkflowInternalManager",
 ]

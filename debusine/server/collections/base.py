@@ -61,6 +61,10 @@ class CollectionManager:
 
     # --- Adding -------------------------------------------------------------------------
 
+    def accepts_artifact(self, category: str) -> bool:
+        """Whether artifacts of `category` may become items."""
+        return category in self.ARTIFACT_CATEGORIES
+
     def item_for_artifact(
         self, artifact: Artifact, variables: dict[str, Any]
     ) -> tuple[str, dict[str, Any]]:
@@ -82,7 +86,7 @@ class CollectionManager:
         With `replace`, the active item of the same name (if any) is removed first (it stays
         as history, with `removed_at` set); without it, a name in use is an ItemAdditionError.
         """
-        if artifact.category not in self.ARTIFACT_CATEGORIES:
+        if not self.accepts_artifact(artifact.category):
             raise ItemAdditionError(
                 f"artifact {artifact.pk} is a {artifact.category!r} artifact: "
                 f"{self.collection} accepts "

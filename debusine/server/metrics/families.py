@@ -8,7 +8,7 @@ Names carry the `debusine_` prefix; exposition adds `_total` to counters and `_b
 from __future__ import annotations
 
 #: Queue time (created to started) and run time (started to completed) of work requests, in
-#: seconds. Frozen in migration 0004_metric_counts: a change needs a new migration.
+#: seconds. Frozen in migration 0005_metric_counts: a change needs a new migration.
 QUEUE_SECONDS_BUCKETS: tuple[float, ...] = (
     1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400,
 )  # fmt: skip

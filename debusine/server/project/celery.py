@@ -1,9 +1,11 @@
 """
 The Celery application: Redis as broker, PostgreSQL (django-celery-results) as result backend.
 
-Roles: the scheduler (queue `scheduler`, one job at a time: `--pool solo`), server tasks (queue
-`celery`) and beat (periodic jobs: the fallback scheduling pass, lease expiry, the metric
-counts' fold). Job code lives in `jobs.py` modules, listed in `JOB_MODULES`.
+JOB_MODULES = [
+    "debusine.server.scheduler.jobs",
+    "debusine.server.maintenance.jobs",
+    "debusine.server.workflows_queue.jobs",
+]
 
 By default one process plays all three (docs/explanation/processes-and-memory.md): a solo
 worker on both queues with `--beat-thread`, which runs beat as a thread of that worker (Celery's
@@ -24,7 +26,11 @@ from celery import Celery, bootsteps
 SETTINGS_MODULE = "debusine.server.project.settings"
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", SETTINGS_MODULE)
 
-JOB_MODULES = ["debusine.server.scheduler.jobs", "debusine.server.maintenance.jobs"]
+JOB_MODULES = [
+    "debusine.server.scheduler.jobs",
+    "debusine.server.maintenance.jobs",
+    "debusine.server.workflows_queue.jobs",
+]
 
 app = Celery("debusine", include=JOB_MODULES)
 app.config_from_object("django.conf:settings", namespace="CELERY")
@@ -42,6 +48,10 @@ def beat_schedule(settings: Any) -> dict[str, dict[str, object]]:
             "task": "debusine.scheduler.schedule",
             "schedule": float(settings.DEBUSINE_SCHEDULER_FALLBACK_INTERVAL),
             "kwargs": {"renotify": True},
+        },
+        "workflow sweep": {
+            "task": "debusine.workflows.sweep",
+            "schedule": float(settings.DEBUSINE_SCHEDULER_FALLBACK_INTERVAL),
         },
         "lease expiry": {
             "task": "debusine.scheduler.expire_leases",

@@ -12,6 +12,11 @@ A transition changes rows; what follows from the change happens after the transa
 - `notify_aborted()`, `notify_worker_disabled()`: tell a worker's websocket, after the commit.
 - `announce_completion()`: tell `on-completed` listeners, after the commit.
 - `check_leases_later()`: look at leases once a disconnected worker's grace period is over.
+- `request_processing()`: a work request the server itself runs (a workflow to populate, an
+  internal or wait task) became pending: process it in the `workflows` Celery queue, after
+  the commit.
+- `request_workflow_update()`: a child of a workflow finished: roll its status up, in the
+  `workflows` queue, after the commit.
 
 The scheduling hooks need the scheduler, which itself builds on the transitions: it registers
 its implementation (`install_scheduler`) when the server application starts
@@ -48,6 +53,16 @@ class SchedulerHooks(Protocol):
         """Look for expired leases in `seconds` (in another process)."""
 
 
+class WorkflowHooks(Protocol):
+    """What the workflow engine provides (see `install_workflow_hooks`): Celery jobs."""
+
+    def process(self, work_request_id: int, countdown: float | None) -> None:
+        """Process a pending server-side work request (in `countdown` seconds, if given)."""
+
+    def update(self, workflow_id: int) -> None:
+        """Roll a workflow's status up from its children."""
+
+
 class SchedulerNotInstalledError(RuntimeError):
     """A transition needed the scheduler before the server application installed it."""
 
@@ -60,6 +75,50 @@ def install_scheduler(hooks: SchedulerHooks | None) -> SchedulerHooks | None:
     global _scheduler
     previous, _scheduler = _scheduler, hooks
     return previous
+
+
+_workflows: WorkflowHooks | None = None
+
+
+def install_workflow_hooks(hooks: WorkflowHooks | None) -> WorkflowHooks | None:
+    """Register the workflow engine's hooks (None removes them); return the previous ones."""
+    global _workflows
+    previous, _workflows = _workflows, hooks
+    return previous
+
+
+def workflow_hooks() -> WorkflowHooks:
+    if _workflows is None:
+        raise SchedulerNotInstalledError(
+            "the workflow engine's hooks are not installed: is the debusine.server app loaded?"
+        )
+    return _workflows
+
+
+def _process_after_commit(work_request_id: int, countdown: float | None) -> None:
+    workflow_hooks().process(work_request_id, countdown)
+
+
+def _update_after_commit(workflow_id: int) -> None:
+    workflow_hooks().update(workflow_id)
+
+
+def request_processing(work_request_id: int, countdown: float | None = None) -> None:
+    """Have the server process a pending Workflow, Internal or Wait work request."""
+    transaction.on_commit(functools.partial(_process_after_commit, work_request_id, countdown))
+
+
+def request_workflow_update(workflow_id: int) -> None:
+    """Roll `workflow_id`'s status up after the commit (once per transaction and workflow)."""
+    connection = transaction.get_connection()
+    if connection.in_atomic_block and any(
+        isinstance(callback, functools.partial)
+        and callback.func is _update_after_commit
+        and callback.args == (workflow_id,)
+        for _, callback, _ in connection.run_on_commit
+    ):
+        return
+    transaction.on_commit(functools.partial(_update_after_commit, workflow_id))
 
 
 def scheduler() -> SchedulerHooks:

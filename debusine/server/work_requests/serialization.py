@@ -55,6 +55,8 @@ class WorkRequestRow(NamedTuple):
     priority_adjustment: int
     workflow_data: dict[str, Any]
     event_reactions: dict[str, Any]
+    #: The workflow it is a step of.
+    parent_id: int | None
     status: str
     result: str
     scope: str
@@ -83,6 +85,7 @@ ORM_FIELDS = (
     "priority_adjustment",
     "workflow_data_json",
     "event_reactions_json",
+    "parent_id",
     "status",
     "result",
     "workspace__scope__name",
@@ -163,6 +166,7 @@ def row_of(work_request: WorkRequest) -> WorkRequestRow:
         priority_adjustment=work_request.priority_adjustment,
         workflow_data=work_request.workflow_data_json,
         event_reactions=work_request.event_reactions_json,
+        parent_id=work_request.parent_id,
         status=work_request.status,
         result=work_request.result,
         scope=workspace.scope.name,
@@ -209,6 +213,7 @@ def serialize(row: WorkRequestRow, *, handed_to_worker: bool = False) -> WorkReq
         priority_adjustment=row.priority_adjustment,
         workflow_data=row.workflow_data or {},
         event_reactions=row.event_reactions or {},
+        parent=row.parent_id,
         status=status,  # type: ignore[arg-type]
         result=WorkRequestResult.NONE if handed_to_worker else row.result,  # type: ignore[arg-type]
         artifacts=sorted(row.artifacts),

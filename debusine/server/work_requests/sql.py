@@ -29,3 +29,5 @@ COMPLETED = literal(WorkRequestStatus.COMPLETED)
 #: Work requests that hold their worker: assigned (pending) or running.
 HELD = literals(WorkRequestStatus.PENDING, WorkRequestStatus.RUNNING)
 SUCCESS = literal(WorkRequestResult.SUCCESS)
+#: Results of work requests that failed (their `on_failure` reactions run).
+FAILED = literals(WorkRequestResult.FAILURE, WorkRequestResult.ERROR)

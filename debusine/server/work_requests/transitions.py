@@ -22,24 +22,37 @@ and admin commands open their own.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 import pydantic
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from debusine.protocol.work_requests import (
     SERVER_ACTIONS,
     EventReactions,
+    RetryWithDelaysAction,
     SendNotificationAction,
+    TaskType,
     WorkRequestResponse,
     WorkRequestResult,
     WorkRequestStatus,
 )
-from debusine.server.db.models import User, Worker, WorkRequest, Workspace
+from debusine.server.db.models import (
+    Collection,
+    CollectionItem,
+    User,
+    Worker,
+    WorkflowTemplate,
+    WorkRequest,
+    Workspace,
+)
+from debusine.server.db.models.collections import CollectionItemType, CollectionRetention
 from debusine.server.db.models.work_requests import RetryReason, UnblockStrategy
 from debusine.server.event_reactions import run_event_reactions
 from debusine.server.signing_keys import SignerRoleError, check_signer_role
@@ -48,7 +61,7 @@ from debusine.server.work_requests.worker_tokens import WorkerCaller
 from debusine.tasks import TaskDataError, UnknownTaskError, validate_task_data
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable
 
 #: How many times a work request is retried automatically after its worker failed.
 MAX_AUTOMATIC_RETRIES = 3
@@ -59,6 +72,11 @@ UNFINISHED = (WorkRequestStatus.PENDING, WorkRequestStatus.RUNNING, WorkRequestS
 HELD = (WorkRequestStatus.PENDING, WorkRequestStatus.RUNNING)
 #: Statuses of finished work requests.
 FINISHED = (WorkRequestStatus.COMPLETED, WorkRequestStatus.ABORTED)
+#: Task types the server runs itself, in the `workflows` Celery queue (never a worker).
+SERVER_SIDE_TYPES = (TaskType.WORKFLOW, TaskType.INTERNAL, TaskType.WAIT)
+#: Category of a root workflow's internal collection, and of the promises it holds.
+WORKFLOW_INTERNAL_CATEGORY = "debusine:workflow-internal"
+PROMISE_CATEGORY = "debusine:promise"
 
 
 class WorkRequestError(Exception):
@@ -99,9 +117,14 @@ def create(
     event_reactions: Any = None,
     priority_base: int = 0,
     allow_server_actions: bool = False,
+    parent: WorkRequest | None = None,
+    workflow_data: dict[str, Any] | None = None,
+    dependencies: Iterable[WorkRequest] = (),
+    workflow_template: WorkflowTemplate | None = None,
 ) -> WorkRequest:
     """
-    Validate a new work request and store it, pending; the one way to create one.
+    Validate a new work request and store it, pending (blocked while it has unfinished
+    `dependencies`); the one way to create one.
 
     :param workspace: where it lives (permission checks are the caller's business).
     :param created_by: the user it acts for.
@@ -113,22 +136,34 @@ def create(
     :param priority_base: base priority (an admin may adjust it later).
     :param allow_server_actions: also accept the event reactions only server-side code
         may set (`update-collection-with-artifacts`), never from what a user sent.
+    :param parent: the workflow it is a step of; `workflow_data` says which (display_name,
+        step, group, allow_failure).
+    :param dependencies: work requests that must finish well before it may start.
     :raises InvalidWorkRequestError: nothing is stored then.
+
+    Workflow, Internal and Wait task data are the workflow engine's to validate
+    (`debusine.server.workflows`); the others are checked against their task's model here.
     """
     title = "Cannot create work request"
-    try:
-        normalised = validate_task_data(task_type, task_name, task_data)
-    except UnknownTaskError as error:
-        raise InvalidWorkRequestError(
-            title, str(error), {"task_name": ["task name is not registered"]}
-        ) from None
-    except TaskDataError as error:
-        raise InvalidWorkRequestError(title, str(error), error.validation_errors) from None
+    if task_type in SERVER_SIDE_TYPES:
+        if not isinstance(task_data, dict):
+            raise InvalidWorkRequestError(title, "task data must be an object")
+        normalised = task_data
+    else:
+        try:
+            normalised = validate_task_data(task_type, task_name, task_data)
+        except UnknownTaskError as error:
+            raise InvalidWorkRequestError(
+                title, str(error), {"task_name": ["task name is not registered"]}
+            ) from None
+        except TaskDataError as error:
+            raise InvalidWorkRequestError(title, str(error), error.validation_errors) from None
     reactions = _validate_event_reactions(event_reactions, allow_server_actions)
     try:
         check_signer_role(created_by, workspace, task_type, task_name, normalised)
     except SignerRoleError as error:
         raise WorkRequestPermissionError("Permission denied", str(error)) from None
+    dependencies = list(dependencies)
     work_request = WorkRequest.objects.create(
         workspace=workspace,
         created_by=created_by,
@@ -137,10 +172,72 @@ def create(
         task_data=normalised,
         event_reactions_json=reactions,
         priority_base=priority_base,
-        status=WorkRequestStatus.PENDING,
+        parent=parent,
+        workflow_data_json=workflow_data or {},
+        workflow_template=workflow_template,
+        status=WorkRequestStatus.BLOCKED if dependencies else WorkRequestStatus.PENDING,
     )
-    effects.request_scheduling_pass()
+    if dependencies:
+        work_request.dependencies.set(dependencies)
+        unblock_if_ready(work_request)
+    else:
+        _announce_pending([(work_request.pk, task_type)])
     return work_request
+
+
+def create_workflow(
+    *,
+    workspace: Workspace,
+    created_by: User,
+    task_name: str,
+    task_data: dict[str, Any],
+    priority_base: int = 0,
+    workflow_template: WorkflowTemplate | None = None,
+    parent: WorkRequest | None = None,
+    workflow_data: dict[str, Any] | None = None,
+    dependencies: Iterable[WorkRequest] = (),
+) -> WorkRequest:
+    """
+    Create a workflow (its task data validated by the workflow engine): a root workflow gets
+    its internal collection (`debusine:workflow-internal`), shared by its sub-workflows. Its
+    orchestrator populates it in the `workflows` queue once it is pending.
+    """
+    workflow = create(
+        workspace=workspace,
+        created_by=created_by,
+        task_type=TaskType.WORKFLOW,
+        task_name=task_name,
+        task_data=task_data,
+        priority_base=priority_base,
+        parent=parent,
+        workflow_data=workflow_data,
+        dependencies=dependencies,
+        workflow_template=workflow_template,
+    )
+    if parent is None:
+        workflow.internal_collection = Collection.objects.create(
+            name=f"workflow-{workflow.pk}",
+            category=WORKFLOW_INTERNAL_CATEGORY,
+            workspace=workspace,
+            retains_artifacts=CollectionRetention.WORKFLOW,
+        )
+        workflow.save(update_fields=["internal_collection"])
+    return workflow
+
+
+def _announce_pending(work_requests: Iterable[tuple[int, str]]) -> None:
+    """
+    Work requests (id, task type) just became pending: those the server runs itself are
+    processed in the `workflows` queue; the others wait for a scheduling pass.
+    """
+    needs_pass = False
+    for work_request_id, task_type in work_requests:
+        if task_type in SERVER_SIDE_TYPES:
+            effects.request_processing(work_request_id)
+        else:
+            needs_pass = True
+    if needs_pass:
+        effects.request_scheduling_pass()
 
 
 def _validate_event_reactions(event_reactions: Any, allow_server_actions: bool) -> dict[str, Any]:
@@ -311,7 +408,10 @@ RETURNING EXISTS (
 ), wr.workspace_id, (SELECT ws.scope_id FROM db_workspace ws WHERE ws.id = wr.workspace_id),
 wr.completed_at,
 %(result)s = {sql.SUCCESS}
-    AND COALESCE(wr.event_reactions->'on_success', '[]'::jsonb) <> '[]'::jsonb
+    AND COALESCE(wr.event_reactions->'on_success', '[]'::jsonb) <> '[]'::jsonb,
+wr.parent_id,
+%(result)s IN {sql.FAILED}
+    AND COALESCE(wr.event_reactions->'on_failure', '[]'::jsonb) <> '[]'::jsonb
 """  # noqa: S608 (statuses from the enumerations, values as parameters)
 
 
@@ -366,15 +466,27 @@ def complete_from_worker(
             if current[0] in HELD:
                 return Completion.NOT_ASSIGNED
             return Completion.STALE
-    has_dependants, workspace_id, scope_id, completed_at, has_success_reactions = row
-    if has_dependants or has_success_reactions:
+    (
+        has_dependants,
+        workspace_id,
+        scope_id,
+        completed_at,
+        has_success_reactions,
+        parent_id,
+        has_failure_reactions,
+    ) = row
+    if has_dependants or has_success_reactions or has_failure_reactions:
         completed = WorkRequest.objects.select_related("workspace", "created_by").get(
             pk=work_request_id
         )
+        if has_failure_reactions:
+            react_to_failure(completed)
         if has_dependants:
             update_dependants(completed)
         if has_success_reactions:
             run_event_reactions(completed, "on_success")
+    if parent_id is not None:
+        effects.request_workflow_update(parent_id)
     # Nothing else became runnable, except dependants, which `update_dependants` asked a
     # pass for.
     if effects.assign_next_work(worker_id, notify=on_next_work is None) and on_next_work:
@@ -407,9 +519,13 @@ def complete(
         work_request.output_data_json = {**(work_request.output_data_json or {}), **output_data}
         fields.append("output_data_json")
     work_request.save(update_fields=fields)
+    if result in (WorkRequestResult.FAILURE, WorkRequestResult.ERROR):
+        react_to_failure(work_request)
     update_dependants(work_request)
     if result == WorkRequestResult.SUCCESS:
         run_event_reactions(work_request, "on_success")
+    if work_request.parent_id is not None:
+        effects.request_workflow_update(work_request.parent_id)
     # Its worker is free again.
     effects.request_scheduling_pass()
     effects.announce_completion(
@@ -422,11 +538,74 @@ def complete(
     return True
 
 
+# --- on failure: retry-with-delays -----------------------------------------------------------
+
+DELAY_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_delay(delay: str) -> timedelta:
+    """`30m`, `1h`, `2d`, `1w` as a timedelta (the protocol's `DELAY_PATTERN`)."""
+    return timedelta(seconds=int(delay[:-1]) * DELAY_UNITS[delay[-1]])
+
+
+def react_to_failure(work_request: WorkRequest) -> WorkRequest | None:
+    """
+    Run the `on_failure` reactions of a work request that just failed: `retry-with-delays`
+    retries it after its next delay (before its dependants are looked at, so that they wait
+    for the retry instead of being aborted). Return the retry, if any.
+    """
+    raw = (work_request.event_reactions_json or {}).get("on_failure")
+    if not raw:
+        return None
+    try:
+        reactions = EventReactions.model_validate({"on_failure": raw})
+    except pydantic.ValidationError:
+        return None
+    for action in reactions.on_failure:
+        if isinstance(action, RetryWithDelaysAction):
+            return retry_with_delay(work_request, action.delays)
+    return None
+
+
+def retry_with_delay(work_request: WorkRequest, delays: list[str]) -> WorkRequest | None:
+    """
+    Retry `work_request` once a Wait `delay` work request has waited `delays[n]`, n being the
+    retries made so far (`workflow_data.retry_count`); None once every delay has been used.
+    """
+    count = int(work_request.workflow_data_json.get("retry_count", 0))
+    if count >= len(delays) or not can_retry(work_request):
+        return None
+    step = work_request.workflow_data_json.get("step", f"work-request-{work_request.pk}")
+    wait = create(
+        workspace=work_request.workspace,
+        created_by=work_request.created_by,
+        task_type=TaskType.WAIT,
+        task_name="delay",
+        task_data={"delay_until": (timezone.now() + parse_delay(delays[count])).isoformat()},
+        parent=work_request.parent,
+        workflow_data={
+            "step": f"{step}-retry-delay-{count + 1}",
+            "display_name": f"wait {delays[count]} before retry {count + 1} of {step}",
+        },
+    )
+    new = retry(work_request, RetryReason.DELAY, unblock=False)
+    new.workflow_data_json = {**new.workflow_data_json, "retry_count": count + 1}
+    new.save(update_fields=["workflow_data_json"])
+    # The delay of an earlier retry is over: only this one counts now.
+    new.dependencies.remove(*new.dependencies.filter(task_type=TaskType.WAIT, task_name="delay"))
+    new.dependencies.add(wait)
+    unblock_if_ready(new)
+    return new
+
+
 # --- abort ------------------------------------------------------------------------------------
 
 
-def abort(work_request: WorkRequest, by: User | None = None) -> None:
-    """Abort a pending, blocked or running work request (and its unfinished children)."""
+def abort(work_request: WorkRequest, by: User | None = None, *, _in_tree: bool = False) -> None:
+    """
+    Abort a pending, blocked or running work request, and the unfinished children of a
+    workflow (its whole tree); its workflow, if any, rolls its status up.
+    """
     if work_request.status not in UNFINISHED:
         raise WorkRequestError(f"cannot abort a {work_request.status} work request")
     running_on = (
@@ -437,9 +616,11 @@ def abort(work_request: WorkRequest, by: User | None = None) -> None:
     work_request.completed_at = timezone.now()
     work_request.worker = None
     work_request.save(update_fields=["status", "aborted_by", "completed_at", "worker"])
-    for child in work_request.children.unfinished():
-        abort(child, by)
+    for child in work_request.children.unfinished().order_by("id"):
+        abort(child, by, _in_tree=True)
     update_dependants(work_request)
+    if work_request.parent_id is not None and not _in_tree:
+        effects.request_workflow_update(work_request.parent_id)
     if running_on is not None:
         # Tell the worker to stop it; a worker that misses this finds out at completion.
         effects.notify_aborted(running_on, work_request.pk)
@@ -468,11 +649,13 @@ def update_dependants(work_request: WorkRequest) -> None:
         for dependant in dependants:
             abort(dependant, None)
         return
-    ready = dependants.exclude(dependencies__status__in=UNFINISHED)
-    if WorkRequest.objects.filter(pk__in=ready.values("pk")).update(
-        status=WorkRequestStatus.PENDING
-    ):
-        effects.request_scheduling_pass()
+    ready = list(
+        dependants.exclude(dependencies__status__in=UNFINISHED).values_list("pk", "task_type")
+    )
+    if ready and WorkRequest.objects.filter(
+        pk__in=[pk for pk, _ in ready], status=WorkRequestStatus.BLOCKED
+    ).update(status=WorkRequestStatus.PENDING):
+        _announce_pending(ready)
 
 
 def unblock_if_ready(work_request: WorkRequest) -> None:
@@ -488,7 +671,7 @@ def unblock_if_ready(work_request: WorkRequest) -> None:
     if all(succeeded_or_may_fail(dependency) for dependency in dependencies):
         work_request.status = WorkRequestStatus.PENDING
         work_request.save(update_fields=["status"])
-        effects.request_scheduling_pass()
+        _announce_pending([(work_request.pk, work_request.task_type)])
     else:
         abort(work_request, None)
 
@@ -508,13 +691,20 @@ def can_retry(work_request: WorkRequest) -> bool:
     )
 
 
-def retry(work_request: WorkRequest, reason: str = RetryReason.MANUAL) -> WorkRequest:
+def retry(
+    work_request: WorkRequest, reason: str = RetryReason.MANUAL, *, unblock: bool = True
+) -> WorkRequest:
     """
     Create the work request that supersedes `work_request` and return it.
 
-    It copies the task, takes over the old one's dependencies and dependants, and is pending
-    or blocked depending on its dependencies.
+    It copies the task, takes over the old one's dependencies and dependants (and the
+    promises it made in its workflow's internal collection), and is pending or blocked
+    depending on its dependencies (left blocked without `unblock`: the caller unblocks it).
+    A workflow is retried in place instead (`retry_workflow`).
     """
+    if work_request.task_type == TaskType.WORKFLOW:
+        retry_workflow(work_request)
+        return work_request
     if not can_retry(work_request):
         raise WorkRequestError(
             f"cannot retry a {work_request.status}/{work_request.result} work request"
@@ -550,8 +740,131 @@ def retry(work_request: WorkRequest, reason: str = RetryReason.MANUAL) -> WorkRe
         WorkRequest.dependencies.through.objects.filter(to_workrequest=work_request).update(
             to_workrequest=new
         )
-        unblock_if_ready(new)
+        if work_request.parent_id is not None:
+            _move_promises(work_request, new)
+        if unblock:
+            unblock_if_ready(new)
     return new
+
+
+def _move_promises(old: WorkRequest, new: WorkRequest) -> None:
+    """The promises `old` made in its workflow's internal collection are now `new`'s."""
+    for item in CollectionItem.objects.select_for_update().filter(
+        child_type=CollectionItemType.BARE,
+        category=PROMISE_CATEGORY,
+        parent_category=WORKFLOW_INTERNAL_CATEGORY,
+        removed_at__isnull=True,
+        data__promise_work_request_id=old.pk,
+    ):
+        item.data = {**item.data, "promise_work_request_id": new.pk}
+        item.save(update_fields=["data"])
+
+
+# --- workflows: start, roll-up, retry ---------------------------------------------------------
+
+
+def start_workflow(workflow: WorkRequest) -> None:
+    """A pending workflow's orchestrator has populated it: it runs until its children end."""
+    if workflow.status != WorkRequestStatus.PENDING:
+        raise WorkRequestError(f"cannot start a {workflow.status} workflow")
+    workflow.status = WorkRequestStatus.RUNNING
+    workflow.started_at = timezone.now()
+    workflow.save(update_fields=["status", "started_at"])
+    effects.request_workflow_update(workflow.pk)
+
+
+def workflow_outcome(workflow: WorkRequest) -> WorkRequestResult | None:
+    """
+    What a workflow's children (the latest of each retry chain) add up to: None while one
+    has not finished, else failure when one failed, errored or was aborted (and was not
+    allowed to fail), else success.
+    """
+    children = WorkRequest.objects.filter(parent=workflow, superseded_by__isnull=True)
+    if children.filter(status__in=UNFINISHED).exists():
+        return None
+    failed = (
+        children.filter(
+            models.Q(status=WorkRequestStatus.ABORTED)
+            | models.Q(result__in=[WorkRequestResult.FAILURE, WorkRequestResult.ERROR])
+        )
+        .exclude(workflow_data_json__contains={"allow_failure": True})
+        .exists()
+    )
+    return WorkRequestResult.FAILURE if failed else WorkRequestResult.SUCCESS
+
+
+def update_workflow(workflow_id: int) -> WorkRequestResult | None:
+    """
+    Roll a running workflow's status up from its children: once every one has finished it
+    completes with their outcome (`workflow_outcome`), which rolls its own parent up in turn.
+    Return the result it completed with, or None (still running, or not running at all).
+
+    The workflow's row is locked first: two children finishing at once both roll it up, one
+    after the other, and the second sees the first one's child finished.
+    """
+    workflow = (
+        WorkRequest.objects.select_for_update(of=("self",))
+        .select_related("workspace")
+        .filter(pk=workflow_id, task_type=TaskType.WORKFLOW)
+        .first()
+    )
+    if workflow is None or workflow.status != WorkRequestStatus.RUNNING:
+        return None
+    outcome = workflow_outcome(workflow)
+    if outcome is None:
+        return None
+    complete(workflow, outcome)
+    return outcome
+
+
+def can_retry_workflow(workflow: WorkRequest) -> bool:
+    return workflow.status == WorkRequestStatus.ABORTED or (
+        workflow.status == WorkRequestStatus.COMPLETED
+        and workflow.result in (WorkRequestResult.FAILURE, WorkRequestResult.ERROR)
+    )
+
+
+def retry_workflow(workflow: WorkRequest) -> None:
+    """
+    Run a workflow that failed or was aborted again, in place: it is running again, its
+    failed and aborted children are retried (sub-workflows in place, the others superseded
+    by new work requests that take over their dependants), and its orchestrator runs again
+    (populating is idempotent). Children that succeeded are kept.
+    """
+    if not can_retry_workflow(workflow):
+        raise WorkRequestError(f"cannot retry a {workflow.status}/{workflow.result} workflow")
+    retried = _retry_tree(workflow)
+    # Unblocked once all are created, so that a retried child waits for the retried
+    # dependencies it took over rather than for the failed ones they replace.
+    for work_request in retried:
+        unblock_if_ready(work_request)
+
+
+def _retry_tree(workflow: WorkRequest) -> list[WorkRequest]:
+    """Reset `workflow` and retry its children; return what the caller must unblock."""
+    # A workflow aborted before it started (waiting for its dependencies) has no children:
+    # it waits again, and its orchestrator populates it once it is pending.
+    never_started = workflow.started_at is None
+    workflow.status = WorkRequestStatus.BLOCKED if never_started else WorkRequestStatus.RUNNING
+    workflow.result = WorkRequestResult.NONE
+    workflow.completed_at = None
+    workflow.aborted_by = None
+    workflow.save(update_fields=["status", "result", "completed_at", "aborted_by"])
+    if never_started:
+        return [workflow]
+    retried: list[WorkRequest] = []
+    for child in WorkRequest.objects.filter(parent=workflow, superseded_by__isnull=True).order_by(
+        "id"
+    ):
+        if not can_retry_workflow(child):
+            continue
+        if child.task_type == TaskType.WORKFLOW:
+            retried.extend(_retry_tree(child))
+        else:
+            retried.append(retry(child, unblock=False))
+    effects.request_processing(workflow.pk)
+    effects.request_workflow_update(workflow.pk)
+    return retried
 
 
 def retry_after_worker_failure(work_request: WorkRequest, reason: str) -> WorkRequest | None:

@@ -46,8 +46,8 @@ def test_stack_starts_the_server_and_one_scheduler_for_the_other_roles() -> None
         "python:debusine.server.project.gunicorn_config"
     )
     assert scheduler.name == "scheduler"
-    # One job at a time (scheduling passes and server tasks), beat as a thread.
-    assert scheduler.argv[scheduler.argv.index("--queues") + 1] == "scheduler,celery"
+    # One job at a time (scheduling passes, server tasks, orchestrators), beat as a thread.
+    assert scheduler.argv[scheduler.argv.index("--queues") + 1] == "scheduler,celery,workflows"
     assert scheduler.argv[scheduler.argv.index("--pool") + 1] == "solo"
     assert scheduler.argv[scheduler.argv.index("--concurrency") + 1] == "1"
     assert "--beat-thread" in scheduler.argv
@@ -57,7 +57,8 @@ def test_split_roles_are_still_available() -> None:
     beat = devstack.beat_argv()
     assert beat[beat.index("--app") + 1].endswith(":beat_app") and beat[-3] == "beat"
     celery = devstack.celery_worker_argv()
-    assert celery[celery.index("--queues") + 1] == "celery"
+    # Server tasks and workflow orchestrators.
+    assert celery[celery.index("--queues") + 1] == "celery,workflows"
 
 
 def test_client_config_round_trips_the_token(tmp_path: Path) -> None:
@@ -183,7 +184,7 @@ def test_children_are_terminated_when_the_stack_is_killed() -> None:
     assert wait_for_exit(child_pid, 10)
 
 
-def test_beat_sends_the_fallback_pass_lease_expiry_and_metrics_fold_by_name() -> None:
+def test_beat_sends_the_periodic_jobs_by_name() -> None:
     from debusine.server.project import celery
 
     schedule = celery.beat_app.conf.beat_schedule
@@ -191,15 +192,18 @@ def test_beat_sends_the_fallback_pass_lease_expiry_and_metrics_fold_by_name() ->
         "debusine.scheduler.schedule",
         "debusine.scheduler.expire_leases",
         "debusine.metrics.fold_counts",
+        "debusine.workflows.sweep",
     }
     # Every name beat sends is a job the scheduler or the Celery workers run.
     from debusine.server.maintenance import jobs as maintenance_jobs
     from debusine.server.scheduler import jobs
+    from debusine.server.workflows_queue import jobs as workflow_jobs
 
     assert {
         jobs.schedule_work_requests.name,
         jobs.expire_worker_leases.name,
         maintenance_jobs.fold_metric_counts.name,
+        workflow_jobs.sweep_workflows.name,
     } == {entry["task"] for entry in schedule.values()}
     assert celery.lease_check_interval(60) == 15.0
     assert celery.lease_check_interval(2) == 1.0

@@ -93,6 +93,7 @@ def test_create_noop_answers_200_with_the_new_work_request(client: APIClient, us
         "priority_adjustment": 0,
         "workflow_data": {},
         "event_reactions": {},
+        "parent": None,
         "status": "pending",
         "result": "",
         "artifacts": [],

@@ -3,7 +3,7 @@ Counts of rows kept up to date by PostgreSQL triggers, so that a metrics scrape 
 large table.
 
 Statement-level triggers on work requests, artifacts and collections (migration
-`0004_metric_counts`) append *deltas* (`MetricCountDelta`): inserting rows never waits for
+`0005_metric_counts`) append *deltas* (`MetricCountDelta`): inserting rows never waits for
 another transaction, whereas updating one shared counter row would serialise every transition
 of every work request of the same task. `fold_metric_deltas()` (run by each scrape) moves the
 deltas into the totals (`MetricCount`). A count is the sum of its total and its pending deltas.

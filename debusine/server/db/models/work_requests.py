@@ -192,6 +192,18 @@ class WorkRequest(models.Model):
                 name="db_workrequest_completed_at",
                 condition=Q(completed_at__isnull=False),
             ),
+            # A workflow's roll-up asks whether any of its children is unfinished.
+            models.Index(
+                fields=["parent"],
+                name="db_workrequest_open_child",
+                condition=Q(
+                    status__in=[
+                        WorkRequestStatus.PENDING,
+                        WorkRequestStatus.RUNNING,
+                        WorkRequestStatus.BLOCKED,
+                    ]
+                ),
+            ),
         ]
         constraints = [
             models.CheckConstraint(

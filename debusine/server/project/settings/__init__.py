@@ -163,7 +163,10 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_ROUTES = {"debusine.scheduler.*": {"queue": "scheduler"}}
+CELERY_TASK_ROUTES = {
+    "debusine.scheduler.*": {"queue": "scheduler"},
+    "debusine.workflows.*": {"queue": "workflows"},
+}
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(DEBUSINE_DATA_DIR / "celerybeat-schedule")
 

@@ -121,7 +121,7 @@ DROP_SQL = (
 
 
 class Migration(migrations.Migration):
-    dependencies = [("db", "0003_workrequest_priority_permission")]
+    dependencies = [("db", "0004_fileupload_sha256_state")]
 
     operations = [
         migrations.CreateModel(

@@ -1,0 +1,260 @@
+"""
+API views of workflows (protocol.md §2.5, the Debusine 0.11 to 0.14 shapes):
+
+- `POST /1.0/workflow-template/`: create a template (workspace owners; a positive priority
+  needs the priority permission), 201;
+- `GET`/`PUT`/`PATCH`/`DELETE /1.0/workflow-template/{id}/`: read, replace, change, delete;
+- `POST /1.0/workflow/`: start a workflow from a template, 201 WorkRequest. The template's
+  task data is merged over the user's (the template wins where it sets a key), and the result
+  is validated by the workflow before anything is stored: bad data is a 400 with the reason.
+
+Workflows are populated by their orchestrator in the `workflows` Celery queue, never here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.http import HttpResponse
+from django.urls import URLPattern, path
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from debusine.protocol.workflows import (
+    WorkflowCreateRequest,
+    WorkflowTemplateCreateRequest,
+    WorkflowTemplateResponse,
+    WorkflowTemplateUpdateRequest,
+)
+from debusine.server.api.auth import IsUser
+from debusine.server.api.errors import ProblemError
+from debusine.server.api.middleware import request_scope_name
+from debusine.server.api.parsing import parse_body, validation_problem
+from debusine.server.api.work_requests import (
+    MANAGE_PRIORITIES_PERMISSION,
+    WorkRequestListView,
+    forbidden,
+    request_user,
+)
+from debusine.server.db.models import User, WorkflowTemplate, Workspace
+from debusine.server.work_requests import serialization, transitions
+from debusine.server.work_requests.transitions import InvalidWorkRequestError
+from debusine.server.workflows.base import (
+    CANNOT_CREATE,
+    UnknownWorkflowError,
+    Workflow,
+    WorkflowInputError,
+)
+
+
+def template_response(template: WorkflowTemplate, status_code: int = 200) -> HttpResponse:
+    workspace = template.workspace
+    return serialization.json_response(
+        WorkflowTemplateResponse(
+            id=template.pk,
+            url=f"/{workspace.scope.name}/{workspace.name}/workflow-template/{template.name}/",
+            name=template.name,
+            scope=workspace.scope.name,
+            workspace=workspace.name,
+            task_name=template.task_name,
+            task_data=template.task_data,
+            priority=template.priority,
+        ),
+        status_code,
+    )
+
+
+def check_task_name(task_name: str) -> None:
+    if task_name not in Workflow.names():
+        raise ProblemError(
+            "Invalid workflow template",
+            f"{task_name!r} is not a workflow: expected one of {', '.join(Workflow.names())}",
+            validation_errors={"task_name": [f"{task_name!r} is not a registered workflow"]},
+        )
+
+
+def check_may_configure(user: User, workspace: Workspace, priority: int) -> None:
+    """Workspace owners manage templates; a positive priority needs the priority permission."""
+    if not workspace.can_configure(user):
+        raise forbidden(f"{user.username} cannot configure workspace {workspace.name}")
+    if priority > 0 and not user.has_perm(MANAGE_PRIORITIES_PERMISSION):
+        raise forbidden(f"{user.username} cannot set a positive priority ({priority})")
+
+
+def save_template(template: WorkflowTemplate) -> None:
+    try:
+        with transaction.atomic():
+            template.save()
+    except IntegrityError:
+        raise ProblemError(
+            "Invalid workflow template",
+            f"workspace {template.workspace.name} already has a template {template.name!r}",
+            validation_errors={"name": ["a template of this name already exists"]},
+        ) from None
+
+
+class WorkflowTemplateListView(APIView):
+    """`POST`: create a workflow template."""
+
+    permission_classes = [IsUser]
+
+    def post(self, request: Request) -> HttpResponse:
+        body = parse_body(request, WorkflowTemplateCreateRequest, "Invalid workflow template")
+        user = request_user(request)
+        workspace = WorkRequestListView.workspace(
+            request, body.workspace or settings.DEBUSINE_DEFAULT_WORKSPACE
+        )
+        check_may_configure(user, workspace, body.priority)
+        check_task_name(body.task_name)
+        template = WorkflowTemplate(
+            name=body.name,
+            workspace=workspace,
+            task_name=body.task_name,
+            task_data=body.task_data,
+            priority=body.priority,
+        )
+        save_template(template)
+        return template_response(template, status.HTTP_201_CREATED)
+
+
+class WorkflowTemplateDetailView(APIView):
+    """`GET`, `PUT`, `PATCH`, `DELETE` one workflow template."""
+
+    permission_classes = [IsUser]
+
+    @staticmethod
+    def template(request: Request, template_id: int) -> WorkflowTemplate:
+        """The template, if the caller may see its workspace; else a 404 problem."""
+        template = (
+            WorkflowTemplate.objects.select_related("workspace__scope")
+            .filter(pk=template_id, workspace__scope__name=request_scope_name(request))
+            .filter(workspace__in=Workspace.objects.can_display(request.user))
+            .first()
+        )
+        if template is None:
+            raise ProblemError(
+                f"Workflow template {template_id} not found",
+                status_code=status.HTTP_404_NOT_FOUND,
+            )
+        return template
+
+    def get(self, request: Request, template_id: int) -> HttpResponse:
+        return template_response(self.template(request, template_id))
+
+    def put(self, request: Request, template_id: int) -> HttpResponse:
+        return self.update(request, template_id, partial=False)
+
+    def patch(self, request: Request, template_id: int) -> HttpResponse:
+        return self.update(request, template_id, partial=True)
+
+    def update(self, request: Request, template_id: int, *, partial: bool) -> HttpResponse:
+        template = self.template(request, template_id)
+        if not isinstance(request.data, dict):
+            raise ProblemError("Invalid workflow template", "The body must be a JSON object.")
+        try:
+            body = WorkflowTemplateUpdateRequest.model_validate(request.data)
+        except pydantic.ValidationError as error:
+            raise validation_problem("Invalid workflow template", error) from None
+        if not partial:
+            missing = [key for key in ("name", "task_name") if getattr(body, key) is None]
+            if missing:
+                raise ProblemError(
+                    "Invalid workflow template",
+                    f"PUT needs every field: missing {', '.join(missing)}",
+                    validation_errors={key: ["This field is required."] for key in missing},
+                )
+        user = request_user(request)
+        priority = body.priority if body.priority is not None else template.priority
+        check_may_configure(user, template.workspace, priority if body.priority else 0)
+        if body.task_name is not None:
+            check_task_name(body.task_name)
+            template.task_name = body.task_name
+        if body.name is not None:
+            template.name = body.name
+        if body.task_data is not None or not partial:
+            template.task_data = body.task_data or {}
+        if body.priority is not None or not partial:
+            template.priority = body.priority or 0
+        save_template(template)
+        return template_response(template)
+
+    def delete(self, request: Request, template_id: int) -> HttpResponse:
+        template = self.template(request, template_id)
+        check_may_configure(request_user(request), template.workspace, 0)
+        template.delete()
+        return HttpResponse(status=status.HTTP_204_NO_CONTENT)
+
+
+def merged_task_data(template: WorkflowTemplate, task_data: dict[str, Any]) -> dict[str, Any]:
+    """The user's task data with the template's over it: the template wins where it sets a key."""
+    return {**task_data, **template.task_data}
+
+
+class WorkflowCreateView(APIView):
+    """`POST`: start a workflow from a template; 201 WorkRequest."""
+
+    permission_classes = [IsUser]
+
+    def post(self, request: Request) -> HttpResponse:
+        body = parse_body(request, WorkflowCreateRequest, CANNOT_CREATE)
+        user = request_user(request)
+        workspace = WorkRequestListView.workspace(
+            request, body.workspace or settings.DEBUSINE_DEFAULT_WORKSPACE
+        )
+        if body.task_name:
+            raise ProblemError(
+                CANNOT_CREATE,
+                "workflows start from a template here: set template_name, not task_name",
+            )
+        template = (
+            WorkflowTemplate.objects.filter(workspace=workspace, name=body.template_name)
+            .select_related("workspace__scope")
+            .first()
+        )
+        if template is None:
+            raise ProblemError(
+                "Workflow template not found",
+                f"workspace {workspace.name} has no workflow template {body.template_name!r}",
+                status_code=status.HTTP_404_NOT_FOUND,
+            )
+        if not workspace.user_can_contribute:  # type: ignore[attr-defined]
+            raise forbidden(f"{user.username} cannot create workflows in {workspace.name}")
+        try:
+            workflow_class = Workflow.class_from_name(template.task_name)
+            task_data = workflow_class.validate_data(merged_task_data(template, body.task_data))
+            workflow = transitions.create_workflow(
+                workspace=workspace,
+                created_by=user,
+                task_name=template.task_name,
+                task_data=task_data,
+                priority_base=template.priority,
+                workflow_template=template,
+            )
+            workflow_class(workflow).validate_input()
+        except UnknownWorkflowError:
+            raise ProblemError(
+                CANNOT_CREATE, f"template {template.name}: unknown workflow {template.task_name!r}"
+            ) from None
+        except InvalidWorkRequestError as error:
+            raise ProblemError(
+                CANNOT_CREATE, error.detail, validation_errors=error.validation_errors
+            ) from None
+        except WorkflowInputError as error:
+            raise ProblemError(CANNOT_CREATE, str(error)) from None
+        workflow.artifact_ids = []  # type: ignore[attr-defined]
+        return serialization.work_request_response(workflow, status.HTTP_201_CREATED)
+
+
+urlpatterns: list[URLPattern] = [
+    path("workflow-template/", WorkflowTemplateListView.as_view(), name="api-workflow-templates"),
+    path(
+        "workflow-template/<int:template_id>/",
+        WorkflowTemplateDetailView.as_view(),
+        name="api-workflow-template",
+    ),
+    path("workflow/", WorkflowCreateView.as_view(), name="api-workflows"),
+]
