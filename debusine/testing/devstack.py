@@ -153,8 +153,9 @@ CELERY_APP = "debusine.server.project.celery"
 def scheduler_argv() -> list[str]:
     """
     The scheduler, which also runs the server tasks, workflow orchestration and beat: one
-    Celery worker on the `scheduler`, `celery` and `workflows` queues, one job at a time, with beat as a thread (one interpreter
-    for three roles; see docs/explanation/processes-and-memory.md).
+    Celery worker on the `scheduler`, `celery` and `workflows` queues, one job at a time, with
+    beat as a thread (one interpreter for every role; see
+    docs/explanation/processes-and-memory.md).
     """
     return [
         sys.executable, "-m", "celery", "--app", CELERY_APP, "worker",

@@ -125,7 +125,7 @@ def test_a_read_error_while_sending_is_not_a_connection_error(tmp_path: Path) ->
     from debusine.client.uploads import _Slice
 
     with Path(UNREADABLE).open("rb") as contents, pytest.raises(LocalFileError) as raised:
-        _Slice(contents, 10, lambda _n: None, Path(UNREADABLE)).read(10)
+        next(iter(_Slice(contents, 10, lambda _n: None, Path(UNREADABLE))))
     assert not isinstance(raised.value, OSError)
     assert str(raised.value) == f"cannot read {UNREADABLE}: Input/output error"
 
