@@ -135,6 +135,10 @@ def test_a_failed_build_fails_the_pipeline_and_its_retry_rebuilds_only_it(
     again = rest.wait_until(workflow_id, "completed", timeout=PIPELINE_TIMEOUT)
 
     assert again["result"] == "failure"
-    builds = [item for item in tree(rest, workflow_id) if item["task_name"] == "sbuild"]
+    builds = [
+        item
+        for item in tree(rest, workflow_id)
+        if (item["task_type"], item["task_name"]) == ("Worker", "sbuild")
+    ]
     assert len(builds) == 2 and {b["result"] for b in builds} == {"failure"}
     assert not [item for item in tree(rest, workflow_id) if item["task_name"] == "lintian"]
