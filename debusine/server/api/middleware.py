@@ -19,7 +19,8 @@ class ScopeMiddleware:
     Set `request.debusine_scope` on `/api/` requests (`request.scope` is the ASGI scope).
 
     Workers never send the header, so requests without one use DEBUSINE_DEFAULT_SCOPE. An
-    unknown scope is a plain (non-JSON) 404, as Debusine clients expect.
+    unknown scope is a 404 (Debusine answers it in plain text; under /api/ ProblemMiddleware
+    makes it a problem, which Debusine clients report with its title and detail).
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:

@@ -436,7 +436,7 @@ def test_worker_cannot_upload_to_other_artifacts(playground: Playground, user: U
 
 def test_disabled_worker_is_refused(playground: Playground, artifact: Artifact) -> None:
     _, key = playground.create_worker(enabled=False)
-    assert_problem(probe(api_client(key), upload_url(artifact)), 403, "Error")
+    assert_problem(probe(api_client(key), upload_url(artifact)), 403, "Token disabled")
 
 
 def test_larger_file_streams_in_many_pieces(

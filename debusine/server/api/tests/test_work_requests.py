@@ -280,7 +280,14 @@ def test_create_needs_an_enabled_user_token(
     response = api_client(token).post(
         LIST_URL, {"task_name": "noop", "task_data": {}}, format="json"
     )
-    assert_problem(response, 403, "Error")
+    status_code, title = {
+        "none": (403, "Error"),
+        "worker": (403, "Error"),
+        "disabled": (403, "Token disabled"),
+        "expired": (401, "Token expired"),
+        "unknown": (401, "Invalid token"),
+    }[kind]
+    assert_problem(response, status_code, title)
     assert not WorkRequest.objects.exists()
 
 
@@ -389,12 +396,12 @@ def test_get_is_limited_to_the_request_scope(
     assert api_client(worker_token).get(detail_url(work_request)).status_code == 200
 
 
-def test_unknown_scope_header_is_a_plain_404(playground: Playground, user: User) -> None:
+def test_unknown_scope_header_is_a_404_problem(playground: Playground, user: User) -> None:
     work_request = playground.create_work_request(created_by=user)
     for method in ("get", "post"):
         response = getattr(api_client(scope="nosuchscope"), method)(detail_url(work_request))
-        assert response.status_code == 404
-        assert response["Content-Type"].startswith("text/plain")
+        assert_problem(response, 404, "Not Found")
+        assert "nosuchscope" in response.json()["detail"]
 
 
 def test_lowercase_token_header_and_double_slash_path(
