@@ -496,3 +496,19 @@ def test_concurrent_uploads_of_the_same_file(file_directories: Path) -> None:
     assert FileStore.objects.get(name="Default").total_size == SIZE
     assert not FileUpload.objects.exists()
     assert partial_files(file_directories) == []
+
+
+def test_chunk_over_the_limit_is_a_413_and_writes_nothing(
+    client: APIClient, artifact: Artifact, directories: Path, settings: Any
+) -> None:
+    settings.DEBUSINE_MAX_UPLOAD_CHUNK_SIZE = 10
+    url = upload_url(artifact)
+
+    response = send_chunk(client, url, 0, 10)  # 11 bytes
+
+    assert_problem(response, 413, "Upload chunk too large")
+    assert "DEBUSINE_MAX_UPLOAD_CHUNK_SIZE" in response.json()["detail"]
+    assert partial_files(directories) == []
+    assert probe(client, url)["Range"] == "bytes=0-0"
+    # Chunks within the limit go through.
+    assert send_chunk(client, url, 0, 9).status_code == 200
