@@ -192,9 +192,9 @@ class ProblemMiddleware:
     Under `/api/`: every error response that is not a problem yet becomes one, and a body over
     the size limit read by a view (RequestDataTooBig) is a 413 problem, not a logged 400.
 
-    Installed first, so that it also sees what other middleware answers. Error responses with a
-    body the protocol defines elsewhere (streams) are left alone; success responses, including
-    the empty bodies of 200/201/204, are never touched.
+    Installed first, so that it also sees what other middleware answers. Streams and the plain
+    404 of an unknown scope (protocol.md §0: Debusine clients need it plain) are left alone;
+    success responses, including the empty bodies of 200/201/204, are never touched.
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -205,6 +205,7 @@ class ProblemMiddleware:
         if (
             response.status_code < 400
             or response.streaming
+            or getattr(response, "keep_plain", False)
             or not is_api_request(request)
             or response.get("Content-Type", "").split(";")[0].strip() == PROBLEM_CONTENT_TYPE
         ):

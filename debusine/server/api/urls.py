@@ -1,10 +1,14 @@
-"""URL configuration of the REST API: `/api/1.0/...`, one module per resource."""
+"""
+URL configuration of the REST API: `/api/1.0/...`, one module per resource, and its OpenAPI
+description at `/api/schema/`.
+"""
 
 from django.urls import include, path
 
 from debusine.server.api import (
     artifacts,
     lookups,
+    openapi,
     relations,
     uploads,
     whoami,
@@ -13,6 +17,7 @@ from debusine.server.api import (
 )
 
 urlpatterns = [
+    *openapi.urlpatterns,
     path(
         "1.0/",
         include(

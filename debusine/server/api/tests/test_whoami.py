@@ -87,15 +87,13 @@ def test_lowercase_header_and_double_slash(user: User, user_token: str) -> None:
         assert client.get(path).json()["user"] == "alice"
 
 
-def test_unknown_scope_is_a_404_problem(db: None) -> None:
+def test_unknown_scope_is_a_plain_404(db: None) -> None:
+    # The one error under /api/ that is not a problem: Debusine's 0.11 client crashes on a
+    # problem there (tests/compat/test_reference_client.py::test_unknown_scope_is_not_found).
     response = api_client(scope="nosuchscope").get(WHOAMI_URL)
     assert response.status_code == 404
-    assert response["Content-Type"] == "application/problem+json"
-    assert response.json() == {
-        "title": "Not Found",
-        "detail": "Scope 'nosuchscope' not found",
-        "status": 404,
-    }
+    assert response["Content-Type"].startswith("text/plain")
+    assert response.content == b"Scope 'nosuchscope' not found"
 
 
 def test_only_get_is_allowed(db: None) -> None:
