@@ -3,8 +3,9 @@ API fuzzing: schemathesis against a real server, driven by the OpenAPI descripti
 at `/api/schema/`.
 
 Every operation gets a bounded number of generated requests (EXAMPLES_PER_OPERATION, valid and
-invalid bodies, parameters and headers), sent with a contributor's token to a throwaway server
-(gunicorn + uvicorn, its own database). For each response: no 5xx; every 4xx is a problem
+invalid bodies, parameters and headers), sent to a throwaway server (gunicorn + uvicorn, its own
+database) with a contributor's token, then with an enabled worker's token (the worker
+endpoints parse their bodies only for a worker). For each response: no 5xx; every 4xx is a problem
 document; and a 4xx changed nothing: a snapshot of the database (row count and checksum of every
 table of ours) taken before the request equals the one taken after it.
 """
@@ -12,6 +13,7 @@ table of ours) taken before the request equals the one taken after it.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,8 +27,9 @@ from schemathesis import GenerationMode
 
 from debusine.testing.throwaway import ThrowawayError, ThrowawayInstance, throwaway_instance
 
-#: Examples per operation and mode: 16 operations, about 450 requests in all (~1.5 minutes).
-EXAMPLES_PER_OPERATION = 15
+#: Examples per operation, mode and token: 19 operations, about 600 requests in all (~100 s of
+#: requests on a loaded 2-core machine, plus the server's start).
+EXAMPLES_PER_OPERATION = 8
 PROBLEM = "application/problem+json"
 #: Columns every request may touch legitimately (a token's last use), left out of snapshots.
 VOLATILE_COLUMNS = ["last_seen_at"]
@@ -35,8 +38,8 @@ VOLATILE_COLUMNS = ["last_seen_at"]
 @pytest.fixture(scope="module")
 def fuzzed_server(
     tmp_path_factory: pytest.TempPathFactory, worker_id: str
-) -> Iterator[tuple[ThrowawayInstance, str]]:
-    """A throwaway server of this module's own, and a contributor's token."""
+) -> Iterator[tuple[ThrowawayInstance, dict[str, str]]]:
+    """A throwaway server of this module's own, and a contributor's and a worker's tokens."""
     from django.conf import settings as django_settings
 
     try:
@@ -46,21 +49,32 @@ def fuzzed_server(
             data_dir=tmp_path_factory.mktemp("fuzzing"),
             name_prefix=f"test_fuzz_{worker_id}",
         ) as instance:
-            token = instance.create_contributor("fuzzer")
-            yield instance, token
+            user_token = instance.create_contributor("fuzzer")
+            activation = instance.create_worker_activation("fuzzed-worker.example.org")
+            worker_token = secrets.token_hex(32)
+            registered = requests.post(
+                f"{instance.api_url}/1.0/worker/register/",
+                json={"token": worker_token, "fqdn": "fuzzed-worker.example.org"},
+                headers={"Token": activation},
+                timeout=30,
+            )
+            assert registered.status_code == 201, registered.text
+            yield instance, {"user": user_token, "worker": worker_token}
     except ThrowawayError as error:
         pytest.fail(str(error))
 
 
 @pytest.fixture(scope="module")
-def api_schema(fuzzed_server: tuple[ThrowawayInstance, str]) -> Any:
-    instance, _token = fuzzed_server
+def api_schema(fuzzed_server: tuple[ThrowawayInstance, dict[str, str]]) -> Any:
+    instance, _tokens = fuzzed_server
     return schemathesis.openapi.from_url(f"{instance.base_url}/api/schema/")
 
 
 @pytest.fixture(scope="module")
-def database(fuzzed_server: tuple[ThrowawayInstance, str]) -> Iterator[psycopg.Connection[Any]]:
-    instance, _token = fuzzed_server
+def database(
+    fuzzed_server: tuple[ThrowawayInstance, dict[str, str]],
+) -> Iterator[psycopg.Connection[Any]]:
+    instance, _tokens = fuzzed_server
     with psycopg.connect(instance.database_url, autocommit=True) as connection:
         yield connection
 
@@ -119,14 +133,17 @@ def check_response(
     return None
 
 
+@pytest.mark.parametrize("caller", ["user", "worker"])
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_api_under_generated_input(
     mode: GenerationMode,
+    caller: str,
     api_schema: Any,
-    fuzzed_server: tuple[ThrowawayInstance, str],
+    fuzzed_server: tuple[ThrowawayInstance, dict[str, str]],
     database: psycopg.Connection[Any],
 ) -> None:
-    instance, token = fuzzed_server
+    instance, tokens = fuzzed_server
+    token = tokens[caller]
     failures: list[str] = []
     operations = [result.ok() for result in api_schema.get_all_operations()]
     examples = 0
@@ -158,9 +175,20 @@ def test_api_under_generated_input(
             unsatisfiable.append(operation.label)
 
     print(
-        f"\nfuzzing ({mode.value}): {len(operations)} operations, {examples} examples, "
-        f"{len(failures)} failures; no case of this mode for {unsatisfiable}"
+        f"\nfuzzing ({mode.value}, {caller} token): {len(operations)} operations, "
+        f"{examples} examples, {len(failures)} failures; no case of this mode for {unsatisfiable}"
     )
     assert len(operations) >= 16
     assert examples >= len(operations)
     assert failures == [], "\n".join(failures[:30])
+
+
+def test_the_snapshot_sees_a_changed_row(database: psycopg.Connection[Any]) -> None:
+    before = snapshot(database)
+    assert before["db_user"][0] >= 1
+    with database.transaction():
+        database.execute("UPDATE db_user SET first_name = first_name || 'x'")
+        changed = snapshot(database)
+        database.execute("UPDATE db_user SET first_name = left(first_name, -1)")
+    assert changed["db_user"] != before["db_user"]
+    assert snapshot(database) == before
