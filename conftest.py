@@ -25,6 +25,16 @@ def playground(db: None) -> Playground:
     return Playground()
 
 
+@pytest.fixture(autouse=True)
+def no_token_failure_limit(settings: Any) -> None:
+    """
+    In-process tests of parallel test workers share one client address (127.0.0.1) and one
+    Redis key prefix: their refused tokens would add up to a 429 in unrelated tests. The tests
+    of the limit itself turn it back on (debusine/server/api/tests/test_token_failures.py).
+    """
+    settings.DEBUSINE_TOKEN_FAILURE_LIMIT = 0
+
+
 @pytest.fixture
 def user(playground: Playground) -> User:
     """A user who contributes to the default workspace."""

@@ -150,8 +150,9 @@ def test_create_work_request_with_unknown_token_is_refused(
     output = stranger.ok("create-work-request", "noop", stdin="result: true\n").yaml()
 
     assert output["result"] == "failure"
-    assert output["error"]["title"] == "Error"
-    assert "credentials" in output["error"]["detail"]
+    # Refused as an unknown token (401 problem), not served as anonymous.
+    assert output["error"]["title"] == "Invalid token"
+    assert "not known" in output["error"]["detail"]
 
 
 def test_owner_lowers_priority_but_cannot_raise_it(reference_cli: ReferenceCli) -> None:

@@ -169,12 +169,18 @@ def test_invalid_task_data_is_a_400_problem(cli: Cli) -> None:
     assert cli.ok("list-work-requests", "--limit", "1").yaml() == before
 
 
-def test_wrong_token_is_a_403_problem(debusine_server: LiveServer, tmp_path: Path) -> None:
-    cli = configured_cli(tmp_path / "home", debusine_server.api_url, "f" * 64)
+def test_wrong_token_is_a_401_problem(
+    debusine_server: LiveServer, cli: Cli, tmp_path: Path
+) -> None:
+    work_request_id = cli.ok("create-work-request", "noop", stdin="{}\n").yaml()["work_request_id"]
+    wrong = configured_cli(tmp_path / "home", debusine_server.api_url, "f" * 64)
 
-    run = cli.fails(3, "create-work-request", "noop", stdin="{}\n")
-
-    assert "HTTP 403" in run.stderr
+    run = wrong.fails(3, "create-work-request", "noop", stdin="{}\n")
+    assert "HTTP 401" in run.stderr
+    assert "Invalid token" in run.stderr
+    # Not even a read of the public System workspace: the client learns its token is wrong.
+    shown = wrong.fails(3, "show-work-request", str(work_request_id))
+    assert "HTTP 401" in shown.stderr
 
 
 def test_missing_work_request_is_a_404_problem(cli: Cli) -> None:

@@ -280,3 +280,37 @@ def test_upload_with_the_wrong_hash_is_a_conflict(debusine_server: LiveServer) -
     again = probe(debusine_server, artifact["id"], path, len(sent))
     assert again.status == 206
     assert again.headers["range"] == "bytes=0-0"
+
+
+def test_a_json_body_over_the_limit_is_a_413_problem_without_a_traceback(
+    debusine_server: LiveServer,
+) -> None:
+    log = debusine_server.instance.log
+    log_before = log.read_bytes() if log.exists() else b""
+    body = {"task_name": "noop", "task_data": {"padding": "x" * (10 * 1024 * 1024 + 1)}}
+
+    response = curl(debusine_server, "POST", "/api/1.0/work-request/", json_body=body)
+
+    assert response.status == 413
+    assert response.headers["content-type"] == PROBLEM_JSON
+    problem = response.json()
+    assert problem["title"] == "Request body too large"
+    assert "10485760 bytes" in problem["detail"]
+    assert problem["status"] == 413
+    time.sleep(0.5)  # let the server's log reach the file
+    logged = (log.read_bytes() if log.exists() else b"")[len(log_before) :]
+    assert b"Traceback" not in logged and b"RequestDataTooBig" not in logged
+
+
+def test_unknown_api_url_and_non_numeric_id_are_404_problems(debusine_server: LiveServer) -> None:
+    for url in ("/api/1.0/no-such-thing/", "/api/1.0/work-request/abc/"):
+        response = curl(debusine_server, "GET", url)
+        assert response.status == 404
+        assert response.headers["content-type"] == PROBLEM_JSON
+
+
+def test_unknown_token_is_a_401_problem(debusine_server: LiveServer) -> None:
+    response = curl(debusine_server, "GET", "/api/1.0/work-request/", token="0" * 64)
+    assert response.status == 401
+    assert response.headers["content-type"] == PROBLEM_JSON
+    assert response.json()["title"] == "Invalid token"

@@ -120,7 +120,7 @@ def workspace_for_new_artifact(scope: Scope, name: str, user: User | None) -> Wo
 
 
 def check_file_sizes(files: Mapping[str, FileRequest]) -> None:
-    """Refuse (400) files larger than DEBUSINE_MAX_FILE_SIZE, before anything is stored."""
+    """Refuse (413) files larger than DEBUSINE_MAX_FILE_SIZE, before anything is stored."""
     limit: int = settings.DEBUSINE_MAX_FILE_SIZE
     if limit <= 0:
         return
@@ -132,6 +132,7 @@ def check_file_sizes(files: Mapping[str, FileRequest]) -> None:
             validation_errors={
                 f"files.{path}.size": [f"more than {limit} bytes"] for path in too_large
             },
+            status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
 
 

@@ -1,10 +1,16 @@
 """
 `Token: <key>` authentication for the API, and the permission classes built on it.
 
-A disabled, expired or unknown token makes the request anonymous. A usable token belongs to
-a user (request.user is that user) or to a worker (request.user stays anonymous, so a worker
-token can never act as a user; `request_worker()` returns the worker, as resolved by
-`debusine.server.work_requests.worker_tokens`, the one resolver of worker tokens).
+A request without a `Token` header is anonymous. A request whose token is not valid is refused
+with a problem saying why, never served as anonymous (a misconfigured client must learn that
+its token is wrong): 401 for an unknown or expired token, 403 for a disabled one, the token of
+an inactive user, or an activation token used for anything but registering its worker. Refusals
+are counted per client address (`token_failures`): past the limit they become 429.
+
+A valid token belongs to a user (request.user is that user) or to a worker (request.user stays
+anonymous, so a worker token can never act as a user; `request_worker()` returns the worker,
+as resolved by `debusine.server.work_requests.worker_tokens`, the one resolver of worker
+tokens).
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from django.utils import timezone
 from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 
+from debusine.server.api import token_failures
+from debusine.server.api.problem import ProblemError
 from debusine.server.db.models import Token, User, Worker
 from debusine.server.db.models.auth import LAST_SEEN_RESOLUTION
 from debusine.server.work_requests.worker_tokens import WorkerCaller, resolve_worker_token
@@ -53,30 +61,101 @@ class ConflictingTokenError(Exception):
     """A token linked to a user and to a worker: refused (403) wherever it is sent."""
 
 
+class TokenRefusedError(ProblemError):
+    """The request presented a token that is not valid: a 401 or 403 problem saying why."""
+
+    # Raised before the view runs: the token's last_seen_at (recorded even for a refused
+    # token, as Debusine does) is all the request wrote, and it stays.
+    rolls_back = False
+
+
+def token_refusal(token: Token | None) -> TokenRefusedError:
+    """Why `token` (None: no token has the key that was sent) cannot authenticate a request."""
+    if token is None:
+        return TokenRefusedError(
+            "Invalid token",
+            "The token in the Token header is not known to this server.",
+            status_code=401,
+            headers={"WWW-Authenticate": "Token"},
+        )
+    if token.is_expired():
+        return TokenRefusedError(
+            "Token expired",
+            f"The token in the Token header expired at {token.expire_at:%Y-%m-%dT%H:%M:%SZ}.",
+            status_code=401,
+            headers={"WWW-Authenticate": "Token"},
+        )
+    if not token.enabled:
+        worker = Worker.objects.filter(token=token).values_list("name", flat=True).first()
+        hint = (
+            f"an administrator enables it with `debusine-admin worker enable {worker}`"
+            if worker is not None
+            else "ask an administrator to enable it"
+        )
+        return TokenRefusedError(
+            "Token disabled",
+            f"The token in the Token header is disabled: {hint}.",
+            status_code=403,
+        )
+    if token.user is not None and not token.user.is_active:
+        return TokenRefusedError(
+            "Token disabled",
+            f"The account of user {token.user.username} is inactive.",
+            status_code=403,
+        )
+    return TokenRefusedError(
+        "Activation token",
+        "An activation token can only register its worker (POST /api/1.0/worker/register/).",
+        status_code=403,
+    )
+
+
+def refuse_token(request: HttpRequest, token: Token | None) -> TokenRefusedError:
+    """
+    The refusal of `request`'s token, counted against its address: past the limit it is a
+    429 with Retry-After instead of the reason.
+    """
+    retry_after = token_failures.record_failure(request)
+    if retry_after is not None:
+        return TokenRefusedError(
+            "Too many invalid tokens",
+            f"This address presented too many invalid tokens: retry in {retry_after} seconds.",
+            status_code=429,
+            headers={"Retry-After": str(retry_after)},
+        )
+    return token_refusal(token)
+
+
 def authenticate_token(
     request: HttpRequest,
 ) -> tuple[User | AnonymousUser, Token | WorkerCaller] | None:
     """
     What the request's `Token` header authenticates, for the API and the download views alike.
 
-    Records the token as seen, usable or not. Returns None when the request is anonymous (no
-    token, or an unknown, disabled or expired one, or one of an inactive user); the token's user
-    and the token for a user token; AnonymousUser and the worker for a worker token (a token of
-    neither stays a Token). Raises ConflictingTokenError for a token of a user and a worker.
+    Records the token as seen, usable or not. Returns None when the request has no token; the
+    token's user and the token for a user token; AnonymousUser and the worker for a worker token
+    (an enabled token of neither, other than an activation token, stays a Token). Raises
+    TokenRefusedError for a token that is not valid (see `token_refusal`) and
+    ConflictingTokenError for a token of a user and a worker.
     """
-    token = token_from_request(request)
-    if token is None:
+    key = (request.META.get(TOKEN_HEADER) or "").strip()
+    if not key:
         return None
+    token = Token.objects.get_by_key(key)
+    if token is None:
+        raise refuse_token(request, None)
     touch_last_seen(token)
     if not token.is_usable():
-        return None
+        raise refuse_token(request, token)
     if token.user is None:
-        worker = resolve_worker_token(request.META.get(TOKEN_HEADER))
+        if hasattr(token, "activating_worker"):
+            raise refuse_token(request, token)
+        worker = resolve_worker_token(key)
         return AnonymousUser(), (worker if worker is not None else token)
     if has_worker(token):
         raise ConflictingTokenError("A token cannot belong to a user and a worker")
     if not token.user.is_active:
-        return None
+        raise refuse_token(request, token)
     return token.user, token
 
 

@@ -9,16 +9,49 @@ while `rest_framework.views` itself is being imported.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from typing import IO, Any
 
-from rest_framework.exceptions import ParseError
+from django.conf import settings
+from rest_framework import status
+from rest_framework.exceptions import APIException, ParseError
 from rest_framework.parsers import JSONParser
 
 #: Deepest nesting of arrays and objects accepted in a request body. Real bodies (task data,
 #: artifact data) nest a handful of levels; a limit keeps later recursive code (validation,
 #: JSON encoding, PostgreSQL's JSONB parser) far from its own recursion limits.
 MAX_JSON_DEPTH = 64
+
+
+class BodyTooLargeError(APIException):
+    """A JSON body over DATA_UPLOAD_MAX_MEMORY_SIZE: a 413 problem (see `errors`)."""
+
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_code = "body_too_large"
+
+
+def body_limit_detail() -> str:
+    """The detail of a 413 for a JSON body: what the limit is and which setting sets it."""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    return (
+        f"The request body is larger than {limit} bytes, the limit of JSON request bodies "
+        "(DEBUSINE_MAX_REQUEST_BODY_SIZE)."
+    )
+
+
+def read_limited(stream: IO[Any]) -> bytes:
+    """
+    The body from `stream`, or BodyTooLargeError past DATA_UPLOAD_MAX_MEMORY_SIZE.
+
+    DRF hands the parser Django's request stream, which Django does not limit (only
+    `request.body` is): without this a JSON body of any size would be parsed.
+    """
+    limit: int | None = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    body: bytes = stream.read() if limit is None else stream.read(limit + 1)
+    if limit is not None and len(body) > limit:
+        raise BodyTooLargeError(body_limit_detail())
+    return body
 
 
 def unstorable_string_problem(value: str) -> str | None:
@@ -73,8 +106,9 @@ class StorableJSONParser(JSONParser):
         media_type: str | None = None,
         parser_context: Mapping[str, Any] | None = None,
     ) -> Any:
+        raw = read_limited(stream)
         try:
-            body = super().parse(stream, media_type, parser_context)
+            body = super().parse(io.BytesIO(raw), media_type, parser_context)
         except RecursionError:
             raise ParseError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
         check_storable_json(body)

@@ -19,7 +19,9 @@ class ScopeMiddleware:
     Set `request.debusine_scope` on `/api/` requests (`request.scope` is the ASGI scope).
 
     Workers never send the header, so requests without one use DEBUSINE_DEFAULT_SCOPE. An
-    unknown scope is a plain (non-JSON) 404, as Debusine clients expect.
+    unknown scope is a plain (non-JSON) 404, as Debusine clients expect: the 0.11 client reports
+    a plain 404 as "not found" but crashes on a problem there. It is the one error under /api/
+    that ProblemMiddleware leaves alone (`keep_plain`).
     """
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
@@ -29,7 +31,7 @@ class ScopeMiddleware:
         if "\x00" in request.path_info:
             # No name or path we store can hold NUL (PostgreSQL refuses it): whatever the
             # URL names does not exist, and looking it up would be a database error.
-            return HttpResponseNotFound("Not found", content_type="text/plain")
+            return plain_not_found("Not found")
         if "//" in request.path_info:
             # Workers join `api-url + "/1.0/..."`: an api-url ending in "/" must still work.
             request.path_info = re.sub("/{2,}", "/", request.path_info)
@@ -43,11 +45,16 @@ class ScopeMiddleware:
             else:
                 scope = None if "\x00" in name else Scope.objects.filter(name=name).first()
                 if scope is None:
-                    return HttpResponseNotFound(
-                        f"Scope {name!r} not found", content_type="text/plain"
-                    )
+                    return plain_not_found(f"Scope {name!r} not found")
                 request.debusine_scope = scope  # type: ignore[attr-defined]
         return self.get_response(request)
+
+
+def plain_not_found(text: str) -> HttpResponse:
+    """A plain-text 404 that ProblemMiddleware keeps plain (see ScopeMiddleware)."""
+    response = HttpResponseNotFound(text, content_type="text/plain")
+    response.keep_plain = True  # type: ignore[attr-defined]
+    return response
 
 
 def default_scope() -> Scope:

@@ -421,6 +421,19 @@ def range_response(status_code: int, received: int) -> HttpResponse:
     return HttpResponse(status=status_code, headers={"Range": f"bytes=0-{received}"})
 
 
+def check_chunk_size(request: HttpRequest) -> None:
+    """413 for a request body over DEBUSINE_MAX_UPLOAD_CHUNK_SIZE, before anything is read."""
+    limit: int = settings.DEBUSINE_MAX_UPLOAD_CHUNK_SIZE
+    declared = request.META.get("CONTENT_LENGTH") or "0"
+    if limit > 0 and declared.isdigit() and int(declared) > limit:
+        raise ProblemError(
+            "Upload chunk too large",
+            f"The request body has {declared} bytes; upload requests may have at most {limit} "
+            "(DEBUSINE_MAX_UPLOAD_CHUNK_SIZE): send the file in smaller chunks.",
+            status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+
+
 class UploadFileView(APIView):
     """Receive the contents of one file of an artifact, possibly in several requests."""
 
@@ -437,6 +450,7 @@ class UploadFileView(APIView):
         return response
 
     def put(self, request: Request, artifact_id: int, path: str) -> HttpResponse:
+        check_chunk_size(request._request)
         file_in_artifact = self.get_file_in_artifact(request, artifact_id, path)
         requested = parse_content_range(
             request.META.get("HTTP_CONTENT_RANGE"), file_in_artifact.file.size

@@ -1,4 +1,7 @@
-"""URL configuration of the REST API: `/api/1.0/...`, one module per resource."""
+"""
+URL configuration of the REST API: `/api/1.0/...`, one module per resource, and its OpenAPI
+description at `/api/schema/`.
+"""
 
 from django.urls import include, path
 
@@ -6,6 +9,7 @@ from debusine.server.api import (
     artifacts,
     lookups,
     monitoring,
+    openapi,
     relations,
     uploads,
     whoami,
@@ -15,6 +19,7 @@ from debusine.server.api import (
 )
 
 urlpatterns = [
+    *openapi.urlpatterns,
     path(
         "1.0/",
         include(

@@ -22,7 +22,14 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from debusine.protocol.workers import WorkerRegisterRequest, WorkRequestCompletedRequest
-from debusine.server.api.auth import TOKEN_HEADER, IsWorker, request_worker, token_from_request
+from debusine.server.api.auth import (
+    TOKEN_HEADER,
+    IsWorker,
+    authenticate_token,
+    refuse_token,
+    request_worker,
+    token_from_request,
+)
 from debusine.server.api.errors import ProblemError, plain_problem_response
 from debusine.server.api.parsing import parse_body, parse_json_body
 from debusine.server.db.models import Token, Worker
@@ -30,6 +37,17 @@ from debusine.server.db.models.auth import hash_token_key
 from debusine.server.work_requests import notifications, serialization, transitions
 from debusine.server.work_requests.transitions import Completion
 from debusine.server.work_requests.worker_tokens import WorkerCaller, resolve_worker_token
+
+
+def activation_refusal(request: HttpRequest, token: Token | None) -> ProblemError:
+    """Why the token sent to register is not a usable activation token (counted as a refusal)."""
+    if token is not None and token.is_usable():
+        return ProblemError(
+            "Cannot register worker",
+            "The token in the Token header is not an activation token.",
+            status_code=status.HTTP_403_FORBIDDEN,
+        )
+    return refuse_token(request, token)
 
 
 class WorkerRegisterView(APIView):
@@ -52,6 +70,10 @@ class WorkerRegisterView(APIView):
             if worker is not None:
                 self.activate(worker, activation, body.token)
                 return HttpResponse(status=status.HTTP_201_CREATED)
+        if (request.META.get(TOKEN_HEADER) or "").strip():
+            # Workers send a token here only from their activation-token file: one that is
+            # unknown, expired or already used must not quietly register a disabled worker.
+            raise activation_refusal(request._request, activation)
         self.register(body)
         return HttpResponse(status=status.HTTP_201_CREATED)
 
@@ -122,9 +144,14 @@ class DynamicMetadataView(APIView):
 
 
 def calling_worker(request: HttpRequest) -> WorkerCaller:
-    """The worker behind the request's token, or a 403 problem."""
+    """
+    The worker behind the request's token, or a problem: the token's refusal (401/403/429)
+    when it is not valid, 403 when it is valid but not a worker's.
+    """
     worker = resolve_worker_token(request.META.get(TOKEN_HEADER))
     if worker is None:
+        # Off the hot path: say why, as the DRF views do.
+        authenticate_token(request)
         raise ProblemError("Error", IsWorker.message, status_code=status.HTTP_403_FORBIDDEN)
     return worker
 

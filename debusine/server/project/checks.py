@@ -10,18 +10,32 @@ Each problem is reported in one line with a hint, never as a traceback:
   created;
 - debusine.E005: migrations are not applied. `migrate` itself passes its database to the
   checks and skips this one: it is about to apply them.
+
+`--deploy` only (tag `deploy`, with Django's own security checks), about an insecure
+configuration:
+
+- debusine.E006: DEBUG is on;
+- debusine.E007: a file holding a secret (the secret key, database or Redis URL files of the
+  data directory, the settings file) can be read or written by any user of the machine;
+- debusine.E008: a secret key that is empty or shorter than 32 characters;
+- debusine.W001: the database, Redis or an S3 file store is reached over the network without
+  TLS (a host that is not loopback, and no `sslmode=require` / `rediss://` / `https://`).
 """
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import stat
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.apps import AppConfig
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, Tags, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 
 from debusine.server.db.errors import first_line
@@ -150,4 +164,151 @@ def check_migrations_applied(
             hint="Run `debusine-admin migrate`.",
             id="debusine.E005",
         )
+    ]
+
+
+# --- check --deploy: an insecure configuration ------------------------------------------------
+
+#: The shortest secret key accepted in production (Django's own check wants 50 characters
+#: with some variety; ours only refuses what is plainly guessable).
+MIN_SECRET_KEY_LENGTH = 32
+
+
+@register(Tags.security, deploy=True)
+def check_debug_off(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """debusine.E006: DEBUG shows stack traces and settings to anyone who triggers an error."""
+    if not settings.DEBUG:
+        return []
+    return [
+        Error(
+            "DEBUG is on: error pages show code, settings and request data to any client.",
+            hint="Unset DEBUSINE_DEBUG (and `DEBUG` in the settings file).",
+            id="debusine.E006",
+        )
+    ]
+
+
+@register(Tags.security, deploy=True)
+def check_secret_key_strength(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """debusine.E008: a secret key nobody can guess (the development key is E002's)."""
+    key: str = settings.SECRET_KEY or ""
+    if key == settings.INSECURE_SECRET_KEY or len(key) >= MIN_SECRET_KEY_LENGTH:
+        return []
+    return [
+        Error(
+            f"The secret key has {len(key)} characters: at least {MIN_SECRET_KEY_LENGTH} "
+            "random ones are needed.",
+            hint="Set DEBUSINE_SECRET_KEY to a long random string (or remove it and let "
+            "`debusine-admin` use the key file of the data directory).",
+            id="debusine.E008",
+        )
+    ]
+
+
+def secret_files() -> list[Path]:
+    """The files that hold secrets: the data directory's key and URL files, the settings."""
+    from debusine.server.project.settings.loader import DEFAULT_SETTINGS_FILE
+
+    data_dir = Path(settings.DEBUSINE_DATA_DIR)
+    settings_file = Path(os.environ.get("DEBUSINE_SETTINGS_FILE", str(DEFAULT_SETTINGS_FILE)))
+    return [
+        data_dir / instance.SECRET_KEY_FILE,
+        data_dir / instance.DATABASE_URL_FILE,
+        data_dir / instance.REDIS_URL_FILE,
+        settings_file,
+    ]
+
+
+@register(Tags.security, deploy=True)
+def check_secret_file_permissions(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """debusine.E007: no secret is readable (or writable) by every user of the machine."""
+    messages: list[CheckMessage] = []
+    for path in secret_files():
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            continue  # absent: nothing to protect
+        if mode & (stat.S_IROTH | stat.S_IWOTH):
+            messages.append(
+                Error(
+                    f"{path} holds secrets and any user of this machine can "
+                    f"{'read' if mode & stat.S_IROTH else 'write'} it "
+                    f"(mode {stat.S_IMODE(mode):04o}).",
+                    hint=f"chmod o-rwx {path}",
+                    id="debusine.E007",
+                )
+            )
+    return messages
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (a name, an address, or a Unix socket path) never leaves the machine."""
+    if not host or host.startswith("/") or host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def plaintext_network_urls() -> list[tuple[str, str]]:
+    """(what, redacted URL) of each configured service reached over the network without TLS."""
+    found: list[tuple[str, str]] = []
+    database = instance.parse_database_url(settings.DEBUSINE_DATABASE_URL)
+    if not is_loopback(database.host) and database.options.get("sslmode") not in (
+        "require",
+        "verify-ca",
+        "verify-full",
+    ):
+        found.append(("The database", instance.redact_url(settings.DEBUSINE_DATABASE_URL)))
+    redis_url = urlsplit(settings.DEBUSINE_REDIS_URL)
+    if redis_url.scheme == "redis" and not is_loopback(redis_url.hostname or ""):
+        found.append(("Redis", instance.redact_url(settings.DEBUSINE_REDIS_URL)))
+    found.extend(plaintext_s3_endpoints())
+    return found
+
+
+def plaintext_s3_endpoints() -> list[tuple[str, str]]:
+    """(what, endpoint) of each S3 file store with an http:// endpoint off this machine."""
+    if database_error() is not None:
+        return []  # E001 says so
+    from debusine.server.db.models import FileStore
+    from debusine.server.db.models.file_stores import FileStoreBackend
+
+    found: list[tuple[str, str]] = []
+    try:
+        stores = list(
+            FileStore.objects.filter(backend=FileStoreBackend.S3).values_list(
+                "name", "configuration"
+            )
+        )
+    except DatabaseError:
+        return []  # not migrated yet: E005 says so
+    for name, configuration in stores:
+        endpoint = str((configuration or {}).get("endpoint_url") or "")
+        parts = urlsplit(endpoint)
+        if parts.scheme == "http" and not is_loopback(parts.hostname or ""):
+            found.append((f"S3 file store {name}", endpoint))
+    return found
+
+
+@register(Tags.security, deploy=True)
+def check_tls_to_services(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """debusine.W001: credentials and data cross the network only over TLS."""
+    return [
+        Warning(
+            f"{what} is reached over the network without TLS: {url}",
+            hint="Use sslmode=require (PostgreSQL), rediss:// (Redis) or an https:// "
+            "endpoint (S3), or a loopback address or Unix socket.",
+            id="debusine.W001",
+        )
+        for what, url in plaintext_network_urls()
     ]

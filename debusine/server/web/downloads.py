@@ -12,6 +12,7 @@ never joined onto a filesystem path, so no path can escape a store.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import logging
 import re
@@ -20,6 +21,7 @@ import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import PermissionDenied
@@ -29,13 +31,18 @@ from django.http import (
     HttpRequest,
     HttpResponse,
     HttpResponseBadRequest,
+    HttpResponseForbidden,
     HttpResponseRedirect,
     StreamingHttpResponse,
 )
 from django.http.response import HttpResponseBase
 from django.utils.http import content_disposition_header
 
-from debusine.server.api.auth import ConflictingTokenError, authenticate_token
+from debusine.server.api.auth import (
+    ConflictingTokenError,
+    TokenRefusedError,
+    authenticate_token,
+)
 from debusine.server.db.models import Artifact, File, FileInArtifact, FileStore, User
 from debusine.server.file_stores import FileBackend, FileStoreError, get_backend
 from debusine.server.file_stores.policies import download_store, download_stores
@@ -121,6 +128,34 @@ def streaming_response(
     return StreamingHttpResponse(content, **kwargs)
 
 
+class RefusedTokenResponse(Exception):  # noqa: N818 (not an error: an early answer)
+    """A token that is not valid: the download views answer a plain 403 saying why."""
+
+    def __init__(self, error: TokenRefusedError) -> None:
+        super().__init__(error.title)
+        self.response = HttpResponseForbidden(
+            f"{error.title}: {error.detail}\n", content_type="text/plain"
+        )
+
+
+def refusing_invalid_tokens(
+    view: Callable[..., HttpResponseBase],
+) -> Callable[..., HttpResponseBase]:
+    """
+    Answer a refused token with its 403 instead of raising it, so that the request's
+    transaction commits what the refusal recorded (the token's last_seen_at).
+    """
+
+    @functools.wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        try:
+            return view(request, *args, **kwargs)
+        except RefusedTokenResponse as refusal:
+            return refusal.response
+
+    return wrapper
+
+
 @dataclass(frozen=True)
 class Viewer:
     """Who is downloading: a user (maybe anonymous), or a worker (who may read everything)."""
@@ -139,6 +174,8 @@ def request_viewer(request: HttpRequest) -> Viewer:
         authenticated = authenticate_token(request)
     except ConflictingTokenError as error:
         raise PermissionDenied(str(error)) from None
+    except TokenRefusedError as error:
+        raise RefusedTokenResponse(error) from None
     if authenticated is None:
         user = getattr(request, "user", None)
         return Viewer(user if isinstance(user, User) else AnonymousUser())
@@ -321,6 +358,7 @@ def artifact_files(artifact: Artifact) -> tuple[list[FileInArtifact], dict[int, 
     return files, download_stores(artifact.workspace.scope, complete)
 
 
+@refusing_invalid_tokens
 def download_artifact_file(
     request: HttpRequest, scope: str, workspace: str, artifact_id: int, path: str
 ) -> HttpResponseBase:
@@ -337,6 +375,7 @@ def download_artifact_file(
     return download_file(request, artifact, file_in_artifact, store)
 
 
+@refusing_invalid_tokens
 def download_artifact(
     request: HttpRequest, scope: str, workspace: str, artifact_id: int
 ) -> HttpResponseBase:

@@ -211,7 +211,7 @@ def test_files_over_the_size_limit_are_refused(client: APIClient, settings: Any)
     settings.DEBUSINE_MAX_FILE_SIZE = 4
     body = artifact_body({"small": b"1234", "big": b"12345", "bigger": b"123456"})
 
-    problem = assert_problem(client.post(CREATE_URL, body, format="json"), 400)
+    problem = assert_problem(client.post(CREATE_URL, body, format="json"), 413)
 
     assert "big, bigger" in problem["detail"]
     assert set(problem["validation_errors"]) == {"files.big.size", "files.bigger.size"}

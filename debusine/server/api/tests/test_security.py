@@ -523,7 +523,7 @@ def test_worker_records_outputs_only_of_its_own_work(
 
 
 def make_token(playground: Playground, kind: str) -> str:
-    """The key of a token of `kind`; every one of them must leave the caller anonymous."""
+    """The key of a token of `kind`; every one of them must be refused, saying why."""
     owner = playground.create_user(f"owner-{kind.replace(' ', '-')}")
     playground.grant(owner, playground.workspace)
     if kind == "unknown":
@@ -555,38 +555,62 @@ def make_token(playground: Playground, kind: str) -> str:
     raise AssertionError(kind)
 
 
-ANONYMOUS_KINDS = [
-    "unknown",
-    "disabled user",
-    "expired user",
-    "inactive user",
-    "disabled worker",
-    "expired worker",
-    "activation",
-]
+#: Each kind of token that is not valid: the status and title of its refusal.
+REFUSED_KINDS = {
+    "unknown": (401, "Invalid token"),
+    "disabled user": (403, "Token disabled"),
+    "expired user": (401, "Token expired"),
+    "inactive user": (403, "Token disabled"),
+    "disabled worker": (403, "Token disabled"),
+    "expired worker": (401, "Token expired"),
+    "activation": (403, "Activation token"),
+}
 
 
-@pytest.mark.parametrize("kind", ANONYMOUS_KINDS)
-def test_unusable_tokens_are_anonymous(playground: Playground, user: User, kind: str) -> None:
+@pytest.mark.parametrize("kind", REFUSED_KINDS)
+def test_invalid_tokens_are_refused_saying_why(
+    playground: Playground, user: User, kind: str
+) -> None:
     key = make_token(playground, kind)
     client = api_client(key)
     private = playground.create_workspace("Private")
     hidden = playground.create_work_request(created_by=user, workspace=private)
+    public = playground.create_work_request(created_by=user)
+    status_code, title = REFUSED_KINDS[kind]
 
-    assert client.get(f"{API}/whoami/").json() == {
-        "user": "<anonymous>",
-        "auth": False,
-        "worker_token": False,
-    }
-    assert_problem(
-        client.post(f"{API}/work-request/", {"task_name": "noop", "task_data": {}}, "json"), 403
-    )
-    assert_problem(
-        client.post(f"{API}/artifact/", {"category": "c", "files": {}, "data": {}}, "json"), 403
-    )
-    assert_problem(client.get(f"{API}/work-request/{hidden.pk}/"), 404)
+    # Never served as anonymous, not even what anonymous users may read.
+    for response in (
+        client.get(f"{API}/whoami/"),
+        client.get(f"{API}/work-request/{public.pk}/"),
+        client.get(f"{API}/work-request/{hidden.pk}/"),
+        client.post(f"{API}/work-request/", {"task_name": "noop", "task_data": {}}, "json"),
+        client.post(f"{API}/artifact/", {"category": "c", "files": {}, "data": {}}, "json"),
+        client.get(f"{API}/work-request/get-next-for-worker/"),
+        client.put(f"{API}/work-request/{public.pk}/completed/", {"result": "success"}, "json"),
+    ):
+        problem = assert_problem(response, status_code)
+        assert problem["title"] == title, problem
+        assert problem["status"] == status_code
+        assert "token" in problem["detail"].lower() or "inactive" in problem["detail"]
+        if status_code == 401:
+            assert response["WWW-Authenticate"] == "Token"
     assert not Artifact.objects.exists()
-    assert WorkRequest.objects.count() == 1
+    assert WorkRequest.objects.count() == 2
+    public.refresh_from_db()
+    assert public.status == "pending"
+
+
+def test_disabled_worker_token_names_the_command_that_enables_it(playground: Playground) -> None:
+    _, key = playground.create_worker("sleepy", enabled=False)
+    problem = assert_problem(api_client(key).get(f"{API}/whoami/"), 403)
+    assert "debusine-admin worker enable sleepy" in problem["detail"]
+
+
+def test_no_token_is_anonymous(playground: Playground, user: User) -> None:
+    public = playground.create_work_request(created_by=user)
+    client = api_client()
+    assert client.get(f"{API}/whoami/").json()["user"] == "<anonymous>"
+    assert client.get(f"{API}/work-request/{public.pk}/").status_code == 200
 
 
 def test_worker_token_cannot_act_as_a_user(playground: Playground, user: User) -> None:

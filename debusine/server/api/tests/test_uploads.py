@@ -581,7 +581,7 @@ def test_worker_cannot_upload_to_other_artifacts(playground: Playground, user: U
 
 def test_disabled_worker_is_refused(playground: Playground, artifact: Artifact) -> None:
     _, key = playground.create_worker(enabled=False)
-    assert_problem(probe(api_client(key), upload_url(artifact)), 403, "Error")
+    assert_problem(probe(api_client(key), upload_url(artifact)), 403, "Token disabled")
 
 
 def test_larger_file_streams_in_many_pieces(
@@ -713,3 +713,19 @@ def test_received_bytes_are_counted(client: APIClient, artifact: Artifact, setti
         assert events.read_counter(raw) == {(): SIZE}
     finally:
         events.redis_client().delete(events.family_key(families.UPLOAD_BYTES))
+
+
+def test_chunk_over_the_limit_is_a_413_and_writes_nothing(
+    client: APIClient, artifact: Artifact, directories: Path, settings: Any
+) -> None:
+    settings.DEBUSINE_MAX_UPLOAD_CHUNK_SIZE = 10
+    url = upload_url(artifact)
+
+    response = send_chunk(client, url, 0, 10)  # 11 bytes
+
+    assert_problem(response, 413, "Upload chunk too large")
+    assert "DEBUSINE_MAX_UPLOAD_CHUNK_SIZE" in response.json()["detail"]
+    assert partial_files(directories) == []
+    assert probe(client, url)["Range"] == "bytes=0-0"
+    # Chunks within the limit go through.
+    assert send_chunk(client, url, 0, 9).status_code == 200

@@ -294,7 +294,14 @@ def test_create_needs_an_enabled_user_token(
     response = api_client(token).post(
         LIST_URL, {"task_name": "noop", "task_data": {}}, format="json"
     )
-    assert_problem(response, 403, "Error")
+    status_code, title = {
+        "none": (403, "Error"),
+        "worker": (403, "Error"),
+        "disabled": (403, "Token disabled"),
+        "expired": (401, "Token expired"),
+        "unknown": (401, "Invalid token"),
+    }[kind]
+    assert_problem(response, status_code, title)
     assert not WorkRequest.objects.exists()
 
 

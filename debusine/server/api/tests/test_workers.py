@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from pytest_django import DjangoCaptureOnCommitCallbacks
 from rest_framework.test import APIClient
 
 from debusine.server.api.workers import CompletedResponse
-from debusine.server.db.models import Token, User, Worker, WorkRequest
+from debusine.server.db.models import Token, User, Worker, WorkerType, WorkRequest
 from debusine.server.db.models.auth import hash_token_key
 from debusine.server.work_requests import notifications, transitions
 from debusine.testing.playground import Playground, api_client
@@ -430,3 +432,32 @@ def test_completion_with_a_body_that_is_not_json(running: tuple[WorkRequest, str
     assert_problem(response, 400, "Cannot parse the request body")
     work_request.refresh_from_db()
     assert work_request.status == "running"
+
+
+@pytest.mark.parametrize("kind", ["unknown", "expired activation", "disabled activation"])
+def test_register_with_a_token_that_is_not_a_valid_activation_token_is_refused(
+    playground: Playground, kind: str
+) -> None:
+    if kind == "unknown":
+        key = "0" * 64
+    else:
+        worker, key = Worker.objects.create_with_activation_token(
+            "pre.example.org", WorkerType.EXTERNAL
+        )
+        assert worker.activation_token is not None
+        if kind == "expired activation":
+            worker.activation_token.expire_at = timezone.now() - timedelta(seconds=1)
+            worker.activation_token.save()
+        else:
+            worker.activation_token.enabled = False
+            worker.activation_token.save()
+    workers_before = Worker.objects.count()
+
+    response = api_client(key).post(
+        REGISTER, {"token": "b" * 64, "fqdn": "new.example.org"}, format="json"
+    )
+
+    assert response.status_code in (401, 403)
+    assert response["Content-Type"] == "application/problem+json"
+    assert "token" in response.json()["detail"].lower()
+    assert Worker.objects.count() == workers_before

@@ -92,7 +92,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: request latency of every request, whatever answers it.
     "debusine.server.metrics.middleware.RequestLatencyMiddleware",
+    # Next: it sees (and turns into problems) the errors of every other middleware.
+    "debusine.server.api.errors.ProblemMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -103,6 +106,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "debusine.server.project.urls"
+# Problem+json under /api/, Django's page elsewhere (debusine.server.api.errors).
+CSRF_FAILURE_VIEW = "debusine.server.api.errors.csrf_failure"
 ASGI_APPLICATION = "debusine.server.project.asgi.application"
 AUTH_USER_MODEL = "db.User"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -128,9 +133,9 @@ LANGUAGE_CODE = "en-us"
 STATIC_URL = "/static/"
 STATIC_ROOT = DEBUSINE_DATA_DIR / "static"
 
-# JSON bodies larger than this are refused. Upload chunks (raw bytes, read by the upload view
-# from the request stream) are not subject to it.
-DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+# JSON bodies larger than this are refused (413). Upload chunks (raw bytes, read by the upload
+# view from the request stream) are not subject to it: DEBUSINE_MAX_UPLOAD_CHUNK_SIZE is theirs.
+DATA_UPLOAD_MAX_MEMORY_SIZE: int = globals()["DEBUSINE_MAX_REQUEST_BODY_SIZE"]
 # Under ASGI Django spools each request body to a temporary file above this size, so a 50 MiB
 # upload chunk never sits in memory. (0 would mean "never spill", not "always spill".)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
@@ -194,6 +199,13 @@ LOGGING: dict[str, Any] = {
         },
         # Unhandled exceptions (500s) with their tracebacks: an operator must see them.
         "django": {"handlers": ["console"], "level": "ERROR", "propagate": False},
+        # A body over the limit is the client's mistake, answered with a 413 problem that says
+        # so: not an error with a traceback in the server's log.
+        "django.security.RequestDataTooBig": {
+            "handlers": ["console"],
+            "level": "CRITICAL",
+            "propagate": False,
+        },
     },
 }
 

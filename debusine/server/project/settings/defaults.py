@@ -85,8 +85,28 @@ DEBUSINE_STORE_DIRECTORY = Path()
 DEBUSINE_UPLOAD_DIRECTORY = Path()
 
 # Largest single file accepted in an artifact, in bytes (0: no limit). Artifact creation
-# refuses a larger declared size with a 400 problem, before anything is stored.
+# refuses a larger declared size with a 413 problem, before anything is stored.
 DEBUSINE_MAX_FILE_SIZE = 0
+
+# Largest body of one file-upload request (`PUT .../files/<path>/`), in bytes: a larger chunk
+# is refused with a 413 problem before anything is written. Clients send 50 MiB chunks. Keep
+# the reverse proxy's limit (nginx `client_max_body_size`) at least this large.
+DEBUSINE_MAX_UPLOAD_CHUNK_SIZE = 64 * 1024 * 1024
+
+# --- API ----------------------------------------------------------------------------------
+
+# Largest JSON request body accepted by the API, in bytes (Django's
+# DATA_UPLOAD_MAX_MEMORY_SIZE): a larger one is refused with a 413 problem.
+DEBUSINE_MAX_REQUEST_BODY_SIZE = 10 * 1024 * 1024
+
+# Token brute force protection: a client address that presented this many refused tokens
+# (unknown, expired or disabled) within DEBUSINE_TOKEN_FAILURE_WINDOW seconds gets 429 (with
+# Retry-After) for every further refused token until the window ends. Valid tokens are never
+# counted nor slowed. Counters live in Redis. 0: no limit.
+DEBUSINE_TOKEN_FAILURE_LIMIT = 20
+
+# Seconds over which refused tokens are counted (see DEBUSINE_TOKEN_FAILURE_LIMIT).
+DEBUSINE_TOKEN_FAILURE_WINDOW = 300
 
 # --- Work requests ----------------------------------------------------------------------
 

@@ -220,13 +220,14 @@ def test_private_workspace(client: Client, playground: Playground) -> None:
 
     assert client.get(url).status_code == 404
     assert client.get(url, headers={"Token": outsider_token}).status_code == 404
-    assert client.get(url, headers={"Token": disabled_worker_token}).status_code == 404
-    assert client.get(url, headers={"Token": "not a token"}).status_code == 404
+    # A token that is not valid is refused, not served as anonymous.
+    assert client.get(url, headers={"Token": disabled_worker_token}).status_code == 403
+    assert client.get(url, headers={"Token": "not a token"}).status_code == 403
     viewer_token = playground.create_user_token(viewer)
     assert body(client.get(url, headers={"Token": viewer_token})) == CONTENTS
     assert body(client.get(url, headers={"token": worker_token})) == CONTENTS
     disabled_viewer = playground.create_user_token(viewer, enabled=False)
-    assert client.get(url, headers={"Token": disabled_viewer}).status_code == 404
+    assert client.get(url, headers={"Token": disabled_viewer}).status_code == 403
 
 
 def test_token_of_a_user_and_a_worker_is_refused(
@@ -246,20 +247,20 @@ def test_download_records_the_token_as_seen_even_when_disabled(
 ) -> None:
     key = playground.create_user_token(user, enabled=False)
 
-    assert client.get(file_url(artifact, "big.bin"), headers={"Token": key}).status_code == 200
+    assert client.get(file_url(artifact, "big.bin"), headers={"Token": key}).status_code == 403
 
     token = Token.objects.get(user=user, enabled=False)
     assert token.last_seen_at is not None
 
 
-def test_inactive_user_downloads_anonymously(client: Client, playground: Playground) -> None:
+def test_inactive_user_is_refused(client: Client, playground: Playground) -> None:
     private = playground.create_workspace("private")
     artifact = stored_artifact(playground, {"f": CONTENTS}, workspace=private)
     viewer = playground.create_user("viewer", is_active=False)
     playground.grant(viewer, private, "viewer")
     token = playground.create_user_token(viewer)
 
-    assert client.get(file_url(artifact, "f"), headers={"Token": token}).status_code == 404
+    assert client.get(file_url(artifact, "f"), headers={"Token": token}).status_code == 403
 
 
 def test_tar_gz(client: Client, playground: Playground, user: User) -> None:

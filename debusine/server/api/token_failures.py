@@ -1,0 +1,82 @@
+"""
+Token brute force protection: refused tokens counted per client address, in Redis.
+
+Every request refused for its token (unknown, expired, disabled...) counts against the
+address it came from; once an address has DEBUSINE_TOKEN_FAILURE_LIMIT refusals within
+DEBUSINE_TOKEN_FAILURE_WINDOW seconds, its further refused tokens get 429 with Retry-After
+(the seconds left in the window) instead of the reason. Requests with a valid token never
+reach this module: they cost no Redis call and are never slowed, whatever their address did.
+
+The address is the request's REMOTE_ADDR: behind nginx, gunicorn's uvicorn workers take it
+from X-Forwarded-For when the proxy is trusted (`forwarded_allow_ips`). The counter is a Redis
+key per address that expires with its window (a fixed window). When Redis does not answer,
+nothing is counted and the refusal is reported as usual: losing Redis must not lock anyone out.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import redis
+from django.conf import settings
+from django.http import HttpRequest
+
+logger = logging.getLogger(__name__)
+
+#: Seconds to wait for Redis before giving up on counting a failure.
+REDIS_TIMEOUT = 0.5
+
+_clients: dict[str, redis.Redis] = {}
+_clients_lock = threading.Lock()
+
+
+def redis_client() -> redis.Redis:
+    """One client (with its connection pool) per Redis URL, shared by the process's threads."""
+    url: str = settings.DEBUSINE_REDIS_URL
+    with _clients_lock:
+        client = _clients.get(url)
+        if client is None:
+            client = redis.Redis.from_url(
+                url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
+            )
+            _clients[url] = client
+        return client
+
+
+def client_address(request: HttpRequest) -> str:
+    """The address refused tokens are counted against."""
+    return str(request.META.get("REMOTE_ADDR") or "unknown")
+
+
+def counter_key(address: str) -> str:
+    return f"{settings.DEBUSINE_REDIS_KEY_PREFIX}:token-failures:{address}"
+
+
+def record_failure(request: HttpRequest) -> int | None:
+    """
+    Count one refused token from `request`'s address; return the seconds the address must
+    wait (its window's remaining time) when it is over the limit, else None.
+    """
+    limit: int = settings.DEBUSINE_TOKEN_FAILURE_LIMIT
+    window: int = settings.DEBUSINE_TOKEN_FAILURE_WINDOW
+    if limit <= 0 or window <= 0:
+        return None
+    key = counter_key(client_address(request))
+    try:
+        pipeline = redis_client().pipeline()
+        pipeline.incr(key)
+        pipeline.expire(key, window, nx=True)
+        pipeline.ttl(key)
+        count, _set, ttl = pipeline.execute()
+    except redis.RedisError as error:
+        logger.warning("Cannot count a refused token in Redis: %s", error)
+        return None
+    if int(count) <= limit:
+        return None
+    return max(int(ttl), 1)
+
+
+def reset(address: str) -> None:
+    """Forget the refusals counted for `address` (for administrators and tests)."""
+    redis_client().delete(counter_key(address))
