@@ -32,12 +32,19 @@ from debusine.protocol.artifacts import (
     RelationResponse,
 )
 from debusine.protocol.lookups import LookupMultipleRequest, LookupResponse, LookupSingleRequest
+from debusine.protocol.monitoring import ServiceStatus
 from debusine.protocol.work_requests import (
     WorkRequestCreateRequest,
     WorkRequestPatchRequest,
     WorkRequestResponse,
 )
 from debusine.protocol.workers import WorkerRegisterRequest, WorkRequestCompletedRequest
+from debusine.protocol.workflows import (
+    WorkflowCreateRequest,
+    WorkflowTemplateCreateRequest,
+    WorkflowTemplateResponse,
+    WorkflowTemplateUpdateRequest,
+)
 
 OPENAPI_VERSION = "3.1.0"
 API_VERSION = "1.0"
@@ -48,6 +55,8 @@ EMPTY = "empty"
 OBJECT = "object"
 #: Raw bytes (file upload chunks).
 BYTES = "bytes"
+#: Plain text (the Prometheus exposition format).
+TEXT = "text"
 
 Body = type[BaseModel] | str | dict[str, Any] | None
 
@@ -244,6 +253,62 @@ OPERATIONS: dict[str, list[Operation]] = {
     "api-whoami": [
         Operation("get", "Who the token authenticates", "any", {200: Response("", WHOAMI_SCHEMA)})
     ],
+    "api-workflow-templates": [
+        Operation(
+            "post",
+            "Create a workflow template in a workspace the caller may configure (a positive "
+            "priority needs the priority permission)",
+            "user",
+            {201: Response("Created", WorkflowTemplateResponse)},
+            request=WorkflowTemplateCreateRequest,
+        )
+    ],
+    "api-workflow-template": [
+        Operation(
+            "get", "One workflow template", "user", {200: Response("It", WorkflowTemplateResponse)}
+        ),
+        Operation(
+            "put",
+            "Replace a workflow template (name and task_name required)",
+            "user",
+            {200: Response("Replaced", WorkflowTemplateResponse)},
+            request=WorkflowTemplateUpdateRequest,
+        ),
+        Operation(
+            "patch",
+            "Change some fields of a workflow template",
+            "user",
+            {200: Response("Changed", WorkflowTemplateResponse)},
+            request=WorkflowTemplateUpdateRequest,
+        ),
+        Operation("delete", "Delete a workflow template", "user", {204: Response("Deleted")}),
+    ],
+    "api-workflows": [
+        Operation(
+            "post",
+            "Start a workflow from a template (the template's task data wins over the caller's)",
+            "user",
+            {201: Response("The workflow's root work request", WorkRequestResponse)},
+            request=WorkflowCreateRequest,
+        )
+    ],
+    "api-service-status": [
+        Operation(
+            "get",
+            "Queue and worker counts",
+            "any",
+            {200: Response("The status", ServiceStatus)},
+        )
+    ],
+    "api-open-metrics": [
+        Operation(
+            "get",
+            "Metrics in the Prometheus text format, or OpenMetrics by `Accept` (a bearer token "
+            "when DEBUSINE_METRICS_TOKEN is set)",
+            "none",
+            {200: Response("The metrics", TEXT)},
+        )
+    ],
 }
 
 #: `<converter:name>` in a Django route.
@@ -335,7 +400,9 @@ def operation_document(
     responses: dict[str, Any] = {}
     for status_code, response in sorted(operation.responses.items()):
         described: dict[str, Any] = {"description": response.description or "OK"}
-        if response.body not in (EMPTY, None):
+        if response.body == TEXT:
+            described["content"] = {"text/plain": {"schema": {"type": "string"}}}
+        elif response.body not in (EMPTY, None):
             schema = body_schema(response.body, names)
             if response.many:
                 schema = {"type": "array", "items": schema}

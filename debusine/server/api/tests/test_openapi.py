@@ -67,13 +67,8 @@ NOT_SERVED = {
     "/1.0/work-request/{id}/external-debsign/",
     "/1.0/task-configuration/{workspace}/{name}/",
     "/1.0/workspace/{workspace}/inheritance/",
-    "/1.0/workflow-template/",
-    "/1.0/workflow-template/{id}/",
-    "/1.0/workflow/",
     "/1.0/asset/",
     "/1.0/asset/{category}/{slug}/{permission}/",
-    "/1.0/service-status/",
-    "/1.0/open-metrics/",
 }
 
 #: What Debusine's client and worker require in the objects they parse (protocol.md §5.2).
