@@ -263,12 +263,15 @@ def test_uploads_show_progress_on_a_terminal(cli: Cli, tmp_path: Path) -> None:
     assert "result: success" in stdout
 
 
-def test_workflows_report_the_missing_endpoint(cli: Cli) -> None:
+def test_workflow_commands_say_why_they_are_refused(cli: Cli) -> None:
+    # A contributor may not configure the workspace: one line, exit 3, the reason.
     template = cli.fails(3, "create-workflow-template", "daily", "noop")
-    assert "Not found" in template.stderr
-    assert "workflow-template/" in template.stderr
+    assert "Permission denied (HTTP 403)" in template.stderr
+    assert "cannot configure workspace System" in template.stderr
+    assert template.stderr.count("\n") == 1
     workflow = cli.fails(3, "create-workflow", "daily")
-    assert "workflow/" in workflow.stderr
+    assert "(HTTP 404)" in workflow.stderr
+    assert "no workflow template 'daily'" in workflow.stderr
 
 
 # --- Artifacts ------------------------------------------------------------------------------
