@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from annotated_types import MaxLen, MinLen
 from pydantic import Field
 
 from debusine.tasks.base import BaseTask, TaskData
-from debusine.tasks.models import BaseTaskData, TaskType
+from debusine.tasks.models import MAX_ITEMS, BaseTaskData, DatabaseId, TaskType
 
 #: Worker metadata key: the keys a signing worker can sign with, as `purpose:fingerprint`.
 SIGNING_KEYS_METADATA = "signing:keys"
@@ -46,7 +47,7 @@ class SignData(BaseTaskData):
     #: Fingerprint of the key (as `debusine-signing key list` shows it).
     key: str = Field(min_length=8, max_length=64)
     #: IDs of the artifacts whose files to sign.
-    unsigned: list[int] = Field(min_length=1)
+    unsigned: list[DatabaseId] = Field(min_length=1, max_length=MAX_ITEMS)
     #: uefi: attached or detached; openpgp: detached or clear.
     mode: Literal["attached", "detached", "clear"] = "detached"
 
@@ -58,12 +59,12 @@ class SignRepositoryIndexData(BaseTaskData):
     """
 
     #: Fingerprints of the OpenPGP keys to sign with.
-    keys: list[str] = Field(min_length=1)
+    keys: list[Annotated[str, MinLen(8), MaxLen(64)]] = Field(min_length=1, max_length=16)
     #: ID of the artifact holding the `Release` file.
-    unsigned: int
+    unsigned: DatabaseId
     #: Which signed forms to make: `InRelease` (clear), `Release.gpg` (detached), or both.
     outputs: list[Literal["InRelease", "Release.gpg"]] = Field(
-        default=["InRelease", "Release.gpg"], min_length=1
+        default=["InRelease", "Release.gpg"], min_length=1, max_length=2
     )
 
 
@@ -73,7 +74,7 @@ class DebsignData(BaseTaskData):
     #: Fingerprint of the OpenPGP key.
     key: str = Field(min_length=8, max_length=64)
     #: ID of the `debian:upload` artifact.
-    unsigned: int
+    unsigned: DatabaseId
 
 
 class SigningTask(BaseTask[TaskData], abstract=True):
