@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from debusine.testing.redis_server import PrivateRedis, RedisServerError
 from debusine.testing.throwaway import ThrowawayError, ThrowawayInstance, throwaway_instance
 
 TEST_USERNAME = "integration"
@@ -97,3 +98,17 @@ def instance(
     module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
     with scheduling_instance(tmp_path_factory, f"{module}_{worker_id}") as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
+    """A `redis-server` of the module's own, for tests that stop and restart it."""
+    server = PrivateRedis(tmp_path_factory.mktemp("redis"))
+    try:
+        server.start()
+    except RedisServerError as error:
+        pytest.fail(str(error))
+    try:
+        yield server
+    finally:
+        server.stop()

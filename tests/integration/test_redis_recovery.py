@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from debusine.testing.redis_server import PrivateRedis, RedisServerError
+from debusine.testing.redis_server import PrivateRedis
 from debusine.testing.throwaway import ThrowawayError, ThrowawayInstance, throwaway_instance
 from debusine.testing.worker import LOG_CONNECTED, WorkerProcess, start_worker
 from tests.integration.rest_user import RestUser
@@ -28,19 +28,6 @@ pytestmark = pytest.mark.integration
 FALLBACK_INTERVAL = 600
 #: How long after Redis's return the work request may take to complete.
 RECOVERY_TIMEOUT = 15
-
-
-@pytest.fixture(scope="module")
-def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path_factory.mktemp("redis"))
-    try:
-        server.start()
-    except RedisServerError as error:
-        pytest.fail(str(error))
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module", params=["in-process", "scheduler"])

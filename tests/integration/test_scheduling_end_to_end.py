@@ -32,7 +32,7 @@ import requests
 
 from debusine.testing.devstack import ProcessSpec, Supervisor, scheduler_argv
 from debusine.testing.processes import process_is_alive
-from debusine.testing.redis_server import PrivateRedis, RedisServerError
+from debusine.testing.redis_server import PrivateRedis
 from debusine.testing.throwaway import ThrowawayError, ThrowawayInstance, throwaway_instance
 from debusine.testing.worker import (
     LOG_CONNECTED,
@@ -51,22 +51,6 @@ LEASE_GRACE = 5
 FALLBACK_INTERVAL = 2
 
 WORKER_NAMES = ("alpha", "beta")
-
-
-# --- A private Redis server -------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path_factory.mktemp("redis"))
-    try:
-        server.start()
-    except RedisServerError as error:
-        pytest.fail(str(error))
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 # --- The instance, its database and a user ----------------------------------------------------
