@@ -39,7 +39,7 @@ from debusine.signing.pkcs11_keys import Pkcs11Error, check_token_holds_key
 from debusine.signing.policy import PolicyError, check_trusted_certs
 from debusine.signing.service_keys import NaclProtectedKey, ServiceKey, ServiceKeyError
 from debusine.signing.signers import SigningError, SigningMode
-from debusine.tasks import BaseTask, TaskContext, TaskDataError, TaskType, UnknownTaskError
+from debusine.tasks import BaseTask, TaskContext, TaskType
 from debusine.tasks.base import task_version_metadata
 from debusine.tasks.signing import (
     SIGNING_KEYS_METADATA,
@@ -142,26 +142,10 @@ class SigningWorkerDaemon(WorkerDaemon):
     async def _run(
         self, work_request: LenientWorkRequestResponse, current: CurrentWorkRequest
     ) -> WorkRequestCompletedRequest | None:
-        logger.info("work request %d: %s", work_request.id, work_request.task_name)
-        if work_request.task_type != TaskType.SIGNING:
-            return error_completion(
-                "wrong-task-type",
-                f"this worker runs {TaskType.SIGNING} tasks, not {work_request.task_type} tasks",
-            )
-        try:
-            task_class = BaseTask.class_from_name(TaskType.SIGNING, work_request.task_name)
-            task = task_class(work_request.task_data, work_request.dynamic_task_data or {})
-        except UnknownTaskError as error:
-            return error_completion("setup-failed", str(error))
-        except TaskDataError as error:
-            return error_completion("configure-failed", str(error))
-        assert self.api is not None
-        context = TaskContext.create(
-            work_request.id,
-            work_request.workspace,
-            api_url=self.config.api_url,
-            token=self.api.token,
-        )
+        prepared = self._prepare(work_request, TaskType.SIGNING)
+        if isinstance(prepared, WorkRequestCompletedRequest):
+            return prepared
+        task, context = prepared
         try:
             completion = await asyncio.to_thread(self._execute, task, context)
         finally:

@@ -26,6 +26,7 @@ import signal
 import socket
 from collections.abc import Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import aiohttp
@@ -311,34 +312,53 @@ class WorkerDaemon:
         finally:
             self._current = None
 
-    async def _run(
-        self, work_request: LenientWorkRequestResponse, current: CurrentWorkRequest
-    ) -> WorkRequestCompletedRequest | None:
-        """Run the work request; return its completion report, or None to report nothing."""
+    def _prepare(
+        self,
+        work_request: LenientWorkRequestResponse,
+        task_type: TaskType,
+        cache_directory: Path | None = None,
+    ) -> tuple[BaseTask[Any], TaskContext] | WorkRequestCompletedRequest:
+        """
+        The task and its context for `work_request`, or the error completion that refuses it.
+
+        A work request of another type than this worker runs, an unknown task or task data the
+        task refuses (dynamic data validated even when absent: a task whose dynamic data are
+        missing must not run) end there, before anything is executed.
+        """
         logger.info("work request %d: %s", work_request.id, work_request.task_name)
-        if work_request.task_type != TaskType.WORKER:
+        if work_request.task_type != task_type:
             return error_completion(
                 "wrong-task-type",
-                f"this worker runs {TaskType.WORKER} tasks, not {work_request.task_type} tasks",
+                f"this worker runs {task_type} tasks, not {work_request.task_type} tasks",
             )
         try:
-            task_class = BaseTask.class_from_name(TaskType.WORKER, work_request.task_name)
+            task_class = BaseTask.class_from_name(task_type, work_request.task_name)
         except UnknownTaskError as error:
             return error_completion("setup-failed", str(error))
         try:
-            # Validated even when absent: a task whose dynamic data are missing must not run.
             task = task_class(work_request.task_data, work_request.dynamic_task_data or {})
         except TaskDataError as error:
             return error_completion("configure-failed", str(error))
-
         assert self.api is not None
         context = TaskContext.create(
             work_request.id,
             work_request.workspace,
             api_url=self.config.api_url,
             token=self.api.token,
-            cache_directory=self.config.cache_dir,
+            cache_directory=cache_directory,
         )
+        return task, context
+
+    async def _run(
+        self, work_request: LenientWorkRequestResponse, current: CurrentWorkRequest
+    ) -> WorkRequestCompletedRequest | None:
+        """Run the work request; return its completion report, or None to report nothing."""
+        prepared = self._prepare(
+            work_request, TaskType.WORKER, cache_directory=self.config.cache_dir
+        )
+        if isinstance(prepared, WorkRequestCompletedRequest):
+            return prepared
+        task, context = prepared
         try:
             try:
                 current.process = TaskProcess.start(task, context)
