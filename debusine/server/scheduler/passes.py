@@ -31,6 +31,7 @@ from debusine.server.scheduler.matching import (
     needs_task_instance,
     overrides,
 )
+from debusine.server.signing_keys import SignerRoleError, check_signer_role
 from debusine.server.work_requests import notifications, sql, transitions
 from debusine.tasks import BaseTask, LookupFailedError, TaskDataError
 
@@ -157,17 +158,37 @@ def _prepare_candidate(
     a candidate that failed is recorded in `preparation.failures`.
     """
     task_class = BaseTask.class_from_name(candidate.task_type, candidate.task_name)
+    data = task_data if isinstance(task_data, dict) else json.loads(task_data)
     try:
-        task = task_class(task_data if isinstance(task_data, dict) else json.loads(task_data))
+        task = task_class(data)
     except TaskDataError as error:
         preparation.failures.append((candidate.id, "configure-failed", str(error)))
         return None
     candidate = replace(candidate, task=task)
-    if not overrides(task_class, "compute_dynamic_data") or not matcher.can_take(candidate):
+    signing = candidate.task_type == TaskType.SIGNING
+    if not (signing or overrides(task_class, "compute_dynamic_data")) or not matcher.can_take(
+        candidate
+    ):
         return candidate
     work_request = WorkRequest.objects.select_related("workspace", "created_by").get(
         pk=candidate.id
     )
+    if signing:
+        # Checked at creation, and again now: a signer whose role was revoked while the work
+        # request waited must not have it signed.
+        try:
+            check_signer_role(
+                work_request.created_by,
+                work_request.workspace,
+                candidate.task_type,
+                candidate.task_name,
+                data,
+            )
+        except SignerRoleError as error:
+            preparation.failures.append((candidate.id, "permission-denied", str(error)))
+            return None
+        if not overrides(task_class, "compute_dynamic_data"):
+            return candidate
     try:
         dynamic = task.compute_dynamic_data(ServerLookupResolver(work_request))
     except (LookupFailedError, TaskDataError) as error:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from debusine.server.db.models import User, WorkRequest
+from debusine.server.scheduler.passes import run_scheduling_pass
 from debusine.server.signing_keys import grant_signer, register_signing_key
 from debusine.server.work_requests import transitions
+from debusine.tasks.signing import SIGNING_KEYS_METADATA, key_reference
 from debusine.testing.playground import Playground
 
 FINGERPRINT = "0123456789ABCDEF0123456789ABCDEF01234567"
@@ -91,3 +93,37 @@ def test_generatekey_needs_no_key(playground: Playground, user: User) -> None:
         task_data={"purpose": "uefi", "description": "New"},
     )
     assert work_request.task_name == "generatekey"
+
+
+def test_signer_role_revoked_while_pending_ends_the_work_request_at_assignment(
+    playground: Playground, user: User
+) -> None:
+    asset = register_signing_key("openpgp", FINGERPRINT, "Archive", playground.workspace)
+    signers = playground.create_group("signers", [user])
+    grant_signer(asset, playground.workspace, signers)
+    revoked = create_sign(playground, user)
+    kept_user = playground.create_user("carol")
+    grant_signer(asset, playground.workspace, playground.create_group("others", [kept_user]))
+    kept = create_sign(playground, kept_user)
+    # Revoked between creation and assignment: leaving the group is enough.
+    signers.memberships.filter(user=user).delete()
+    worker = playground.create_connected_worker(
+        "signer",
+        worker_type="signing",
+        metadata={
+            "signing:sign:version": 1,
+            SIGNING_KEYS_METADATA: [key_reference("openpgp", FINGERPRINT)],
+        },
+    )
+
+    result = run_scheduling_pass()
+
+    revoked.refresh_from_db()
+    assert (revoked.status, revoked.result, revoked.worker) == ("completed", "error", None)
+    assert revoked.output_data_json is not None
+    [error] = revoked.output_data_json["errors"]
+    assert error["code"] == "permission-denied"
+    assert "alice does not have the signer role" in error["message"]
+    assert result.failed == [revoked.pk]
+    # The worker stayed free for the next signer's work request.
+    assert result.assigned == [(kept.pk, worker.pk)]
