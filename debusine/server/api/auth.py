@@ -119,7 +119,7 @@ def refuse_token(request: HttpRequest, token: Token | None) -> TokenRefusedError
     if retry_after is not None:
         return TokenRefusedError(
             "Too many invalid tokens",
-            f"This address presented too many invalid tokens: retry in {retry_after} seconds.",
+            token_failures.too_many_reason(retry_after),
             status_code=429,
             headers={"Retry-After": str(retry_after)},
         )

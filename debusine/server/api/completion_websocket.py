@@ -27,6 +27,7 @@ from django.utils.dateparse import parse_datetime
 from debusine.protocol.wire import iso_datetime
 from debusine.protocol.work_requests import WorkRequestResult, WorkRequestStatus
 from debusine.protocol.workers import event_frame
+from debusine.server.api import token_failures
 from debusine.server.db.models import Scope, Token, User, Workspace
 from debusine.server.db.models.work_requests import WorkRequest
 from debusine.server.work_requests.notifications import completed_work_requests_group
@@ -183,7 +184,10 @@ class CompletionConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
                 key, scope_name, self.scope.get("query_string", b"")
             )
         except ListenerRefusedError as refusal:
-            await self.reject(str(refusal))
+            reason = str(refusal)
+            if key is not None and reason == REJECTED_TOKEN_REASON:
+                reason = await token_failures.websocket_refusal(self.scope, reason)
+            await self.reject(reason)
             return
         group = completed_work_requests_group(listener.scope_id)
         try:

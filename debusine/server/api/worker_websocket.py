@@ -41,6 +41,7 @@ from debusine.protocol.workers import (
     REASON_TOKEN_DISABLED,
     event_frame,
 )
+from debusine.server.api import token_failures
 from debusine.server.db.models import Worker
 from debusine.server.work_requests import effects, transitions
 from debusine.server.work_requests.notifications import worker_group
@@ -227,7 +228,11 @@ class WorkerConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
         worker = await database_sync_to_async(resolve_worker_token)(key)
         await self.accept()
         if worker is None:
-            await self.reject(REJECTED_REASON, REASON_TOKEN_DISABLED)
+            reason = REJECTED_REASON
+            if key is not None:
+                reason = await token_failures.websocket_refusal(self.scope, reason)
+            # TOKEN_DISABLED either way: Debusine workers then wait 1-6 s before retrying.
+            await self.reject(reason, REASON_TOKEN_DISABLED)
             return
         try:
             await self.channel_layer.group_add(worker_group(worker.id), self.channel_name)
