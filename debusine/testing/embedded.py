@@ -14,7 +14,8 @@ permissions on the directories above it and runs `initdb`/`pg_ctl` as that user.
 server listens on a Unix socket only (in its data directory), never on TCP, so two instances
 never fight over a port. `pg_ctl` detaches the postmaster into its own session, so a Ctrl-C in
 the terminal reaches only the stack, which then stops PostgreSQL by signalling its postmaster
-(see `EmbeddedPostgres.stop`).
+(see `EmbeddedPostgres.stop`); a small guard process (`debusine.testing.guard`) stops it when
+the stack dies without doing so (SIGKILL, the OOM killer).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -117,6 +119,8 @@ class EmbeddedPostgres:
 
     def __init__(self, data_dir: Path) -> None:
         self.pgdata = data_dir.absolute() / instance.EMBEDDED_POSTGRES_DIR
+        #: Stops the postmaster if the process that started it dies (see `guard`).
+        self.guard: subprocess.Popen[bytes] | None = None
 
     def is_initialised(self) -> bool:
         """Whether initdb has run in the data directory."""
@@ -164,6 +168,23 @@ class EmbeddedPostgres:
             raise EmbeddedServiceError(
                 f"cannot start the embedded PostgreSQL in {self.pgdata}: {reason} (log: {log})"
             ) from exc
+        pid = self.running_pid()
+        if pid is not None:
+            # pg_ctl detached the postmaster: a guard stops it (fast shutdown) should this
+            # process die without stopping it, SIGKILL included.
+            self.guard = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "debusine.testing.guard",
+                    str(os.getpid()),
+                    str(pid),
+                    str(int(signal.SIGINT)),
+                ],
+                # Its own session: a Ctrl-C in the terminal is for the stack, not for it.
+                start_new_session=True,
+                preexec_fn=terminate_with_parent,
+            )
 
     def url_for(self, database: str) -> str:
         """Return the URL of `database` in the running cluster."""
@@ -185,6 +206,11 @@ class EmbeddedPostgres:
         traversable by that owner (pytest, for one, resets its base temporary directory to
         0700 at every session start).
         """
+        if self.guard is not None:
+            # Not needed any more; SIGKILL, which it does not pass on (SIGTERM it would).
+            self.guard.kill()
+            self.guard.wait()
+            self.guard = None
         pid = self.running_pid()
         if pid is None:
             return

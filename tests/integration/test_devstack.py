@@ -226,3 +226,51 @@ def test_make_run_with_embedded_services(data_dir: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "[X] 0001_initial" in result.stdout
     assert postgres.running_pid() is None
+
+
+@pytest.mark.integration
+def test_killed_stack_leaves_no_embedded_service_running(data_dir: Path) -> None:
+    """SIGKILL of `make run` (the OOM killer, say): its PostgreSQL and Redis stop too."""
+    port = free_port()
+    environment = {
+        **os.environ,
+        "DEBUSINE_DATA_DIR": str(data_dir),
+        "DEBUSINE_EMBEDDED_SERVICES": "always",
+        "DEBUSINE_SERVER_WORKERS": "1",
+    }
+    stack = subprocess.Popen(
+        [sys.executable, "-m", "debusine.testing.devstack", "--port", str(port)],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=read_lines, args=(stack.stdout, lines), daemon=True).start()
+    postgres = EmbeddedPostgres(data_dir)
+    started: set[int] = set()
+    try:
+        wait_for_line(lines, "Press Ctrl-C", READY_TIMEOUT)
+        postmaster = postgres.running_pid()
+        assert postmaster is not None
+        redis_url = instance.read_recorded(data_dir, instance.REDIS_URL_FILE)
+        assert redis_url is not None and redis_answers(redis_url)
+        started = descendants(stack.pid) | {postmaster} | descendants(postmaster)
+
+        stack.kill()
+        stack.wait()
+
+        deadline = time.monotonic() + 30
+        while any(process_is_alive(pid) for pid in started) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert [pid for pid in started if process_is_alive(pid)] == []
+        assert postgres.running_pid() is None
+        assert not redis_answers(redis_url)
+    finally:
+        # Whatever outlived a failed assertion is ours: stop it, by PID.
+        if stack.poll() is None:
+            stack.kill()
+            stack.wait()
+        for pid in started:
+            if process_is_alive(pid):
+                os.kill(pid, signal.SIGKILL)
