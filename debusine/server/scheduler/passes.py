@@ -88,6 +88,13 @@ WITH idle AS (
       AND t.last_seen_at >= now() - %s * interval '1 second'
       AND w.worker_type IN ('external', 'signing')
       AND (%s::bigint IS NULL OR w.id = %s::bigint)
+      -- Evaluated once (an InitPlan): with nothing waiting in the queue, no worker is read, so
+      -- a worker connecting, reporting metadata or asking for work costs one index probe.
+      AND EXISTS (
+          SELECT 1 FROM db_workrequest q
+          WHERE q.status = {sql.PENDING} AND q.worker_id IS NULL
+            AND q.task_type IN {sql.literals(TaskType.WORKER, TaskType.SIGNING)}
+      )
 ), signed AS (
     SELECT *, md5(worker_type || metadata::text) AS signature FROM idle WHERE free_slots > 0
 )

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from pytest_django import DjangoCaptureOnCommitCallbacks
 
@@ -141,6 +142,29 @@ def test_tasks_no_idle_worker_runs_are_not_read(playground: Playground, user: Us
     assert result.candidates_seen == 1
     # Its slot is taken: the next pass reads nothing at all.
     assert run_scheduling_pass().candidates_seen == 0
+
+
+def test_empty_queue_costs_one_query_whatever_the_idle_workers(
+    playground: Playground, user: User
+) -> None:
+    for index in range(20):
+        playground.create_connected_worker(f"idle-{index}")
+    # Assigned already: not in the queue any more.
+    playground.create_work_request(created_by=user, worker=playground.create_connected_worker())
+
+    with CaptureQueriesContext(connection) as queries:
+        result = run_scheduling_pass()
+        for_worker = run_scheduling_pass(for_worker=1)
+
+    # Each: the advisory lock, then the idle workers' query, which reads none of them.
+    assert len([query for query in queries if "SAVEPOINT" not in query["sql"]]) == 4
+    assert (result.idle_workers, result.assigned) == (0, [])
+    assert (for_worker.idle_workers, for_worker.assigned) == (0, [])
+    # As soon as something waits, a pass reads the workers again and assigns it.
+    waiting = playground.create_work_request(created_by=user)
+    result = run_scheduling_pass()
+    assert result.idle_workers == 20
+    assert [work_request for work_request, _worker in result.assigned] == [waiting.pk]
 
 
 def test_workers_are_notified_after_commit(
