@@ -10,6 +10,8 @@ Each problem is reported in one line with a hint, never as a traceback:
   created;
 - debusine.E005: migrations are not applied. `migrate` itself passes its database to the
   checks and skips this one: it is about to apply them.
+- debusine.E009: DEBUSINE_MULTI_SERVER is on and a scope uses a Local or Memory store (the
+  server refuses to start then too; see `multi_server`).
 
 `--deploy` only (tag `deploy`, with Django's own security checks), about an insecure
 configuration:
@@ -163,6 +165,32 @@ def check_migrations_applied(
             f"{len(plan)} migration(s) not applied: {names}{more}.",
             hint="Run `debusine-admin migrate`.",
             id="debusine.E005",
+        )
+    ]
+
+
+@register("debusine")
+def check_multi_server_stores(
+    app_configs: Sequence[AppConfig] | None = None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """debusine.E009: one of several servers, with scopes using stores of one machine."""
+    if not settings.DEBUSINE_MULTI_SERVER or databases is not None:
+        return []
+    from debusine.server.project.multi_server import local_stores_in_use, refusal
+
+    try:
+        stores = local_stores_in_use(settings.DEBUSINE_DATABASE_URL)
+    except Exception:
+        return []
+    if not stores:
+        return []
+    return [
+        Error(
+            refusal(stores),
+            hint='See docs/howto/deploy-server.md, "Several servers".',
+            id="debusine.E009",
         )
     ]
 
