@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -31,6 +30,7 @@ import pytest
 import requests
 
 from debusine.testing.devstack import ProcessSpec, gunicorn_argv
+from debusine.testing.haproxy import Haproxy
 from debusine.testing.moto import MotoS3Server
 from debusine.testing.processes import answers, free_port
 from debusine.testing.reference_client import ReferenceClient, ReferenceWorker
@@ -48,42 +48,6 @@ NOOPS_PER_PHASE = 6
 UPLOADS_PER_PHASE = 3
 UPLOAD_SIZE = 3 * 1024 * 1024 + 11
 STARTUP = 60.0
-
-HAPROXY_CONFIG = """
-global
-    maxconn 256
-
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 600s
-    timeout server 600s
-    timeout tunnel 600s
-    option redispatch
-    retries 3
-    retry-on conn-failure empty-response response-timeout
-
-frontend debusine
-    bind 127.0.0.1:{port}
-    default_backend servers
-
-backend servers
-    balance roundrobin
-    option httpchk
-    http-check send meth GET uri /api/1.0/whoami/ ver HTTP/1.1 hdr Host localhost
-    server one 127.0.0.1:{one} check inter 500ms fall 2 rise 2
-    server two 127.0.0.1:{two} check inter 500ms fall 2 rise 2
-"""
-
-
-def ensure_haproxy() -> str:
-    """Debian's haproxy, installed when missing (never a skip)."""
-    found = shutil.which("haproxy")
-    if found is None:
-        subprocess.run(["apt-get", "install", "-y", "haproxy"], check=True, capture_output=True)
-        found = shutil.which("haproxy")
-    assert found is not None, "haproxy is not installed and could not be installed"
-    return found
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = STARTUP) -> None:
@@ -137,7 +101,6 @@ class Cluster:
 
     url: str
     servers: dict[str, int]  # name -> gunicorn arbiter PID
-    haproxy: subprocess.Popen[bytes]
 
 
 def serves(port: int) -> bool:
@@ -177,22 +140,12 @@ def cluster(
     for name, port in ports.items():
         wait_for(lambda port=port: serves(port), f"server {name} answers")  # type: ignore[misc]
 
-    haproxy_port = free_port()
-    config = directory / "haproxy.cfg"
-    config.write_text(HAPROXY_CONFIG.format(port=haproxy_port, **ports))
-    with (directory / "haproxy.log").open("ab") as log:
-        haproxy = subprocess.Popen(
-            [ensure_haproxy(), "-db", "-f", str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+    with Haproxy(directory, ports) as haproxy:
+        wait_for(
+            lambda: requests.get(f"{haproxy.url}/api/1.0/whoami/", timeout=5).ok,
+            "haproxy forwards",
         )
-    try:
-        wait_for(lambda: answers(("127.0.0.1", haproxy_port)), "haproxy listens")
-        yield Cluster(f"http://127.0.0.1:{haproxy_port}", servers, haproxy)
-    finally:
-        haproxy.terminate()
-        haproxy.wait(30)
+        yield Cluster(haproxy.url, servers)
 
 
 @dataclass
