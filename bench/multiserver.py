@@ -148,7 +148,7 @@ def main() -> None:
             two = instance.process_pids("server-two")
 
             print(f"{os.cpu_count()} cores; {args.workers} uvicorn workers per instance;")
-            print(f"{args.threads} client threads, {args.requests} requests each; GET {path}")
+            print(f"{args.threads} client threads, {args.requests} requests per row; GET {path}")
             results = [
                 measure(
                     "one instance, direct",
