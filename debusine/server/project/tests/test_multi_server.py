@@ -37,3 +37,18 @@ def test_the_default_local_store_is_refused_with_its_scope() -> None:
 
 def test_a_single_server_may_use_local_stores() -> None:
     check_can_start(False, database_url())
+
+
+def test_check_reports_e009_only_for_one_of_several_servers() -> None:
+    from django.test import override_settings
+
+    from debusine.server.project.checks import check_multi_server_stores
+
+    with override_settings(DEBUSINE_MULTI_SERVER=True, DEBUSINE_DATABASE_URL=database_url()):
+        [error] = check_multi_server_stores()
+        assert error.id == "debusine.E009"
+        assert "Default (Local, used by scope debusine)" in error.msg
+        # Under `migrate` (which passes its databases) the stores may not exist yet.
+        assert check_multi_server_stores(databases=["default"]) == []
+    with override_settings(DEBUSINE_MULTI_SERVER=False, DEBUSINE_DATABASE_URL=database_url()):
+        assert check_multi_server_stores() == []
