@@ -89,3 +89,19 @@ def test_an_unreachable_replica_is_unfit(settings: object) -> None:
     health = replicas.check_replica("replica_0")
     assert not health.fit
     assert health.reason.startswith("does not answer")
+
+
+def test_check_warns_about_an_unused_replica(settings: object) -> None:
+    from debusine.server.project.checks import check_replicas_fit
+
+    setattr(  # noqa: B010 - pytest-django's settings fixture
+        settings, "DEBUSINE_DATABASE_REPLICA_URLS", ["postgresql://nobody:pw@127.0.0.1:1/x"]
+    )
+    [warning] = check_replicas_fit()
+    assert warning.id == "debusine.W002"
+    assert warning.msg.startswith(
+        "Read replica replica_0 (postgresql://nobody:***@127.0.0.1:1/x) is not used: does not"
+        " answer"
+    )
+    setattr(settings, "DEBUSINE_DATABASE_REPLICA_URLS", [])  # noqa: B010
+    assert check_replicas_fit() == []
