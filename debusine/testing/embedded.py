@@ -410,3 +410,215 @@ def devstack_is_running(data_dir: Path) -> bool:
     """Whether a development stack owns the instance in `data_dir` right now."""
     recorded = instance.read_recorded(data_dir, instance.DEVSTACK_PID_FILE)
     return recorded is not None and recorded.isdigit() and process_is_alive(int(recorded))
+
+
+# --- Private clusters from the machine's PostgreSQL binaries -----------------------------------
+
+#: The system user that owns private clusters when we run as root (PostgreSQL refuses root).
+POSTGRES_SYSTEM_USER = "postgres"
+
+
+def postgres_bin_dir() -> Path:
+    """The newest `/usr/lib/postgresql/<version>/bin` of the machine (Debian's layout)."""
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"),
+        key=lambda path: int(path.parent.parent.name) if path.parent.parent.name.isdigit() else 0,
+    )
+    if not candidates:
+        raise EmbeddedServiceError(
+            "no PostgreSQL server binaries in /usr/lib/postgresql/*/bin:"
+            " apt-get install -y postgresql"
+        )
+    return candidates[-1].parent
+
+
+class PrivatePostgres:
+    """
+    A PostgreSQL cluster of its own on a spare 127.0.0.1 port, run from the machine's binaries.
+
+    For tests and benchmarks that need what a shared server cannot give: a streaming replica
+    (`start_replica`), WAL archiving and a point-in-time restore (`restore_to`), or a server
+    to stop. Everything lives under `root`, a directory this class makes (owned by the
+    `postgres` user when we run as root, outside any 0700 pytest directory); `remove` stops
+    the cluster and deletes it. Connections are trusted (loopback only), replication too.
+    """
+
+    def __init__(self, root: Path, port: int | None = None) -> None:
+        self.root = root
+        self.pgdata = root / "pgdata"
+        self.port = port if port is not None else free_port()
+        self.log = root / "postgres.log"
+        self.bin_dir = postgres_bin_dir()
+
+    @classmethod
+    def create(cls, prefix: str = "debusine-pg-", port: int | None = None) -> PrivatePostgres:
+        """A new, empty root directory (not initialised: see `init`)."""
+        import tempfile
+
+        root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+        _give_to_postgres(root)
+        return cls(root, port)
+
+    @property
+    def archive(self) -> Path:
+        """Where `archive_command` copies WAL segments (with `init(archive=True)`)."""
+        return self.root / "wal-archive"
+
+    def url(self, database: str = MAINTENANCE_DATABASE) -> str:
+        return f"postgresql://{EMBEDDED_POSTGRES_USER}@127.0.0.1:{self.port}/{database}"
+
+    def run_tool(self, tool: str, *args: str) -> str:
+        """Run a PostgreSQL program as the cluster's owner; return its output or raise."""
+        result = subprocess.run(
+            [str(self.bin_dir / tool), *args], capture_output=True, text=True, check=False,
+            user=_cluster_owner(), group=_cluster_owner(),
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise EmbeddedServiceError(
+                f"{tool} exited with {result.returncode}: {result.stderr.strip()[-2000:]}"
+            )
+        return result.stdout
+
+    def init(self, *, archive: bool = False) -> None:
+        """initdb, set up for replication (and WAL archiving with `archive`)."""
+        self.run_tool(
+            "initdb", "-D", str(self.pgdata), "-U", EMBEDDED_POSTGRES_USER,
+            "--auth=trust", "--encoding=UTF8", "--no-locale",
+        )  # fmt: skip
+        settings = {
+            "listen_addresses": "'127.0.0.1'",
+            "wal_level": "replica",
+            "max_wal_senders": "5",
+            "hot_standby": "on",
+            # The replica's WAL receiver reports often: its lag is known within a second.
+            "wal_receiver_status_interval": "1s",
+            "fsync": "off",  # a test cluster: speed over crash safety
+            "max_connections": "200",
+        }
+        if archive:
+            self.archive.mkdir()
+            _give_to_postgres(self.archive)
+            settings["archive_mode"] = "on"
+            target = f"{self.archive}/%f"
+            settings["archive_command"] = f"'test ! -f {target} && cp %p {target}'"
+        self.configure(settings)
+
+    def configure(self, settings: dict[str, str]) -> None:
+        """Append settings (values as PostgreSQL spells them) to postgresql.conf."""
+        lines = "".join(f"{name} = {value}\n" for name, value in settings.items())
+        with (self.pgdata / "postgresql.conf").open("a") as handle:
+            handle.write(lines)
+
+    def start(self, timeout: int = 60) -> None:
+        """Start the cluster on its port and wait until it accepts connections."""
+        # The socket in the root directory: /run/postgresql may belong to the machine's server.
+        self.run_tool(
+            "pg_ctl", "start", "-D", str(self.pgdata), "-l", str(self.log), "-w",
+            "-t", str(timeout), "-o", f"-p {self.port} -k {self.root}",
+        )  # fmt: skip
+
+    def running_pid(self) -> int | None:
+        try:
+            pid = int((self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (FileNotFoundError, ValueError):
+            return None
+        return pid if process_is_alive(pid) else None
+
+    def stop(self, timeout: float = 30) -> None:
+        """Fast shutdown (SIGINT to the postmaster: clients disconnected, nothing lost)."""
+        pid = self.running_pid()
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGINT)
+        if not wait_for_exit(pid, timeout):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            wait_for_exit(pid, 10)
+
+    def start_replica(self, prefix: str = "debusine-pg-replica-") -> PrivatePostgres:
+        """A streaming replica of this (running) cluster: base backup, then started."""
+        replica = PrivatePostgres.create(prefix)
+        self.run_tool(
+            "pg_basebackup", "-h", "127.0.0.1", "-p", str(self.port), "-U",
+            EMBEDDED_POSTGRES_USER, "-D", str(replica.pgdata), "-R", "-X", "stream",
+            "-c", "fast",
+        )  # fmt: skip
+        replica.start()
+        return replica
+
+    def base_backup(self, target: Path) -> None:
+        """A base backup of this running cluster into `target` (a new directory), as tar."""
+        target.mkdir(parents=True)
+        _give_to_postgres(target)
+        self.run_tool(
+            "pg_basebackup", "-h", "127.0.0.1", "-p", str(self.port), "-U",
+            EMBEDDED_POSTGRES_USER, "-D", str(target), "-F", "tar", "-X", "fetch",
+            "-c", "fast",
+        )  # fmt: skip
+
+    def restore_to(self, backup: Path, archive: Path, target_time: str) -> None:
+        """
+        Replace this (stopped) cluster's data with `backup` replayed from the WAL `archive` up
+        to `target_time` (a timestamp with time zone), then start it and wait for promotion.
+        """
+        import shutil
+
+        if self.pgdata.exists():
+            shutil.rmtree(self.pgdata)
+        self.pgdata.mkdir(mode=0o700)
+        _give_to_postgres(self.pgdata)
+        subprocess.run(
+            ["tar", "-xf", str(backup / "base.tar"), "-C", str(self.pgdata)],
+            check=True, user=_cluster_owner(), group=_cluster_owner(),
+        )  # fmt: skip
+        self.configure(
+            {
+                "restore_command": f"'cp {archive}/%f %p'",
+                "recovery_target_time": f"'{target_time}'",
+                "recovery_target_action": "'promote'",
+                # Not archiving into the backup's archive while it is read from.
+                "archive_mode": "off",
+            }
+        )
+        (self.pgdata / "recovery.signal").touch()
+        _give_to_postgres(self.pgdata / "recovery.signal")
+        self.start()
+        wait_until_promoted(self.url())
+
+    def remove(self) -> None:
+        """Stop the cluster and delete everything under its root."""
+        import shutil
+
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def wait_until_promoted(url: str, timeout: float = 60) -> None:
+    """Wait until the server at `url` has left recovery (a restore ended, or a promotion)."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with psycopg.connect(url, autocommit=True, connect_timeout=2) as connection:
+                row = connection.execute("SELECT pg_is_in_recovery()").fetchone()
+                if row is not None and not row[0]:
+                    return
+        except psycopg.OperationalError:
+            pass
+        if time.monotonic() > deadline:
+            raise EmbeddedServiceError(f"{url} did not leave recovery within {timeout}s")
+        time.sleep(0.2)
+
+
+def _cluster_owner() -> str | None:
+    """Who runs a private cluster's programs: `postgres` when we are root, else ourselves."""
+    return POSTGRES_SYSTEM_USER if os.geteuid() == 0 else None
+
+
+def _give_to_postgres(path: Path) -> None:
+    if os.geteuid() == 0:
+        import shutil
+
+        shutil.chown(path, POSTGRES_SYSTEM_USER, POSTGRES_SYSTEM_USER)

@@ -143,6 +143,7 @@ def throwaway_instance(
     scheduling: bool = False,
     workflows: bool = False,
     settings: dict[str, str] | None = None,
+    database_name: str | None = None,
 ) -> Iterator[ThrowawayInstance]:
     """
     Create, migrate and serve a fresh database; drop it and stop the server at the end.
@@ -154,8 +155,10 @@ def throwaway_instance(
     the `celery` and `workflows` queues, so that orchestrators run beside scheduling passes
     (log `celery.log`).
     `settings` are extra environment variables of every process (`DEBUSINE_*` settings).
+    `database_name` chooses the database's name (default: `name_prefix` and a random suffix),
+    for settings that must name it (a replica's URL).
     """
-    name = f"{name_prefix}_{uuid.uuid4().hex[:8]}"
+    name = database_name or f"{name_prefix}_{uuid.uuid4().hex[:8]}"
     database_url = instance.with_database_name(postgres_url, name)
     environment = {
         **instance_environment(database_url, redis_url, data_dir, redis_key_prefix=name),

@@ -19,6 +19,11 @@ restored with `pg_restore`, migrations run, and the server starts again. Then
 - the file whose upload finished after the dump can be uploaded again;
 - the artifact that expired by the restored database's rules is deleted again;
 - each command says what it did.
+
+A second scenario restores to a point in time with continuous archiving on a private
+PostgreSQL cluster (the machine's binaries, `archive_command` copying WAL segments): a base
+backup with `pg_basebackup`, more work, a restore that replays the archived WAL up to a chosen
+moment (`recovery_target_time`), and what the server then serves and `file_store vacuum` says.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import requests
 
@@ -43,6 +49,7 @@ from debusine.testing.devstack import (
     gunicorn_argv,
     wait_until_answering,
 )
+from debusine.testing.embedded import PrivatePostgres
 from debusine.testing.processes import free_port
 from debusine.testing.throwaway import ThrowawayInstance, throwaway_instance
 
@@ -321,3 +328,77 @@ def test_restoring_an_older_dump_loses_no_referenced_file(
     final = admin(instance, "file_store", "vacuum")
     assert final.returncode == 0, final.stdout + final.stderr
     assert final.stdout.strip() == "0 action(s), 0 problem(s)"
+
+
+def wait_until_archived(cluster: PrivatePostgres, timeout: float = 60) -> None:
+    """Close the current WAL segment and wait until the archiver has copied it."""
+    with psycopg.connect(cluster.url(), autocommit=True) as connection:
+        row = connection.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+        assert row is not None
+        segment = str(row[0])
+        deadline = time.monotonic() + timeout
+        while not (cluster.archive / segment).is_file():
+            assert time.monotonic() < deadline, f"WAL segment {segment} was never archived"
+            time.sleep(0.1)
+
+
+def test_point_in_time_restore_from_the_wal_archive(tmp_path: Path) -> None:
+    """
+    Continuous archiving, as the how-to describes: a base backup, then WAL segments archived
+    as they fill; the restore replays them up to a chosen moment. What was committed before
+    that moment (after the base backup) is back, what came after is gone, and the store's
+    newer entries are reported as younger unknown entries, not as problems.
+    """
+    from django.conf import settings
+
+    cluster = PrivatePostgres.create("debusine-test-pitr-")
+    try:
+        cluster.init(archive=True)
+        cluster.start()
+        data_dir = tmp_path / "data"
+        data_dir.mkdir()
+        with throwaway_instance(
+            postgres_url=cluster.url(),
+            redis_url=settings.DEBUSINE_REDIS_URL,
+            data_dir=data_dir,
+            name_prefix="test_pitr",
+        ) as instance:
+            token = instance.create_contributor("operator")
+            api = Api(instance.base_url, token)
+            before_backup = api.upload_artifact({"old.txt": b"before the base backup\n"})
+            backup = cluster.root / "base-backup"
+            cluster.base_backup(backup)
+
+            # After the base backup: only the archived WAL holds these.
+            replayed = api.upload_artifact(
+                {"kept.txt": b"committed before the target\n", "kept.bin": os.urandom(40_000)}
+            )
+            with psycopg.connect(instance.database_url, autocommit=True) as connection:
+                row = connection.execute("SELECT clock_timestamp()::text").fetchone()
+                assert row is not None
+                target_time = str(row[0])
+            lost = api.upload_artifact({"lost.bin": os.urandom(30_000)})
+            wait_until_archived(cluster)
+
+            # --- The disaster, and the restore to `target_time` --------------------------------
+            instance.supervisor.stop_all()
+            cluster.stop()
+            cluster.restore_to(backup, cluster.archive, target_time)
+            migrate = admin(instance, "migrate", "--no-input")
+            assert migrate.returncode == 0, migrate.stderr
+            api = Api(restart_server(instance), token)
+
+            for artifact in (before_backup, replayed):
+                for path, data in artifact.contents.items():
+                    assert api.download(artifact.id, path) == data
+            assert api.artifact(lost.id).status_code == 404
+
+            dry_run = admin(instance, "file_store", "vacuum", "--dry-run")
+            assert dry_run.returncode == 0, dry_run.stdout + dry_run.stderr
+            assert dry_run.stdout.splitlines()[0] == (
+                "Note: Store Default: kept 1 unknown entries younger than a day"
+                " (uploads in progress, or files newer than a restored database)"
+            ), dry_run.stdout
+            assert entry_name(lost.contents["lost.bin"]) in store_entries(data_dir / "store")
+    finally:
+        cluster.remove()

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser
+from django.db import DEFAULT_DB_ALIAS
 from django.http import HttpRequest
 from django.utils import timezone
 from rest_framework import authentication, exceptions, permissions
@@ -27,6 +28,7 @@ from debusine.server.api import token_failures
 from debusine.server.api.problem import ProblemError
 from debusine.server.db.models import Token, User, Worker
 from debusine.server.db.models.auth import LAST_SEEN_RESOLUTION
+from debusine.server.replicas import use_primary
 from debusine.server.work_requests.worker_tokens import WorkerCaller, resolve_worker_token
 
 TOKEN_HEADER = "HTTP_TOKEN"  # noqa: S105
@@ -44,7 +46,9 @@ def touch_last_seen(token: Token) -> None:
     """Record that the token was just used (throttled by LAST_SEEN_RESOLUTION)."""
     now = timezone.now()
     if token.last_seen_at is None or now - token.last_seen_at >= LAST_SEEN_RESOLUTION:
-        Token.objects.filter(pk=token.pk).update(last_seen_at=now)
+        # Bookkeeping, not the caller's write: straight to the primary, without ending the
+        # request's replica reads or pinning the caller (debusine.server.replicas).
+        Token.objects.using(DEFAULT_DB_ALIAS).filter(pk=token.pk).update(last_seen_at=now)
         token.last_seen_at = now
 
 
@@ -151,6 +155,8 @@ def authenticate_token(
         if hasattr(token, "activating_worker"):
             raise refuse_token(request, token)
         worker = resolve_worker_token(key)
+        # Workers act on what the scheduler just wrote: they never read a replica.
+        use_primary()
         return AnonymousUser(), (worker if worker is not None else token)
     if has_worker(token):
         raise ConflictingTokenError("A token cannot belong to a user and a worker")

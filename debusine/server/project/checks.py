@@ -10,6 +10,10 @@ Each problem is reported in one line with a hint, never as a traceback:
   created;
 - debusine.E005: migrations are not applied. `migrate` itself passes its database to the
   checks and skips this one: it is about to apply them.
+- debusine.W002: a read replica of DEBUSINE_DATABASE_REPLICA_URLS does not answer, does not
+  stream from the primary, or lags beyond DEBUSINE_DATABASE_REPLICA_MAX_LAG;
+- debusine.E009: DEBUSINE_MULTI_SERVER is on and a scope uses a Local or Memory store (the
+  server refuses to start then too; see `multi_server`).
 
 `--deploy` only (tag `deploy`, with Django's own security checks), about an insecure
 configuration:
@@ -164,6 +168,56 @@ def check_migrations_applied(
             hint="Run `debusine-admin migrate`.",
             id="debusine.E005",
         )
+    ]
+
+
+@register("debusine")
+def check_multi_server_stores(
+    app_configs: Sequence[AppConfig] | None = None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """debusine.E009: one of several servers, with scopes using stores of one machine."""
+    if not settings.DEBUSINE_MULTI_SERVER or databases is not None:
+        return []
+    from debusine.server.project.multi_server import local_stores_in_use, refusal
+
+    try:
+        stores = local_stores_in_use(settings.DEBUSINE_DATABASE_URL)
+    except Exception:
+        return []
+    if not stores:
+        return []
+    return [
+        Error(
+            refusal(stores),
+            hint='See docs/howto/deploy-server.md, "Several servers".',
+            id="debusine.E009",
+        )
+    ]
+
+
+@register("debusine")
+def check_replicas_fit(
+    app_configs: Sequence[AppConfig] | None = None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """debusine.W002: a configured read replica is not used (down, not streaming, lagging)."""
+    if databases is not None:
+        return []
+    from debusine.server.replicas import replica_status
+
+    urls: list[str] = settings.DEBUSINE_DATABASE_REPLICA_URLS
+    return [
+        Warning(
+            f"Read replica {alias} ({instance.redact_url(url)}) is not used: {health.reason}.",
+            hint="Requests read from the primary meanwhile; see docs/howto/deploy-server.md,"
+            ' "Read replicas".',
+            id="debusine.W002",
+        )
+        for (alias, health), url in zip(replica_status().items(), urls, strict=True)
+        if not health.fit
     ]
 
 

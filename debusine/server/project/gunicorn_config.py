@@ -145,6 +145,16 @@ def warm_up() -> None:
             importlib.import_module(name)
 
 
+def on_starting(server: Any) -> None:
+    """In the arbiter, before it listens: refuse a configuration it cannot serve."""
+    from django.conf import settings
+
+    from debusine.server.project.multi_server import check_can_start
+
+    # A RuntimeError: gunicorn prints "Error: <message>" and exits with status 1.
+    check_can_start(settings.DEBUSINE_MULTI_SERVER, settings.DEBUSINE_DATABASE_URL)
+
+
 def when_ready(server: Any) -> None:
     """In the arbiter, once the application is loaded and before the first worker forks."""
     warm_up()

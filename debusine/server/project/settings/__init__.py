@@ -13,6 +13,7 @@ from typing import Any
 from debusine.server.project import instance
 from debusine.server.project.settings.defaults import *  # noqa: F403
 from debusine.server.project.settings.loader import declared_settings
+from debusine.server.replicas import replica_aliases
 
 globals().update(declared_settings())
 
@@ -73,6 +74,36 @@ DATABASES: dict[str, dict[str, Any]] = {
     }
 }
 
+# Read replicas (debusine.server.replicas): the same database, read by eligible requests.
+for _alias, _replica_url in zip(
+    replica_aliases(globals()["DEBUSINE_DATABASE_REPLICA_URLS"]),
+    globals()["DEBUSINE_DATABASE_REPLICA_URLS"],
+    strict=True,
+):
+    _replica = instance.parse_database_url(_replica_url)
+    # With CONN_HEALTH_CHECKS, Django's pool checks each connection it lends: one to a replica
+    # that restarted is replaced at once. A short timeout: a replica that went away costs a
+    # request a second at most, then the primary answers.
+    _replica_pool: dict[str, Any] = (
+        {"pool": {**_pool_options["pool"], "timeout": 1}} if _pool_options else {}
+    )
+    DATABASES[_alias] = {
+        **DATABASES["default"],
+        "NAME": _replica.name,
+        "USER": _replica.user,
+        "PASSWORD": _replica.password,
+        "HOST": _replica.host,
+        "PORT": _replica.port,
+        "OPTIONS": {"connect_timeout": 2, **_replica.options, **_replica_pool},
+        # Reads only, query by query: a transaction per request on every replica would make
+        # each request (whatever it reads from) depend on every replica being up.
+        "ATOMIC_REQUESTS": False,
+        # The pool checks each connection before lending it (see above).
+        "CONN_HEALTH_CHECKS": True,
+        "TEST": {"MIRROR": "default"},
+    }
+DATABASE_ROUTERS = ["debusine.server.replicas.ReplicaRouter"]
+
 if not globals()["ALLOWED_HOSTS"]:
     ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]", globals()["DEBUSINE_FQDN"]]
 
@@ -96,6 +127,8 @@ MIDDLEWARE = [
     "debusine.server.metrics.middleware.RequestLatencyMiddleware",
     # Next: it sees (and turns into problems) the errors of every other middleware.
     "debusine.server.api.errors.ProblemMiddleware",
+    # Before anything reads the database: where this request reads (primary or a replica).
+    "debusine.server.replicas.ReplicaMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

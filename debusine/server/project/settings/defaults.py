@@ -30,6 +30,23 @@ DEBUSINE_DATABASE_URL = ""
 # Other processes (debusine-admin, tests) do not pool.
 DEBUSINE_DATABASE_POOL_SIZE = 8
 
+# PostgreSQL streaming replicas that read-only requests may read from, as URLs like
+# DEBUSINE_DATABASE_URL (comma-separated in the environment). Empty: everything reads from the
+# primary. Only GET/HEAD requests of users and anonymous visitors read from a replica; workers'
+# requests, anything that writes, the scheduler and every other process use the primary.
+DEBUSINE_DATABASE_REPLICA_URLS: list[str] = []
+
+# Seconds a replica may be behind the primary and still be read from; a replica further behind,
+# not streaming, or not answering is left alone until it catches up (the primary serves).
+DEBUSINE_DATABASE_REPLICA_MAX_LAG = 5.0
+
+# Read-your-writes: seconds during which a caller (token, session, or client address) that
+# wrote reads only from the primary. Keep it above DEBUSINE_DATABASE_REPLICA_MAX_LAG.
+DEBUSINE_DATABASE_REPLICA_PIN_SECONDS = 10
+
+# Seconds between two checks of a replica's health and lag, in each server process.
+DEBUSINE_DATABASE_REPLICA_CHECK_INTERVAL = 1.0
+
 # Redis URL for the Celery broker and the Channels layer, e.g. `redis://localhost:6379/0` or
 # `unix:///run/redis/redis.sock`. Empty: `<data dir>/redis-url`, else 127.0.0.1:6379.
 DEBUSINE_REDIS_URL = ""
@@ -49,6 +66,12 @@ DEBUSINE_EMBEDDED_SERVICES = "auto"
 # it); if that file does not exist either, an insecure development key is used and
 # `debusine-admin check --deploy` fails unless DEBUG is on.
 DEBUSINE_SECRET_KEY = ""
+
+# This server is one of several serving the same database behind a load balancer (haproxy):
+# every file store it uses must be reachable from all of them (S3), so a server configured
+# with a local store refuses to start. Partial uploads are kept in the database's upload
+# records and resumed on any server (see docs/howto/deploy-server.md).
+DEBUSINE_MULTI_SERVER = False
 
 # --- Web --------------------------------------------------------------------------------
 
