@@ -336,7 +336,10 @@ async def run_load(server: ThrowawayInstance, token: str, args: argparse.Namespa
         **task_version_metadata(),
     }
     recorder = Recorder()
-    connector = aiohttp.TCPConnector(limit=0)
+    # Idle connections closed before the server closes them (gunicorn's `keepalive`, 2 s):
+    # reusing one the server is closing at that moment resets it (no request was lost: the
+    # server never read it, but it would count as an error here).
+    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=1.0)
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         workers = [
