@@ -86,6 +86,14 @@ WITH idle AS (
       AND (t.expire_at IS NULL OR t.expire_at > now())
       AND t.last_seen_at >= now() - %s * interval '1 second'
       AND w.worker_type IN ('external', 'signing')
+      -- A draining pool worker takes no new work; one with a per-instance cap (ephemeral
+      -- pools: 1) takes no more once it has taken that many since its instance started.
+      AND w.draining_at IS NULL
+      AND (w.max_work_requests IS NULL OR (
+          SELECT count(*) FROM db_workrequest wr
+          WHERE wr.worker_id = w.id
+            AND (wr.status IN {sql.HELD} OR wr.started_at >= w.instance_created_at)
+      ) < w.max_work_requests)
       AND (%s::bigint IS NULL OR w.id = %s::bigint)
 ), signed AS (
     SELECT *, md5(worker_type || metadata::text) AS signature FROM idle WHERE free_slots > 0
