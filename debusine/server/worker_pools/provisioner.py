@@ -236,9 +236,19 @@ class PoolProvisioner:
                 continue
             seen = running.get(str(instance_id))
             if seen is None:
+                registered = instances.has_registered(worker)
                 instances.forget_instance(self.pool, worker, TerminationReason.GONE)
                 self.report.terminated["gone"] = self.report.terminated.get("gone", 0) + 1
-                self.decide(f"{worker.name}: its instance {instance_id} is gone; work retried")
+                if registered:
+                    self.decide(f"{worker.name}: its instance {instance_id} is gone; work retried")
+                else:
+                    # It died before registering: a failed launch (a broken image or config).
+                    self.decide(
+                        f"{worker.name}: its instance {instance_id} ended before registering"
+                    )
+                    instances.back_off(
+                        self.pool, f"{worker.name} ended before registering", self.now
+                    )
                 continue
             if seen.interruption_notice:
                 instances.drain_worker(worker, "interruption notice")
