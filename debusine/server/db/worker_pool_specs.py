@@ -93,31 +93,16 @@ class LocalSpecification(StrictModel):
     stop_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
 
 
-class AwsInstanceRequirements(StrictModel):
-    vcpu_count_min: Positive = 1
-    vcpu_count_max: Positive | None = None
-    memory_mib_min: Positive = 1024
-    memory_mib_max: Positive | None = None
-    burstable_performance: Literal["included", "excluded", "required"] = "excluded"
-
-
 class AwsLaunchTemplate(StrictModel):
     """One way to launch; they are tried in order (capacity fallback)."""
 
     image_id: str = Field(pattern=r"^ami-[0-9a-f]+$")
-    instance_type: str | None = None
-    instance_requirements: AwsInstanceRequirements | None = None
+    instance_type: str = Field(min_length=1)
     subnet_id: str | None = None
     security_group_ids: list[str] = Field(default_factory=list)
     key_name: str | None = None
     root_device_size_gib: Positive | None = None
     tags: dict[str, str] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _one_sizing(self) -> AwsLaunchTemplate:
-        if (self.instance_type is None) == (self.instance_requirements is None):
-            raise ValueError("give exactly one of instance_type and instance_requirements")
-        return self
 
 
 class AwsSpecification(StrictModel):

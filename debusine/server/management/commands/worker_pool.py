@@ -290,10 +290,11 @@ class Command(NounCommand):
         if not pool.enabled:
             fail(f"worker pool {name} is disabled")
         try:
-            provider = provider_for(pool)
+            # Listing first checks the account and the provider's answer: a refusal (bad
+            # credentials, unreachable endpoint) stops here, having changed nothing.
+            provider_for(pool).list_running(pool.name)
         except ProviderError as error:
             fail(str(error))
-        del provider
         outcome = provisioner.launch_by_admin(pool, count)
         for worker in outcome.launched:
             self.write(f"Launched {worker.name} ({worker.worker_pool_data.get('instance_id')})")

@@ -13,4 +13,8 @@ def get_provider(account: Any, specification: Any, *, data_dir: str) -> Provider
         from debusine.server.worker_pools.providers.local import LocalProvider
 
         return LocalProvider(specification, data_dir=data_dir)
+    if account.provider_type == "aws":
+        from debusine.server.worker_pools.providers.aws import AwsProvider
+
+        return AwsProvider(account, specification)
     raise ProviderError(f"provider {account.provider_type!r} is not available on this server")

@@ -32,8 +32,7 @@ def test_aws_specification_defaults() -> None:
         ({"provider_type": "gcp"}, "(top level): Input tag 'gcp' found using 'provider_type'"),
         (
             {**AWS, "launch_templates": [{"image_id": "ami-1"}]},
-            "launch_templates.0: Value error, give exactly one of instance_type and "
-            "instance_requirements",
+            "launch_templates.0.instance_type: Field required",
         ),
         (
             {**AWS, "launch_templates": [{"image_id": "img", "instance_type": "t3"}]},
