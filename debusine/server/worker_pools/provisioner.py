@@ -164,6 +164,19 @@ def serves(pool: WorkerPool, demand: Demand) -> bool:
 
 ProviderFactory = Callable[[WorkerPool], Provider]
 
+#: What the pass reads of each worker (not its metadata).
+WORKER_FIELDS = (
+    "name",
+    "worker_pool",
+    "instance_created_at",
+    "registered_at",
+    "token",
+    "activation_token",
+    "worker_pool_data",
+    "draining_at",
+    "max_work_requests",
+)
+
 
 class PoolProvisioner:
     """Decides and acts for one pool within a pass."""
@@ -317,9 +330,8 @@ class PoolProvisioner:
             remaining.append(worker)
         return remaining
 
-    def run(self, demand: list[Demand], factory_error: str | None = None) -> PoolReport:
+    def run(self, demand: list[Demand], workers: list[Worker]) -> PoolReport:
         pool = self.pool
-        workers = instances.active_workers(pool)
         try:
             workers = self.sweep(workers)
         except ProviderError as error:
@@ -334,8 +346,9 @@ class PoolProvisioner:
 
         busy = [w for w in workers if self.state(w).busy]
         booting = [w for w in workers if not instances.has_registered(w)]
-        idle = [w for w in workers if w not in busy and w not in booting and w.draining_at is None]
-        draining = [w for w in workers if w.draining_at is not None and w not in busy]
+        not_idle = {w.pk for w in busy} | {w.pk for w in booting}
+        idle = [w for w in workers if w.pk not in not_idle and w.draining_at is None]
+        draining = [w for w in workers if w.draining_at is not None and not self.state(w).busy]
 
         served = [item for item in demand if item.count > 0 and serves(pool, item)]
         pending = sum(item.count for item in served)
@@ -434,6 +447,15 @@ def run_provisioner_pass(
         )
         demand = load_demand(now)
         states = load_worker_states([pool.pk for pool in pools])
+        # Every pool's live instances in one query (a pass must not cost a query per pool).
+        workers: dict[int, list[Worker]] = {pool.pk: [] for pool in pools}
+        for worker in (
+            Worker.objects.filter(worker_pool__in=pools, instance_created_at__isnull=False)
+            .only(*WORKER_FIELDS)
+            .order_by("name")
+        ):
+            assert worker.worker_pool_id is not None
+            workers[worker.worker_pool_id].append(worker)
         for pool in pools:
             try:
                 provider = factory(pool)
@@ -442,7 +464,9 @@ def run_provisioner_pass(
                 logger.error("pool %s: no provider: %s", pool.name, error)
                 report.pools.append(pool_report)
                 continue
-            report.pools.append(PoolProvisioner(pool, provider, states, now).run(demand))
+            report.pools.append(
+                PoolProvisioner(pool, provider, states, now).run(demand, workers[pool.pk])
+            )
     report.seconds = time.perf_counter() - started
     return report
 
