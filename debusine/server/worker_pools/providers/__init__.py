@@ -17,4 +17,8 @@ def get_provider(account: Any, specification: Any, *, data_dir: str) -> Provider
         from debusine.server.worker_pools.providers.aws import AwsProvider
 
         return AwsProvider(account, specification)
+    if account.provider_type == "hetzner":
+        from debusine.server.worker_pools.providers.hetzner import HetznerProvider
+
+        return HetznerProvider(account, specification)
     raise ProviderError(f"provider {account.provider_type!r} is not available on this server")
