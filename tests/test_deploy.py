@@ -25,6 +25,7 @@ def test_there_are_units() -> None:
         "debusine-server-scheduler.service",
         "debusine-server-celery.service",
         "debusine-server-periodic-tasks.service",
+        "debusine-server-provisioner.service",
         "debusine-worker.service",
         "debusine-signing.service",
         "debusine-signing-migrate.service",

@@ -8,6 +8,7 @@ process, waits until it answers, and stops it by its PID. Each user takes a fres
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import signal
@@ -44,7 +45,9 @@ def moto_server_command() -> str:
 class MotoS3Server:
     """A running moto server: `endpoint_url`, and the configuration of stores that use it."""
 
-    def __init__(self) -> None:
+    def __init__(self, environment: dict[str, str] | None = None) -> None:
+        """`environment`: extra variables of the server (e.g. INITIAL_NO_AUTH_ACTION_COUNT)."""
+        self.environment = environment
         self.port = free_port()
         self.endpoint_url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
@@ -52,6 +55,7 @@ class MotoS3Server:
     def start(self) -> None:
         self.process = subprocess.Popen(
             [moto_server_command(), "-H", "127.0.0.1", "-p", str(self.port)],
+            env={**os.environ, **self.environment} if self.environment else None,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -22,6 +22,7 @@ from typing import Any
 
 from django.db import connection, transaction
 from django.urls import URLPattern, URLResolver, get_resolver
+from django.utils import timezone
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -32,7 +33,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from debusine.protocol.work_requests import TaskType, WorkRequestStatus
-from debusine.server.db.models import FileStore
+from debusine.server.db.models import FileStore, TerminationReason
 from debusine.server.db.models.metrics import current_metric_counts, fold_metric_deltas
 from debusine.server.db.models.workers import WorkerType
 from debusine.server.metrics import events, families
@@ -51,8 +52,33 @@ SELECT w.worker_type, w.concurrency, w.connected_at IS NOT NULL,
             WHERE wr.worker_id = w.id AND wr.status = ANY(%s))
        ELSE 0 END,
        (w.dynamic_metadata || w.static_metadata) -> 'system:host_architecture',
-       (w.dynamic_metadata || w.static_metadata) -> 'system:architectures'
+       (w.dynamic_metadata || w.static_metadata) -> 'system:architectures',
+       p.name
 FROM db_worker w LEFT JOIN db_token t ON t.id = w.token_id
+LEFT JOIN db_workerpool p ON p.id = w.worker_pool_id
+"""
+
+# Each dynamic pool: limits and counters, its instances by state, its runtime this month
+# (ended instances' part in the month plus the live ones').
+WORKER_POOLS_SQL = """
+SELECT p.name, p.limits, p.counters,
+       (SELECT count(*) FROM db_worker w
+        WHERE w.worker_pool_id = p.id AND w.instance_created_at IS NOT NULL
+          AND w.draining_at IS NULL AND w.activation_token_id IS NOT NULL),
+       (SELECT count(*) FROM db_worker w
+        WHERE w.worker_pool_id = p.id AND w.instance_created_at IS NOT NULL
+          AND w.draining_at IS NULL AND w.activation_token_id IS NULL),
+       (SELECT count(*) FROM db_worker w
+        WHERE w.worker_pool_id = p.id AND w.instance_created_at IS NOT NULL
+          AND w.draining_at IS NOT NULL),
+       coalesce((SELECT sum(extract(epoch FROM s.ended_at - greatest(s.started_at, %(month)s)))
+                 FROM db_workerpoolstatistics s
+                 WHERE s.worker_pool_id = p.id AND s.ended_at >= %(month)s), 0)
+       + coalesce((SELECT sum(extract(epoch FROM now() - greatest(w.instance_created_at,
+                                                                  %(month)s)))
+                   FROM db_worker w
+                   WHERE w.worker_pool_id = p.id AND w.instance_created_at IS NOT NULL), 0)
+FROM db_workerpool p ORDER BY p.name
 """
 
 
@@ -187,6 +213,7 @@ class DebusineCollector(Collector):
         yield from self.work_requests(counts, workspaces, scopes, architectures)
         yield from self.by_category(counts, workspaces, scopes)
         yield from self.workers(workers, architectures)
+        yield from self.worker_pools()
         yield from self.file_stores()
         yield from self.identities(workspaces, scopes)
         yield from self.event_families()
@@ -295,13 +322,13 @@ class DebusineCollector(Collector):
     # --- Workers ----------------------------------------------------------------------------
 
     @staticmethod
-    def read_workers() -> list[tuple[str, int, bool, bool, int, str | None, list[str]]]:
+    def read_workers() -> list[tuple[str, int, bool, bool, int, str | None, list[str], str]]:
         held = [WorkRequestStatus.PENDING.value, WorkRequestStatus.RUNNING.value]
         with connection.cursor() as cursor:
             cursor.execute(WORKERS_SQL, [held])
             rows = cursor.fetchall()
         workers = []
-        for worker_type, concurrency, connected, enabled, busy, host, arches in rows:
+        for worker_type, concurrency, connected, enabled, busy, host, arches, pool in rows:
             host_architecture = _json(host)
             architectures = _json(arches)
             workers.append(
@@ -315,6 +342,7 @@ class DebusineCollector(Collector):
                     [a for a in architectures if isinstance(a, str)]
                     if isinstance(architectures, list)
                     else [],
+                    pool or families.NO_POOL,
                 )
             )
         return workers
@@ -329,7 +357,7 @@ class DebusineCollector(Collector):
 
     def workers(
         self,
-        workers: list[tuple[str, int, bool, bool, int, str | None, list[str]]],
+        workers: list[tuple[str, int, bool, bool, int, str | None, list[str], str]],
         architectures: Architectures,
     ) -> Iterator[Metric]:
         by_state: dict[Key, float] = defaultdict(float)
@@ -337,18 +365,18 @@ class DebusineCollector(Collector):
         slots: dict[Key, float] = defaultdict(float)
         hosts = {families.NO_ARCHITECTURE}
         worker_arches: set[str] = set()
-        for worker_type, concurrency, connected, enabled, busy, host, arches in workers:
+        for worker_type, concurrency, connected, enabled, busy, host, arches, pool in workers:
             state = self.worker_state(connected, enabled, busy)
             host_label = architectures.label(host)
             hosts.add(host_label)
-            by_state[(worker_type, families.NO_POOL, host_label, state)] += 1
+            by_state[(worker_type, pool, host_label, state)] += 1
             for arch in {architectures.label(arch) for arch in arches}:
                 worker_arches.add(arch)
                 by_architecture[(arch, worker_type, state)] += 1
             if enabled and connected:
                 used = min(busy, concurrency)
-                slots[(worker_type, families.NO_POOL, "used")] += used
-                slots[(worker_type, families.NO_POOL, "free")] += concurrency - used
+                slots[(worker_type, pool, "used")] += used
+                slots[(worker_type, pool, "free")] += concurrency - used
         types = [worker_type.value for worker_type in WorkerType]
         gauge = GaugeMetricFamily(
             families.WORKERS,
@@ -392,6 +420,60 @@ class DebusineCollector(Collector):
         for key in sorted(known | set(slots)):
             gauge.add_metric(list(key), slots.get(key, 0))
         yield gauge
+
+    # --- Dynamic worker pools ----------------------------------------------------------------
+
+    @staticmethod
+    def worker_pools() -> Iterator[Metric]:
+        month = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        with connection.cursor() as cursor:
+            cursor.execute(WORKER_POOLS_SQL, {"month": month})
+            rows = cursor.fetchall()
+        instances = GaugeMetricFamily(
+            families.WORKER_POOL_INSTANCES,
+            "Instances of each dynamic worker pool: booting (launched, not registered yet), "
+            "running, draining",
+            labels=["worker_pool", "state"],
+        )
+        maximum = GaugeMetricFamily(
+            families.WORKER_POOL_MAX_INSTANCES,
+            "max_active_instances of each dynamic worker pool",
+            labels=["worker_pool"],
+        )
+        runtime = GaugeMetricFamily(
+            families.WORKER_POOL_RUNTIME_SECONDS,
+            "Instance-seconds used this calendar month (UTC), ended and live instances",
+            labels=["worker_pool"],
+        )
+        launches = CounterMetricFamily(
+            families.WORKER_POOL_LAUNCHES, "Instances launched", labels=["worker_pool"]
+        )
+        failures = CounterMetricFamily(
+            families.WORKER_POOL_LAUNCH_FAILURES,
+            "Failed launches (provider errors, instances that never registered)",
+            labels=["worker_pool"],
+        )
+        terminations = CounterMetricFamily(
+            families.WORKER_POOL_TERMINATIONS,
+            "Instances ended, by reason",
+            labels=["worker_pool", "reason"],
+        )
+        reasons = [reason.value for reason in TerminationReason]
+        for name, limits, counters, booting, running, draining, seconds in rows:
+            limits, counters = _json(limits) or {}, _json(counters) or {}
+            for state, count in zip(
+                families.WORKER_POOL_INSTANCE_STATES, (booting, running, draining), strict=True
+            ):
+                instances.add_metric([name, state], int(count))
+            maximum.add_metric([name], int(limits.get("max_active_instances", 1)))
+            runtime.add_metric([name], float(seconds))
+            launches.add_metric([name], int(counters.get("launches", 0)))
+            failures.add_metric([name], int(counters.get("launch_failures", 0)))
+            for reason in reasons:
+                terminations.add_metric(
+                    [name, reason], int(counters.get(f"terminated:{reason}", 0))
+                )
+        yield from (instances, maximum, runtime, launches, failures, terminations)
 
     # --- Stores, identities -----------------------------------------------------------------
 

@@ -42,6 +42,16 @@ TOKENS = PREFIX + "tokens"
 WORKSPACES = PREFIX + "workspaces"
 SCOPES = PREFIX + "scopes"
 
+# Dynamic worker pools (debusine.server.worker_pools), from the database at each scrape.
+WORKER_POOL_INSTANCES = PREFIX + "worker_pool_instances"
+WORKER_POOL_MAX_INSTANCES = PREFIX + "worker_pool_max_instances"
+WORKER_POOL_RUNTIME_SECONDS = PREFIX + "worker_pool_runtime_this_month_seconds"
+WORKER_POOL_LAUNCHES = PREFIX + "worker_pool_launches"  # counter: ..._total
+WORKER_POOL_LAUNCH_FAILURES = PREFIX + "worker_pool_launch_failures"  # counter: ..._total
+WORKER_POOL_TERMINATIONS = PREFIX + "worker_pool_terminations"  # counter: ..._total
+#: Labels of `debusine_worker_pool_instances` `state`.
+WORKER_POOL_INSTANCE_STATES = ("booting", "running", "draining")
+
 # Families computed from Redis at each scrape.
 CELERY_QUEUE_LENGTH = PREFIX + "celery_queue_length"
 
@@ -74,5 +84,5 @@ DEBIAN_ARCHITECTURES = (
 
 #: Labels of `debusine_workers` `state`.
 WORKER_STATES = ("disabled", "disconnected", "idle", "busy")
-#: Value of `worker_pool` for workers in no pool (every worker, until pools exist).
+#: Value of `worker_pool` for workers in no pool (static workers).
 NO_POOL = "none"

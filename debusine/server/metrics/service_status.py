@@ -60,7 +60,7 @@ def service_status() -> ServiceStatus:
     by_type = {worker_type.value: WorkerCounts() for worker_type in WorkerType}
     by_arch: dict[str, WorkerCounts] = defaultdict(WorkerCounts)
     by_host: dict[str, WorkerCounts] = defaultdict(WorkerCounts)
-    for worker_type, _concurrency, connected, enabled, busy, host, arches in workers:
+    for worker_type, _concurrency, connected, enabled, busy, host, arches, _pool in workers:
         usable = connected and enabled
         _add_worker(by_type.setdefault(worker_type, WorkerCounts()), usable, busy > 0)
         if worker_type != WorkerType.EXTERNAL:

@@ -30,6 +30,7 @@ JOB_MODULES = [
     "debusine.server.scheduler.jobs",
     "debusine.server.maintenance.jobs",
     "debusine.server.workflows_queue.jobs",
+    "debusine.server.worker_pools.jobs",
 ]
 
 app = Celery("debusine", include=JOB_MODULES)
@@ -59,6 +60,11 @@ def beat_schedule(settings: Any) -> dict[str, dict[str, object]]:
         },
         # Counts of work requests, artifacts, collections (debusine.server.maintenance.jobs).
         "metric counts fold": {"task": "debusine.metrics.fold_counts", "schedule": 60.0},
+        # Scales the dynamic worker pools (queue `provisioner`: debusine.server.worker_pools).
+        "provisioner pass": {
+            "task": "debusine.provisioner.provision",
+            "schedule": float(settings.DEBUSINE_PROVISIONER_INTERVAL),
+        },
     }
 
 

@@ -87,6 +87,14 @@ WITH idle AS (
       AND (t.expire_at IS NULL OR t.expire_at > now())
       AND t.last_seen_at >= now() - %s * interval '1 second'
       AND w.worker_type IN ('external', 'signing')
+      -- A draining pool worker takes no new work; one with a per-instance cap (ephemeral
+      -- pools: 1) takes no more once it has taken that many since its instance started.
+      AND w.draining_at IS NULL
+      AND (w.max_work_requests IS NULL OR (
+          SELECT count(*) FROM db_workrequest wr
+          WHERE wr.worker_id = w.id
+            AND (wr.status IN {sql.HELD} OR wr.started_at >= w.instance_created_at)
+      ) < w.max_work_requests)
       AND (%s::bigint IS NULL OR w.id = %s::bigint)
       -- Evaluated once (an InitPlan): with nothing waiting in the queue, no worker is read, so
       -- a worker connecting, reporting metadata or asking for work costs one index probe.

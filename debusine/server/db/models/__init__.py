@@ -42,6 +42,11 @@ from debusine.server.db.models.file_stores import (
 from debusine.server.db.models.metrics import MetricCount, MetricCountDelta
 from debusine.server.db.models.scopes import Scope, ScopeRole, ScopeRoles
 from debusine.server.db.models.work_requests import RetryReason, UnblockStrategy, WorkRequest
+from debusine.server.db.models.worker_pools import (
+    TerminationReason,
+    WorkerPool,
+    WorkerPoolStatistics,
+)
 from debusine.server.db.models.workers import Worker, WorkerType
 from debusine.server.db.models.workflows import WorkflowTemplate
 from debusine.server.db.models.workspaces import (
@@ -83,6 +88,7 @@ __all__ = [
     "ScopeRole",
     "ScopeRoles",
     "TaskType",
+    "TerminationReason",
     "Token",
     "UnblockStrategy",
     "User",
@@ -90,6 +96,8 @@ __all__ = [
     "WorkRequestResult",
     "WorkRequestStatus",
     "Worker",
+    "WorkerPool",
+    "WorkerPoolStatistics",
     "WorkerType",
     "WorkflowTemplate",
     "Workspace",

@@ -113,6 +113,20 @@ class Worker(models.Model):
     dynamic_metadata = models.JSONField(default=dict, blank=True)
     dynamic_metadata_updated_at = models.DateTimeField(null=True, blank=True)
     concurrency = models.PositiveIntegerField(default=1)
+    #: The dynamic pool this worker belongs to (its instances come and go; the row stays).
+    worker_pool = models.ForeignKey(
+        "db.WorkerPool",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="workers",
+    )
+    #: The provider's view of the current instance (`instance_id` and similar).
+    worker_pool_data = models.JSONField(default=dict, blank=True)
+    #: Set: it takes no new work and is terminated once idle (pool workers only).
+    draining_at = models.DateTimeField(null=True, blank=True)
+    #: Set: it takes no more than this many work requests per instance (ephemeral pools: 1).
+    max_work_requests = models.PositiveIntegerField(null=True, blank=True)
 
     objects = WorkerManager()
 

@@ -204,6 +204,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ROUTES = {
     "debusine.scheduler.*": {"queue": "scheduler"},
     "debusine.workflows.*": {"queue": "workflows"},
+    "debusine.provisioner.*": {"queue": "provisioner"},
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BEAT_SCHEDULE_FILENAME = str(DEBUSINE_DATA_DIR / "celerybeat-schedule")

@@ -148,6 +148,11 @@ DEBUSINE_WORKER_LEASE_GRACE = 60
 # the fallback re-sends notifications that were lost (for instance when Redis restarted).
 DEBUSINE_SCHEDULER_FALLBACK_INTERVAL = 30
 
+# Seconds between provisioner passes (Celery beat sends them to the `provisioner` queue;
+# `debusine-admin provisioner run` uses it as its default interval). A pass scales the dynamic
+# worker pools; passes never overlap (a PostgreSQL advisory lock).
+DEBUSINE_PROVISIONER_INTERVAL = 60
+
 # Whether a change that may let work start (a work request created, a worker connected...)
 # runs a scheduling pass at once in the process that made it, when no other pass is running;
 # otherwise (or when this is off) the scheduler process runs one. Passes never overlap either

@@ -1,0 +1,483 @@
+"""
+One provisioner pass: for every pool, launch what the waiting work needs and terminate what
+is no longer needed, within the pool's limits. Every decision is logged with its reason.
+
+The allocation rule, per pool, pools taken by descending priority (a pool only counts the
+pending work that pools before it do not already cover):
+
+- the work it can serve: pending, unassigned Worker work requests whose host architecture
+  is one of the pool's (or none), of the pool's scope (any scope for an instance-wide pool);
+- each work request is expected to last the average duration of its task over the last
+  `DURATION_WINDOW` (DEFAULT_DURATION when never seen);
+- instances wanted for the queue: one per work request (ephemeral pools, or no
+  `target_latency_seconds`), else ceil(expected seconds of the queue / target latency), never
+  more than the number of work requests; idle and booting instances count against it;
+- desired = busy instances + instances wanted for the queue + `idle_count`, clamped to
+  [`min_active_instances`, `max_active_instances`];
+- launches: desired - active, none while the pool backs off after failed launches or when
+  its monthly budget (`target_max_seconds_per_month`) is used up;
+- terminations: idle instances above `desired` once idle for `max_idle_seconds`; drained,
+  recycled and ephemeral instances once idle; instances that never registered within
+  `register_timeout_seconds` (a failed launch: the pool backs off); instances whose provider
+  announced an interruption (their work is retried elsewhere at once); instances carrying
+  the pool's tag that the database does not know (leaked). A busy instance is never
+  terminated, except on an interruption.
+
+A pass holds a PostgreSQL advisory lock (session level, across its transactions): any
+number of provisioners may run, one pass at a time, each seeing what the previous launched.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db import connection
+from django.utils import timezone
+
+from debusine.server.db.models import TerminationReason, Worker, WorkerPool
+from debusine.server.work_requests import sql
+from debusine.server.worker_pools import instances
+from debusine.server.worker_pools.providers.base import Provider, ProviderError
+
+logger = logging.getLogger("debusine.server.worker_pools")
+
+#: Key of the advisory lock that serialises provisioner passes.
+PROVISIONER_LOCK_KEY = 0x64627076  # "dbpv"
+#: How far back task durations are averaged.
+DURATION_WINDOW = timedelta(days=7)
+#: Expected duration of a task never seen completing.
+DEFAULT_DURATION = 600.0
+
+# Pending work waiting for a worker, by what decides which pools may serve it.
+DEMAND_SQL = f"""
+SELECT ws.scope_id, wr.task_data->>'host_architecture', wr.task_name, count(*)
+FROM db_workrequest wr JOIN db_workspace ws ON ws.id = wr.workspace_id
+WHERE wr.status = {sql.PENDING} AND wr.worker_id IS NULL AND wr.task_type = 'Worker'
+GROUP BY 1, 2, 3
+"""  # noqa: S608 (statuses from the enumerations)
+
+DURATIONS_SQL = """
+SELECT task_name, avg(extract(epoch FROM completed_at - started_at))
+FROM db_workrequest
+WHERE task_type = 'Worker' AND completed_at >= %s AND started_at IS NOT NULL
+GROUP BY task_name
+"""
+
+# Per pool worker with a live instance: is it busy, when did it last finish work, how many
+# work requests did this instance take.
+WORKER_STATE_SQL = f"""
+SELECT w.id,
+       EXISTS (SELECT 1 FROM db_workrequest wr
+               WHERE wr.worker_id = w.id AND wr.status IN {sql.HELD}),
+       (SELECT max(wr.completed_at) FROM db_workrequest wr
+        WHERE wr.worker_id = w.id AND wr.completed_at >= w.instance_created_at),
+       (SELECT count(*) FROM db_workrequest wr
+        WHERE wr.worker_id = w.id
+          AND (wr.status IN {sql.HELD} OR wr.started_at >= w.instance_created_at))
+FROM db_worker w
+WHERE w.worker_pool_id = ANY(%s) AND w.instance_created_at IS NOT NULL
+"""  # noqa: S608 (statuses from the enumerations)
+
+
+@dataclass
+class Demand:
+    """Pending work requests of one (scope, architecture, task) not yet covered by a pool."""
+
+    scope_id: int
+    architecture: str | None
+    task_name: str
+    count: int
+    seconds_each: float
+
+
+@dataclass
+class WorkerState:
+    busy: bool
+    last_completed_at: datetime | None
+    work_requests: int
+
+
+@dataclass
+class PoolReport:
+    """What the pass decided for one pool."""
+
+    pool: str
+    decisions: list[str] = field(default_factory=list)
+    launched: int = 0
+    terminated: dict[str, int] = field(default_factory=dict)
+    desired: int = 0
+    active: int = 0
+
+
+@dataclass
+class PassReport:
+    pools: list[PoolReport] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        return [
+            f"pool {report.pool}: {line}" for report in self.pools for line in report.decisions
+        ]
+
+
+@contextmanager
+def provisioner_lock() -> Iterator[None]:
+    """Hold the provisioner's session-level advisory lock (waiting for another pass)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(%s)", [PROVISIONER_LOCK_KEY])
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [PROVISIONER_LOCK_KEY])
+
+
+def load_demand(now: datetime) -> list[Demand]:
+    with connection.cursor() as cursor:
+        cursor.execute(DURATIONS_SQL, [now - DURATION_WINDOW])
+        durations = {name: float(seconds) for name, seconds in cursor.fetchall() if seconds}
+        cursor.execute(DEMAND_SQL)
+        rows = cursor.fetchall()
+    return [
+        Demand(scope, architecture, name, count, durations.get(name, DEFAULT_DURATION))
+        for scope, architecture, name, count in rows
+    ]
+
+
+def load_worker_states(pool_ids: list[int]) -> dict[int, WorkerState]:
+    with connection.cursor() as cursor:
+        cursor.execute(WORKER_STATE_SQL, [pool_ids])
+        return {row[0]: WorkerState(row[1], row[2], row[3]) for row in cursor.fetchall()}
+
+
+def serves(pool: WorkerPool, demand: Demand) -> bool:
+    if pool.scope_id is not None and demand.scope_id != pool.scope_id:
+        return False
+    return demand.architecture is None or demand.architecture in pool.architectures
+
+
+ProviderFactory = Callable[[WorkerPool], Provider]
+
+#: What the pass reads of each worker (not its metadata).
+WORKER_FIELDS = (
+    "name",
+    "worker_pool",
+    "instance_created_at",
+    "registered_at",
+    "token",
+    "activation_token",
+    "worker_pool_data",
+    "draining_at",
+    "max_work_requests",
+)
+
+
+class PoolProvisioner:
+    """Decides and acts for one pool within a pass."""
+
+    def __init__(
+        self,
+        pool: WorkerPool,
+        provider: Provider,
+        states: dict[int, WorkerState],
+        now: datetime,
+    ) -> None:
+        self.pool = pool
+        self.provider = provider
+        self.states = states
+        self.now = now
+        self.limits = pool.parsed_limits()
+        self.report = PoolReport(pool.name)
+
+    def state(self, worker: Worker) -> WorkerState:
+        return self.states.get(worker.pk) or WorkerState(False, None, 0)
+
+    def decide(self, text: str) -> None:
+        self.report.decisions.append(text)
+        logger.info("pool %s: %s", self.pool.name, text)
+
+    def terminate(self, worker: Worker, reason: str, why: str) -> None:
+        try:
+            instances.terminate_worker(self.pool, worker, reason, self.provider)
+        except ProviderError as error:
+            self.decide(f"could not terminate {worker.name} ({why}): {error}")
+            return
+        self.report.terminated[reason] = self.report.terminated.get(reason, 0) + 1
+        self.decide(f"terminated {worker.name}: {why}")
+
+    def idle_seconds(self, worker: Worker, state: WorkerState) -> float:
+        since = max(
+            value
+            for value in (
+                worker.instance_created_at,
+                worker.registered_at,
+                state.last_completed_at,
+            )
+            if value is not None
+        )
+        return (self.now - since).total_seconds()
+
+    def sweep(self, workers: list[Worker]) -> list[Worker]:
+        """Match what the provider runs with the database; return the workers still there."""
+        running = {item.instance_id: item for item in self.provider.list_running(self.pool.name)}
+        known = {str(w.worker_pool_data.get("instance_id")): w for w in workers}
+        for instance_id, item in running.items():
+            if instance_id not in known:
+                try:
+                    self.provider.terminate(instance_id)
+                except ProviderError as error:
+                    self.decide(f"could not sweep leaked instance {instance_id}: {error}")
+                    continue
+                self.pool.count(f"terminated:{TerminationReason.LEAKED}")
+                self.pool.save(update_fields=["counters"])
+                self.report.terminated["leaked"] = self.report.terminated.get("leaked", 0) + 1
+                self.decide(
+                    f"swept leaked instance {instance_id} (worker {item.worker_name}): it "
+                    "carries the pool's tag but no worker of the pool runs on it"
+                )
+        remaining = []
+        for worker in workers:
+            instance_id = worker.worker_pool_data.get("instance_id")
+            if instance_id is None:
+                remaining.append(worker)  # being launched by nobody: handled by the timeout
+                continue
+            seen = running.get(str(instance_id))
+            if seen is None:
+                registered = instances.has_registered(worker)
+                instances.forget_instance(self.pool, worker, TerminationReason.GONE)
+                self.report.terminated["gone"] = self.report.terminated.get("gone", 0) + 1
+                if registered:
+                    self.decide(f"{worker.name}: its instance {instance_id} is gone; work retried")
+                else:
+                    # It died before registering: a failed launch (a broken image or config).
+                    self.decide(
+                        f"{worker.name}: its instance {instance_id} ended before registering"
+                    )
+                    instances.back_off(
+                        self.pool, f"{worker.name} ended before registering", self.now
+                    )
+                continue
+            if seen.interruption_notice:
+                instances.drain_worker(worker, "interruption notice")
+                self.terminate(
+                    worker,
+                    TerminationReason.INTERRUPTED,
+                    "the provider announced an interruption: its work is retried elsewhere",
+                )
+                continue
+            remaining.append(worker)
+        return remaining
+
+    def retire(self, workers: list[Worker]) -> list[Worker]:
+        """Terminate what must go whatever the demand; return the rest."""
+        remaining = []
+        for worker in workers:
+            state = self.state(worker)
+            assert worker.instance_created_at is not None
+            age = (self.now - worker.instance_created_at).total_seconds()
+            if not instances.has_registered(worker):
+                if age > self.limits.register_timeout_seconds:
+                    self.terminate(
+                        worker,
+                        TerminationReason.NEVER_REGISTERED,
+                        f"not registered {age:.0f} s after its launch "
+                        f"(register_timeout_seconds {self.limits.register_timeout_seconds})",
+                    )
+                    instances.back_off(self.pool, f"{worker.name} never registered", self.now)
+                    continue
+                remaining.append(worker)
+                continue
+            if (
+                self.pool.last_launch_failure_at is None
+                or worker.registered_at > self.pool.last_launch_failure_at
+            ):
+                instances.launch_succeeded(self.pool)
+            if worker.max_work_requests and state.work_requests >= worker.max_work_requests:
+                if state.busy:
+                    remaining.append(worker)
+                    continue
+                reason = (
+                    TerminationReason.EPHEMERAL
+                    if self.pool.ephemeral
+                    else TerminationReason.RECYCLED
+                )
+                self.terminate(
+                    worker, reason, f"took its {state.work_requests} work request(s) and is idle"
+                )
+                continue
+            if (
+                self.limits.max_age_seconds is not None
+                and age > self.limits.max_age_seconds
+                and worker.draining_at is None
+            ):
+                instances.drain_worker(worker, f"older than max_age_seconds ({age:.0f} s)")
+                worker.draining_at = self.now
+                worker.worker_pool_data["recycle"] = True
+            if worker.draining_at is not None and not state.busy:
+                recycled = bool(worker.worker_pool_data.get("recycle"))
+                self.terminate(
+                    worker,
+                    TerminationReason.RECYCLED if recycled else TerminationReason.DRAINED,
+                    "drained and idle",
+                )
+                continue
+            remaining.append(worker)
+        return remaining
+
+    def run(self, demand: list[Demand], workers: list[Worker]) -> PoolReport:
+        pool = self.pool
+        try:
+            workers = self.sweep(workers)
+        except ProviderError as error:
+            self.decide(f"cannot list the provider's instances: {error}; nothing done")
+            return self.report
+        workers = self.retire(workers)
+        if not pool.enabled:
+            for worker in workers:
+                if not self.state(worker).busy:
+                    self.terminate(worker, TerminationReason.POOL_DISABLED, "the pool is disabled")
+            return self.report
+
+        busy = [w for w in workers if self.state(w).busy]
+        booting = [w for w in workers if not instances.has_registered(w)]
+        not_idle = {w.pk for w in busy} | {w.pk for w in booting}
+        idle = [w for w in workers if w.pk not in not_idle and w.draining_at is None]
+        draining = [w for w in workers if w.draining_at is not None and not self.state(w).busy]
+
+        served = [item for item in demand if item.count > 0 and serves(pool, item)]
+        pending = sum(item.count for item in served)
+        if pool.ephemeral or self.limits.target_latency_seconds is None:
+            for_queue = pending
+        else:
+            seconds = sum(item.count * item.seconds_each for item in served)
+            for_queue = min(pending, math.ceil(seconds / self.limits.target_latency_seconds))
+        desired = len(busy) + for_queue + self.limits.idle_count
+        clamped = max(
+            self.limits.min_active_instances, min(self.limits.max_active_instances, desired)
+        )
+        active = len(workers) - len(draining)
+        self.report.desired, self.report.active = clamped, active
+
+        # The work this pool's capacity covers is not left for lower-priority pools.
+        covering = max(0, clamped - len(busy))
+        for item in served:
+            taken = min(item.count, covering)
+            item.count -= taken
+            covering -= taken
+
+        to_launch = clamped - active
+        why = (
+            f"{pending} pending work request(s) it can run, {len(busy)} busy, "
+            f"{len(idle)} idle, {len(booting)} booting: wants {desired}, "
+            f"limits [{self.limits.min_active_instances}, {self.limits.max_active_instances}]"
+        )
+        if to_launch > 0:
+            self.launch(to_launch, why)
+        elif to_launch < 0:
+            self.scale_in(idle, -to_launch, why)
+        elif pending:
+            self.decide(f"no change: {why}")
+        return self.report
+
+    def launch(self, count: int, why: str) -> None:
+        pool = self.pool
+        if pool.launch_backoff_until is not None and pool.launch_backoff_until > self.now:
+            self.decide(
+                f"would launch {count} ({why}) but backs off until "
+                f"{pool.launch_backoff_until.isoformat()} after "
+                f"{pool.consecutive_launch_failures} failed launch(es)"
+            )
+            return
+        budget = self.limits.target_max_seconds_per_month
+        if budget is not None:
+            used = pool.runtime_this_month(self.now)
+            if used >= budget:
+                self.decide(
+                    f"would launch {count} ({why}) but the monthly budget is used up: "
+                    f"{used:.0f} of {budget} s (target_max_seconds_per_month)"
+                )
+                pool.count("launches_refused_budget")
+                pool.save(update_fields=["counters"])
+                return
+        outcome = instances.launch_workers(pool, count, why, self.provider)
+        self.report.launched += len(outcome.launched)
+        names = ", ".join(worker.name for worker in outcome.launched) or "none"
+        self.decide(f"launched {len(outcome.launched)} of {count} ({names}): {why}")
+        if outcome.error is not None:
+            self.decide(f"launch failed, backing off: {outcome.error}")
+
+    def scale_in(self, idle: list[Worker], surplus: int, why: str) -> None:
+        max_idle = self.limits.max_idle_seconds
+        candidates = sorted(
+            idle,
+            key=lambda w: -self.idle_seconds(w, self.state(w)),
+        )
+        for worker in candidates[:surplus]:
+            idle_for = self.idle_seconds(worker, self.state(worker))
+            if idle_for < max_idle:
+                self.decide(
+                    f"keeps {worker.name}: idle {idle_for:.0f} s < max_idle_seconds {max_idle} "
+                    f"({why})"
+                )
+                continue
+            self.terminate(
+                worker,
+                TerminationReason.IDLE,
+                f"idle {idle_for:.0f} s >= max_idle_seconds {max_idle} ({why})",
+            )
+
+
+def run_provisioner_pass(
+    *, provider_factory: ProviderFactory | None = None, now: datetime | None = None
+) -> PassReport:
+    """One pass over every pool (see the module's docstring)."""
+    started = time.perf_counter()
+    report = PassReport()
+    factory = provider_factory or instances.provider_for
+    with provisioner_lock():
+        now = now or timezone.now()
+        pools = list(
+            WorkerPool.objects.select_related("provider_account").order_by("-priority", "name")
+        )
+        demand = load_demand(now)
+        states = load_worker_states([pool.pk for pool in pools])
+        # Every pool's live instances in one query (a pass must not cost a query per pool).
+        workers: dict[int, list[Worker]] = {pool.pk: [] for pool in pools}
+        for worker in (
+            Worker.objects.filter(worker_pool__in=pools, instance_created_at__isnull=False)
+            .only(*WORKER_FIELDS)
+            .order_by("name")
+        ):
+            assert worker.worker_pool_id is not None
+            workers[worker.worker_pool_id].append(worker)
+        for pool in pools:
+            try:
+                provider = factory(pool)
+            except (ProviderError, ValueError) as error:
+                pool_report = PoolReport(pool.name, [f"no provider: {error}"])
+                logger.error("pool %s: no provider: %s", pool.name, error)
+                report.pools.append(pool_report)
+                continue
+            report.pools.append(
+                PoolProvisioner(pool, provider, states, now).run(demand, workers[pool.pk])
+            )
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def terminate_by_admin(worker: Worker) -> None:
+    """`worker_pool terminate`: end the worker's instance now, whatever it runs."""
+    assert worker.worker_pool is not None
+    with provisioner_lock():
+        instances.terminate_worker(worker.worker_pool, worker, TerminationReason.ADMIN)
+
+
+def launch_by_admin(pool: WorkerPool, count: int) -> instances.LaunchOutcome:
+    with provisioner_lock():
+        return instances.launch_workers(pool, count, "asked by an administrator")
