@@ -99,6 +99,7 @@ def test_create_noop_answers_200_with_the_new_work_request(client: APIClient, us
         "artifacts": [],
         "scope": "debusine",
         "workspace": "System",
+        "links": {"webui_self": f"/debusine/System/work-request/{work_request.pk}/"},
     }
     assert body["created_at"].endswith("Z")
     WorkRequestResponse.model_validate(body)
