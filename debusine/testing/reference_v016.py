@@ -26,6 +26,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from debusine.testing.reference_worker import write_reference_worker_config
+from debusine.testing.worker import WorkerProcess
+
 RELEASE = "trixie"
 BACKPORTS = "trixie-backports"
 ARCHIVE_URL = "http://deb.debian.org/debian"
@@ -196,3 +199,37 @@ def v016_root(cache: Path | None = None, archive_url: str | None = None) -> V016
     if _parse_version(version)[:2] < MINIMUM_VERSION:
         raise ReferenceV016Error(f"{target} holds python3-debusine {version}, not 0.16")
     return V016Root(root=target, version=version)
+
+
+def start_v016_worker(
+    root: V016Root,
+    api_url: str,
+    directory: Path,
+    *,
+    activation_token: str | None = None,
+    log_level: str = "DEBUG",
+) -> WorkerProcess:
+    """
+    Start the 0.16 `debusine-worker` in the root for `api_url`, with HOME `directory/home`
+    (its configuration under `~/.config/debusine/worker/`), logging to `directory/worker.log`
+    (what it prints goes to `directory/worker.out`). `directory` is a host /tmp path, seen at
+    the same path inside the root. Stop it with `WorkerProcess.stop()` (its PID is the
+    daemon's: the namespace and chroot wrappers exec it).
+    """
+    directory.chmod(0o755)
+    home = directory / "home"
+    log_file = directory / "worker.log"
+    config_dir = write_reference_worker_config(
+        home, api_url, log_file, activation_token=activation_token, log_level=log_level
+    )
+    output_file = directory / "worker.out"
+    with output_file.open("ab") as output:
+        process = subprocess.Popen(
+            root.worker_command(),
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=root.environment(home),
+            start_new_session=True,
+        )
+    return WorkerProcess(process, config_dir, log_file, output_file)

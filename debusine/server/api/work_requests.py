@@ -25,6 +25,7 @@ from debusine.protocol.work_requests import (
     PRIORITY_MIN,
     WorkRequestCreateRequest,
     WorkRequestPatchRequest,
+    WorkRequestStatus,
 )
 from debusine.server.api.auth import IsUser, request_worker
 from debusine.server.api.errors import ProblemError
@@ -184,7 +185,8 @@ class WorkRequestListView(APIView):
     def get(self, request: Request) -> HttpResponse:
         """
         Optional filters: `task_type=` (e.g. `Workflow`), `root_only=true` (not a step of a
-        workflow), `parent=ID` (the steps of one workflow).
+        workflow), `parent=ID` (the steps of one workflow), `status=` (e.g. `pending`),
+        `ids=1,2,3` (those work requests).
         """
         queryset = visible_work_requests(request)
         params = request.query_params
@@ -192,6 +194,14 @@ class WorkRequestListView(APIView):
             queryset = queryset.filter(task_type=task_type)
         if params.get("root_only", "").lower() in ("true", "1", "yes"):
             queryset = queryset.filter(parent__isnull=True)
+        if work_request_status := params.get("status"):
+            if work_request_status not in {member.value for member in WorkRequestStatus}:
+                raise ProblemError("Invalid filter", f"status={work_request_status!r} is unknown")
+            queryset = queryset.filter(status=work_request_status)
+        if ids := params.get("ids"):
+            if not all(part.isdigit() for part in ids.split(",")):
+                raise ProblemError("Invalid filter", f"ids={ids!r} is not a list of ids")
+            queryset = queryset.filter(pk__in=[int(part) for part in ids.split(",")])
         if parent := params.get("parent"):
             if not parent.isdigit():
                 raise ProblemError("Invalid filter", f"parent={parent!r} is not an id")
