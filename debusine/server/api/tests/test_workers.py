@@ -517,8 +517,10 @@ def test_temporary_failure_retries_the_work_request(running: tuple[WorkRequest, 
     assert response.content == b""
     work_request.refresh_from_db()
     assert work_request.status == "aborted"
-    assert work_request.output_data_json["errors"][-1]["code"] == "worker-failed"
-    assert work_request.output_data_json["runtime_statistics"]["duration_setup"] == 0.5
+    output_data = work_request.output_data_json
+    assert output_data is not None
+    assert output_data["errors"][-1]["code"] == "worker-failed"
+    assert output_data["runtime_statistics"]["duration_setup"] == 0.5
     retry = work_request.superseded_by
     assert retry is not None and retry.status == "pending"
 
