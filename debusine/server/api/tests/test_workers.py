@@ -485,16 +485,39 @@ def test_post_get_next_hands_over_the_016_shape_and_the_tasks_token(
     # 0.16 models: a result string, no task_configuration_id, task_input_fields.
     assert body["task_data"] == {"result": "failure"}
     assert body["dynamic_task_data"] == {"subject": "hello", "task_input_fields": {}}
-    assert (body["token"], body["scope"]) == (key, "debusine")
+    assert body["scope"] == "debusine"
     assert body["links"]["webui_self"] == body["url"]
     mine.refresh_from_db()
     assert mine.status == "running"
-    # The task's calls authenticate with that token and the scope header.
-    artifact = api_client(body["token"]).get(
+    # A token of the task's own: stored hashed, expiring, not the worker's.
+    task_key = body["token"]
+    assert isinstance(task_key, str) and task_key != key
+    assert mine.task_token is not None
+    assert mine.task_token.hash == hash_token_key(task_key)
+    assert mine.task_token.expire_at is not None
+    assert mine.task_token.expire_at > timezone.now() + timedelta(days=6)
+    # The task's calls authenticate with it and the scope header.
+    task = api_client(task_key)
+    artifact = task.get(
         f"/api/1.0/artifact/System/{playground.create_artifact().pk}/",
         HTTP_X_DEBUSINE_SCOPE=body["scope"],
     )
     assert artifact.status_code == 200, artifact.content
+    done = task.put(
+        completed_url(mine.pk),
+        {"result": "success"},
+        format="json",
+        HTTP_X_DEBUSINE_SCOPE="debusine",
+    )
+    assert done.status_code == 200, done.content
+    mine.refresh_from_db()
+    assert (mine.status, mine.result) == ("completed", "success")
+    # Revoked on completion.
+    assert mine.task_token is None
+    assert not Token.objects.filter(hash=hash_token_key(task_key)).exists()
+    assert task.get(f"/api/1.0/work-request/{mine.pk}/").status_code in (401, 403)
+    # The worker's own token still works.
+    assert api_client(key).post(GET_NEXT, {}, format="json").status_code == 204
 
 
 def test_post_get_next_without_work_is_204(playground: Playground) -> None:
