@@ -29,6 +29,7 @@ from debusine.testing.reference_v016 import (
 from debusine.testing.reference_worker import LOG_CONNECTED, start_reference_worker
 from debusine.testing.throwaway import ThrowawayInstance
 from debusine.testing.worker import WorkerProcess
+from tests.integration.client_cli import configured_cli
 from tests.integration.conftest import scheduling_instance
 from tests.integration.rest_user import RestUser
 
@@ -131,7 +132,7 @@ def completed_on(user: RestUser, work_request_id: int) -> dict[str, Any]:
 
 
 def test_noop_success_and_failure(
-    server: ThrowawayInstance, user: RestUser, new_worker: WorkerProcess
+    server: ThrowawayInstance, user: RestUser, new_worker: WorkerProcess, tmp_path: Path
 ) -> None:
     worker_id = worker_pk(server, V016_NAME)
     success = completed_on(user, user.create("noop", {"result": True}))
@@ -148,7 +149,33 @@ def test_noop_success_and_failure(
         artifact = user.call("GET", f"/1.0/artifact/{artifact_id}/")
         assert artifact["category"] == "debusine:work-request-debug-logs"
         assert artifact["files_to_upload"] == []
+        # Its `log_data` frames (the task's stages, stream `internal`) are its live log.
+        frames = live_log(user, done["id"])
+        assert frames, new_worker.log_text()[-3000:]
+        assert {frame["type"] for frame in frames} <= {"log_data", "log_data_end"}
+        assert all(frame["work_request_id"] == done["id"] for frame in frames)
+        assert any(frame.get("stream") == "internal" for frame in frames), frames
     assert new_worker.process.poll() is None
+
+    # Our client prints that live log, then stops: the work request has finished.
+    token = user.session.headers["Token"]
+    assert isinstance(token, str)
+    cli = configured_cli(tmp_path / "home", server.api_url, token)
+    followed = cli.ok("show-work-request", "--follow", str(failure["id"]))
+    internal = [frame["data"] for frame in live_log(user, failure["id"])]
+    assert "".join(f"# {line}\n" for line in "".join(internal).splitlines()) in followed.stdout
+
+
+def live_log(user: RestUser, work_request_id: int, timeout: float = 20) -> list[dict[str, Any]]:
+    """The work request's live log, once it has frames (they may trail the completion)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        page = user.call("GET", f"/1.0/work-request/{work_request_id}/live-log/")
+        if page["frames"] or time.monotonic() > deadline:
+            assert page["next"] == len(page["frames"])
+            frames: list[dict[str, Any]] = page["frames"]
+            return frames
+        time.sleep(0.3)
 
 
 def test_old_and_new_workers_side_by_side(

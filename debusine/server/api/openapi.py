@@ -205,6 +205,15 @@ OPERATIONS: dict[str, list[Operation]] = {
     "api-artifact": [
         Operation("get", "One artifact", "any", {200: Response("It", ArtifactResponse)})
     ],
+    "api-work-request-live-log": [
+        Operation(
+            "get",
+            "The live log a Debusine 0.16 worker streams while running the work request "
+            "(`?after=N`: from position N)",
+            "any",
+            {200: Response("`{frames, next, status}`", OBJECT)},
+        )
+    ],
     "api-workspace-artifact": [
         Operation(
             "get",
