@@ -232,7 +232,10 @@ class ProblemMiddleware:
         except ValueError:
             body = None
         if not isinstance(body, dict):
-            body = {"title": HTTPStatus(response.status_code).phrase}
+            try:
+                body = {"title": HTTPStatus(response.status_code).phrase}
+            except ValueError:
+                body = {"title": "Error"}
         kept = {key: body[key] for key in V016_PROBLEM_KEYS if key in body}
         kept.setdefault("title", "Error")
         if "status" in body:
