@@ -11,6 +11,7 @@ import argparse
 import getpass
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -151,6 +152,39 @@ def show_work_request(options: argparse.Namespace, context: Context) -> None:
         for artifact_id in work_request.artifacts
     ]
     print_yaml(context, shown)
+    if options.follow:
+        follow_live_log(client, work_request.id)
+
+
+#: Seconds between two reads of a live log.
+FOLLOW_INTERVAL = 1.0
+#: Statuses after which a live log grows no more.
+FINISHED = ("completed", "aborted")
+
+
+def follow_live_log(client: DebusineClient, work_request_id: int) -> None:
+    """
+    Print the live log of a work request as it grows (stdout and stderr lines as the task
+    wrote them, `internal` ones prefixed `# `), until the work request has finished and every
+    frame has been read.
+    """
+    position = 0
+    while True:
+        frames, position, status = client.work_request_live_log(work_request_id, position)
+        for frame in frames:
+            if frame.get("type") == "log_data":
+                text = str(frame.get("data", ""))
+                if frame.get("stream") == "internal":
+                    text = "".join(f"# {line}\n" for line in text.splitlines())
+                stream = sys.stderr if frame.get("stream") == "stderr" else sys.stdout
+                stream.write(text)
+            elif frame.get("type") == "log_data_end":
+                print(f"# command exited with {frame.get('exit_code')}")
+        sys.stdout.flush()
+        if not frames and status in FINISHED:
+            return
+        if not frames:
+            time.sleep(FOLLOW_INTERVAL)
 
 
 def create_work_request(options: argparse.Namespace, context: Context) -> None:
@@ -524,6 +558,12 @@ def build_parser() -> argparse.ArgumentParser:
         "show-work-request", show_work_request, "Show a work request and the artifacts it created."
     )
     sub.add_argument("work_request_id", type=positive_int, metavar="ID")
+    sub.add_argument(
+        "--follow",
+        action="store_true",
+        help="then print its live log as its worker streams it (Debusine 0.16 workers), "
+        "until it has finished",
+    )
 
     sub = command("create-work-request", create_work_request, "Create a work request.")
     sub.add_argument("task_name", metavar="TASK", help="task name, e.g. noop")

@@ -262,6 +262,21 @@ class DebusineClient:
         response = self.send("GET", f"work-request/{work_request_id}/")
         return self.parse(response, LenientWorkRequestResponse)
 
+    def work_request_live_log(
+        self, work_request_id: int, after: int = 0
+    ) -> tuple[list[dict[str, Any]], int, str]:
+        """
+        Frames of the work request's live log from position `after`: (frames, next position,
+        the work request's status). Only servers of ours have it (404 elsewhere).
+        """
+        response = self.send(
+            "GET", f"work-request/{work_request_id}/live-log/", params={"after": str(after)}
+        )
+        body = response.json()
+        if not isinstance(body, dict) or not isinstance(body.get("frames"), list):
+            raise ClientError(f"work request {work_request_id}: the live log is not a page")
+        return body["frames"], int(body.get("next", after)), str(body.get("status", ""))
+
     def work_request_create(
         self,
         task_name: str,

@@ -205,6 +205,8 @@ class ArtifactResponse(BaseModel):
     download_tar_gz_url: AbsoluteUrl
     files_to_upload: list[str]
     files: dict[str, FileResponse] = {}
+    #: `self`, `webui_self` and `download_tar_gz` (`{href, type}`), for Debusine 0.16 clients.
+    links: dict[str, Any] = {}
 
 
 class LenientArtifactResponse(ArtifactResponse):

@@ -187,6 +187,8 @@ class WorkRequestResponse(BaseModel):
     artifacts: list[int]
     scope: str
     workspace: str
+    #: Web-UI links (`webui_self`), which Debusine 0.16 clients read for their rich output.
+    links: dict[str, Any] = {}
 
 
 class WorkRequestPage(BaseModel):

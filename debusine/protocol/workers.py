@@ -8,9 +8,9 @@ share these definitions.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
 from debusine.protocol.wire import StrictRequest
 
@@ -34,6 +34,12 @@ class RuntimeStatistics(StrictRequest):
     available_disk_space: StrictInt | None = None
     available_memory: StrictInt | None = None
     cpu_count: StrictInt | None = None
+    # Debusine 0.16 also reports these.
+    duration_setup: StrictInt | StrictFloat | None = None
+    duration_run: StrictInt | StrictFloat | None = None
+    duration_teardown: StrictInt | StrictFloat | None = None
+    network_received: StrictInt | None = None
+    network_sent: StrictInt | None = None
 
 
 class OutputDataError(StrictRequest):
@@ -48,6 +54,11 @@ class RegressionAnalysis(StrictRequest):
 
     original_url: StrictStr | None = None
     new_url: StrictStr | None = None
+    # Debusine 0.16 also names the compared versions and artifacts.
+    original_source_version: StrictStr | None = None
+    new_source_version: StrictStr | None = None
+    original_artifact_id: StrictInt | None = None
+    new_artifact_id: StrictInt | None = None
     status: Literal["no-result", "error", "improvement", "stable", "regression"]
     details: Any = None
 
@@ -59,12 +70,18 @@ class OutputData(StrictRequest):
     errors: list[OutputDataError] | None = None
     skip_reason: StrictStr | None = None
     regression_analysis: dict[str, RegressionAnalysis] | None = None
+    #: Debusine 0.16: the answer to a confirmation step (server-side; accepted, not used).
+    confirmation: dict[str, Any] | None = None
 
 
 class WorkRequestCompletedRequest(StrictRequest):
     """Body of `PUT /1.0/work-request/{id}/completed/`."""
 
-    result: Literal["success", "failure", "error", "skipped"]
+    TEMPORARY_FAILURE: ClassVar[str] = "temporary failure"
+
+    #: `temporary failure` (Debusine 0.16): the task could not run for a passing reason; the
+    #: server retries the work request.
+    result: Literal["success", "failure", "error", "skipped", "temporary failure"]
     output_data: OutputData | None = None
 
 

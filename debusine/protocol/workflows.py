@@ -72,12 +72,12 @@ class LenientWorkflowTemplateResponse(WorkflowTemplateResponse):
 
 class WorkflowCreateRequest(StrictRequest):
     """
-    Body of `POST /1.0/workflow/`: start a workflow from a template.
-
-    Debusine 0.16 clients also send `task_name` (`""` when a template is named).
+    Body of `POST /1.0/workflow/`: start a workflow from a template, or (Debusine 0.16) by its
+    task name without one: exactly one of `template_name` and `task_name` is non-empty (0.16
+    clients send the other as `""`).
     """
 
-    template_name: StrictStr
+    template_name: StrictStr = ""
     task_data: dict[str, Any] = {}
     workspace: StrictStr | None = None
     task_name: StrictStr | None = None

@@ -214,7 +214,9 @@ def test_the_lenient_artifact_accepts_debusine_0_11_answers_and_newer_keys() -> 
 
     assert (parsed.url, parsed.scope, parsed.expire_at) == (None, None, None)
     assert parsed.files["a.txt"].content_type is None
-    assert "links" not in parsed.model_dump()
+    # `links` is part of the Artifact object now (our server sends it too), not of files.
+    assert parsed.model_dump()["links"] == {"webui_self": "/x/"}
+    assert "links" not in parsed.model_dump()["files"]["a.txt"]
 
 
 def test_the_lenient_artifact_defaults_to_no_files() -> None:

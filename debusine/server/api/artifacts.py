@@ -83,6 +83,15 @@ def artifact_json(
         "expire_at": iso_datetime(artifact.expire_at),
         "download_tar_gz_url": f"{download_base}?archive=tar.gz",
         "files_to_upload": [entry.path for entry in by_path if not entry.complete],
+        # Debusine 0.16: web-UI and API links (its client's rich output reads `webui_self`).
+        "links": {
+            "self": request.build_absolute_uri(f"/api/1.0/artifact/{artifact.pk}/"),
+            "webui_self": artifact_path,
+            "download_tar_gz": {
+                "href": f"{download_base}?archive=tar.gz",
+                "type": "application/tar+gzip",
+            },
+        },
         "files": {
             entry.path: {
                 "size": entry.file.size,
@@ -233,9 +242,40 @@ class ArtifactDetailView(APIView):
         return Response(artifact_json(request, artifact))
 
 
+class WorkspaceArtifactView(APIView):
+    """
+    `GET /api/1.0/artifact/<workspace>/<id>/` (Debusine 0.16, protocol-versions.md §3.2): the
+    artifact as seen from a workspace of the request's scope, as 0.16 tasks fetch their inputs.
+
+    Our workspaces do not inherit artifacts from one another: the artifact must be visible to
+    the caller (as for `artifact/<id>/`) and the workspace must exist and be visible too.
+    """
+
+    def get(self, request: Request, workspace: str, artifact_id: int) -> Response:
+        scope = request_scope(request)
+        found = Workspace.objects.filter(scope=scope, name=workspace).first()
+        worker = request_worker(request) is not None
+        if found is None or not (worker or found.can_display(request.user)):
+            raise ProblemError(
+                f"Workspace {workspace!r} not found", status_code=status.HTTP_404_NOT_FOUND
+            )
+        artifacts: QuerySet[Artifact] = visible_artifacts(request).select_related(
+            "workspace__scope"
+        )
+        artifact = artifacts.filter(pk=artifact_id).first()
+        if artifact is None:
+            raise artifact_not_found(artifact_id)
+        return Response(artifact_json(request, artifact))
+
+
 urlpatterns: list[URLPattern] = [
     path("artifact/", ArtifactCreateView.as_view(), name="api-artifact-create"),
     path("artifact/<int:artifact_id>/", ArtifactDetailView.as_view(), name="api-artifact"),
     # Served directly rather than redirected: one round trip fewer for every download.
     path("artifact/<int:artifact_id>", ArtifactDetailView.as_view()),
+    path(
+        "artifact/<str:workspace>/<int:artifact_id>/",
+        WorkspaceArtifactView.as_view(),
+        name="api-workspace-artifact",
+    ),
 ]

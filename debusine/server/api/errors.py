@@ -26,6 +26,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler, set_rollback
 
+from debusine.protocol.generations import Generation, generation_from_user_agent
 from debusine.server.api.json_parser import BodyTooLargeError, body_limit_detail
 from debusine.server.api.problem import PROBLEM_CONTENT_TYPE, ProblemError, problem_body
 
@@ -187,6 +188,10 @@ def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
     return plain_problem("CSRF verification failed", reason or None, status_code=403)
 
 
+#: The problem keys a Debusine 0.16 client accepts (besides `status_code`).
+V016_PROBLEM_KEYS = ("title", "detail", "validation_errors")
+
+
 class ProblemMiddleware:
     """
     Under `/api/`: every error response that is not a problem yet becomes one, and a body over
@@ -207,10 +212,38 @@ class ProblemMiddleware:
             or response.streaming
             or getattr(response, "keep_plain", False)
             or not is_api_request(request)
-            or response.get("Content-Type", "").split(";")[0].strip() == PROBLEM_CONTENT_TYPE
         ):
             return response
-        return self.as_problem(response)
+        if response.get("Content-Type", "").split(";")[0].strip() != PROBLEM_CONTENT_TYPE:
+            response = self.as_problem(response)
+        if generation_from_user_agent(request.headers.get("User-Agent")) is Generation.V0_16:
+            response = self.for_v016_client(response)
+        return response
+
+    @staticmethod
+    def for_v016_client(response: HttpResponse) -> HttpResponse:
+        """
+        The problem with only the keys a Debusine 0.16 client accepts (protocol-versions.md
+        §2.4 C1: it passes the body's keys as arguments, so any other key makes it crash):
+        `title`, `detail`, `validation_errors`, and `status` renamed `status_code`.
+        """
+        try:
+            body = json.loads(response.content)
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            try:
+                body = {"title": HTTPStatus(response.status_code).phrase}
+            except ValueError:
+                body = {"title": "Error"}
+        kept = {key: body[key] for key in V016_PROBLEM_KEYS if key in body}
+        kept.setdefault("title", "Error")
+        if "status" in body:
+            kept["status_code"] = body["status"]
+        response.content = json.dumps(kept).encode()
+        if response.has_header("Content-Length"):
+            response["Content-Length"] = str(len(response.content))
+        return response
 
     @staticmethod
     def as_problem(response: HttpResponse) -> HttpResponse:

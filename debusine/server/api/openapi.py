@@ -126,7 +126,18 @@ OPERATIONS: dict[str, list[Operation]] = {
                 200: Response("The work request", WorkRequestResponse),
                 204: Response("Nothing is assigned to this worker"),
             },
-        )
+        ),
+        Operation(
+            "post",
+            "The same, as Debusine 0.16 workers ask (body `{}`): task data in their shape, "
+            "plus the `token` their task authenticates with",
+            "worker",
+            {
+                200: Response("The work request", WorkRequestResponse),
+                204: Response("Nothing is assigned to this worker"),
+            },
+            request=OBJECT,
+        ),
     ],
     "api-work-request-completed": [
         Operation(
@@ -193,6 +204,23 @@ OPERATIONS: dict[str, list[Operation]] = {
     ],
     "api-artifact": [
         Operation("get", "One artifact", "any", {200: Response("It", ArtifactResponse)})
+    ],
+    "api-work-request-live-log": [
+        Operation(
+            "get",
+            "The live log a Debusine 0.16 worker streams while running the work request "
+            "(`?after=N`: from position N)",
+            "any",
+            {200: Response("`{frames, next, status}`", OBJECT)},
+        )
+    ],
+    "api-workspace-artifact": [
+        Operation(
+            "get",
+            "One artifact, as seen from a workspace (Debusine 0.16 tasks fetch their inputs so)",
+            "any",
+            {200: Response("It", ArtifactResponse)},
+        )
     ],
     "artifact-file-upload": [
         Operation(

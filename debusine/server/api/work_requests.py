@@ -13,7 +13,7 @@ import binascii
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpResponse
+from django.http import HttpResponse, JsonResponse
 from django.urls import URLPattern, path
 from rest_framework import status
 from rest_framework.permissions import BasePermission
@@ -25,6 +25,7 @@ from debusine.protocol.work_requests import (
     PRIORITY_MIN,
     WorkRequestCreateRequest,
     WorkRequestPatchRequest,
+    WorkRequestStatus,
 )
 from debusine.server.api.auth import IsUser, request_worker
 from debusine.server.api.errors import ProblemError
@@ -32,7 +33,7 @@ from debusine.server.api.middleware import request_scope, request_scope_name
 from debusine.server.api.parsing import parse_body
 from debusine.server.db.models import TaskType, User, WorkRequest, Workspace
 from debusine.server.db.models.work_requests import WorkRequestQuerySet
-from debusine.server.work_requests import serialization, transitions
+from debusine.server.work_requests import live_logs, serialization, transitions
 from debusine.server.work_requests.transitions import (
     InvalidWorkRequestError,
     WorkRequestError,
@@ -184,7 +185,8 @@ class WorkRequestListView(APIView):
     def get(self, request: Request) -> HttpResponse:
         """
         Optional filters: `task_type=` (e.g. `Workflow`), `root_only=true` (not a step of a
-        workflow), `parent=ID` (the steps of one workflow).
+        workflow), `parent=ID` (the steps of one workflow), `status=` (e.g. `pending`),
+        `ids=1,2,3` (those work requests).
         """
         queryset = visible_work_requests(request)
         params = request.query_params
@@ -192,6 +194,14 @@ class WorkRequestListView(APIView):
             queryset = queryset.filter(task_type=task_type)
         if params.get("root_only", "").lower() in ("true", "1", "yes"):
             queryset = queryset.filter(parent__isnull=True)
+        if work_request_status := params.get("status"):
+            if work_request_status not in {member.value for member in WorkRequestStatus}:
+                raise ProblemError("Invalid filter", f"status={work_request_status!r} is unknown")
+            queryset = queryset.filter(status=work_request_status)
+        if ids := params.get("ids"):
+            if not all(part.isdigit() for part in ids.split(",")):
+                raise ProblemError("Invalid filter", f"ids={ids!r} is not a list of ids")
+            queryset = queryset.filter(pk__in=[int(part) for part in ids.split(",")])
         if parent := params.get("parent"):
             if not parent.isdigit():
                 raise ProblemError("Invalid filter", f"parent={parent!r} is not an id")
@@ -336,8 +346,34 @@ class WorkRequestAbortView(APIView):
         return ok(work_request)
 
 
+class WorkRequestLiveLogView(APIView):
+    """
+    `GET ?after=N`: the live log of a work request, as its (Debusine 0.16) worker streams it:
+    `{"frames": [...], "next": N', "status": ...}`, up to 1000 frames from position N (0 by
+    default); ask again with `after=next` for more. Frames are `log_data` (`stream`, `data`,
+    `timestamp`) and, at the end, `log_data_end` (`exit_code`). Kept in Redis for a day.
+    """
+
+    permission_classes = [ReadAnyWriteAsUser]
+
+    def get(self, request: Request, work_request_id: int) -> HttpResponse:
+        work_request = get_visible_work_request(request, work_request_id)
+        after = request.query_params.get("after", "0")
+        if not after.isdigit() or len(after) > 9:
+            raise ProblemError("Invalid position", f"after={after!r} is not a position")
+        frames, next_position = live_logs.read(work_request.pk, int(after))
+        return JsonResponse(
+            {"frames": frames, "next": next_position, "status": work_request.status}
+        )
+
+
 urlpatterns: list[URLPattern] = [
     path("work-request/", WorkRequestListView.as_view(), name="api-work-requests"),
+    path(
+        "work-request/<int:work_request_id>/live-log/",
+        WorkRequestLiveLogView.as_view(),
+        name="api-work-request-live-log",
+    ),
     path(
         "work-request/<int:work_request_id>/",
         WorkRequestDetailView.as_view(),

@@ -8,7 +8,9 @@ also renews its lease (through its token's `last_seen_at`, see `debusine.server.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +23,13 @@ from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from debusine.protocol.generations import (
+    CannotExpressError,
+    Generation,
+    dynamic_data_for,
+    task_data_for,
+)
+from debusine.protocol.work_requests import WorkRequestStatus
 from debusine.protocol.workers import WorkerRegisterRequest, WorkRequestCompletedRequest
 from debusine.server.api.auth import (
     TOKEN_HEADER,
@@ -32,11 +41,16 @@ from debusine.server.api.auth import (
 )
 from debusine.server.api.errors import ProblemError, plain_problem_response
 from debusine.server.api.parsing import parse_body, parse_json_body
-from debusine.server.db.models import Token, Worker
+from debusine.server.db.models import Token, Worker, WorkRequest
 from debusine.server.db.models.auth import hash_token_key
 from debusine.server.work_requests import notifications, serialization, transitions
 from debusine.server.work_requests.transitions import Completion
-from debusine.server.work_requests.worker_tokens import WorkerCaller, resolve_worker_token
+from debusine.server.work_requests.worker_tokens import (
+    WorkerCaller,
+    mint_task_token,
+    resolve_worker_token,
+    revoke_task_token,
+)
 
 
 def activation_refusal(request: HttpRequest, token: Token | None) -> ProblemError:
@@ -157,7 +171,7 @@ def calling_worker(request: HttpRequest) -> WorkerCaller:
 
 
 def worker_view(
-    method: str,
+    *methods: str,
 ) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
     """
     A plain Django view for one HTTP method, CSRF-exempt (token-authenticated), whose
@@ -169,7 +183,7 @@ def worker_view(
         @functools.wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             try:
-                if request.method != method:
+                if request.method not in methods:
                     raise ProblemError(
                         "Error", f'Method "{request.method}" not allowed.', status_code=405
                     )
@@ -182,20 +196,39 @@ def worker_view(
     return decorate
 
 
-@worker_view("GET")
+@worker_view("GET", "POST")
 def get_next_for_worker(request: HttpRequest) -> HttpResponse:
     """
-    `GET`: the next work request assigned to the calling worker (200), or 204 when none is.
+    `GET` (Debusine 0.11/0.12) or `POST` with `{}` (0.16): the next work request assigned to
+    the calling worker (200), or 204 when none is.
 
     The work request is serialised as it was before it started (as Debusine does) and is
     running once handed over. A worker asking for work while already running as many work
     requests as its concurrency allows has restarted: those are aborted and retried
     (worker-failed).
+
+    A 0.16 worker (it POSTs) gets its task data and dynamic data in the 0.16 shape
+    (`debusine.protocol.generations`), and the `token` and `scope` its task authenticates
+    with: the worker's own token, which the endpoints the task calls accept.
     """
-    started = transitions.start_next(calling_worker(request))
+    worker = calling_worker(request)
+    started = transitions.start_next(worker)
     if started is None:
         return HttpResponse(status=status.HTTP_204_NO_CONTENT)
-    return serialization.json_response(started)
+    if request.method != "POST":
+        return serialization.json_response(started)
+    generation = Generation.V0_16
+    body = started.model_dump(mode="json")
+    # The scheduler gives 0.16 workers only what can be expressed; else ours is sent as is.
+    with contextlib.suppress(CannotExpressError):
+        body["task_data"] = task_data_for(
+            generation, started.task_type, started.task_name, started.task_data
+        )
+    body["dynamic_task_data"] = dynamic_data_for(
+        generation, started.task_name, started.task_data, started.dynamic_task_data
+    )
+    body["token"] = mint_task_token(started.id, worker.name)
+    return HttpResponse(json.dumps(body), content_type="application/json")
 
 
 class CompletedResponse(HttpResponse):
@@ -244,6 +277,11 @@ def work_request_completed(request: HttpRequest, work_request_id: int) -> HttpRe
         if body.output_data is not None
         else None
     )
+    if body.result == WorkRequestCompletedRequest.TEMPORARY_FAILURE:
+        answer = temporary_failure(worker, work_request_id, output_data)
+        if worker.task_of_work_request is not None:
+            revoke_task_token(work_request_id)
+        return answer
     response = CompletedResponse(worker.id)
     outcome = transitions.complete_from_worker(
         worker.id, work_request_id, body.result, output_data, on_next_work=response.next_work
@@ -256,7 +294,39 @@ def work_request_completed(request: HttpRequest, work_request_id: int) -> HttpRe
             f"Work request {work_request_id} is not assigned to worker {worker.name}",
             status_code=status.HTTP_401_UNAUTHORIZED,
         )
+    if worker.task_of_work_request is not None:
+        # Reported with the task's own token (a 0.16 worker): the task is over, so is its
+        # token. (Old workers have none: their hot path costs no statement more.)
+        revoke_task_token(work_request_id)
     return response
+
+
+def temporary_failure(
+    worker: WorkerCaller, work_request_id: int, output_data: dict[str, Any] | None
+) -> HttpResponse:
+    """
+    A 0.16 worker's `temporary failure`: the work request is aborted and retried (counted as
+    an automatic retry, like a worker failure). Stale reports change nothing (200, as always).
+    """
+    with transaction.atomic():
+        work_request = WorkRequest.objects.select_for_update().filter(pk=work_request_id).first()
+        if work_request is None:
+            raise ProblemError(f"Work request {work_request_id} not found", status_code=404)
+        if work_request.status != WorkRequestStatus.RUNNING:
+            return HttpResponse(status=status.HTTP_200_OK)
+        if work_request.worker_id != worker.id:
+            raise ProblemError(
+                "Invalid worker to update the work request",
+                f"Work request {work_request_id} is not assigned to worker {worker.name}",
+                status_code=status.HTTP_401_UNAUTHORIZED,
+            )
+        if output_data:
+            work_request.output_data_json = output_data
+            work_request.save(update_fields=["output_data_json"])
+        transitions.retry_after_worker_failure(
+            work_request, f"worker {worker.name} reported a temporary failure"
+        )
+    return HttpResponse(status=status.HTTP_200_OK)
 
 
 urlpatterns: list[URLPattern] = [

@@ -205,11 +205,16 @@ class WorkflowCreateView(APIView):
         workspace = WorkRequestListView.workspace(
             request, body.workspace or settings.DEBUSINE_DEFAULT_WORKSPACE
         )
-        if body.task_name:
+        if bool(body.task_name) == bool(body.template_name):
             raise ProblemError(
                 CANNOT_CREATE,
-                "workflows start from a template here: set template_name, not task_name",
+                "Exactly one of template_name and task_name must be set",
+                validation_errors={
+                    "template_name": ["exactly one of template_name and task_name must be set"]
+                },
             )
+        if body.task_name:
+            return self.without_template(request, workspace, body.task_name, body.task_data)
         template = (
             WorkflowTemplate.objects.filter(workspace=workspace, name=body.template_name)
             .select_related("workspace__scope")
@@ -239,6 +244,47 @@ class WorkflowCreateView(APIView):
             raise ProblemError(
                 CANNOT_CREATE, f"template {template.name}: unknown workflow {template.task_name!r}"
             ) from None
+        except InvalidWorkRequestError as error:
+            raise ProblemError(
+                CANNOT_CREATE, error.detail, validation_errors=error.validation_errors
+            ) from None
+        except WorkflowInputError as error:
+            raise ProblemError(CANNOT_CREATE, str(error)) from None
+        workflow.artifact_ids = []  # type: ignore[attr-defined]
+        return serialization.work_request_response(workflow, status.HTTP_201_CREATED)
+
+    @staticmethod
+    def without_template(
+        request: Request, workspace: Workspace, task_name: str, task_data: dict[str, Any]
+    ) -> HttpResponse:
+        """
+        Start workflow `task_name` with `task_data` as given (Debusine 0.16's `workflow start
+        --no-template`, `archive package copy`): for owners of the workspace only, since no
+        template bounds what it does.
+        """
+        user = request_user(request)
+        if not workspace.can_configure(user):
+            raise forbidden(
+                f"{user.username} cannot start workflows without a template in {workspace.name}"
+            )
+        try:
+            workflow_class = Workflow.class_from_name(task_name)
+        except UnknownWorkflowError:
+            raise ProblemError(
+                CANNOT_CREATE,
+                f"{task_name!r} is not a workflow: expected one of {', '.join(Workflow.names())}",
+                validation_errors={"task_name": [f"{task_name!r} is not a registered workflow"]},
+            ) from None
+        try:
+            workflow = transitions.create_workflow(
+                workspace=workspace,
+                created_by=user,
+                task_name=task_name,
+                task_data=workflow_class.validate_data(task_data),
+                priority_base=0,
+                workflow_template=None,
+            )
+            workflow_class(workflow).validate_input()
         except InvalidWorkRequestError as error:
             raise ProblemError(
                 CANNOT_CREATE, error.detail, validation_errors=error.validation_errors

@@ -9,6 +9,9 @@ assigned and of distinct worker configurations, not with workers x pending work 
 A worker can run a task when (reference §5, protocol.md §4.3-4.4):
 - its type runs that task type (external workers run Worker tasks, signing workers Signing ones);
 - `tasks_allowlist`, if set, names the task; otherwise `tasks_denylist` does not;
+- its generation (protocol-versions.md) can be given the task's payload (0.16 workers only the
+  tasks of `debusine.protocol.generations.V0_16_TASKS`), and 0.16 workers' tags are read as
+  the keys below (`legacy_view_of_metadata`);
 - it reports `<task>:version` equal to the server's TASK_VERSION (`noop:version` for Worker
   tasks, `signing:noop:version` for other types);
 - the task's host architecture, if it has one, is among its `system:architectures`;
@@ -24,6 +27,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from debusine.protocol.generations import Generation, can_express, generation_from_metadata
 from debusine.tasks import BaseTask, UnknownTaskError
 
 #: Task types each worker type runs.
@@ -108,6 +112,9 @@ def server_task_version(task_type: str, task_name: str) -> int | None:
 def can_run(worker_type: str, metadata: dict[str, Any], candidate: Candidate) -> bool:
     """Whether a worker of this type and metadata may run the candidate."""
     if TASK_TYPES_BY_WORKER_TYPE.get(worker_type) != candidate.task_type:
+        return False
+    generation = generation_from_metadata(metadata) or Generation.LEGACY
+    if not can_express(generation, candidate.task_type, candidate.task_name):
         return False
     allowlist = metadata.get("tasks_allowlist")
     if allowlist is not None:

@@ -20,6 +20,7 @@ from typing import Any
 from django.conf import settings
 from django.db import connection, transaction
 
+from debusine.protocol.generations import legacy_view_of_metadata
 from debusine.protocol.work_requests import TaskType, WorkRequestResult, WorkRequestStatus
 from debusine.server.db.models import WorkRequest
 from debusine.server.lookups import ServerLookupResolver
@@ -232,7 +233,8 @@ def load_idle_workers(only: int | None = None) -> list[IdleWorker]:
             id=row[0],
             worker_type=row[1],
             free_slots=row[2],
-            metadata=metadata[row[3]],
+            # 0.16 workers report tags: matching reads them as the keys of 0.11/0.12.
+            metadata=legacy_view_of_metadata(metadata[row[3]]),
             signature=row[3],
         )
         for row in rows

@@ -194,9 +194,11 @@ def serialize(row: WorkRequestRow, *, handed_to_worker: bool = False) -> WorkReq
         else None
     )
     scope = row.scope
+    url = f"/{scope}/{row.workspace}/work-request/{row.id}/"
     return WorkRequestResponse(
         id=row.id,
-        url=f"/{scope}/{row.workspace}/work-request/{row.id}/",
+        url=url,
+        links={"webui_self": url},
         task_name=row.task_name,
         created_at=row.created_at,
         created_by=row.created_by_id,

@@ -149,7 +149,7 @@ def test_every_kind_of_error_under_the_api_is_a_problem(
 
     # 405: a DRF view, a plain view.
     assert_problem(client.delete(f"{api}/work-request/"), 405)
-    assert_problem(api_client(worker_key).post(f"{api}/work-request/get-next-for-worker/"), 405)
+    assert_problem(api_client(worker_key).put(f"{api}/work-request/get-next-for-worker/"), 405)
 
     # 413: JSON bodies over the limit, read by DRF's parser and by a plain view.
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000

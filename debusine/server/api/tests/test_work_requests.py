@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -24,7 +25,8 @@ from debusine.server.db.models import (
     Workspace,
     WorkspaceRoles,
 )
-from debusine.server.work_requests import transitions
+from debusine.server.metrics.events import redis_client
+from debusine.server.work_requests import live_logs, transitions
 from debusine.server.work_requests.transitions import InvalidWorkRequestError
 from debusine.tasks import BaseTask, BaseTaskData, TaskType
 from debusine.testing.playground import Playground, api_client
@@ -99,6 +101,7 @@ def test_create_noop_answers_200_with_the_new_work_request(client: APIClient, us
         "artifacts": [],
         "scope": "debusine",
         "workspace": "System",
+        "links": {"webui_self": f"/debusine/System/work-request/{work_request.pk}/"},
     }
     assert body["created_at"].endswith("Z")
     WorkRequestResponse.model_validate(body)
@@ -859,3 +862,56 @@ def test_unsupported_methods_are_405_problems(
     assert_problem(client.put(detail_url(work_request), {}, format="json"), 405, "Error")
     assert_problem(client.get(retry_url(work_request)), 405, "Error")
     assert WorkRequest.objects.filter(pk=work_request.pk).exists()
+
+
+# --- Live log -------------------------------------------------------------------------------
+
+
+def test_live_log_pages_through_the_stored_frames(
+    client: APIClient, user: User, playground: Playground
+) -> None:
+    work_request = playground.create_work_request(created_by=user)
+    frames = [
+        live_logs.frame_to_store(
+            {
+                "type": "log_data",
+                "work_request_id": work_request.pk,
+                "stream": "internal",
+                "data": f"line {index}\n",
+                "timestamp": "2026-01-01T00:00:00Z",
+            }
+        )
+        for index in range(3)
+    ]
+    store = redis_client()
+    store.delete(live_logs.key(work_request.pk))
+    try:
+        for frame in frames:
+            store.rpush(live_logs.key(work_request.pk), json.dumps(frame))
+        url = f"{LIST_URL}{work_request.pk}/live-log/"
+
+        first = client.get(url).json()
+        after = client.get(url, {"after": "2"}).json()
+        bad = client.get(url, {"after": "x"})
+    finally:
+        store.delete(live_logs.key(work_request.pk))
+
+    assert first == {"frames": frames, "next": 3, "status": "pending"}
+    assert after == {"frames": frames[2:], "next": 3, "status": "pending"}
+    assert bad.status_code == 400
+    assert bad.json()["title"] == "Invalid position"
+    assert client.get(f"{LIST_URL}999999/live-log/").status_code == 404
+
+
+def test_only_well_formed_log_frames_are_stored() -> None:
+    assert live_logs.frame_to_store({"type": "log_data", "work_request_id": 1}) is None
+    assert live_logs.frame_to_store({"type": "other", "work_request_id": 1}) is None
+    assert live_logs.frame_to_store([]) is None
+    end = live_logs.frame_to_store(
+        {"type": "log_data_end", "work_request_id": 4, "exit_code": 2, "timestamp": "t"}
+    )
+    assert end == {"type": "log_data_end", "work_request_id": 4, "exit_code": 2, "timestamp": "t"}
+    data = live_logs.frame_to_store(
+        {"type": "log_data", "work_request_id": 4, "stream": "stdout", "data": "x" * 10**6}
+    )
+    assert data is not None and len(data["data"]) == live_logs.MAX_TEXT

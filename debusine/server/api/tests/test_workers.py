@@ -416,7 +416,8 @@ def test_worker_views_refuse_other_methods_with_a_problem(
     work_request, key = running
     client = api_client(key)
 
-    assert_problem(client.post(GET_NEXT, {}, format="json"), 405, "Error")
+    # (get-next takes GET, and POST since Debusine 0.16.)
+    assert_problem(client.put(GET_NEXT, {}, format="json"), 405, "Error")
     assert_problem(client.get(completed_url(work_request.pk)), 405, "Error")
     work_request.refresh_from_db()
     assert work_request.status == "running"
@@ -461,3 +462,111 @@ def test_register_with_a_token_that_is_not_a_valid_activation_token_is_refused(
     assert response["Content-Type"] == "application/problem+json"
     assert "token" in response.json()["detail"].lower()
     assert Worker.objects.count() == workers_before
+
+
+# --- Debusine 0.16 workers ------------------------------------------------------------------
+
+
+def test_post_get_next_hands_over_the_016_shape_and_the_tasks_token(
+    playground: Playground, user: User
+) -> None:
+    worker, key = playground.create_worker()
+    mine = playground.create_work_request(
+        created_by=user, worker=worker, task_data={"result": False}
+    )
+    mine.dynamic_task_data = {"task_configuration_id": 3, "subject": "hello"}
+    mine.save(update_fields=["dynamic_task_data"])
+
+    response = api_client(key).post(GET_NEXT, {}, format="json")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["id"] == mine.pk
+    # 0.16 models: a result string, no task_configuration_id, task_input_fields.
+    assert body["task_data"] == {"result": "failure"}
+    assert body["dynamic_task_data"] == {"subject": "hello", "task_input_fields": {}}
+    assert body["scope"] == "debusine"
+    assert body["links"]["webui_self"] == body["url"]
+    mine.refresh_from_db()
+    assert mine.status == "running"
+    # A token of the task's own: stored hashed, expiring, not the worker's.
+    task_key = body["token"]
+    assert isinstance(task_key, str) and task_key != key
+    assert mine.task_token is not None
+    assert mine.task_token.hash == hash_token_key(task_key)
+    assert mine.task_token.expire_at is not None
+    assert mine.task_token.expire_at > timezone.now() + timedelta(days=6)
+    # The task's calls authenticate with it and the scope header.
+    task = api_client(task_key)
+    artifact = task.get(
+        f"/api/1.0/artifact/System/{playground.create_artifact().pk}/",
+        HTTP_X_DEBUSINE_SCOPE=body["scope"],
+    )
+    assert artifact.status_code == 200, artifact.content
+    done = task.put(
+        completed_url(mine.pk),
+        {"result": "success"},
+        format="json",
+        HTTP_X_DEBUSINE_SCOPE="debusine",
+    )
+    assert done.status_code == 200, done.content
+    mine.refresh_from_db()
+    assert (mine.status, mine.result) == ("completed", "success")
+    # Revoked on completion.
+    assert mine.task_token is None
+    assert not Token.objects.filter(hash=hash_token_key(task_key)).exists()
+    assert task.get(f"/api/1.0/work-request/{mine.pk}/").status_code in (401, 403)
+    # The worker's own token still works.
+    assert api_client(key).post(GET_NEXT, {}, format="json").status_code == 204
+
+
+def test_post_get_next_without_work_is_204(playground: Playground) -> None:
+    _worker, key = playground.create_worker()
+    response = api_client(key).post(GET_NEXT, {}, format="json")
+    assert response.status_code == 204
+
+
+def test_temporary_failure_retries_the_work_request(running: tuple[WorkRequest, str]) -> None:
+    work_request, key = running
+    statistics = {"duration": 3, "duration_setup": 0.5, "network_received": 10}
+
+    response = api_client(key).put(
+        completed_url(work_request.pk),
+        {"result": "temporary failure", "output_data": {"runtime_statistics": statistics}},
+        format="json",
+    )
+
+    assert response.status_code == 200, response.content
+    assert response.content == b""
+    work_request.refresh_from_db()
+    assert work_request.status == "aborted"
+    output_data = work_request.output_data_json
+    assert output_data is not None
+    assert output_data["errors"][-1]["code"] == "worker-failed"
+    assert output_data["runtime_statistics"]["duration_setup"] == 0.5
+    retry = work_request.superseded_by
+    assert retry is not None and retry.status == "pending"
+
+    # Reported again (a replay): stale, harmless.
+    again = api_client(key).put(
+        completed_url(work_request.pk), {"result": "temporary failure"}, format="json"
+    )
+    assert again.status_code == 200
+    assert again.content == b""
+
+
+def test_016_clients_get_problems_with_only_the_keys_they_accept(
+    playground: Playground,
+) -> None:
+    _worker, key = playground.create_worker()
+    old = api_client(key).put(GET_NEXT, {}, format="json")
+    new = api_client(key).put(GET_NEXT, {}, format="json", HTTP_USER_AGENT="debusine/0.16.2")
+
+    assert old.json() == {"title": "Error", "detail": 'Method "PUT" not allowed.', "status": 405}
+    assert new.status_code == 405
+    assert new["Content-Type"] == "application/problem+json"
+    assert new.json() == {
+        "title": "Error",
+        "detail": 'Method "PUT" not allowed.',
+        "status_code": 405,
+    }

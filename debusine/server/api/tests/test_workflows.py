@@ -215,3 +215,33 @@ def test_starting_a_workflow_needs_the_contributor_role(
 
     assert_problem(response, 403)
     assert not WorkRequest.objects.exists()
+
+
+def test_an_owner_starts_a_workflow_by_task_name_as_016_clients_do(
+    owner: tuple[User, str], user_token: str
+) -> None:
+    body = {"template_name": "", "task_name": "noop", "workspace": "System"}
+    started = api_client(owner[1]).post(
+        WORKFLOWS, {**body, "task_data": {"children": 1}}, format="json"
+    )
+
+    assert started.status_code == 201, started.content
+    workflow = WorkRequestResponse.model_validate(started.json())
+    assert (workflow.task_type, workflow.task_name, workflow.task_data) == (
+        "Workflow",
+        "noop",
+        {"children": 1},
+    )
+    assert WorkRequest.objects.get(pk=workflow.id).workflow_template is None
+    # Without a template, only owners may: contributors are refused.
+    assert_problem(api_client(user_token).post(WORKFLOWS, body, format="json"), 403)
+    assert_problem(
+        api_client(owner[1]).post(WORKFLOWS, {**body, "task_name": "sbuild"}, format="json"),
+        400,
+        "Cannot create workflow",
+    )
+    for both_or_neither in ({"template_name": "noops", "task_name": "noop"}, {}):
+        problem = assert_problem(
+            api_client(owner[1]).post(WORKFLOWS, both_or_neither, format="json"), 400
+        )
+        assert "Exactly one of template_name and task_name" in problem["detail"]

@@ -170,6 +170,16 @@ class WorkRequest(models.Model):
     workflow_runtime_status = models.CharField(max_length=16, null=True, blank=True)
     workflow_last_activity_at = models.DateTimeField(null=True, blank=True)
     workflows_need_update = models.BooleanField(default=False)
+    #: The token a Debusine 0.16 worker's task authenticates with (minted when get-next hands
+    #: the work request over, deleted when the work request is completed): it acts as the
+    #: work request's worker.
+    task_token = models.OneToOneField(
+        "db.Token",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="task_of_work_request",
+    )
 
     objects = WorkRequestQuerySet.as_manager()
 

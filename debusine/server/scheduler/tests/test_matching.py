@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from debusine.protocol.generations import legacy_view_of_metadata
 from debusine.server.scheduler.matching import Candidate, IdleWorker, Matcher, can_run
 
 VERSIONS = {"noop:version": 1, "sleep:version": 1}
@@ -62,3 +63,22 @@ def test_concurrency_gives_several_slots() -> None:
     matcher = Matcher([IdleWorker(1, "external", 2, VERSIONS), IdleWorker(2, "external", 0, {})])
 
     assert [matcher.assign(noop(i)) for i in range(3)] == [1, 1, None]
+
+
+def test_016_workers_match_on_their_tags_and_get_only_what_they_can_express() -> None:
+    reported = {
+        "system:worker_version": "0.16.2",
+        "system:native_architecture": "amd64",
+        "provided_tags": [
+            "worker:build-arch:amd64",
+            "worker:task:worker:noop:version:1",
+            "worker:task:worker:sleep:version:1",
+        ],
+    }
+    metadata = legacy_view_of_metadata(reported)
+    assert can_run("external", metadata, noop())
+    assert can_run("external", metadata, noop(arch="amd64"))
+    assert not can_run("external", metadata, noop(arch="arm64"))
+    # `sleep` is ours: a 0.16 worker reporting it is still never given it (no 0.16 payload).
+    assert not can_run("external", metadata, Candidate(1, "Worker", "sleep", None))
+    assert can_run("external", VERSIONS, Candidate(1, "Worker", "sleep", None))
