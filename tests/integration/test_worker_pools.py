@@ -350,8 +350,9 @@ def test_drained_worker_finishes_its_work_then_is_terminated(
     # It was terminated only once its work request had completed.
     assert pool.value(
         "SELECT wr.completed_at <= s.ended_at FROM db_workrequest wr, db_workerpoolstatistics s "
-        "WHERE wr.id = %s",
+        "JOIN db_workerpool p ON p.id = s.worker_pool_id WHERE wr.id = %s AND p.name = %s",
         work_request,
+        pool.name,
     )
     assert f"terminated {worker}: drained and idle" in pool.provisioner_output()
 
