@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib import messages
-from django.db.models.expressions import RawSQL
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.views.decorators.http import require_POST, require_safe
@@ -24,6 +23,7 @@ from debusine.server.web.listing import (
     InvalidFilterError,
     WorkRequestFilters,
     keyset_page,
+    work_request_rows,
 )
 from debusine.server.web.pending import explain_pending
 from debusine.server.work_requests import transitions
@@ -69,6 +69,7 @@ def work_request_list(request: HttpRequest, scope: str, workspace: str) -> HttpR
             "workspace": workspace_object,
             "filters": filters,
             "page": page,
+            "rows": work_request_rows(page.rows, f"/{scope}/{workspace}/") if page else "",
             "errors": errors,
             "statuses": [status.value for status in WorkRequestStatus],
             "base_query": query.urlencode(),
@@ -110,19 +111,21 @@ def workflow_tree(workflow: WorkRequest) -> tuple[list[TreeNode], bool]:
     and whether the tree was cut at TREE_LIMIT.
     """
     table = WorkRequest._meta.db_table
-    descendants = RawSQL(  # noqa: S611 (no user input in the SQL text)
-        f"""
-        WITH RECURSIVE tree(id) AS (
-            SELECT id FROM {table} WHERE parent_id = %s
-            UNION ALL
-            SELECT child.id FROM {table} AS child JOIN tree ON child.parent_id = tree.id
-        )
-        SELECT id FROM tree
-        """,  # noqa: S608 (the table name comes from model metadata)
-        (workflow.pk,),
-    )
+    # `id = ANY(ARRAY(...))` rather than `id IN (...)`: PostgreSQL runs the recursive query once
+    # (it follows the parent index) and fetches the rows by primary key, instead of walking
+    # the whole table in id order to test each row.
+    descendants = f"""
+        {table}.id = ANY(ARRAY(
+            WITH RECURSIVE tree(id) AS (
+                SELECT id FROM {table} WHERE parent_id = %s
+                UNION ALL
+                SELECT child.id FROM {table} AS child JOIN tree ON child.parent_id = tree.id
+            )
+            SELECT id FROM tree
+        ))
+    """  # noqa: S608 (the table name comes from model metadata; the id is a parameter)
     rows = list(
-        WorkRequest.objects.filter(pk__in=descendants)
+        WorkRequest.objects.extra(where=[descendants], params=[workflow.pk])  # noqa: S610
         .select_related("worker")
         .only(*WORK_REQUEST_ROW_FIELDS)
         .order_by("pk")[: TREE_LIMIT + 1]
@@ -188,7 +191,13 @@ def work_request_detail(
         "work_request": work_request,
         "artifacts": artifacts,
         "log_files": log_files,
-        "tree": tree,
+        "tree": work_request_rows(
+            [node.work_request for node in tree],
+            f"/{scope}/{workspace}/",
+            [node.depth for node in tree],
+        )
+        if tree
+        else None,
         "tree_truncated": truncated,
         "dependencies": dependencies,
         "can_retry": manage and transitions.can_retry(work_request),

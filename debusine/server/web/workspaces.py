@@ -9,7 +9,7 @@ from django.views.decorators.http import require_safe
 from debusine.protocol.work_requests import TaskType
 from debusine.server.db.models import Artifact, Collection, Scope, WorkRequest, Workspace
 from debusine.server.web.access import request_user, visible_workspace
-from debusine.server.web.listing import WORK_REQUEST_ROW_FIELDS
+from debusine.server.web.listing import WORK_REQUEST_ROW_FIELDS, work_request_rows
 
 #: How many of each kind of thing a workspace's home page lists.
 RECENT = 20
@@ -49,13 +49,17 @@ def workspace_home(request: HttpRequest, scope: str, workspace: str) -> HttpResp
         .select_related("worker")
         .only(*WORK_REQUEST_ROW_FIELDS)
     )
+    prefix = f"/{scope}/{workspace}/"
     context = {
         "workspace": workspace_object,
-        "work_requests": list(recent.order_by("-pk")[:RECENT]),
-        "workflows": list(
-            recent.filter(task_type=TaskType.WORKFLOW, parent__isnull=True).order_by("-pk")[
-                :RECENT
-            ]
+        "work_requests": work_request_rows(list(recent.order_by("-pk")[:RECENT]), prefix),
+        "workflows": work_request_rows(
+            list(
+                recent.filter(task_type=TaskType.WORKFLOW, parent__isnull=True).order_by("-pk")[
+                    :RECENT
+                ]
+            ),
+            prefix,
         ),
         "collections": list(
             Collection.objects.filter(workspace=workspace_object)

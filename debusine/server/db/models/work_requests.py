@@ -187,6 +187,12 @@ class WorkRequest(models.Model):
             ),
             models.Index(fields=["worker", "status"], name="db_workrequest_worker_status"),
             models.Index(fields=["workspace", "-id"], name="db_workrequest_ws_id"),
+            # A workspace's recent workflows (the web UI's workspace page): few among many.
+            models.Index(
+                fields=["workspace", "-id"],
+                name="db_workrequest_ws_workflows",
+                condition=Q(task_type=TaskType.WORKFLOW, parent__isnull=True),
+            ),
             models.Index(
                 fields=["completed_at"],
                 name="db_workrequest_completed_at",

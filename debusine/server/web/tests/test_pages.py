@@ -333,7 +333,7 @@ def test_workflow_detail_is_a_tree(
     with django_assert_max_num_queries(9):
         page = text(signed_in.get(wr_url(workflow)))
     tree = page[page.index('id="workflow-tree"') :]
-    order = [int(n) for n in re.findall(r'work-request/(\d+)/">\d+ ', tree)]
+    order = [int(n) for n in re.findall(r'work-request/(\d+)/">\d+<', tree)]
     assert order == [sub.pk, *[row.pk for row in deep], first.pk]
     assert 'class="depth-2"' in tree
 
