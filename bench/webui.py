@@ -156,8 +156,15 @@ def run(database_url: str, args: argparse.Namespace) -> None:
     for name, url in pages.items():
         queries: list[str] = []
 
-        def count(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-            queries.append(sql)
+        def count(
+            execute: Any,
+            sql: str,
+            params: Any,
+            many: bool,
+            context: Any,
+            seen: list[str] = queries,
+        ) -> Any:
+            seen.append(sql)
             return execute(sql, params, many, context)
 
         # A wrapper survives the connection being returned and taken again between requests.
