@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from debusine.protocol.work_requests import TaskType, WorkRequestResult, WorkRequestStatus
 from debusine.server.db.models import (
@@ -595,3 +596,103 @@ def test_queue_status(
     assert re.search(r"<td>noop</td><td>amd64</td><td>2</td><td>0</td>", page)
     assert re.search(r"<td>noop</td><td>any</td><td>0</td><td>1</td>", page)
     assert "0 running on 3 slots of 1 connected worker" in page
+
+
+# --- Recently failed, collections -------------------------------------------------------------
+
+
+def test_recently_failed_and_bulk_retry(
+    signed_in: Client, playground: Playground, alice: User, django_assert_max_num_queries: Any
+) -> None:
+    failed = [
+        playground.create_work_request(
+            created_by=alice,
+            status=WorkRequestStatus.COMPLETED,
+            result=result,
+            completed_at=timezone.now(),
+        )
+        for result in (WorkRequestResult.FAILURE, WorkRequestResult.ERROR)
+    ]
+    playground.create_work_request(
+        created_by=alice, status=WorkRequestStatus.COMPLETED, result=WorkRequestResult.SUCCESS
+    )
+    bob = playground.create_user("bob")
+    other = playground.create_work_request(
+        created_by=bob,
+        workspace=playground.create_workspace("elsewhere", public=True),
+        status=WorkRequestStatus.COMPLETED,
+        result=WorkRequestResult.FAILURE,
+    )
+    url = ws_url(playground.workspace, "failed/")
+    with django_assert_max_num_queries(BASE_QUERIES + 1):
+        page = text(signed_in.get(url))
+    listed = [int(n) for n in re.findall(r'work-request/(\d+)/">\d+<', page)]
+    assert sorted(listed) == sorted(row.pk for row in failed)
+
+    response = signed_in.post(
+        url + "retry/", {"id": [str(row.pk) for row in failed] + [str(other.pk)]}
+    )
+    assert response.status_code == 302
+    for row in failed:
+        row.refresh_from_db()
+        assert row.superseded_by.status == WorkRequestStatus.PENDING
+    page = text(signed_in.get(url))
+    assert "Retried 2 work request(s)." in page
+    assert f"{other.pk} (not in this workspace)" in page
+    assert re.findall(r'work-request/(\d+)/">\d+<', page) == []
+    assert signed_in.post(url + "retry/", {"id": ["x"]}).status_code == 400
+
+
+def test_bulk_retry_needs_a_user(client: Client, playground: Playground) -> None:
+    playground.workspace.public = True
+    playground.workspace.save()
+    url = ws_url(playground.workspace, "failed/retry/")
+    assert client.post(url, {"id": ["1"]}).status_code == 403
+
+
+def test_collections_environments_and_suite(
+    signed_in: Client, playground: Playground, django_assert_max_num_queries: Any
+) -> None:
+    from debusine.server.db.models import Collection, CollectionItem
+
+    environments = Collection.objects.create(
+        workspace=playground.workspace, name="debian", category="debian:environments"
+    )
+    suite = Collection.objects.create(
+        workspace=playground.workspace, name="bookworm", category="debian:suite"
+    )
+    tarball = playground.create_artifact(category="debian:system-tarball")
+    CollectionItem.objects.create(
+        parent_collection=environments,
+        parent_category=environments.category,
+        name="tarball:bookworm:amd64",
+        child_type="a",
+        category="debian:system-tarball",
+        artifact=tarball,
+        data={"codename": "bookworm", "architecture": "amd64", "variant": "sbuild"},
+    )
+    CollectionItem.objects.create(
+        parent_collection=suite,
+        parent_category=suite.category,
+        name="hello_1.0",
+        child_type="b",
+        category="debian:source-package",
+        data={"package": "hello", "version": "1.0", "component": "main"},
+    )
+    with django_assert_max_num_queries(BASE_QUERIES + 1):
+        page = text(signed_in.get(ws_url(playground.workspace, "collection/")))
+    assert "debian:environments/debian/" in page and "debian:suite/bookworm/" in page
+    with django_assert_max_num_queries(BASE_QUERIES + 2):
+        page = text(
+            signed_in.get(ws_url(playground.workspace, "collection/debian:environments/debian/"))
+        )
+    assert "tarball:bookworm:amd64" in page and "<th>variant</th>" in page
+    assert "<td>sbuild</td>" in page and f"artifact/{tarball.pk}/" in page
+    page = text(signed_in.get(ws_url(playground.workspace, "collection/debian:suite/bookworm/")))
+    assert "hello_1.0" in page and "<td>main</td>" in page
+    filtered = text(
+        signed_in.get(ws_url(playground.workspace, "collection/debian:suite/bookworm/?name=nope"))
+    )
+    assert "hello_1.0" not in filtered
+    missing = ws_url(playground.workspace, "collection/debian:suite/sid/")
+    assert signed_in.get(missing).status_code == 404
