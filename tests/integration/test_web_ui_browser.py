@@ -252,3 +252,37 @@ def test_workers_and_queue_pages(browser: WebDriver, debusine_server: LiveServer
     screenshot(browser, "queue")
     browser.get(f"{debusine_server.base_url}/-/workers/")
     screenshot(browser, "workers")
+
+
+def test_banner_follows_the_work_request_until_it_ends(
+    signed_in: WebDriver, debusine_server: LiveServer
+) -> None:
+    browser = signed_in
+    user = RestUser(debusine_server.instance, debusine_server.token)
+    work_request_id = user.create("noop", {"result": True})
+    browser.get(f"{debusine_server.base_url}/debusine/System/work-request/{work_request_id}/")
+    banner = browser.find_element(By.ID, "banner")
+    assert banner.text.startswith("Pending.")
+    user.call("POST", f"/1.0/work-request/{work_request_id}/abort/")
+    # The page polls the status: the banner turns "finished" without a reload.
+    WebDriverWait(browser, 20).until(
+        lambda b: b.find_element(By.ID, "banner").text.startswith("Finished")
+    )
+    assert browser.find_element(By.ID, "reload").is_displayed()
+    screenshot(browser, "work-request-finished")
+
+
+def test_search_a_workflows_logs(signed_in: WebDriver, debusine_server: LiveServer) -> None:
+    browser = signed_in
+    user = RestUser(debusine_server.instance, debusine_server.token)
+    work_request_id = user.create("noop", {"result": True})
+    browser.get(
+        f"{debusine_server.base_url}/debusine/System/work-request/{work_request_id}/logs/search/"
+    )
+    query = browser.find_element(By.ID, "q")
+    query.send_keys("anything")
+    query.submit()
+    assert (
+        "0 files with matches among 0 searched"
+        in browser.find_element(By.ID, "search-summary").text
+    )

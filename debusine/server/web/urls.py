@@ -14,6 +14,7 @@ from debusine.server.web import (
     collections,
     downloads,
     failures,
+    log_search,
     work_requests,
     workers,
     workspaces,
@@ -50,6 +51,16 @@ urlpatterns: list[URLPattern] = [
         f"{SCOPED}work-request/<int:work_request_id>/",
         work_requests.work_request_detail,
         name="web-work-request",
+    ),
+    path(
+        f"{SCOPED}work-request/<int:work_request_id>/status/",
+        work_requests.work_request_status,
+        name="web-work-request-status",
+    ),
+    path(
+        f"{SCOPED}work-request/<int:work_request_id>/logs/search/",
+        log_search.search_logs,
+        name="web-work-request-log-search",
     ),
     path(
         f"{SCOPED}work-request/<int:work_request_id>/retry/",

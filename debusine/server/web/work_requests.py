@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib import messages
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_POST, require_safe
 
@@ -97,6 +97,27 @@ def visible_work_request(
     return work_request
 
 
+def descendant_ids_sql(workflow_id: int) -> tuple[str, list[int]]:
+    """
+    A WHERE condition, "`{column}` is the id of a descendant of the workflow", and its
+    parameters. `= ANY(ARRAY(...))` rather than `IN (...)`: PostgreSQL runs the recursive
+    query once (it follows the parent index) and then fetches rows by key, instead of
+    walking a whole table to test each row.
+    """
+    table = WorkRequest._meta.db_table
+    sql = f"""
+        {{column}} = ANY(ARRAY(
+            WITH RECURSIVE tree(id) AS (
+                SELECT id FROM {table} WHERE parent_id = %s
+                UNION ALL
+                SELECT child.id FROM {table} AS child JOIN tree ON child.parent_id = tree.id
+            )
+            SELECT id FROM tree
+        ))
+    """  # noqa: S608 (the table name comes from model metadata; the id is a parameter)
+    return sql, [workflow_id]
+
+
 @dataclass
 class TreeNode:
     """A work request of a workflow's tree and its depth below the workflow."""
@@ -110,22 +131,10 @@ def workflow_tree(workflow: WorkRequest) -> tuple[list[TreeNode], bool]:
     Every descendant of `workflow` in depth-first order, in one query (a recursive CTE);
     and whether the tree was cut at TREE_LIMIT.
     """
-    table = WorkRequest._meta.db_table
-    # `id = ANY(ARRAY(...))` rather than `id IN (...)`: PostgreSQL runs the recursive query once
-    # (it follows the parent index) and fetches the rows by primary key, instead of walking
-    # the whole table in id order to test each row.
-    descendants = f"""
-        {table}.id = ANY(ARRAY(
-            WITH RECURSIVE tree(id) AS (
-                SELECT id FROM {table} WHERE parent_id = %s
-                UNION ALL
-                SELECT child.id FROM {table} AS child JOIN tree ON child.parent_id = tree.id
-            )
-            SELECT id FROM tree
-        ))
-    """  # noqa: S608 (the table name comes from model metadata; the id is a parameter)
+    condition, parameters = descendant_ids_sql(workflow.pk)
+    descendants = condition.replace("{column}", f"{WorkRequest._meta.db_table}.id")
     rows = list(
-        WorkRequest.objects.extra(where=[descendants], params=[workflow.pk])  # noqa: S610
+        WorkRequest.objects.extra(where=[descendants], params=parameters)  # noqa: S610
         .select_related("worker")
         .only(*WORK_REQUEST_ROW_FIELDS)
         .order_by("pk")[: TREE_LIMIT + 1]
@@ -275,3 +284,25 @@ def abort(request: HttpRequest, scope: str, workspace: str, work_request_id: int
         )
     messages.success(request, f"Work request {work_request.pk} aborted.")
     return HttpResponseRedirect(work_request_url(work_request, work_request.workspace))
+
+
+@require_safe
+def work_request_status(
+    request: HttpRequest, scope: str, workspace: str, work_request_id: int
+) -> JsonResponse:
+    """
+    `GET …/work-request/<id>/status/`: `{"status", "result", "completed_at"}`, what the page
+    polls while the work request is unfinished, to turn its banner into "finished" (and
+    notify) when it ends.
+    """
+    work_request = visible_work_request(request, scope, workspace, work_request_id)
+    return JsonResponse(
+        {
+            "status": work_request.status,
+            "result": work_request.result,
+            "completed_at": (
+                work_request.completed_at.isoformat() if work_request.completed_at else None
+            ),
+        },
+        headers={"Cache-Control": "no-store"},
+    )

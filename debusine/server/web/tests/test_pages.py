@@ -696,3 +696,53 @@ def test_collections_environments_and_suite(
     assert "hello_1.0" not in filtered
     missing = ws_url(playground.workspace, "collection/debian:suite/sid/")
     assert signed_in.get(missing).status_code == 404
+
+
+# --- Logs: search across a workflow, status polling -------------------------------------------
+
+
+def test_search_across_a_workflows_logs(
+    signed_in: Client, playground: Playground, alice: User, django_assert_max_num_queries: Any
+) -> None:
+    workflow = playground.create_work_request(
+        created_by=alice, task_type=TaskType.WORKFLOW, task_name="noop"
+    )
+    sub = playground.create_work_request(
+        created_by=alice, task_type=TaskType.WORKFLOW, task_name="noop", parent=workflow
+    )
+    build = playground.create_work_request(created_by=alice, parent=sub, task_name="sleep")
+    check = playground.create_work_request(created_by=alice, parent=workflow)
+    outside = playground.create_work_request(created_by=alice)
+    for work_request, contents in (
+        (build, b"compiling\nerror: missing header foo.h\ndone\n"),
+        (check, b"all good\n"),
+        (outside, b"error: not in this workflow\n"),
+    ):
+        stored(
+            playground,
+            {"cmd-output.log": contents},
+            category="debusine:work-request-debug-logs",
+            created_by_work_request=work_request,
+        )
+    with django_assert_max_num_queries(BASE_QUERIES + 4):
+        page = text(signed_in.get(wr_url(workflow, "logs/search/?q=ERROR")))
+    assert "1 file with matches among 2 searched" in page
+    assert "missing header foo.h" in page and "not in this workflow" not in page
+    assert re.search(r'file/cmd-output.log#L2">2<', page)
+    own = text(signed_in.get(wr_url(outside, "logs/search/?q=error")))
+    assert "not in this workflow" in own
+
+
+def test_status_endpoint_for_following_a_work_request(
+    client: Client, playground: Playground, alice: User, private: Workspace
+) -> None:
+    playground.workspace.public = True
+    playground.workspace.save()
+    work_request = playground.create_work_request(created_by=alice)
+    response = client.get(wr_url(work_request, "status/"))
+    assert response.json() == {"status": "pending", "result": "", "completed_at": None}
+    hidden = playground.create_work_request(created_by=alice, workspace=private)
+    assert client.get(wr_url(hidden, "status/")).status_code == 404
+    page = text(client.get(wr_url(work_request)))
+    assert f'data-status-url="{wr_url(work_request, "status/")}"' in page
+    assert "follow.js" in page
