@@ -26,6 +26,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
+from debusine.testing.throwaway import ThrowawayInstance
 from tests.integration.conftest import LiveServer
 from tests.integration.rest_user import RestUser
 
@@ -34,8 +35,8 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "screenshots" / "web-ui"
 LOG = "".join(f"step {n}: {'FAILED to fetch' if n == 37 else 'ok'}\n" for n in range(1, 201))
 
 
-def set_password(server: LiveServer, username: str) -> None:
-    with psycopg.connect(server.instance.database_url) as connection:
+def set_password(database_url: str, username: str) -> None:
+    with psycopg.connect(database_url) as connection:
         connection.execute(
             "UPDATE db_user SET password = %s WHERE username = %s",
             (make_password(PASSWORD), username),
@@ -208,14 +209,19 @@ def test_create_and_revoke_a_token(signed_in: WebDriver, debusine_server: LiveSe
     assert not browser.find_elements(By.XPATH, "//tr[td[text()='from the browser']]")
 
 
-def sign_in(browser: WebDriver, server: LiveServer, username: str) -> None:
-    set_password(server, username)
+def sign_in_as(browser: WebDriver, instance: ThrowawayInstance, username: str) -> None:
+    """Give `username` a password, then sign in with the form."""
+    set_password(instance.database_url, username)
     browser.delete_all_cookies()
-    browser.get(f"{server.base_url}/-/signin/")
+    browser.get(f"{instance.base_url}/-/signin/")
     browser.find_element(By.ID, "id_username").send_keys(username)
     browser.find_element(By.ID, "id_password").send_keys(PASSWORD)
     browser.find_element(By.ID, "sign-in-submit").click()
     WebDriverWait(browser, 10).until(lambda b: b.find_elements(By.ID, "sign-out"))
+
+
+def sign_in(browser: WebDriver, server: LiveServer, username: str) -> None:
+    sign_in_as(browser, server.instance, username)
 
 
 def test_private_workspace_is_invisible_to_another_user(

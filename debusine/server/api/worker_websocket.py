@@ -42,7 +42,7 @@ from debusine.protocol.workers import (
     event_frame,
 )
 from debusine.server.db.models import Worker
-from debusine.server.work_requests import effects, transitions
+from debusine.server.work_requests import effects, live_logs, transitions
 from debusine.server.work_requests.notifications import worker_group
 from debusine.server.work_requests.worker_tokens import resolve_worker_token
 
@@ -213,6 +213,28 @@ class WorkerConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
 
     async def send_frame(self, frame: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(frame))
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """
+        Frames from the worker: `log_data` / `log_data_end` (Debusine 0.16 workers) are kept
+        for the web UI's live log (`live_logs`); anything else is ignored, as before.
+        """
+        if self.worker_id is None or not text_data or '"log_data' not in text_data:
+            return
+        try:
+            frame = json.loads(text_data)
+        except ValueError:
+            return
+        if not isinstance(frame, dict):
+            return
+        if not hasattr(self, "live_log_targets"):
+            self.live_log_targets: dict[int, bool] = {}
+        try:
+            await database_sync_to_async(live_logs.record_frame)(
+                self.worker_id, frame, self.live_log_targets
+            )
+        except Exception as error:  # the live view is best effort: never drop the worker
+            logger.warning("worker %s: log frame not kept: %s", self.worker_id, error)
 
     async def reject(self, reason: str, reason_code: str | None = None) -> None:
         frame: dict[str, Any] = {"type": "connection_rejected", "reason": reason}

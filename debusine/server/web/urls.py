@@ -58,6 +58,11 @@ urlpatterns: list[URLPattern] = [
         name="web-work-request-status",
     ),
     path(
+        f"{SCOPED}work-request/<int:work_request_id>/live-log/",
+        work_requests.live_log,
+        name="web-work-request-live-log",
+    ),
+    path(
         f"{SCOPED}work-request/<int:work_request_id>/logs/search/",
         log_search.search_logs,
         name="web-work-request-log-search",

@@ -26,7 +26,7 @@ from debusine.server.web.listing import (
     work_request_rows,
 )
 from debusine.server.web.pending import explain_pending
-from debusine.server.work_requests import transitions
+from debusine.server.work_requests import live_logs, transitions
 from debusine.server.work_requests.transitions import WorkRequestError
 
 #: A workflow page shows at most this many work requests of its tree.
@@ -303,6 +303,31 @@ def work_request_status(
             "completed_at": (
                 work_request.completed_at.isoformat() if work_request.completed_at else None
             ),
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+@require_safe
+def live_log(
+    request: HttpRequest, scope: str, workspace: str, work_request_id: int
+) -> JsonResponse:
+    """
+    `GET …/work-request/<id>/live-log/?from=N`: the pieces of its live log from piece N on
+    (`{"pieces": [{"stream", "data"}], "next", "ended", "status"}`), what its page polls while
+    it runs.
+    """
+    work_request = visible_work_request(request, scope, workspace, work_request_id)
+    offset = request.GET.get("from", "0")
+    if not offset.isdigit() or len(offset) > 9:
+        return JsonResponse({"error": f"from={offset!r} is not a piece number"}, status=400)
+    page = live_logs.read(work_request.pk, int(offset))
+    return JsonResponse(
+        {
+            "pieces": page.pieces,
+            "next": page.next_offset,
+            "ended": page.ended,
+            "status": work_request.status,
         },
         headers={"Cache-Control": "no-store"},
     )

@@ -746,3 +746,45 @@ def test_status_endpoint_for_following_a_work_request(
     page = text(client.get(wr_url(work_request)))
     assert f'data-status-url="{wr_url(work_request, "status/")}"' in page
     assert "follow.js" in page
+
+
+def test_live_log_keeps_frames_of_work_running_on_that_worker(
+    signed_in: Client,
+    playground: Playground,
+    alice: User,
+    start_work_request: Any,
+    settings: Any,
+) -> None:
+    import uuid
+
+    from debusine.server.work_requests import live_logs
+
+    settings.DEBUSINE_REDIS_KEY_PREFIX = f"test-live-log-{uuid.uuid4().hex[:8]}"
+    worker = playground.create_connected_worker("streamer")
+    running = start_work_request(playground.create_work_request(created_by=alice), worker)
+    other = playground.create_work_request(created_by=alice)
+    seen: dict[int, bool] = {}
+    for frame in (
+        {"type": "log_data", "work_request_id": running.pk, "stream": "stdout", "data": "a\n"},
+        {"type": "log_data", "work_request_id": other.pk, "stream": "stdout", "data": "no\n"},
+        {"type": "log_data", "work_request_id": running.pk, "stream": "bogus", "data": "b\n"},
+        {"type": "log_data", "work_request_id": "x", "data": "no\n"},
+    ):
+        live_logs.record_frame(worker.pk, frame, seen)
+    assert seen == {running.pk: True, other.pk: False}
+
+    url = wr_url(running, "live-log/")
+    page = signed_in.get(url).json()
+    assert page == {
+        "pieces": [{"stream": "stdout", "data": "a\n"}, {"stream": "stdout", "data": "b\n"}],
+        "next": 2,
+        "ended": False,
+        "status": "running",
+    }
+    live_logs.record_frame(
+        worker.pk, {"type": "log_data_end", "work_request_id": running.pk, "exit_code": 0}, seen
+    )
+    assert signed_in.get(url + "?from=2").json()["ended"] is True
+    assert signed_in.get(url + "?from=x").status_code == 400
+    assert signed_in.get(wr_url(other, "live-log/")).json()["pieces"] == []
+    assert 'id="live-log"' in text(signed_in.get(wr_url(running)))

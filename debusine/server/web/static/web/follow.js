@@ -49,3 +49,40 @@
   }
   window.setTimeout(poll, 3000);
 })();
+
+// The live log of a running work request: poll for the pieces after the last one seen and
+// append them; keep the view at the end unless the reader scrolled up; stop once the worker
+// said the log ended (or the work request finished and nothing more came).
+(function () {
+  "use strict";
+  var log = document.getElementById("live-log");
+  if (!log || !log.dataset.url) { return; }
+  var state = document.getElementById("live-log-state");
+  var next = 0;
+  var quietAfterEnd = 0;
+
+  function atEnd() {
+    return window.innerHeight + window.scrollY >= document.body.scrollHeight - 40;
+  }
+
+  function poll() {
+    fetch(log.dataset.url + "?from=" + next, { credentials: "same-origin", cache: "no-store" })
+      .then(function (response) { return response.ok ? response.json() : null; })
+      .then(function (page) {
+        if (page === null) { window.setTimeout(poll, 5000); return; }
+        var follow = atEnd();
+        var text = page.pieces.map(function (piece) { return piece.data; }).join("");
+        if (text) { log.appendChild(document.createTextNode(text)); }
+        next = page.next;
+        if (follow && text) { window.scrollTo(0, document.body.scrollHeight); }
+        var finished = page.status !== "running";
+        if (page.ended || (finished && !text && ++quietAfterEnd > 1)) {
+          state.textContent = "The work request has finished: this was its live output.";
+          return;
+        }
+        window.setTimeout(poll, page.pieces.length ? 500 : 2000);
+      })
+      .catch(function () { window.setTimeout(poll, 5000); });
+  }
+  poll();
+})();
