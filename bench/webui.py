@@ -149,6 +149,9 @@ def run(database_url: str, args: argparse.Namespace) -> None:
         "pending (why not)": f"{base}/work-request/{ids['pending']}/",
         f"workflow ({args.children})": f"{base}/work-request/{ids['workflow']}/",
         "artifact": f"{base}/artifact/{ids['artifact']}/",
+        "failed": f"{base}/failed/",
+        "results matrix": f"{base}/results/",
+        "collections": f"{base}/collection/",
         "workers": "/-/workers/",
         "queue": "/-/queue/",
     }

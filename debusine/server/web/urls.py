@@ -15,6 +15,7 @@ from debusine.server.web import (
     downloads,
     failures,
     log_search,
+    matrix,
     work_requests,
     workers,
     workspaces,
@@ -40,6 +41,7 @@ urlpatterns: list[URLPattern] = [
     path(SCOPED, workspaces.workspace_home, name="web-workspace"),
     path(f"{SCOPED}work-request/", work_requests.work_request_list, name="web-work-requests"),
     path(f"{SCOPED}failed/", failures.failed_list, name="web-failed"),
+    path(f"{SCOPED}results/", matrix.results_matrix, name="web-results"),
     path(f"{SCOPED}collection/", collections.collection_list, name="web-collections"),
     path(
         f"{SCOPED}collection/<str:category>/<str:name>/",

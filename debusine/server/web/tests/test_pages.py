@@ -788,3 +788,45 @@ def test_live_log_keeps_frames_of_work_running_on_that_worker(
     assert signed_in.get(url + "?from=x").status_code == 400
     assert signed_in.get(wr_url(other, "live-log/")).json()["pieces"] == []
     assert 'id="live-log"' in text(signed_in.get(wr_url(running)))
+
+
+def test_results_matrix_shows_the_latest_build_per_package_suite_and_architecture(
+    signed_in: Client, playground: Playground, alice: User, django_assert_max_num_queries: Any
+) -> None:
+    hello = playground.create_artifact(category="debian:source-package", data={"name": "hello"})
+    dpkg = playground.create_artifact(category="debian:source-package", data={"name": "dpkg"})
+    bookworm = playground.create_artifact(
+        category="debian:system-tarball", data={"codename": "bookworm"}
+    )
+    trixie = playground.create_artifact(
+        category="debian:system-tarball", data={"codename": "trixie"}
+    )
+
+    def build(source: Artifact, environment: Artifact, architecture: str, **fields: Any) -> int:
+        return playground.create_work_request(
+            created_by=alice,
+            task_name="sbuild",
+            task_data={"host_architecture": architecture},
+            dynamic_task_data={
+                "input_source_artifact_id": source.pk,
+                "environment_id": environment.pk,
+            },
+            **fields,
+        ).pk
+
+    done = {"status": WorkRequestStatus.COMPLETED}
+    build(hello, bookworm, "amd64", result=WorkRequestResult.FAILURE, **done)
+    latest = build(hello, bookworm, "amd64", result=WorkRequestResult.SUCCESS, **done)
+    build(hello, trixie, "arm64", result=WorkRequestResult.FAILURE, **done)
+    running = build(dpkg, bookworm, "amd64", status=WorkRequestStatus.RUNNING)
+    playground.create_work_request(created_by=alice, task_name="sbuild")  # not assigned yet
+
+    with django_assert_max_num_queries(BASE_QUERIES + 1):
+        page = text(signed_in.get(ws_url(playground.workspace, "results/")))
+    table = page[page.index('id="matrix"') :]
+    assert "<th>bookworm<br>amd64</th><th>trixie<br>arm64</th>" in table
+    rows = dict(re.findall(r"<tr><td>([a-z]+)</td>(.*?)</tr>", table, re.S))
+    assert set(rows) == {"dpkg", "hello"}
+    assert f"work-request/{latest}/" in rows["hello"] and "result-success" in rows["hello"]
+    assert "result-failure" in rows["hello"]  # trixie/arm64
+    assert f"work-request/{running}/" in rows["dpkg"] and "status-running" in rows["dpkg"]
