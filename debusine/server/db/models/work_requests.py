@@ -193,6 +193,16 @@ class WorkRequest(models.Model):
                 name="db_workrequest_ws_workflows",
                 condition=Q(task_type=TaskType.WORKFLOW, parent__isnull=True),
             ),
+            # A workspace's recent failures (the web UI's "recently failed" page).
+            models.Index(
+                F("workspace"),
+                F("completed_at").desc(),
+                name="db_workrequest_ws_failed",
+                condition=Q(
+                    status=WorkRequestStatus.COMPLETED,
+                    result__in=[WorkRequestResult.FAILURE, WorkRequestResult.ERROR],
+                ),
+            ),
             models.Index(
                 fields=["completed_at"],
                 name="db_workrequest_completed_at",
