@@ -211,7 +211,7 @@ def work_request_detail(
         "dependencies": dependencies,
         "can_retry": manage and transitions.can_retry(work_request),
         "can_abort": manage and work_request.status in transitions.UNFINISHED,
-        "pending": explain_pending(work_request)
+        "waiting": explain_pending(work_request)
         if is_waiting_for_a_worker(work_request)
         else None,
         "signed_in": request_user(request).is_authenticated,

@@ -136,8 +136,8 @@ def queue_status(request: HttpRequest) -> HttpResponse:
         .annotate(architecture=KeyTextTransform("host_architecture", "task_data"))
         .values("task_type", "task_name", "architecture")
         .annotate(
-            pending=Count("id", filter=Q(status=WorkRequestStatus.PENDING)),
-            blocked=Count("id", filter=Q(status=WorkRequestStatus.BLOCKED)),
+            pending_count=Count("id", filter=Q(status=WorkRequestStatus.PENDING)),
+            blocked_count=Count("id", filter=Q(status=WorkRequestStatus.BLOCKED)),
             oldest_pending=Min("created_at", filter=Q(status=WorkRequestStatus.PENDING)),
         )
         .order_by("task_type", "task_name", "architecture")
@@ -147,8 +147,8 @@ def queue_status(request: HttpRequest) -> HttpResponse:
             row["task_type"],
             row["task_name"],
             row["architecture"] or "",
-            row["pending"],
-            row["blocked"],
+            row["pending_count"],
+            row["blocked_count"],
             row["oldest_pending"],
         )
         for row in grouped[:1000]
@@ -167,7 +167,7 @@ def queue_status(request: HttpRequest) -> HttpResponse:
             "blocked_total": sum(row.blocked for row in rows),
             "oldest_pending": min(oldest) if oldest else None,
             "now": timezone.now(),
-            "running": running,
+            "running_count": running,
             "slots": capacity["slots"] or 0,
             "connected_workers": capacity["workers"],
         },
