@@ -72,6 +72,9 @@ REQUIRED_TOOLS = {
     "dscverify": "devscripts",
     "gcc": "gcc",
     "objcopy": "binutils",
+    # The web UI's browser tests (Selenium driving Debian's Chromium).
+    "chromium": "chromium",
+    "chromedriver": "chromium-driver",
 }
 # Libraries the tests load, with the Debian package providing each.
 REQUIRED_FILES = {

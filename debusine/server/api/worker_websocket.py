@@ -42,7 +42,7 @@ from debusine.protocol.workers import (
     event_frame,
 )
 from debusine.server.api import token_failures
-from debusine.server.db.models import Worker, WorkRequest
+from debusine.server.db.models import Worker
 from debusine.server.work_requests import effects, live_logs, transitions
 from debusine.server.work_requests.notifications import worker_group
 from debusine.server.work_requests.worker_tokens import resolve_worker_token
@@ -81,11 +81,6 @@ def renew_lease(worker_id: int) -> bool:
         return False
     worker.renew_lease()
     return True
-
-
-def worker_has_work_request(worker_id: int, work_request_id: int) -> bool:
-    """Whether the work request is (or was last) this worker's."""
-    return WorkRequest.objects.filter(pk=work_request_id, worker_id=worker_id).exists()
 
 
 def worker_holds_work(worker_id: int) -> bool:
@@ -225,6 +220,27 @@ class WorkerConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
     async def send_frame(self, frame: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(frame))
 
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """
+        Frames from the worker: `log_data` / `log_data_end` (Debusine 0.16 workers) about its
+        own work requests are kept as their live log (`live_logs`: the API's live-log endpoint
+        and the web UI read it); anything else is ignored, as before.
+        """
+        if self.worker_id is None or not text_data or '"log_data' not in text_data:
+            return
+        try:
+            frame = json.loads(text_data)
+        except ValueError:
+            return
+        if not isinstance(frame, dict):
+            return
+        try:
+            await database_sync_to_async(live_logs.record_frame)(
+                self.worker_id, frame, self.log_allowed
+            )
+        except Exception as error:  # the live view is best effort: never drop the worker
+            logger.warning("worker %s: log frame not kept: %s", self.worker_id, error)
+
     async def reject(self, reason: str, reason_code: str | None = None) -> None:
         frame: dict[str, Any] = {"type": "connection_rejected", "reason": reason}
         if reason_code is not None:
@@ -284,39 +300,6 @@ class WorkerConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             if loop.time() >= next_metadata:
                 next_metadata = loop.time() + settings.DEBUSINE_DYNAMIC_METADATA_INTERVAL
                 await self.send_frame(event_frame(FRAME_REQUEST_DYNAMIC_METADATA))
-
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        """
-        Frames from the worker: Debusine 0.16 sends `log_data` / `log_data_end` while a task
-        runs. Those about a work request of this worker are stored as its live log
-        (`debusine.server.work_requests.live_logs`); anything else is ignored.
-        """
-        if self.worker_id is None or text_data is None:
-            return
-        try:
-            frame = json.loads(text_data)
-        except ValueError:
-            return
-        stored = live_logs.frame_to_store(frame)
-        if stored is None:
-            return
-        work_request_id = stored["work_request_id"]
-        allowed = self.log_allowed.get(work_request_id)
-        if allowed is None:
-            allowed = await database_sync_to_async(worker_has_work_request)(
-                self.worker_id, work_request_id
-            )
-            if len(self.log_allowed) > 100:
-                self.log_allowed.clear()
-            self.log_allowed[work_request_id] = allowed
-        if not allowed:
-            return
-        try:
-            await live_logs.append(stored)
-        except Exception as error:  # live logs are best effort; the task goes on
-            logger.warning(
-                "could not store a log frame of work request %d: %s", work_request_id, error
-            )
 
     async def disconnect(self, code: int) -> None:
         channel_layer_watch().unregister(self)

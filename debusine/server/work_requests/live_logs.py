@@ -1,23 +1,28 @@
 """
-Live logs of running work requests: the `log_data` / `log_data_end` frames a Debusine 0.16
-worker sends on its websocket while a task runs (protocol-versions.md §1.3).
+Live logs of running work requests: the `log_data` / `log_data_end` frames a worker streams on
+its websocket while a task runs (Debusine 0.16 workers do; protocol-versions.md §1.3).
 
-They are ephemeral, like everything kept in Redis: one list per work request,
-`debusine:live-log:<id>`, holding each frame as JSON in arrival order, capped at MAX_FRAMES
-(the oldest dropped) and forgotten EXPIRY after the last frame. The worker's debug-log
-artifact stays the durable record. Readers page through it by position (`read(id, after)`).
+Ephemeral by design, like everything kept in Redis: losing Redis loses only the live view; the
+worker's debug-log artifact stays the durable record. One list per work request
+(`<prefix>:live-log:<id>`) holds each frame as JSON in arrival order and is forgotten EXPIRY
+after its last frame. Positions never move, so that readers can follow by position: past
+MAX_FRAMES the log gets one `internal` note saying it was cut, then only its end frame.
+
+Two readers: the API's `work-request/<id>/live-log/?after=N` (whole frames, for
+`debusine show-work-request --follow`) and the web UI's work request page (`read_page`:
+stream and text only, and whether the end was seen).
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
-import redis.asyncio
+import redis
 from django.conf import settings
-
-from debusine.server.metrics.events import redis_client
 
 #: Frames kept per work request (the worker queues at most 1000 at a time).
 MAX_FRAMES = 20_000
@@ -28,9 +33,18 @@ PAGE = 1000
 #: Longest text of one frame kept, in characters.
 MAX_TEXT = 64 * 1024
 
+STREAMS = frozenset({"stdout", "stderr", "internal"})
+TRUNCATED_NOTE = "[live log truncated: see the work request's final log]\n"
+
+
+@cache
+def redis_client() -> redis.Redis:
+    """One Redis client (with its connection pool) per process."""
+    return redis.Redis.from_url(settings.DEBUSINE_REDIS_URL, socket_timeout=5)
+
 
 def key(work_request_id: int) -> str:
-    return f"debusine:live-log:{work_request_id}"
+    return f"{settings.DEBUSINE_REDIS_KEY_PREFIX}:live-log:{work_request_id}"
 
 
 def frame_to_store(frame: Any) -> dict[str, Any] | None:
@@ -44,43 +58,87 @@ def frame_to_store(frame: Any) -> dict[str, Any] | None:
     stored: dict[str, Any] = {
         "type": frame["type"],
         "work_request_id": work_request_id,
-        "timestamp": timestamp if isinstance(timestamp, str) else datetime.now().isoformat(),
+        "timestamp": (timestamp if isinstance(timestamp, str) else datetime.now(UTC).isoformat()),
     }
     if frame["type"] == "log_data":
         stream, data = frame.get("stream"), frame.get("data")
-        if stream not in ("stdout", "stderr", "internal") or not isinstance(data, str):
+        if not isinstance(data, str):
             return None
-        stored.update(stream=stream, data=data[:MAX_TEXT])
+        stored.update(stream=stream if stream in STREAMS else "stdout", data=data[:MAX_TEXT])
     else:
         exit_code = frame.get("exit_code")
         stored["exit_code"] = exit_code if isinstance(exit_code, int) else None
     return stored
 
 
-_async_client: redis.asyncio.Redis | None = None
-
-
-def async_client() -> redis.asyncio.Redis:
-    global _async_client
-    if _async_client is None:
-        _async_client = redis.asyncio.Redis.from_url(
-            settings.DEBUSINE_REDIS_URL, socket_timeout=2, socket_connect_timeout=2
-        )
-    return _async_client
-
-
-async def append(frame: dict[str, Any]) -> None:
+def append(frame: dict[str, Any]) -> None:
     """Store one frame (from `frame_to_store`) at the end of its work request's log."""
     name = key(frame["work_request_id"])
-    async with async_client().pipeline(transaction=True) as pipe:
-        pipe.rpush(name, json.dumps(frame))
-        pipe.ltrim(name, -MAX_FRAMES, -1)
-        pipe.expire(name, EXPIRY)
-        await pipe.execute()
+    client = redis_client()
+    pipeline = client.pipeline()
+    pipeline.rpush(name, json.dumps(frame))
+    pipeline.expire(name, EXPIRY)
+    length, _expiry = pipeline.execute()
+    if frame["type"] != "log_data" or length <= MAX_FRAMES:
+        return
+    if length == MAX_FRAMES + 1:
+        note = {**frame, "stream": "internal", "data": TRUNCATED_NOTE}
+        client.lset(name, -1, json.dumps(note))
+    else:
+        # Frames are appended one at a time per work request (its worker's websocket).
+        client.rpop(name)
+
+
+def record_frame(worker_id: int, frame: Any, running_here: dict[int, bool]) -> None:
+    """
+    Keep a log frame of a worker's websocket if it is about a work request of that worker
+    (running, or just completed by it: the end frame may come after the report); ignore
+    anything else. `running_here` remembers the answer per work request (the
+    database is asked once per work request, not once per frame).
+    """
+    from debusine.server.db.models import WorkRequest
+
+    stored = frame_to_store(frame)
+    if stored is None:
+        return
+    work_request_id = stored["work_request_id"]
+    if work_request_id not in running_here:
+        if len(running_here) > 100:
+            running_here.clear()
+        running_here[work_request_id] = WorkRequest.objects.filter(
+            pk=work_request_id, worker_id=worker_id
+        ).exists()
+    if running_here[work_request_id]:
+        append(stored)
 
 
 def read(work_request_id: int, after: int = 0) -> tuple[list[dict[str, Any]], int]:
-    """Up to PAGE frames from position `after` (0: the first kept), and the next position."""
+    """Up to PAGE frames from position `after` (0: the first), and the next position."""
     raw = redis_client().lrange(key(work_request_id), after, after + PAGE - 1)
     frames = [json.loads(item) for item in raw]
     return frames, after + len(frames)
+
+
+@dataclass
+class LiveLogPage:
+    """What the web UI's page shows of one read."""
+
+    pieces: list[dict[str, str]]
+    next_offset: int
+    ended: bool
+
+
+def read_page(work_request_id: int, offset: int) -> LiveLogPage:
+    """The text pieces from position `offset` on, and whether the worker said it ended."""
+    frames, next_offset = read(work_request_id, offset)
+    pieces = [
+        {"stream": frame["stream"], "data": frame["data"]}
+        for frame in frames
+        if frame["type"] == "log_data"
+    ]
+    ended = any(frame["type"] == "log_data_end" for frame in frames)
+    if not frames:
+        # A reader already past the end frame (a later poll) is told it ended too.
+        last = redis_client().lindex(key(work_request_id), -1)
+        ended = last is not None and json.loads(last)["type"] == "log_data_end"
+    return LiveLogPage(pieces, next_offset, ended)

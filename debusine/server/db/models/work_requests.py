@@ -197,6 +197,22 @@ class WorkRequest(models.Model):
             ),
             models.Index(fields=["worker", "status"], name="db_workrequest_worker_status"),
             models.Index(fields=["workspace", "-id"], name="db_workrequest_ws_id"),
+            # A workspace's recent workflows (the web UI's workspace page): few among many.
+            models.Index(
+                fields=["workspace", "-id"],
+                name="db_workrequest_ws_workflows",
+                condition=Q(task_type=TaskType.WORKFLOW, parent__isnull=True),
+            ),
+            # A workspace's recent failures (the web UI's "recently failed" page).
+            models.Index(
+                F("workspace"),
+                F("completed_at").desc(),
+                name="db_workrequest_ws_failed",
+                condition=Q(
+                    status=WorkRequestStatus.COMPLETED,
+                    result__in=[WorkRequestResult.FAILURE, WorkRequestResult.ERROR],
+                ),
+            ),
             models.Index(
                 fields=["completed_at"],
                 name="db_workrequest_completed_at",

@@ -120,6 +120,7 @@ INSTALLED_APPS = [
     "django_celery_results",
     "debusine.server.db",
     "debusine.server",
+    "debusine.server.web",
 ]
 
 MIDDLEWARE = [
@@ -143,6 +144,9 @@ ROOT_URLCONF = "debusine.server.project.urls"
 CSRF_FAILURE_VIEW = "debusine.server.api.errors.csrf_failure"
 ASGI_APPLICATION = "debusine.server.project.asgi.application"
 AUTH_USER_MODEL = "db.User"
+# The web UI's sign-in page, and where signing in leads without `?next=`.
+LOGIN_URL = "/-/signin/"
+LOGIN_REDIRECT_URL = "/"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 TEMPLATES = [

@@ -90,6 +90,10 @@ DEBUSINE_TRUST_X_FORWARDED_PROTO = True
 # Number of gunicorn worker processes serving HTTP and websockets. 0: (2 x CPU cores) + 1.
 DEBUSINE_SERVER_WORKERS = 0
 
+# Bytes of a text file or log the web UI's file viewer shows (and searches); larger files show
+# their beginning and a link to the raw download.
+DEBUSINE_WEB_FILE_VIEW_MAX_SIZE = 2 * 1024 * 1024
+
 # --- Tenancy ----------------------------------------------------------------------------
 
 # Scope used when a request carries no `X-Debusine-Scope` header (workers never send one).

@@ -1,0 +1,192 @@
+"""
+What rendering each web UI page costs on a large instance.
+
+Creates a throwaway database (migrated), inserts `--work-requests` work requests (default
+100,000: several tasks, architectures and statuses, one in ten pending) with generate_series,
+a workflow with `--children` children (default 200), artifacts with log files, and 50
+workers; then renders each page `--renders` times (default 50) through Django's test client as
+a signed-in contributor (session, permissions, templates: everything but the network) and
+prints each page's p50 and p95 and its number of SQL queries.
+
+Target (issue 18): p95 <= 50 ms per page with 10^5 work requests. The machine is shared: read
+absolute numbers with care.
+
+Usage: `.venv/bin/python -m bench.webui [--work-requests 100000] [--renders 50]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+import uuid
+from typing import Any
+
+import psycopg
+
+from bench.metrics import ARTIFACTS_SQL, POSTGRES_URL, WORK_REQUESTS_SQL, set_up_django
+
+WORKFLOW_CHILDREN_SQL = """
+INSERT INTO db_workrequest (
+    workspace_id, created_by_id, created_at, status, result, task_type, task_name, task_data,
+    version, priority_base, priority_adjustment, unblock_strategy, workflow_data,
+    event_reactions, workflows_need_update, parent_id
+)
+SELECT w.id, u.id, now(), 'completed', 'success', 'Worker', 'noop', '{}', 0, 0, 0, 'deps',
+       '{}', '{}', false, %(parent)s
+FROM generate_series(1, %(count)s) AS n, db_workspace AS w, db_user AS u
+WHERE w.name = 'System' AND u.username = 'bench'
+"""
+
+WORKERS_SQL = """
+INSERT INTO db_worker (name, worker_type, registered_at, connected_at, static_metadata,
+                       dynamic_metadata, concurrency)
+SELECT 'bench-' || n, 'external', now(), CASE WHEN n %% 2 = 0 THEN now() END, '{}',
+       jsonb_build_object('system:architectures', jsonb_build_array('amd64', 'i386'),
+                          'noop:version', 1), 1
+FROM generate_series(1, 50) AS n
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work-requests", type=int, default=100_000)
+    parser.add_argument("--children", type=int, default=200)
+    parser.add_argument("--renders", type=int, default=50)
+    args = parser.parse_args()
+
+    from debusine.server.project import instance
+    from debusine.testing.embedded import drop_database, ensure_database_exists
+
+    name = f"bench_webui_{uuid.uuid4().hex[:8]}"
+    database_url = instance.with_database_name(POSTGRES_URL, name)
+    ensure_database_exists(database_url)
+    try:
+        set_up_django(database_url)
+        os.environ.setdefault("DEBUSINE_DATA_DIR", f"/tmp/{name}")
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+        run(database_url, args)
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        drop_database(database_url)
+
+
+def populate(database_url: str, args: argparse.Namespace) -> dict[str, int]:
+    """Bulk-insert the history; return the ids the pages are rendered for."""
+    import hashlib
+
+    from debusine.server.db.models import (
+        Artifact,
+        File,
+        FileInArtifact,
+        Group,
+        User,
+        WorkRequest,
+        Workspace,
+    )
+
+    user = User.objects.create_user("bench", "bench@example.org")
+    workspace = Workspace.objects.get(name="System")
+    group = Group.objects.create(name="bench", scope=workspace.scope)
+    group.set_members([user])
+    workspace.grant_role(group, "contributor")
+    with psycopg.connect(database_url, autocommit=True) as connection:
+        started = time.perf_counter()
+        connection.execute(WORK_REQUESTS_SQL, {"count": args.work_requests})
+        connection.execute(ARTIFACTS_SQL, {"count": args.work_requests // 10})
+        connection.execute(WORKERS_SQL, {})
+        workflow = WorkRequest.objects.create(
+            workspace=workspace, created_by=user, task_type="Workflow", task_name="noop"
+        )
+        connection.execute(WORKFLOW_CHILDREN_SQL, {"parent": workflow.pk, "count": args.children})
+        connection.execute("ANALYZE")
+        print(
+            f"{args.work_requests} work requests, {args.work_requests // 10} artifacts, 50 "
+            f"workers and a workflow of {args.children} inserted in "
+            f"{time.perf_counter() - started:.1f} s (shared 2-core machine: absolute numbers "
+            "are noisy)",
+            flush=True,
+        )
+    done = WorkRequest.objects.filter(status="completed").order_by("-pk").first()
+    pending = (
+        WorkRequest.objects.filter(status="pending", task_type="Worker").order_by("-pk").first()
+    )
+    assert done is not None and pending is not None
+    logs = Artifact.objects.create(
+        category="debusine:work-request-debug-logs",
+        workspace=workspace,
+        created_by_work_request=done,
+    )
+    contents = b"a line of a build log\n" * 1000
+    file = File.objects.get_or_create_by_hash(hashlib.sha256(contents).digest(), len(contents))
+    FileInArtifact.objects.create(artifact=logs, path="build.log", file=file, complete=True)
+    return {"done": done.pk, "pending": pending.pk, "workflow": workflow.pk, "artifact": logs.pk}
+
+
+def run(database_url: str, args: argparse.Namespace) -> None:
+    from django.db import connection
+    from django.test import Client
+
+    from debusine.server.db.models import User
+
+    ids = populate(database_url, args)
+    client = Client(HTTP_HOST="localhost")
+    client.force_login(User.objects.get(username="bench"))
+    base = "/debusine/System"
+    pages = {
+        "home": "/",
+        "workspace": f"{base}/",
+        "work request list": f"{base}/work-request/",
+        "list, older page": f"{base}/work-request/?before={ids['done']}",
+        "list, status=pending": f"{base}/work-request/?status=pending",
+        "list, task=sbuild": f"{base}/work-request/?task=sbuild",
+        "work request": f"{base}/work-request/{ids['done']}/",
+        "pending (why not)": f"{base}/work-request/{ids['pending']}/",
+        f"workflow ({args.children})": f"{base}/work-request/{ids['workflow']}/",
+        "artifact": f"{base}/artifact/{ids['artifact']}/",
+        "failed": f"{base}/failed/",
+        "results matrix": f"{base}/results/",
+        "collections": f"{base}/collection/",
+        "workers": "/-/workers/",
+        "queue": "/-/queue/",
+    }
+    print(f"{'page':<24} {'p50 ms':>8} {'p95 ms':>8} {'queries':>8}")
+    for name, url in pages.items():
+        queries: list[str] = []
+
+        def count(
+            execute: Any,
+            sql: str,
+            params: Any,
+            many: bool,
+            context: Any,
+            seen: list[str] = queries,
+        ) -> Any:
+            seen.append(sql)
+            return execute(sql, params, many, context)
+
+        # A wrapper survives the connection being returned and taken again between requests.
+        with connection.execute_wrapper(count):
+            response = client.get(url)
+        assert response.status_code == 200, (url, response.status_code)
+        times = []
+        for _ in range(args.renders):
+            started = time.perf_counter()
+            client.get(url)
+            times.append(time.perf_counter() - started)
+        times.sort()
+        p95 = times[min(len(times) - 1, int(len(times) * 0.95))]
+        print(
+            f"{name:<24} {statistics.median(times) * 1000:8.1f} {p95 * 1000:8.1f} "
+            f"{len(queries):8d}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
