@@ -39,7 +39,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 WORK_REQUEST_TIMEOUT = 300.0
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def debs() -> Path:
     return built_packages()
 

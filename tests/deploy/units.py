@@ -83,6 +83,14 @@ def parse_service(path: Path) -> Service:
     )
 
 
+#: Exec the rest of the command line with only standard input, output and error open, as
+#: systemd starts a service (a hook's shell inherits descriptors of its own, e.g. mmdebstrap's
+#: connected socket, which the server's fork-safety check rightly refuses).
+CLOSE_INHERITED_FDS = "/usr/bin/python3 -c " + shlex.quote(
+    "import os, sys; os.closerange(3, 65536); os.execvp(sys.argv[1], sys.argv[1:])"
+)
+
+
 def start_script(service: Service, log: str, *, background: bool) -> str:
     """Shell lines (run as root in the Debian root) that start `service` as systemd would."""
     lines = []
@@ -103,7 +111,7 @@ def start_script(service: Service, log: str, *, background: bool) -> str:
     )
     command = " ".join(shlex.quote(word) for word in service.exec_start)
     run = (
-        f"(umask {service.umask}; exec runuser -u {service.user} -- "
+        f"(umask {service.umask}; exec {CLOSE_INHERITED_FDS} runuser -u {service.user} -- "
         f"env {environment} {command}) >>{shlex.quote(log)} 2>&1 </dev/null"
     )
     if background:
