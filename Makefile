@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 PORT ?= 8000
 DATA_DIR ?= .data
 
-.PHONY: run test lint venv clean
+.PHONY: run test lint venv clean deb
 
 venv: $(STAMP)
 
@@ -35,3 +35,15 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+
+# Debian packages (debusine-server, -worker, -signing, -client, -common) in ../ (debian/).
+# Needs debhelper and python3-venv; the private environment is filled from the package index.
+# Built from a copy of the tree in $(DEB_DIR) (dpkg-buildpackage writes next to the source).
+DEB_DIR ?= dist/deb
+deb:
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_DIR)/debusine
+	tar --exclude-vcs --exclude=./.venv --exclude=./dist --exclude=./.data \
+		--exclude=./.mypy_cache --exclude=./.ruff_cache --exclude=./.pytest_cache \
+		--exclude=__pycache__ -cf - . | tar -xf - -C $(DEB_DIR)/debusine
+	cd $(DEB_DIR)/debusine && dpkg-buildpackage --build=binary --no-sign
+	ls $(DEB_DIR)/*.deb

@@ -7,10 +7,11 @@ DEBUSINE_TOKEN_FAILURE_WINDOW seconds, its further refused tokens get 429 with R
 (the seconds left in the window) instead of the reason. Requests with a valid token never
 reach this module: they cost no Redis call and are never slowed, whatever their address did.
 
-The address is the request's REMOTE_ADDR: behind nginx, gunicorn's uvicorn workers take it
-from X-Forwarded-For when the proxy is trusted (`forwarded_allow_ips`). The counter is a Redis
-key per address that expires with its window (a fixed window). When Redis does not answer,
-nothing is counted and the refusal is reported as usual: losing Redis must not lock anyone out.
+The address is the request's REMOTE_ADDR: behind nginx, the last X-Forwarded-For entry when
+the proxy is one of DEBUSINE_TRUSTED_PROXIES (debusine.server.project.forwarded). The counter
+is a Redis key per address that expires with its window (a fixed window). When Redis does not
+answer, nothing is counted and the refusal is reported as usual: losing Redis must not lock
+anyone out.
 
 The websockets count the same way: a token presented on the upgrade request and refused counts
 against the connection's address, and past the limit the rejection frame says to retry later

@@ -210,7 +210,9 @@ def locked_partial_upload(
                 defaults={"path": f"{file_in_artifact.pk}-{secrets.token_hex(8)}"},
             )
         partial_path = directory / upload.path
-        handle = os.fdopen(os.open(partial_path, os.O_RDWR | os.O_CREAT, 0o600), "r+b")
+        # Readable by the group too: in a packaged server the uploads directory gives its files
+        # the group of nginx, which sends them once they are in the local store (X-Accel).
+        handle = os.fdopen(os.open(partial_path, os.O_RDWR | os.O_CREAT, 0o640), "r+b")
         with handle:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             if _is_current(upload, partial_path, handle):

@@ -12,7 +12,9 @@ and keep the fork safe (see docs/explanation/processes-and-memory.md):
   thread: a forked connection would be shared by several processes, and a forked lock held by
   another thread stays locked for ever. `when_ready` refuses to start the workers otherwise.
 
-Command-line options (the deployment's `--workers`, `--bind`...) override what is set here.
+The number of workers is DEBUSINE_SERVER_WORKERS (settings.toml or the environment), and
+`(2 x CPU cores) + 1` when that is 0, the default. Command-line options (`--workers`,
+`--bind`...) override what is set here.
 """
 
 from __future__ import annotations
@@ -25,7 +27,20 @@ import threading
 from pathlib import Path
 from typing import Any
 
+
+def default_workers(configured: int | None = None) -> int:
+    """Gunicorn workers: DEBUSINE_SERVER_WORKERS when positive, else (2 x CPU cores) + 1."""
+    if configured is None:
+        from debusine.server.project.settings.loader import declared_settings
+
+        configured = int(declared_settings()["DEBUSINE_SERVER_WORKERS"])
+    if configured > 0:
+        return configured
+    return 2 * (os.cpu_count() or 1) + 1
+
+
 preload_app = True
+workers = default_workers()
 worker_class = "debusine.server.project.uvicorn_worker.DebusineUvicornWorker"
 graceful_timeout = 10
 

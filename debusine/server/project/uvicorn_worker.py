@@ -17,9 +17,17 @@ class DebusineUvicornWorker(UvicornWorker):
     uvicorn's worker never checks that its master is still alive: a master killed with SIGKILL
     would leave it serving on the port. It asks Linux for a SIGTERM when the master dies,
     once gunicorn has switched to the configured user (which clears that request).
+
+    Forwarded headers are left to Django (debusine.server.project.forwarded), which believes
+    them only from DEBUSINE_TRUSTED_PROXIES: uvicorn's own handling would rewrite the client
+    address before Django could tell which peer sent them.
     """
 
-    CONFIG_KWARGS: dict[str, Any] = {**UvicornWorker.CONFIG_KWARGS, "lifespan": "off"}
+    CONFIG_KWARGS: dict[str, Any] = {
+        **UvicornWorker.CONFIG_KWARGS,
+        "lifespan": "off",
+        "proxy_headers": False,
+    }
 
     def init_signals(self) -> None:
         """Install the signal handlers, then ask for SIGTERM when the master dies."""

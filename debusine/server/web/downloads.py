@@ -22,7 +22,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import quote
 
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import PermissionDenied
 from django.core.handlers.asgi import ASGIRequest
@@ -45,6 +47,8 @@ from debusine.server.api.auth import (
 )
 from debusine.server.db.models import Artifact, File, FileInArtifact, FileStore, User
 from debusine.server.file_stores import FileBackend, FileStoreError, get_backend
+from debusine.server.file_stores.base import entry_name
+from debusine.server.file_stores.local import LocalBackend
 from debusine.server.file_stores.policies import download_store, download_stores
 from debusine.server.work_requests.worker_tokens import WorkerCaller
 
@@ -234,6 +238,10 @@ def download_file(
         backend = get_backend(store)
         if (url := backend.redirect_url(file)) is not None:
             return HttpResponseRedirect(url)
+        if (accel := accel_redirect(backend, file)) is not None:
+            if not backend.has_contents(file):
+                raise contents_missing(artifact, file_in_artifact)
+            return accel_response(accel, file_in_artifact)
         try:
             # Opened now rather than when streaming starts: missing contents are still a 404.
             reader = backend.open_contents(file, offset, length)
@@ -253,6 +261,34 @@ def download_file(
     )
     if requested is not None:
         response["Content-Range"] = f"bytes {offset}-{offset + length - 1}/{file.size}"
+    return response
+
+
+def accel_redirect(backend: FileBackend, file: File) -> str | None:
+    """
+    The internal nginx URI of `file` when nginx sends local-store downloads
+    (DEBUSINE_X_ACCEL_REDIRECT_LOCATION set, `backend` a local store), else None.
+    """
+    location = str(settings.DEBUSINE_X_ACCEL_REDIRECT_LOCATION).rstrip("/")
+    if not location or not isinstance(backend, LocalBackend):
+        return None
+    return f"{location}/{quote(backend.store.name, safe='')}/{entry_name(file)}"
+
+
+def accel_response(uri: str, file_in_artifact: FileInArtifact) -> HttpResponse:
+    """
+    An empty answer telling nginx to send `uri` (an `internal` location) in its place: nginx
+    keeps these headers, sets the length and serves any `Range` itself.
+    """
+    response = HttpResponse(
+        content_type=file_in_artifact.content_type or "application/octet-stream"
+    )
+    response["X-Accel-Redirect"] = uri
+    response["Accept-Ranges"] = "bytes"
+    response["Content-Disposition"] = content_disposition_header(
+        as_attachment=True, filename=PurePosixPath(file_in_artifact.path).name
+    )
+    # (Our Content-Length, 0, is dropped by nginx with the rest of this empty body.)
     return response
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from debusine.server.project import instance
+from debusine.server.project import forwarded, instance
 from debusine.server.project.settings.defaults import *  # noqa: F403
 from debusine.server.project.settings.loader import declared_settings
 from debusine.server.replicas import replica_aliases
@@ -123,7 +123,13 @@ INSTALLED_APPS = [
     "debusine.server.web",
 ]
 
+# Refuse a bad DEBUSINE_TRUSTED_PROXIES at start-up rather than on the first request.
+forwarded.TrustedProxies.parse(globals()["DEBUSINE_TRUSTED_PROXIES"])
+
 MIDDLEWARE = [
+    # Before anything reads the client address or the scheme: forwarded headers count only
+    # from DEBUSINE_TRUSTED_PROXIES.
+    "debusine.server.project.forwarded.ForwardedHeadersMiddleware",
     # First: request latency of every request, whatever answers it.
     "debusine.server.metrics.middleware.RequestLatencyMiddleware",
     # Next: it sees (and turns into problems) the errors of every other middleware.

@@ -87,6 +87,19 @@ DEBUSINE_FQDN = "localhost"
 # Trust `X-Forwarded-Proto: https` from the reverse proxy when building absolute URLs.
 DEBUSINE_TRUST_X_FORWARDED_PROTO = True
 
+# Reverse proxies whose forwarded headers (`X-Forwarded-For`, `X-Forwarded-Proto`,
+# `X-Forwarded-Host`, `Forwarded`) are believed: addresses or networks (`10.0.0.0/8`), and
+# `unix` for a proxy connected to the server's Unix socket (the packaged nginx). From any
+# other peer those headers are dropped before anything reads them. From a trusted one, the
+# client address (rate limits, logs) is the last `X-Forwarded-For` entry.
+DEBUSINE_TRUSTED_PROXIES: list[str] = ["127.0.0.1", "::1", "unix"]
+
+# Downloads from local file stores through the reverse proxy: the server answers with
+# `X-Accel-Redirect: <location>/<store name>/<entry>` and no body, and nginx sends the file
+# from an `internal` location aliased to the store's directory (the shipped virtual host has
+# `/_debusine_store/Default/`). Empty: the server streams the file itself.
+DEBUSINE_X_ACCEL_REDIRECT_LOCATION = ""
+
 # Number of gunicorn worker processes serving HTTP and websockets. 0: (2 x CPU cores) + 1.
 DEBUSINE_SERVER_WORKERS = 0
 

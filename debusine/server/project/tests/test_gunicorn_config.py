@@ -140,3 +140,35 @@ def test_fork_hazards_lists_connections_sockets_and_threads() -> None:
     assert found["refused"] == (
         "the server cannot fork its workers safely: thread 'lingering' is running"
     )
+
+
+def test_workers_default_to_twice_the_cores_plus_one() -> None:
+    from debusine.server.project.gunicorn_config import default_workers
+
+    assert default_workers(0) == 2 * (os.cpu_count() or 1) + 1
+    assert default_workers(3) == 3
+
+
+def test_workers_come_from_the_setting(tmp_path: Any) -> None:
+    settings_file = tmp_path / "settings.toml"
+    settings_file.write_text("DEBUSINE_SERVER_WORKERS = 7\n")
+    environment = {
+        name: value for name, value in os.environ.items() if name != "DEBUSINE_SERVER_WORKERS"
+    }
+    code = "from debusine.server.project import gunicorn_config; print(gunicorn_config.workers)"
+    printed = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**environment, "DEBUSINE_SETTINGS_FILE": str(settings_file)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert printed.strip() == "7"
+    from_environment = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**environment, "DEBUSINE_SERVER_WORKERS": "2"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert from_environment.strip() == "2"

@@ -375,3 +375,50 @@ def test_served_under_asgi_without_buffering(artifact: Artifact) -> None:
 
     response, data = async_to_sync(fetch)(artifact_url(artifact, "?archive=tar.gz"))
     assert sorted(tar_members(data)) == ["big.bin", "dir/hello world.txt"]
+
+
+def test_x_accel_redirect_hands_local_store_downloads_to_nginx(
+    client: Client, artifact: Artifact, settings: Any, directories: Path
+) -> None:
+    settings.DEBUSINE_X_ACCEL_REDIRECT_LOCATION = "/_debusine_store/"
+    file = FileInArtifact.objects.get(artifact=artifact, path="big.bin").file
+    response = client.get(file_url(artifact, "big.bin"), HTTP_RANGE="bytes=10-19")
+
+    # nginx sends the file (and serves the range) from the internal location.
+    assert response.status_code == 200
+    assert response.content == b""
+    entry = f"{file.hash_hex[:2]}/{file.hash_hex[2:4]}/{file.hash_hex[4:6]}"
+    assert response["X-Accel-Redirect"] == (
+        f"/_debusine_store/Default/{entry}/{file.hash_hex}-{len(BIG)}"
+    )
+    assert (directories / "store" / entry / f"{file.hash_hex}-{len(BIG)}").read_bytes() == BIG
+    assert response["Content-Type"] == "application/octet-stream"
+    assert response["Content-Disposition"] == 'attachment; filename="big.bin"'
+
+
+def test_x_accel_redirect_of_contents_gone_from_the_store_is_404(
+    client: Client, artifact: Artifact, settings: Any, directories: Path
+) -> None:
+    settings.DEBUSINE_X_ACCEL_REDIRECT_LOCATION = "/_debusine_store"
+    for path in (directories / "store").rglob("*"):
+        if path.is_file():
+            path.unlink()
+    response = client.get(file_url(artifact, "big.bin"))
+    assert response.status_code == 404
+    assert "X-Accel-Redirect" not in response
+
+
+def test_without_x_accel_location_the_server_streams(
+    client: Client, artifact: Artifact, settings: Any
+) -> None:
+    settings.DEBUSINE_X_ACCEL_REDIRECT_LOCATION = ""
+    response = client.get(file_url(artifact, "big.bin"))
+    assert "X-Accel-Redirect" not in response
+    assert body(response) == BIG
+
+
+def test_tarballs_are_always_streamed(client: Client, artifact: Artifact, settings: Any) -> None:
+    settings.DEBUSINE_X_ACCEL_REDIRECT_LOCATION = "/_debusine_store"
+    response = client.get(artifact_url(artifact, "?archive=tar.gz"))
+    assert "X-Accel-Redirect" not in response
+    assert tar_members(body(response))["big.bin"][0] == BIG
