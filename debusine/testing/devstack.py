@@ -152,14 +152,16 @@ CELERY_APP = "debusine.server.project.celery"
 
 def scheduler_argv() -> list[str]:
     """
-    The scheduler, which also runs the server tasks, workflow orchestration and beat: one
-    Celery worker on the `scheduler`, `celery` and `workflows` queues, one job at a time, with
-    beat as a thread (one interpreter for every role; see
-    docs/explanation/processes-and-memory.md).
+    The scheduler, which also runs the server tasks, workflow orchestration, the worker pools'
+    provisioner and beat: one Celery worker on the `scheduler`, `celery`, `workflows` and
+    `provisioner` queues, one job at a time, with beat as a thread (one interpreter for every
+    role; see docs/explanation/processes-and-memory.md). Deployments run the provisioner in a
+    unit of its own (its cloud calls must not hold up scheduling passes).
     """
     return [
         sys.executable, "-m", "celery", "--app", CELERY_APP, "worker",
-        "--queues", "scheduler,celery,workflows", "--pool", "solo", "--concurrency", "1",
+        "--queues", "scheduler,celery,workflows,provisioner",
+        "--pool", "solo", "--concurrency", "1",
         "--beat-thread",
         "--hostname", f"scheduler-{uuid.uuid4().hex[:8]}@%h", "--loglevel", "INFO",
         "--without-gossip", "--without-mingle",

@@ -64,6 +64,9 @@ def beat_schedule(settings: Any) -> dict[str, dict[str, object]]:
         "provisioner pass": {
             "task": "debusine.provisioner.provision",
             "schedule": float(settings.DEBUSINE_PROVISIONER_INTERVAL),
+            # Passes nobody took in time are dropped, not piled up in Redis (a deployment
+            # without a provisioner, or one stopped for a while): the next one does it all.
+            "options": {"expires": float(settings.DEBUSINE_PROVISIONER_INTERVAL)},
         },
     }
 

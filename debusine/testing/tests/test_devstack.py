@@ -47,7 +47,10 @@ def test_stack_starts_the_server_and_one_scheduler_for_the_other_roles() -> None
     )
     assert scheduler.name == "scheduler"
     # One job at a time (scheduling passes, server tasks, orchestrators), beat as a thread.
-    assert scheduler.argv[scheduler.argv.index("--queues") + 1] == "scheduler,celery,workflows"
+    assert (
+        scheduler.argv[scheduler.argv.index("--queues") + 1]
+        == "scheduler,celery,workflows,provisioner"
+    )
     assert scheduler.argv[scheduler.argv.index("--pool") + 1] == "solo"
     assert scheduler.argv[scheduler.argv.index("--concurrency") + 1] == "1"
     assert "--beat-thread" in scheduler.argv
@@ -193,10 +196,12 @@ def test_beat_sends_the_periodic_jobs_by_name() -> None:
         "debusine.scheduler.expire_leases",
         "debusine.metrics.fold_counts",
         "debusine.workflows.sweep",
+        "debusine.provisioner.provision",
     }
     # Every name beat sends is a job the scheduler or the Celery workers run.
     from debusine.server.maintenance import jobs as maintenance_jobs
     from debusine.server.scheduler import jobs
+    from debusine.server.worker_pools import jobs as pool_jobs
     from debusine.server.workflows_queue import jobs as workflow_jobs
 
     assert {
@@ -204,6 +209,7 @@ def test_beat_sends_the_periodic_jobs_by_name() -> None:
         jobs.expire_worker_leases.name,
         maintenance_jobs.fold_metric_counts.name,
         workflow_jobs.sweep_workflows.name,
+        pool_jobs.provision_worker_pools.name,
     } == {entry["task"] for entry in schedule.values()}
     assert celery.lease_check_interval(60) == 15.0
     assert celery.lease_check_interval(2) == 1.0

@@ -141,6 +141,15 @@ def test_take_work_from_workers(
 STATUS_LITERAL = re.compile(
     r"""['"](pending|running|completed|aborted|blocked|success|failure)['"]"""
 )
+#: Lines naming other vocabularies that share those words (not work request statuses).
+OTHER_VOCABULARIES = {
+    "metrics/families.py": "WORKER_POOL_INSTANCE_STATES",  # a pool instance's state
+    "worker_pools/providers/aws.py": "instance-state-name",  # EC2's instance states
+}
+
+
+def node_line(node: ast.AST) -> int:
+    return int(getattr(node, "lineno", 1))
 
 
 def test_server_code_names_statuses_through_the_enumerations() -> None:
@@ -149,7 +158,12 @@ def test_server_code_names_statuses_through_the_enumerations() -> None:
     for path in sorted(root.rglob("*.py")):
         if {"tests", "migrations"} & set(path.relative_to(root).parts):
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
+        source = path.read_text()
+        lines = source.splitlines()
+        marker = OTHER_VOCABULARIES.get(str(path.relative_to(root)))
+        for node in ast.walk(ast.parse(source)):
+            if marker is not None and marker in lines[node_line(node) - 1]:
+                continue
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 for match in STATUS_LITERAL.finditer(repr(node.value)):
                     offenders.append(f"{path.relative_to(root)}:{node.lineno}: {match.group()}")
