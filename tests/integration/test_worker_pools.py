@@ -84,6 +84,13 @@ class Pool:
         row = self.database.execute(sql, params).fetchone()
         return None if row is None else row[0]
 
+    def none_connected(self) -> bool:
+        return not self.value(
+            "SELECT count(*) FROM db_worker w JOIN db_workerpool p ON p.id = w.worker_pool_id "
+            "WHERE p.name = %s AND w.connected_at IS NOT NULL",
+            self.name,
+        )
+
     def active(self) -> int:
         return int(
             self.value(
@@ -218,6 +225,9 @@ def make_pool(
         provider = pool.local_provider()
         for leftover in provider.list_running(pool.name):
             provider.terminate(leftover.instance_id)
+        # The module's next test shares the server: none of these workers may still be
+        # connected (and so take its work) when it starts.
+        pool.wait_for(pool.none_connected, "the pool's workers disconnected", timeout=60)
 
 
 def sleeps(client: RestUser, count: int, seconds: int) -> list[int]:
