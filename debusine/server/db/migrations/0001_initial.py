@@ -12,1430 +12,522 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     initial = True
 
     dependencies = [
-        ("auth", "0012_alter_user_first_name_max_length"),
+        ('auth', '0012_alter_user_first_name_max_length'),
     ]
 
     operations = [
         migrations.CreateModel(
-            name="Collection",
+            name='Collection',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("name", models.CharField(max_length=255)),
-                ("category", models.CharField(max_length=255)),
-                ("full_history_retention_period", models.DurationField(blank=True, null=True)),
-                ("metadata_only_retention_period", models.DurationField(blank=True, null=True)),
-                (
-                    "retains_artifacts",
-                    models.CharField(
-                        choices=[
-                            ("never", "Never"),
-                            ("workflow", "While the workflow runs"),
-                            ("always", "Always"),
-                        ],
-                        default="always",
-                        max_length=8,
-                    ),
-                ),
-                ("data", models.JSONField(blank=True, default=dict)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.CharField(max_length=255)),
+                ('category', models.CharField(max_length=255)),
+                ('full_history_retention_period', models.DurationField(blank=True, null=True)),
+                ('metadata_only_retention_period', models.DurationField(blank=True, null=True)),
+                ('retains_artifacts', models.CharField(choices=[('never', 'Never'), ('workflow', 'While the workflow runs'), ('always', 'Always')], default='always', max_length=8)),
+                ('data', models.JSONField(blank=True, default=dict)),
             ],
         ),
         migrations.CreateModel(
-            name="Group",
+            name='Group',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "name",
-                    models.CharField(
-                        max_length=255,
-                        validators=[
-                            django.core.validators.RegexValidator(
-                                "^[A-Za-z][A-Za-z0-9+._-]*$",
-                                "must start with a letter and contain only letters, digits and + . _ -",
-                            )
-                        ],
-                    ),
-                ),
-                (
-                    "ephemeral",
-                    models.BooleanField(
-                        default=False,
-                        help_text="Deleted by delete_expired once no role refers to it",
-                    ),
-                ),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.CharField(max_length=255, validators=[django.core.validators.RegexValidator('^[A-Za-z][A-Za-z0-9+._-]*$', 'must start with a letter and contain only letters, digits and + . _ -')])),
+                ('ephemeral', models.BooleanField(default=False, help_text='Deleted by delete_expired once no role refers to it')),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
             ],
         ),
         migrations.CreateModel(
-            name="WorkflowTemplate",
+            name='WorkflowTemplate',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("name", models.CharField(max_length=255)),
-                ("task_name", models.CharField(max_length=100)),
-                ("task_data", models.JSONField(blank=True, default=dict)),
-                ("priority", models.IntegerField(default=0)),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.CharField(max_length=255)),
+                ('task_name', models.CharField(max_length=100)),
+                ('task_data', models.JSONField(blank=True, default=dict)),
+                ('priority', models.IntegerField(default=0)),
             ],
         ),
         migrations.CreateModel(
-            name="User",
+            name='User',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("password", models.CharField(max_length=128, verbose_name="password")),
-                (
-                    "last_login",
-                    models.DateTimeField(blank=True, null=True, verbose_name="last login"),
-                ),
-                (
-                    "is_superuser",
-                    models.BooleanField(
-                        default=False,
-                        help_text="Designates that this user has all permissions without explicitly assigning them.",
-                        verbose_name="superuser status",
-                    ),
-                ),
-                (
-                    "username",
-                    models.CharField(
-                        error_messages={"unique": "A user with that username already exists."},
-                        help_text="Required. 150 characters or fewer. Letters, digits and @/./+/-/_ only.",
-                        max_length=150,
-                        unique=True,
-                        validators=[django.contrib.auth.validators.UnicodeUsernameValidator()],
-                        verbose_name="username",
-                    ),
-                ),
-                (
-                    "first_name",
-                    models.CharField(blank=True, max_length=150, verbose_name="first name"),
-                ),
-                (
-                    "last_name",
-                    models.CharField(blank=True, max_length=150, verbose_name="last name"),
-                ),
-                (
-                    "email",
-                    models.EmailField(blank=True, max_length=254, verbose_name="email address"),
-                ),
-                (
-                    "is_staff",
-                    models.BooleanField(
-                        default=False,
-                        help_text="Designates whether the user can log into this admin site.",
-                        verbose_name="staff status",
-                    ),
-                ),
-                (
-                    "is_active",
-                    models.BooleanField(
-                        default=True,
-                        help_text="Designates whether this user should be treated as active. Unselect this instead of deleting accounts.",
-                        verbose_name="active",
-                    ),
-                ),
-                (
-                    "date_joined",
-                    models.DateTimeField(
-                        default=django.utils.timezone.now, verbose_name="date joined"
-                    ),
-                ),
-                (
-                    "is_system",
-                    models.BooleanField(
-                        default=False, help_text="Internal user that acts for the server itself"
-                    ),
-                ),
-                (
-                    "groups",
-                    models.ManyToManyField(
-                        blank=True,
-                        help_text="The groups this user belongs to. A user will get all permissions granted to each of their groups.",
-                        related_name="user_set",
-                        related_query_name="user",
-                        to="auth.group",
-                        verbose_name="groups",
-                    ),
-                ),
-                (
-                    "user_permissions",
-                    models.ManyToManyField(
-                        blank=True,
-                        help_text="Specific permissions for this user.",
-                        related_name="user_set",
-                        related_query_name="user",
-                        to="auth.permission",
-                        verbose_name="user permissions",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('password', models.CharField(max_length=128, verbose_name='password')),
+                ('last_login', models.DateTimeField(blank=True, null=True, verbose_name='last login')),
+                ('is_superuser', models.BooleanField(default=False, help_text='Designates that this user has all permissions without explicitly assigning them.', verbose_name='superuser status')),
+                ('username', models.CharField(error_messages={'unique': 'A user with that username already exists.'}, help_text='Required. 150 characters or fewer. Letters, digits and @/./+/-/_ only.', max_length=150, unique=True, validators=[django.contrib.auth.validators.UnicodeUsernameValidator()], verbose_name='username')),
+                ('first_name', models.CharField(blank=True, max_length=150, verbose_name='first name')),
+                ('last_name', models.CharField(blank=True, max_length=150, verbose_name='last name')),
+                ('email', models.EmailField(blank=True, max_length=254, verbose_name='email address')),
+                ('is_staff', models.BooleanField(default=False, help_text='Designates whether the user can log into this admin site.', verbose_name='staff status')),
+                ('is_active', models.BooleanField(default=True, help_text='Designates whether this user should be treated as active. Unselect this instead of deleting accounts.', verbose_name='active')),
+                ('date_joined', models.DateTimeField(default=django.utils.timezone.now, verbose_name='date joined')),
+                ('is_system', models.BooleanField(default=False, help_text='Internal user that acts for the server itself')),
+                ('groups', models.ManyToManyField(blank=True, help_text='The groups this user belongs to. A user will get all permissions granted to each of their groups.', related_name='user_set', related_query_name='user', to='auth.group', verbose_name='groups')),
+                ('user_permissions', models.ManyToManyField(blank=True, help_text='Specific permissions for this user.', related_name='user_set', related_query_name='user', to='auth.permission', verbose_name='user permissions')),
             ],
             options={
-                "verbose_name": "user",
-                "verbose_name_plural": "users",
-                "abstract": False,
+                'verbose_name': 'user',
+                'verbose_name_plural': 'users',
+                'abstract': False,
             },
             managers=[
-                ("objects", django.contrib.auth.models.UserManager()),
+                ('objects', django.contrib.auth.models.UserManager()),
             ],
         ),
         migrations.CreateModel(
-            name="Artifact",
+            name='Artifact',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("category", models.CharField(max_length=255)),
-                ("data", models.JSONField(blank=True, default=dict)),
-                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
-                ("expiration_delay", models.DurationField(blank=True, null=True)),
-                (
-                    "created_by",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="artifacts",
-                        to=settings.AUTH_USER_MODEL,
-                    ),
-                ),
-                (
-                    "original_artifact",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="copies",
-                        to="db.artifact",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('category', models.CharField(max_length=255)),
+                ('data', models.JSONField(blank=True, default=dict)),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ('expiration_delay', models.DurationField(blank=True, null=True)),
+                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='artifacts', to=settings.AUTH_USER_MODEL)),
+                ('original_artifact', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='copies', to='db.artifact')),
             ],
         ),
         migrations.CreateModel(
-            name="Asset",
+            name='Asset',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "category",
-                    models.CharField(
-                        choices=[
-                            ("debusine:signing-key", "Signing key"),
-                            ("debusine:cloud-provider-account", "Cloud provider account"),
-                        ],
-                        max_length=255,
-                    ),
-                ),
-                ("data", models.JSONField(blank=True, default=dict)),
-                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
-                (
-                    "created_by",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="+",
-                        to=settings.AUTH_USER_MODEL,
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('category', models.CharField(choices=[('debusine:signing-key', 'Signing key'), ('debusine:cloud-provider-account', 'Cloud provider account')], max_length=255)),
+                ('data', models.JSONField(blank=True, default=dict)),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
             ],
         ),
         migrations.CreateModel(
-            name="AssetUsage",
+            name='AssetUsage',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "asset",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="usages",
-                        to="db.asset",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('asset', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='usages', to='db.asset')),
             ],
         ),
         migrations.CreateModel(
-            name="File",
+            name='File',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("sha256", models.BinaryField(max_length=32)),
-                ("size", models.BigIntegerField()),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('sha256', models.BinaryField(max_length=32)),
+                ('size', models.BigIntegerField()),
             ],
             options={
-                "constraints": [
-                    models.UniqueConstraint(
-                        fields=("sha256", "size"), name="db_file_unique_hash_size"
-                    ),
-                    models.CheckConstraint(
-                        condition=models.Q(("size__gte", 0)), name="db_file_size_not_negative"
-                    ),
-                ],
+                'constraints': [models.UniqueConstraint(fields=('sha256', 'size'), name='db_file_unique_hash_size'), models.CheckConstraint(condition=models.Q(('size__gte', 0)), name='db_file_size_not_negative')],
             },
         ),
         migrations.CreateModel(
-            name="FileInArtifact",
+            name='FileInArtifact',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("path", models.CharField(max_length=500)),
-                ("complete", models.BooleanField(default=False)),
-                ("content_type", models.CharField(blank=True, max_length=255, null=True)),
-                (
-                    "artifact",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE, to="db.artifact"
-                    ),
-                ),
-                (
-                    "file",
-                    models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to="db.file"),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('path', models.CharField(max_length=500)),
+                ('complete', models.BooleanField(default=False)),
+                ('content_type', models.CharField(blank=True, max_length=255, null=True)),
+                ('artifact', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to='db.artifact')),
+                ('file', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to='db.file')),
             ],
         ),
         migrations.AddField(
-            model_name="artifact",
-            name="files",
-            field=models.ManyToManyField(
-                related_name="artifacts", through="db.FileInArtifact", to="db.file"
-            ),
+            model_name='artifact',
+            name='files',
+            field=models.ManyToManyField(related_name='artifacts', through='db.FileInArtifact', to='db.file'),
         ),
         migrations.CreateModel(
-            name="FileStore",
+            name='FileStore',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("name", models.CharField(max_length=255, unique=True)),
-                (
-                    "backend",
-                    models.CharField(
-                        choices=[("Local", "Local"), ("S3", "S3"), ("Memory", "Memory")],
-                        max_length=16,
-                    ),
-                ),
-                ("configuration", models.JSONField(blank=True, default=dict)),
-                (
-                    "instance_wide",
-                    models.BooleanField(default=True, help_text="May be used by several scopes"),
-                ),
-                ("soft_max_size", models.BigIntegerField(blank=True, null=True)),
-                ("max_size", models.BigIntegerField(blank=True, null=True)),
-                (
-                    "total_size",
-                    models.BigIntegerField(
-                        default=0,
-                        help_text="Sum of the sizes of the files in the store (kept by a trigger)",
-                    ),
-                ),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
-                (
-                    "provider_account",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="file_stores",
-                        to="db.asset",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.CharField(max_length=255, unique=True)),
+                ('backend', models.CharField(choices=[('Local', 'Local'), ('S3', 'S3'), ('Memory', 'Memory')], max_length=16)),
+                ('configuration', models.JSONField(blank=True, default=dict)),
+                ('instance_wide', models.BooleanField(default=True, help_text='May be used by several scopes')),
+                ('soft_max_size', models.BigIntegerField(blank=True, null=True)),
+                ('max_size', models.BigIntegerField(blank=True, null=True)),
+                ('total_size', models.BigIntegerField(default=0, help_text='Sum of the sizes of the files in the store (kept by a trigger)')),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('provider_account', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='file_stores', to='db.asset')),
             ],
         ),
         migrations.CreateModel(
-            name="FileInStore",
+            name='FileInStore',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("data", models.JSONField(blank=True, default=dict)),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
-                (
-                    "file",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="in_stores",
-                        to="db.file",
-                    ),
-                ),
-                (
-                    "store",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="files_in_store",
-                        to="db.filestore",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('data', models.JSONField(blank=True, default=dict)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('file', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='in_stores', to='db.file')),
+                ('store', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='files_in_store', to='db.filestore')),
             ],
         ),
         migrations.CreateModel(
-            name="FileStoreInScope",
+            name='FileStoreInScope',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("upload_priority", models.IntegerField(blank=True, null=True)),
-                ("download_priority", models.IntegerField(blank=True, null=True)),
-                (
-                    "populate",
-                    models.BooleanField(default=False, help_text="Copy every scope file here"),
-                ),
-                (
-                    "drain",
-                    models.BooleanField(default=False, help_text="Move every file away from here"),
-                ),
-                ("drain_to", models.CharField(blank=True, max_length=255, null=True)),
-                ("read_only", models.BooleanField(default=False)),
-                ("write_only", models.BooleanField(default=False)),
-                ("soft_max_size", models.BigIntegerField(blank=True, null=True)),
-                (
-                    "file_store",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.PROTECT, to="db.filestore"
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('upload_priority', models.IntegerField(blank=True, null=True)),
+                ('download_priority', models.IntegerField(blank=True, null=True)),
+                ('populate', models.BooleanField(default=False, help_text='Copy every scope file here')),
+                ('drain', models.BooleanField(default=False, help_text='Move every file away from here')),
+                ('drain_to', models.CharField(blank=True, max_length=255, null=True)),
+                ('read_only', models.BooleanField(default=False)),
+                ('write_only', models.BooleanField(default=False)),
+                ('soft_max_size', models.BigIntegerField(blank=True, null=True)),
+                ('file_store', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to='db.filestore')),
             ],
         ),
         migrations.CreateModel(
-            name="FileUpload",
+            name='FileUpload',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "path",
-                    models.CharField(
-                        help_text="Relative to DEBUSINE_UPLOAD_DIRECTORY", max_length=500
-                    ),
-                ),
-                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
-                ("last_activity_at", models.DateTimeField(default=django.utils.timezone.now)),
-                (
-                    "file_in_artifact",
-                    models.OneToOneField(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="upload",
-                        to="db.fileinartifact",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('path', models.CharField(help_text='Relative to DEBUSINE_UPLOAD_DIRECTORY', max_length=500)),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ('last_activity_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ('file_in_artifact', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='upload', to='db.fileinartifact')),
             ],
         ),
         migrations.CreateModel(
-            name="AssetUsageRole",
+            name='AssetUsageRole',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("role", models.CharField(choices=[("signer", "Signer")], max_length=16)),
-                (
-                    "resource",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="roles",
-                        to="db.assetusage",
-                    ),
-                ),
-                (
-                    "group",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="asset_usage_roles",
-                        to="db.group",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('role', models.CharField(choices=[('signer', 'Signer')], max_length=16)),
+                ('resource', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='roles', to='db.assetusage')),
+                ('group', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='asset_usage_roles', to='db.group')),
             ],
         ),
         migrations.CreateModel(
-            name="AssetRole",
+            name='AssetRole',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("role", models.CharField(choices=[("owner", "Owner")], max_length=16)),
-                (
-                    "resource",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="roles",
-                        to="db.asset",
-                    ),
-                ),
-                (
-                    "group",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="asset_roles",
-                        to="db.group",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('role', models.CharField(choices=[('owner', 'Owner')], max_length=16)),
+                ('resource', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='roles', to='db.asset')),
+                ('group', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='asset_roles', to='db.group')),
             ],
         ),
         migrations.CreateModel(
-            name="GroupMembership",
+            name='GroupMembership',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "role",
-                    models.CharField(
-                        choices=[("admin", "Admin"), ("member", "Member")],
-                        default="member",
-                        max_length=16,
-                    ),
-                ),
-                (
-                    "group",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="memberships",
-                        to="db.group",
-                    ),
-                ),
-                (
-                    "user",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="group_memberships",
-                        to=settings.AUTH_USER_MODEL,
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('role', models.CharField(choices=[('admin', 'Admin'), ('member', 'Member')], default='member', max_length=16)),
+                ('group', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='memberships', to='db.group')),
+                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='group_memberships', to=settings.AUTH_USER_MODEL)),
             ],
         ),
         migrations.AddField(
-            model_name="group",
-            name="users",
-            field=models.ManyToManyField(
-                related_name="debusine_groups",
-                through="db.GroupMembership",
-                to=settings.AUTH_USER_MODEL,
-            ),
+            model_name='group',
+            name='users',
+            field=models.ManyToManyField(related_name='debusine_groups', through='db.GroupMembership', to=settings.AUTH_USER_MODEL),
         ),
         migrations.CreateModel(
-            name="Scope",
+            name='Scope',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "name",
-                    models.CharField(
-                        max_length=255,
-                        unique=True,
-                        validators=[
-                            django.core.validators.RegexValidator(
-                                "^[A-Za-z][A-Za-z0-9+._-]*$",
-                                "must start with a letter and contain only letters, digits and + . _ -",
-                            )
-                        ],
-                    ),
-                ),
-                ("label", models.CharField(blank=True, default="", max_length=255)),
-                ("icon", models.CharField(blank=True, default="", max_length=255)),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
-                (
-                    "file_stores",
-                    models.ManyToManyField(
-                        related_name="scopes", through="db.FileStoreInScope", to="db.filestore"
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.CharField(max_length=255, unique=True, validators=[django.core.validators.RegexValidator('^[A-Za-z][A-Za-z0-9+._-]*$', 'must start with a letter and contain only letters, digits and + . _ -')])),
+                ('label', models.CharField(blank=True, default='', max_length=255)),
+                ('icon', models.CharField(blank=True, default='', max_length=255)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('file_stores', models.ManyToManyField(related_name='scopes', through='db.FileStoreInScope', to='db.filestore')),
             ],
         ),
         migrations.AddField(
-            model_name="group",
-            name="scope",
-            field=models.ForeignKey(
-                on_delete=django.db.models.deletion.CASCADE, related_name="groups", to="db.scope"
-            ),
+            model_name='group',
+            name='scope',
+            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='groups', to='db.scope'),
         ),
         migrations.AddField(
-            model_name="filestoreinscope",
-            name="scope",
-            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to="db.scope"),
+            model_name='filestoreinscope',
+            name='scope',
+            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to='db.scope'),
         ),
         migrations.CreateModel(
-            name="ScopeRole",
+            name='ScopeRole',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("role", models.CharField(choices=[("owner", "Owner")], max_length=16)),
-                (
-                    "group",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="scope_roles",
-                        to="db.group",
-                    ),
-                ),
-                (
-                    "resource",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="roles",
-                        to="db.scope",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('role', models.CharField(choices=[('owner', 'Owner')], max_length=16)),
+                ('group', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='scope_roles', to='db.group')),
+                ('resource', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='roles', to='db.scope')),
             ],
         ),
         migrations.CreateModel(
-            name="Token",
+            name='Token',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("hash", models.CharField(max_length=64, unique=True)),
-                ("comment", models.CharField(blank=True, default="", max_length=100)),
-                ("enabled", models.BooleanField(default=False)),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
-                ("expire_at", models.DateTimeField(blank=True, null=True)),
-                ("last_seen_at", models.DateTimeField(blank=True, null=True)),
-                (
-                    "user",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="tokens",
-                        to=settings.AUTH_USER_MODEL,
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('hash', models.CharField(max_length=64, unique=True)),
+                ('comment', models.CharField(blank=True, default='', max_length=100)),
+                ('enabled', models.BooleanField(default=False)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('expire_at', models.DateTimeField(blank=True, null=True)),
+                ('last_seen_at', models.DateTimeField(blank=True, null=True)),
+                ('user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='tokens', to=settings.AUTH_USER_MODEL)),
             ],
         ),
         migrations.CreateModel(
-            name="Worker",
+            name='Worker',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("name", models.SlugField(max_length=255, unique=True)),
-                (
-                    "worker_type",
-                    models.CharField(
-                        choices=[
-                            ("external", "External"),
-                            ("celery", "Celery"),
-                            ("signing", "Signing"),
-                        ],
-                        default="external",
-                        max_length=16,
-                    ),
-                ),
-                ("registered_at", models.DateTimeField(default=django.utils.timezone.now)),
-                ("connected_at", models.DateTimeField(blank=True, null=True)),
-                ("instance_created_at", models.DateTimeField(blank=True, null=True)),
-                ("static_metadata", models.JSONField(blank=True, default=dict)),
-                ("dynamic_metadata", models.JSONField(blank=True, default=dict)),
-                ("dynamic_metadata_updated_at", models.DateTimeField(blank=True, null=True)),
-                ("concurrency", models.PositiveIntegerField(default=1)),
-                (
-                    "activation_token",
-                    models.OneToOneField(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="activating_worker",
-                        to="db.token",
-                    ),
-                ),
-                (
-                    "token",
-                    models.OneToOneField(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="worker",
-                        to="db.token",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.SlugField(max_length=255, unique=True)),
+                ('worker_type', models.CharField(choices=[('external', 'External'), ('celery', 'Celery'), ('signing', 'Signing')], default='external', max_length=16)),
+                ('registered_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ('connected_at', models.DateTimeField(blank=True, null=True)),
+                ('instance_created_at', models.DateTimeField(blank=True, null=True)),
+                ('static_metadata', models.JSONField(blank=True, default=dict)),
+                ('dynamic_metadata', models.JSONField(blank=True, default=dict)),
+                ('dynamic_metadata_updated_at', models.DateTimeField(blank=True, null=True)),
+                ('concurrency', models.PositiveIntegerField(default=1)),
+                ('activation_token', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='activating_worker', to='db.token')),
+                ('token', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='worker', to='db.token')),
             ],
         ),
         migrations.CreateModel(
-            name="WorkRequest",
+            name='WorkRequest',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
-                ("started_at", models.DateTimeField(blank=True, null=True)),
-                ("completed_at", models.DateTimeField(blank=True, null=True)),
-                (
-                    "status",
-                    models.CharField(
-                        choices=[
-                            ("pending", "Pending"),
-                            ("running", "Running"),
-                            ("completed", "Completed"),
-                            ("aborted", "Aborted"),
-                            ("blocked", "Blocked"),
-                        ],
-                        default="pending",
-                        max_length=16,
-                    ),
-                ),
-                (
-                    "result",
-                    models.CharField(
-                        blank=True,
-                        choices=[
-                            ("", ""),
-                            ("success", "Success"),
-                            ("failure", "Failure"),
-                            ("error", "Error"),
-                            ("skipped", "Skipped"),
-                        ],
-                        default="",
-                        max_length=16,
-                    ),
-                ),
-                (
-                    "task_type",
-                    models.CharField(
-                        choices=[
-                            ("Worker", "Worker"),
-                            ("Server", "Server"),
-                            ("Internal", "Internal"),
-                            ("Workflow", "Workflow"),
-                            ("Signing", "Signing"),
-                            ("Wait", "Wait"),
-                        ],
-                        default="Worker",
-                        max_length=16,
-                    ),
-                ),
-                ("task_name", models.CharField(max_length=100)),
-                ("task_data", models.JSONField(blank=True, default=dict)),
-                ("configured_task_data", models.JSONField(blank=True, null=True)),
-                ("dynamic_task_data", models.JSONField(blank=True, null=True)),
-                (
-                    "version",
-                    models.IntegerField(default=0, help_text="Version of the dynamic data's code"),
-                ),
-                ("priority_base", models.IntegerField(default=0)),
-                ("priority_adjustment", models.IntegerField(default=0)),
-                (
-                    "output_data_json",
-                    models.JSONField(
-                        blank=True,
-                        db_column="output_data",
-                        help_text="OutputData from the worker",
-                        null=True,
-                    ),
-                ),
-                (
-                    "unblock_strategy",
-                    models.CharField(
-                        choices=[
-                            ("deps", "Dependencies have completed"),
-                            ("manual", "Manually unblocked"),
-                        ],
-                        default="deps",
-                        max_length=8,
-                    ),
-                ),
-                (
-                    "workflow_data_json",
-                    models.JSONField(blank=True, db_column="workflow_data", default=dict),
-                ),
-                (
-                    "event_reactions_json",
-                    models.JSONField(blank=True, db_column="event_reactions", default=dict),
-                ),
-                ("expiration_delay", models.DurationField(blank=True, null=True)),
-                (
-                    "workflow_runtime_status",
-                    models.CharField(blank=True, max_length=16, null=True),
-                ),
-                ("workflow_last_activity_at", models.DateTimeField(blank=True, null=True)),
-                ("workflows_need_update", models.BooleanField(default=False)),
-                (
-                    "aborted_by",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="aborted_work_requests",
-                        to=settings.AUTH_USER_MODEL,
-                    ),
-                ),
-                (
-                    "created_by",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="created_work_requests",
-                        to=settings.AUTH_USER_MODEL,
-                    ),
-                ),
-                (
-                    "dependencies",
-                    models.ManyToManyField(
-                        blank=True, related_name="reverse_dependencies", to="db.workrequest"
-                    ),
-                ),
-                (
-                    "internal_collection",
-                    models.OneToOneField(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="workflow",
-                        to="db.collection",
-                    ),
-                ),
-                (
-                    "parent",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="children",
-                        to="db.workrequest",
-                    ),
-                ),
-                (
-                    "supersedes",
-                    models.OneToOneField(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="superseded_by",
-                        to="db.workrequest",
-                    ),
-                ),
-                (
-                    "worker",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="assigned_work_requests",
-                        to="db.worker",
-                    ),
-                ),
-                (
-                    "workflow_template",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        to="db.workflowtemplate",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ('started_at', models.DateTimeField(blank=True, null=True)),
+                ('completed_at', models.DateTimeField(blank=True, null=True)),
+                ('status', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('completed', 'Completed'), ('aborted', 'Aborted'), ('blocked', 'Blocked')], default='pending', max_length=16)),
+                ('result', models.CharField(blank=True, choices=[('', ''), ('success', 'Success'), ('failure', 'Failure'), ('error', 'Error'), ('skipped', 'Skipped')], default='', max_length=16)),
+                ('task_type', models.CharField(choices=[('Worker', 'Worker'), ('Server', 'Server'), ('Internal', 'Internal'), ('Workflow', 'Workflow'), ('Signing', 'Signing'), ('Wait', 'Wait')], default='Worker', max_length=16)),
+                ('task_name', models.CharField(max_length=100)),
+                ('task_data', models.JSONField(blank=True, default=dict)),
+                ('configured_task_data', models.JSONField(blank=True, null=True)),
+                ('dynamic_task_data', models.JSONField(blank=True, null=True)),
+                ('version', models.IntegerField(default=0, help_text="Version of the dynamic data's code")),
+                ('priority_base', models.IntegerField(default=0)),
+                ('priority_adjustment', models.IntegerField(default=0)),
+                ('output_data_json', models.JSONField(blank=True, db_column='output_data', help_text='OutputData from the worker', null=True)),
+                ('unblock_strategy', models.CharField(choices=[('deps', 'Dependencies have completed'), ('manual', 'Manually unblocked')], default='deps', max_length=8)),
+                ('workflow_data_json', models.JSONField(blank=True, db_column='workflow_data', default=dict)),
+                ('event_reactions_json', models.JSONField(blank=True, db_column='event_reactions', default=dict)),
+                ('expiration_delay', models.DurationField(blank=True, null=True)),
+                ('workflow_runtime_status', models.CharField(blank=True, max_length=16, null=True)),
+                ('workflow_last_activity_at', models.DateTimeField(blank=True, null=True)),
+                ('workflows_need_update', models.BooleanField(default=False)),
+                ('aborted_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='aborted_work_requests', to=settings.AUTH_USER_MODEL)),
+                ('created_by', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='created_work_requests', to=settings.AUTH_USER_MODEL)),
+                ('dependencies', models.ManyToManyField(blank=True, related_name='reverse_dependencies', to='db.workrequest')),
+                ('internal_collection', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='workflow', to='db.collection')),
+                ('parent', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='children', to='db.workrequest')),
+                ('supersedes', models.OneToOneField(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='superseded_by', to='db.workrequest')),
+                ('worker', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='assigned_work_requests', to='db.worker')),
+                ('workflow_template', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, to='db.workflowtemplate')),
             ],
         ),
         migrations.CreateModel(
-            name="CollectionItem",
+            name='CollectionItem',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("name", models.CharField(max_length=255)),
-                (
-                    "child_type",
-                    models.CharField(
-                        choices=[("b", "Bare"), ("a", "Artifact"), ("c", "Collection")],
-                        max_length=1,
-                    ),
-                ),
-                ("category", models.CharField(max_length=255)),
-                ("parent_category", models.CharField(max_length=255)),
-                ("data", models.JSONField(blank=True, default=dict)),
-                ("created_at", models.DateTimeField(default=django.utils.timezone.now)),
-                ("removed_at", models.DateTimeField(blank=True, null=True)),
-                (
-                    "artifact",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="collection_items",
-                        to="db.artifact",
-                    ),
-                ),
-                (
-                    "collection",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="collection_items",
-                        to="db.collection",
-                    ),
-                ),
-                (
-                    "created_by_user",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="+",
-                        to=settings.AUTH_USER_MODEL,
-                    ),
-                ),
-                (
-                    "parent_collection",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="child_items",
-                        to="db.collection",
-                    ),
-                ),
-                (
-                    "removed_by_user",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="+",
-                        to=settings.AUTH_USER_MODEL,
-                    ),
-                ),
-                (
-                    "created_by_workflow",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="+",
-                        to="db.workrequest",
-                    ),
-                ),
-                (
-                    "removed_by_workflow",
-                    models.ForeignKey(
-                        blank=True,
-                        null=True,
-                        on_delete=django.db.models.deletion.SET_NULL,
-                        related_name="+",
-                        to="db.workrequest",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.CharField(max_length=255)),
+                ('child_type', models.CharField(choices=[('b', 'Bare'), ('a', 'Artifact'), ('c', 'Collection')], max_length=1)),
+                ('category', models.CharField(max_length=255)),
+                ('parent_category', models.CharField(max_length=255)),
+                ('data', models.JSONField(blank=True, default=dict)),
+                ('created_at', models.DateTimeField(default=django.utils.timezone.now)),
+                ('removed_at', models.DateTimeField(blank=True, null=True)),
+                ('artifact', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='collection_items', to='db.artifact')),
+                ('collection', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='collection_items', to='db.collection')),
+                ('created_by_user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ('parent_collection', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='child_items', to='db.collection')),
+                ('removed_by_user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ('created_by_workflow', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='db.workrequest')),
+                ('removed_by_workflow', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='db.workrequest')),
             ],
         ),
         migrations.AddField(
-            model_name="asset",
-            name="created_by_work_request",
-            field=models.ForeignKey(
-                blank=True,
-                null=True,
-                on_delete=django.db.models.deletion.SET_NULL,
-                related_name="+",
-                to="db.workrequest",
-            ),
+            model_name='asset',
+            name='created_by_work_request',
+            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='db.workrequest'),
         ),
         migrations.AddField(
-            model_name="artifact",
-            name="created_by_work_request",
-            field=models.ForeignKey(
-                blank=True,
-                null=True,
-                on_delete=django.db.models.deletion.SET_NULL,
-                related_name="created_artifacts",
-                to="db.workrequest",
-            ),
+            model_name='artifact',
+            name='created_by_work_request',
+            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='created_artifacts', to='db.workrequest'),
         ),
         migrations.CreateModel(
-            name="Workspace",
+            name='Workspace',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "name",
-                    models.CharField(
-                        max_length=255,
-                        validators=[
-                            django.core.validators.RegexValidator(
-                                "^[A-Za-z][A-Za-z0-9+._-]*$",
-                                "must start with a letter and contain only letters, digits and + . _ -",
-                            )
-                        ],
-                    ),
-                ),
-                ("public", models.BooleanField(default=False)),
-                (
-                    "default_expiration_delay",
-                    models.DurationField(
-                        default=datetime.timedelta(0),
-                        help_text="How long artifacts and work requests are kept by default (0: forever)",
-                    ),
-                ),
-                (
-                    "expiration_delay",
-                    models.DurationField(
-                        blank=True,
-                        help_text="Delete the workspace this long after its last activity (experiments)",
-                        null=True,
-                    ),
-                ),
-                ("created_at", models.DateTimeField(auto_now_add=True)),
-                (
-                    "scope",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.PROTECT,
-                        related_name="workspaces",
-                        to="db.scope",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('name', models.CharField(max_length=255, validators=[django.core.validators.RegexValidator('^[A-Za-z][A-Za-z0-9+._-]*$', 'must start with a letter and contain only letters, digits and + . _ -')])),
+                ('public', models.BooleanField(default=False)),
+                ('default_expiration_delay', models.DurationField(default=datetime.timedelta(0), help_text='How long artifacts and work requests are kept by default (0: forever)')),
+                ('expiration_delay', models.DurationField(blank=True, help_text='Delete the workspace this long after its last activity (experiments)', null=True)),
+                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ('scope', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='workspaces', to='db.scope')),
             ],
         ),
         migrations.AddField(
-            model_name="workrequest",
-            name="workspace",
-            field=models.ForeignKey(
-                on_delete=django.db.models.deletion.PROTECT,
-                related_name="work_requests",
-                to="db.workspace",
-            ),
+            model_name='workrequest',
+            name='workspace',
+            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='work_requests', to='db.workspace'),
         ),
         migrations.AddField(
-            model_name="workflowtemplate",
-            name="workspace",
-            field=models.ForeignKey(
-                on_delete=django.db.models.deletion.PROTECT,
-                related_name="workflow_templates",
-                to="db.workspace",
-            ),
+            model_name='workflowtemplate',
+            name='workspace',
+            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='workflow_templates', to='db.workspace'),
         ),
         migrations.AddField(
-            model_name="collection",
-            name="workspace",
-            field=models.ForeignKey(
-                on_delete=django.db.models.deletion.PROTECT,
-                related_name="collections",
-                to="db.workspace",
-            ),
+            model_name='collection',
+            name='workspace',
+            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='collections', to='db.workspace'),
         ),
         migrations.AddField(
-            model_name="assetusage",
-            name="workspace",
-            field=models.ForeignKey(
-                on_delete=django.db.models.deletion.CASCADE,
-                related_name="asset_usages",
-                to="db.workspace",
-            ),
+            model_name='assetusage',
+            name='workspace',
+            field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='asset_usages', to='db.workspace'),
         ),
         migrations.AddField(
-            model_name="asset",
-            name="workspace",
-            field=models.ForeignKey(
-                blank=True,
-                null=True,
-                on_delete=django.db.models.deletion.PROTECT,
-                related_name="assets",
-                to="db.workspace",
-            ),
+            model_name='asset',
+            name='workspace',
+            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='assets', to='db.workspace'),
         ),
         migrations.AddField(
-            model_name="artifact",
-            name="workspace",
-            field=models.ForeignKey(
-                on_delete=django.db.models.deletion.PROTECT,
-                related_name="artifacts",
-                to="db.workspace",
-            ),
+            model_name='artifact',
+            name='workspace',
+            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='artifacts', to='db.workspace'),
         ),
         migrations.CreateModel(
-            name="WorkspaceChain",
+            name='WorkspaceChain',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                ("order", models.PositiveIntegerField()),
-                (
-                    "child",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="chain_parents",
-                        to="db.workspace",
-                    ),
-                ),
-                (
-                    "parent",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="chain_children",
-                        to="db.workspace",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('order', models.PositiveIntegerField()),
+                ('child', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='chain_parents', to='db.workspace')),
+                ('parent', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='chain_children', to='db.workspace')),
             ],
         ),
         migrations.AddField(
-            model_name="workspace",
-            name="inherits",
-            field=models.ManyToManyField(
-                related_name="inherited_by",
-                through="db.WorkspaceChain",
-                through_fields=("child", "parent"),
-                to="db.workspace",
-            ),
+            model_name='workspace',
+            name='inherits',
+            field=models.ManyToManyField(related_name='inherited_by', through='db.WorkspaceChain', through_fields=('child', 'parent'), to='db.workspace'),
         ),
         migrations.CreateModel(
-            name="WorkspaceRole",
+            name='WorkspaceRole',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "role",
-                    models.CharField(
-                        choices=[
-                            ("owner", "Owner"),
-                            ("contributor", "Contributor"),
-                            ("viewer", "Viewer"),
-                        ],
-                        max_length=16,
-                    ),
-                ),
-                (
-                    "group",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="workspace_roles",
-                        to="db.group",
-                    ),
-                ),
-                (
-                    "resource",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="roles",
-                        to="db.workspace",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('role', models.CharField(choices=[('owner', 'Owner'), ('contributor', 'Contributor'), ('viewer', 'Viewer')], max_length=16)),
+                ('group', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='workspace_roles', to='db.group')),
+                ('resource', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='roles', to='db.workspace')),
             ],
         ),
         migrations.CreateModel(
-            name="ArtifactRelation",
+            name='ArtifactRelation',
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
-                (
-                    "type",
-                    models.CharField(
-                        choices=[
-                            ("extends", "Extends"),
-                            ("relates-to", "Relates to"),
-                            ("built-using", "Built using"),
-                        ],
-                        max_length=16,
-                    ),
-                ),
-                (
-                    "artifact",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="relations",
-                        to="db.artifact",
-                    ),
-                ),
-                (
-                    "target",
-                    models.ForeignKey(
-                        on_delete=django.db.models.deletion.CASCADE,
-                        related_name="targeted_by",
-                        to="db.artifact",
-                    ),
-                ),
+                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ('type', models.CharField(choices=[('extends', 'Extends'), ('relates-to', 'Relates to'), ('built-using', 'Built using')], max_length=16)),
+                ('artifact', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='relations', to='db.artifact')),
+                ('target', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='targeted_by', to='db.artifact')),
             ],
             options={
-                "constraints": [
-                    models.UniqueConstraint(
-                        fields=("artifact", "target", "type"), name="db_artifactrelation_unique"
-                    )
-                ],
+                'constraints': [models.UniqueConstraint(fields=('artifact', 'target', 'type'), name='db_artifactrelation_unique')],
             },
         ),
         migrations.AddConstraint(
-            model_name="fileinartifact",
-            constraint=models.UniqueConstraint(
-                fields=("artifact", "path"), name="db_fileinartifact_unique"
-            ),
+            model_name='fileinartifact',
+            constraint=models.UniqueConstraint(fields=('artifact', 'path'), name='db_fileinartifact_unique'),
         ),
         migrations.AddConstraint(
-            model_name="filestore",
-            constraint=models.CheckConstraint(
-                condition=models.Q(
-                    ("max_size__isnull", True),
-                    ("soft_max_size__isnull", True),
-                    ("soft_max_size__lte", models.F("max_size")),
-                    _connector="OR",
-                ),
-                name="db_filestore_soft_below_hard",
-            ),
+            model_name='filestore',
+            constraint=models.CheckConstraint(condition=models.Q(('max_size__isnull', True), ('soft_max_size__isnull', True), ('soft_max_size__lte', models.F('max_size')), _connector='OR'), name='db_filestore_soft_below_hard'),
         ),
         migrations.AddConstraint(
-            model_name="fileinstore",
-            constraint=models.UniqueConstraint(
-                fields=("store", "file"), name="db_fileinstore_unique"
-            ),
+            model_name='fileinstore',
+            constraint=models.UniqueConstraint(fields=('store', 'file'), name='db_fileinstore_unique'),
         ),
         migrations.AddConstraint(
-            model_name="assetusagerole",
-            constraint=models.UniqueConstraint(
-                fields=("resource", "group", "role"), name="db_assetusagerole_unique"
-            ),
+            model_name='assetusagerole',
+            constraint=models.UniqueConstraint(fields=('resource', 'group', 'role'), name='db_assetusagerole_unique'),
         ),
         migrations.AddConstraint(
-            model_name="assetrole",
-            constraint=models.UniqueConstraint(
-                fields=("resource", "group", "role"), name="db_assetrole_unique"
-            ),
+            model_name='assetrole',
+            constraint=models.UniqueConstraint(fields=('resource', 'group', 'role'), name='db_assetrole_unique'),
         ),
         migrations.AddConstraint(
-            model_name="groupmembership",
-            constraint=models.UniqueConstraint(
-                fields=("group", "user"), name="db_groupmembership_unique"
-            ),
+            model_name='groupmembership',
+            constraint=models.UniqueConstraint(fields=('group', 'user'), name='db_groupmembership_unique'),
         ),
         migrations.AddConstraint(
-            model_name="group",
-            constraint=models.UniqueConstraint(
-                fields=("scope", "name"), name="db_group_unique_name"
-            ),
+            model_name='group',
+            constraint=models.UniqueConstraint(fields=('scope', 'name'), name='db_group_unique_name'),
         ),
         migrations.AddConstraint(
-            model_name="filestoreinscope",
-            constraint=models.UniqueConstraint(
-                fields=("scope", "file_store"), name="db_filestoreinscope_unique"
-            ),
+            model_name='filestoreinscope',
+            constraint=models.UniqueConstraint(fields=('scope', 'file_store'), name='db_filestoreinscope_unique'),
         ),
         migrations.AddConstraint(
-            model_name="filestoreinscope",
-            constraint=models.CheckConstraint(
-                condition=models.Q(("read_only", True), ("write_only", True), _negated=True),
-                name="db_filestoreinscope_not_read_and_write_only",
-            ),
+            model_name='filestoreinscope',
+            constraint=models.CheckConstraint(condition=models.Q(('read_only', True), ('write_only', True), _negated=True), name='db_filestoreinscope_not_read_and_write_only'),
         ),
         migrations.AddConstraint(
-            model_name="scoperole",
-            constraint=models.UniqueConstraint(
-                fields=("resource", "group", "role"), name="db_scoperole_unique"
-            ),
+            model_name='scoperole',
+            constraint=models.UniqueConstraint(fields=('resource', 'group', 'role'), name='db_scoperole_unique'),
         ),
         migrations.AddIndex(
-            model_name="worker",
-            index=models.Index(
-                condition=models.Q(("connected_at__isnull", False)),
-                fields=["connected_at"],
-                name="db_worker_connected",
-            ),
+            model_name='worker',
+            index=models.Index(condition=models.Q(('connected_at__isnull', False)), fields=['connected_at'], name='db_worker_connected'),
         ),
         migrations.AddConstraint(
-            model_name="collectionitem",
-            constraint=models.UniqueConstraint(
-                condition=models.Q(("removed_at__isnull", True)),
-                fields=("parent_collection", "name"),
-                name="db_collectionitem_unique_active_name",
-            ),
+            model_name='collectionitem',
+            constraint=models.UniqueConstraint(condition=models.Q(('removed_at__isnull', True)), fields=('parent_collection', 'name'), name='db_collectionitem_unique_active_name'),
         ),
         migrations.AddConstraint(
-            model_name="collectionitem",
-            constraint=models.CheckConstraint(
-                condition=models.Q(
-                    models.Q(
-                        ("child_type", "b"),
-                        ("artifact__isnull", True),
-                        ("collection__isnull", True),
-                    ),
-                    models.Q(("child_type", "a"), ("collection__isnull", True)),
-                    models.Q(("child_type", "c"), ("artifact__isnull", True)),
-                    _connector="OR",
-                ),
-                name="db_collectionitem_target_matches_type",
-            ),
+            model_name='collectionitem',
+            constraint=models.CheckConstraint(condition=models.Q(models.Q(('child_type', 'b'), ('artifact__isnull', True), ('collection__isnull', True)), models.Q(('child_type', 'a'), ('collection__isnull', True)), models.Q(('child_type', 'c'), ('artifact__isnull', True)), _connector='OR'), name='db_collectionitem_target_matches_type'),
         ),
         migrations.AddIndex(
-            model_name="workrequest",
-            index=models.Index(
-                models.OrderBy(
-                    django.db.models.expressions.CombinedExpression(
-                        models.F("priority_base"), "+", models.F("priority_adjustment")
-                    ),
-                    descending=True,
-                ),
-                models.F("created_at"),
-                condition=models.Q(("status", "pending")),
-                name="db_workrequest_queue",
-            ),
+            model_name='workrequest',
+            index=models.Index(models.OrderBy(django.db.models.expressions.CombinedExpression(models.F('priority_base'), '+', models.F('priority_adjustment')), descending=True), models.F('created_at'), condition=models.Q(('status', 'pending')), name='db_workrequest_queue'),
         ),
         migrations.AddIndex(
-            model_name="workrequest",
-            index=models.Index(fields=["worker", "status"], name="db_workrequest_worker_status"),
+            model_name='workrequest',
+            index=models.Index(fields=['worker', 'status'], name='db_workrequest_worker_status'),
         ),
         migrations.AddIndex(
-            model_name="workrequest",
-            index=models.Index(fields=["workspace", "-id"], name="db_workrequest_ws_id"),
+            model_name='workrequest',
+            index=models.Index(fields=['workspace', '-id'], name='db_workrequest_ws_id'),
         ),
         migrations.AddIndex(
-            model_name="workrequest",
-            index=models.Index(
-                condition=models.Q(("completed_at__isnull", False)),
-                fields=["completed_at"],
-                name="db_workrequest_completed_at",
-            ),
+            model_name='workrequest',
+            index=models.Index(condition=models.Q(('completed_at__isnull', False)), fields=['completed_at'], name='db_workrequest_completed_at'),
         ),
         migrations.AddConstraint(
-            model_name="workrequest",
-            constraint=models.CheckConstraint(
-                condition=models.Q(
-                    ("result", ""), ("status__in", ["completed", "aborted"]), _connector="OR"
-                ),
-                name="db_workrequest_result_only_when_finished",
-            ),
+            model_name='workrequest',
+            constraint=models.CheckConstraint(condition=models.Q(('result', ''), ('status__in', ['completed', 'aborted']), _connector='OR'), name='db_workrequest_result_only_when_finished'),
         ),
         migrations.AddConstraint(
-            model_name="workflowtemplate",
-            constraint=models.UniqueConstraint(
-                fields=("workspace", "name"), name="db_workflowtemplate_unique"
-            ),
+            model_name='workflowtemplate',
+            constraint=models.UniqueConstraint(fields=('workspace', 'name'), name='db_workflowtemplate_unique'),
         ),
         migrations.AddConstraint(
-            model_name="collection",
-            constraint=models.UniqueConstraint(
-                fields=("name", "category", "workspace"), name="db_collection_unique"
-            ),
+            model_name='collection',
+            constraint=models.UniqueConstraint(fields=('name', 'category', 'workspace'), name='db_collection_unique'),
         ),
         migrations.AddConstraint(
-            model_name="collection",
-            constraint=models.CheckConstraint(
-                condition=models.Q(
-                    models.Q(("name__startswith", "_"), _negated=True),
-                    ("name", "_"),
-                    _connector="OR",
-                ),
-                name="db_collection_name_not_reserved",
-            ),
+            model_name='collection',
+            constraint=models.CheckConstraint(condition=models.Q(models.Q(('name__startswith', '_'), _negated=True), ('name', '_'), _connector='OR'), name='db_collection_name_not_reserved'),
         ),
         migrations.AddConstraint(
-            model_name="assetusage",
-            constraint=models.UniqueConstraint(
-                fields=("asset", "workspace"), name="db_assetusage_unique"
-            ),
+            model_name='assetusage',
+            constraint=models.UniqueConstraint(fields=('asset', 'workspace'), name='db_assetusage_unique'),
         ),
         migrations.AddIndex(
-            model_name="artifact",
-            index=models.Index(fields=["category"], name="db_artifact_category"),
+            model_name='artifact',
+            index=models.Index(fields=['category'], name='db_artifact_category'),
         ),
         migrations.AddConstraint(
-            model_name="workspacechain",
-            constraint=models.UniqueConstraint(
-                fields=("child", "parent"), name="db_workspacechain_unique"
-            ),
+            model_name='workspacechain',
+            constraint=models.UniqueConstraint(fields=('child', 'parent'), name='db_workspacechain_unique'),
         ),
         migrations.AddConstraint(
-            model_name="workspacechain",
-            constraint=models.UniqueConstraint(
-                fields=("child", "order"), name="db_workspacechain_unique_order"
-            ),
+            model_name='workspacechain',
+            constraint=models.UniqueConstraint(fields=('child', 'order'), name='db_workspacechain_unique_order'),
         ),
         migrations.AddConstraint(
-            model_name="workspacechain",
-            constraint=models.CheckConstraint(
-                condition=models.Q(("child", models.F("parent")), _negated=True),
-                name="db_workspacechain_not_self",
-            ),
+            model_name='workspacechain',
+            constraint=models.CheckConstraint(condition=models.Q(('child', models.F('parent')), _negated=True), name='db_workspacechain_not_self'),
         ),
         migrations.AddConstraint(
-            model_name="workspace",
-            constraint=models.UniqueConstraint(
-                fields=("scope", "name"), name="db_workspace_unique_name"
-            ),
+            model_name='workspace',
+            constraint=models.UniqueConstraint(fields=('scope', 'name'), name='db_workspace_unique_name'),
         ),
         migrations.AddConstraint(
-            model_name="workspacerole",
-            constraint=models.UniqueConstraint(
-                fields=("resource", "group", "role"), name="db_workspacerole_unique"
-            ),
+            model_name='workspacerole',
+            constraint=models.UniqueConstraint(fields=('resource', 'group', 'role'), name='db_workspacerole_unique'),
         ),
     ]
