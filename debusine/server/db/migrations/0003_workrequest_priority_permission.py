@@ -4,17 +4,14 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("db", "0002_defaults_and_triggers"),
+        ('db', '0002_defaults_and_triggers'),
     ]
 
     operations = [
         migrations.AlterModelOptions(
-            name="workrequest",
-            options={
-                "permissions": [
-                    ("manage_workrequest_priorities", "Can raise the priority of work requests")
-                ]
-            },
+            name='workrequest',
+            options={'permissions': [('manage_workrequest_priorities', 'Can raise the priority of work requests')]},
         ),
     ]

@@ -4,26 +4,20 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
+
     dependencies = [
-        ("db", "0003_workrequest_priority_permission"),
+        ('db', '0003_workrequest_priority_permission'),
     ]
 
     operations = [
         migrations.AddField(
-            model_name="fileupload",
-            name="hashed_size",
-            field=models.BigIntegerField(
-                default=0,
-                help_text="How many bytes from the start of the file sha256_state covers",
-            ),
+            model_name='fileupload',
+            name='hashed_size',
+            field=models.BigIntegerField(default=0, help_text='How many bytes from the start of the file sha256_state covers'),
         ),
         migrations.AddField(
-            model_name="fileupload",
-            name="sha256_state",
-            field=models.BinaryField(
-                blank=True,
-                help_text="The SHA-256 state after hashed_size bytes (api.resumable_sha256), if any",
-                null=True,
-            ),
+            model_name='fileupload',
+            name='sha256_state',
+            field=models.BinaryField(blank=True, help_text='The SHA-256 state after hashed_size bytes (api.resumable_sha256), if any', null=True),
         ),
     ]

@@ -127,12 +127,7 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name="MetricCount",
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
                 ("family", models.CharField(max_length=64)),
                 ("key", models.JSONField()),
                 ("count", models.BigIntegerField(default=0)),
@@ -147,12 +142,7 @@ class Migration(migrations.Migration):
         migrations.CreateModel(
             name="MetricCountDelta",
             fields=[
-                (
-                    "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
-                ),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
                 ("family", models.CharField(max_length=64)),
                 ("key", models.JSONField()),
                 ("count", models.BigIntegerField()),
