@@ -20,6 +20,7 @@ from asgiref.testing import ApplicationCommunicator
 
 from debusine.server.api import token_failures
 from debusine.server.api.worker_websocket import REJECTED_REASON
+from debusine.server.project.instance import SERVING_ASGI_VARIABLE
 from debusine.testing.playground import Playground
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -30,7 +31,10 @@ COMPLETION_PATH = "/api/ws/1.0/work-request/on-completed/"
 
 
 @pytest.fixture
-def limited(settings: Any) -> Iterator[None]:
+def limited(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # Importing the ASGI application marks the process as a server (pooled connections);
+    # undone after the test, so that processes later tests start do not inherit the mark.
+    monkeypatch.setenv(SERVING_ASGI_VARIABLE, "0")
     settings.DEBUSINE_TOKEN_FAILURE_LIMIT = LIMIT
     settings.DEBUSINE_TOKEN_FAILURE_WINDOW = 60
     prefix = f"test-ws-token-failures-{uuid.uuid4().hex}"
