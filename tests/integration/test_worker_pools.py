@@ -220,7 +220,13 @@ def make_pool(
             "WHERE p.name = %s AND w.instance_created_at IS NOT NULL",
             [pool.name],
         ).fetchall():
-            instance.admin("worker_pool", "terminate", worker[0])
+            try:
+                instance.admin("worker_pool", "terminate", worker[0])
+            except ThrowawayError as error:
+                # A provisioner pass (the instance's Celery also consumes the provisioner
+                # queue) may have terminated it between the query and this command.
+                if "has no running instance" not in str(error):
+                    raise
         # Whatever the database lost track of, by the pool's tag (PIDs this module started).
         provider = pool.local_provider()
         for leftover in provider.list_running(pool.name):
