@@ -65,11 +65,11 @@ WHERE w.name = 'System' AND u.username = 'bench'
 
 WORKERS_SQL = """
 INSERT INTO db_worker (name, worker_type, registered_at, connected_at, static_metadata,
-                       dynamic_metadata, concurrency)
+                       dynamic_metadata, concurrency, worker_pool_data)
 SELECT 'bench-' || n, 'external', now(), CASE WHEN n %% 2 = 0 THEN now() END, '{}',
        jsonb_build_object('system:architectures', jsonb_build_array('amd64', 'i386'),
                           'system:host_architecture', 'amd64'),
-       1
+       1, '{}'
 FROM generate_series(1, %(count)s) AS n
 """
 

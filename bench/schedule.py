@@ -52,7 +52,7 @@ FROM generate_series(1, %(count)s) AS n
 WORKERS_SQL = """
 INSERT INTO db_worker (
     name, worker_type, registered_at, connected_at, token_id, static_metadata,
-    dynamic_metadata, concurrency
+    dynamic_metadata, concurrency, worker_pool_data
 )
 SELECT 'bench-' || t.id, 'external', now(), now() + make_interval(secs => t.id), t.id, '{}',
        jsonb_build_object(
@@ -60,7 +60,7 @@ SELECT 'bench-' || t.id, 'external', now(), now() + make_interval(secs => t.id),
            'system:architectures', jsonb_build_array('amd64', 'i386'),
            'system:host_architecture', 'amd64', 'executor:unshare:available', true
        ),
-       1
+       1, '{}'
 FROM db_token t WHERE t.comment = 'bench'
 """
 

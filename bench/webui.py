@@ -41,10 +41,10 @@ WHERE w.name = 'System' AND u.username = 'bench'
 
 WORKERS_SQL = """
 INSERT INTO db_worker (name, worker_type, registered_at, connected_at, static_metadata,
-                       dynamic_metadata, concurrency)
+                       dynamic_metadata, concurrency, worker_pool_data)
 SELECT 'bench-' || n, 'external', now(), CASE WHEN n %% 2 = 0 THEN now() END, '{}',
        jsonb_build_object('system:architectures', jsonb_build_array('amd64', 'i386'),
-                          'noop:version', 1), 1
+                          'noop:version', 1), 1, '{}'
 FROM generate_series(1, 50) AS n
 """
 
