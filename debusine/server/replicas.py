@@ -39,6 +39,8 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.utils import DatabaseError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse
 
+from debusine.server.redis_clients import shared_client
+
 logger = logging.getLogger(__name__)
 
 #: Paths only workers call: always answered from the primary (they assign and write).
@@ -212,20 +214,9 @@ def replica_status() -> dict[str, ReplicaHealth]:
 
 # --- Read-your-writes pins --------------------------------------------------------------------
 
-_redis_clients: dict[str, redis.Redis] = {}
-_redis_lock = threading.Lock()
-
 
 def _redis() -> redis.Redis:
-    url: str = settings.DEBUSINE_REDIS_URL
-    with _redis_lock:
-        client = _redis_clients.get(url)
-        if client is None:
-            client = redis.Redis.from_url(
-                url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
-            )
-            _redis_clients[url] = client
-        return client
+    return shared_client(REDIS_TIMEOUT)
 
 
 def caller_identities(request: HttpRequest, response: HttpResponse | None = None) -> list[str]:

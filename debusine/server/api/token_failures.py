@@ -21,7 +21,6 @@ instead of giving the reason.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,26 +29,16 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest
 
+from debusine.server.redis_clients import shared_client
+
 logger = logging.getLogger(__name__)
 
 #: Seconds to wait for Redis before giving up on counting a failure.
 REDIS_TIMEOUT = 0.5
 
-_clients: dict[str, redis.Redis] = {}
-_clients_lock = threading.Lock()
-
 
 def redis_client() -> redis.Redis:
-    """One client (with its connection pool) per Redis URL, shared by the process's threads."""
-    url: str = settings.DEBUSINE_REDIS_URL
-    with _clients_lock:
-        client = _clients.get(url)
-        if client is None:
-            client = redis.Redis.from_url(
-                url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT
-            )
-            _clients[url] = client
-        return client
+    return shared_client(REDIS_TIMEOUT)
 
 
 def client_address(request: HttpRequest) -> str:

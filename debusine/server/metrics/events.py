@@ -34,12 +34,12 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cache
 
 import redis
 from django.conf import settings
 
 from debusine.server.metrics import families
+from debusine.server.redis_clients import shared_client
 
 logger = logging.getLogger(__name__)
 
@@ -59,12 +59,9 @@ _pending: defaultdict[tuple[str, str], float] = defaultdict(float)
 _flusher_pid: int | None = None
 
 
-@cache
 def redis_client() -> redis.Redis:
-    """One Redis client (with its connection pool) per process, quick to give up."""
-    return redis.Redis.from_url(
-        settings.DEBUSINE_REDIS_URL, socket_timeout=1, socket_connect_timeout=1
-    )
+    """Quick to give up: a request never waits long for its metrics."""
+    return shared_client(timeout=1)
 
 
 def family_key(family: str) -> str:

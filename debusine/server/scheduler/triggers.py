@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import logging
 import time
-from functools import cache
 
 import redis
 from django.conf import settings
 
 from debusine.server.metrics import events as metrics_events
 from debusine.server.project.celery import app
+from debusine.server.redis_clients import shared_client
 from debusine.server.scheduler.passes import run_scheduling_pass, try_scheduling_pass
 from debusine.server.work_requests import effects
 
@@ -46,10 +46,8 @@ EXPIRE_LEASES_JOB = "debusine.scheduler.expire_leases"
 PASS_QUEUED_TTL = 10
 
 
-@cache
 def redis_client() -> redis.Redis:
-    """One Redis client (with its connection pool) per process."""
-    return redis.Redis.from_url(settings.DEBUSINE_REDIS_URL, socket_timeout=5)
+    return shared_client(timeout=5)
 
 
 def pass_queued_key() -> str:

@@ -18,11 +18,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
 from typing import Any
 
 import redis
 from django.conf import settings
+
+from debusine.server.redis_clients import shared_client
 
 #: Frames kept per work request (the worker queues at most 1000 at a time).
 MAX_FRAMES = 20_000
@@ -37,10 +38,8 @@ STREAMS = frozenset({"stdout", "stderr", "internal"})
 TRUNCATED_NOTE = "[live log truncated: see the work request's final log]\n"
 
 
-@cache
 def redis_client() -> redis.Redis:
-    """One Redis client (with its connection pool) per process."""
-    return redis.Redis.from_url(settings.DEBUSINE_REDIS_URL, socket_timeout=5)
+    return shared_client(timeout=5)
 
 
 def key(work_request_id: int) -> str:
