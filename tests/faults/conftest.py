@@ -20,7 +20,7 @@ import contextlib
 import hashlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,8 @@ from tests.integration.rest_user import RestUser
 #: The lease grace period of the stack (seconds): recovery must take at most this plus 10 s.
 LEASE_GRACE = 6
 RECOVERY_BUDGET = LEASE_GRACE + 10
+#: The test report property that carries a fault's recovery time to the summary.
+RECOVERY_PROPERTY = "fault_recovery_seconds"
 #: The worker's task directories: a tmpfs of this size.
 WORKER_DISK_SIZE = 4 * 1024 * 1024
 
@@ -86,6 +88,8 @@ class FaultStack:
     worker: WorkerProcess | None = None
     #: Recovery time of each fault, by row name, for the closing summary.
     recoveries: dict[str, float] = field(default_factory=dict)
+    #: The current test's `record_property` (set by the `stack` fixture).
+    record: Callable[[str, object], None] | None = None
 
     def database(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self.instance.database_url, autocommit=True)
@@ -139,6 +143,9 @@ class FaultStack:
         recovered = time.monotonic() - since
         self.recoveries[row] = recovered
         print(f"fault {row}: back and running new work {recovered:.1f} s after the fault")
+        if self.record is not None:
+            # Shown at the end of the run, also from xdist workers (pytest_terminal_summary).
+            self.record(RECOVERY_PROPERTY, (row, round(recovered, 1)))
         assert recovered <= RECOVERY_BUDGET
         self.assert_nothing_stuck(deadline)
         self.assert_store_is_whole()
@@ -266,3 +273,31 @@ def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultStack
     finally:
         redis.stop()
         postgres.remove()
+
+
+@pytest.fixture
+def stack(
+    fault_stack: FaultStack, record_property: Callable[[str, object], None]
+) -> Iterator[FaultStack]:
+    """The module's stack, recording this test's recovery times in its report."""
+    fault_stack.record = record_property
+    try:
+        yield fault_stack
+    finally:
+        fault_stack.record = None
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the recovery time of every fault injected in this run."""
+    measured = [
+        value
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if getattr(report, "when", None) == "call"
+        for name, value in getattr(report, "user_properties", [])
+        if name == RECOVERY_PROPERTY
+    ]
+    if measured:
+        terminalreporter.section("fault recovery times (budget: lease grace + 10 s)")
+        for row, seconds in sorted(measured):
+            terminalreporter.write_line(f"{row}: {seconds:.1f} s (budget {RECOVERY_BUDGET} s)")

@@ -61,9 +61,10 @@ FAULTS: list[Fault] = [
     Fault(
         "celery-worker-mid-job",
         "the Celery worker of the `celery` and `workflows` queues, SIGKILL",
-        "between jobs and while scheduling work",
-        "its pool processes stop with it (tests/integration/test_process_lifetime.py); "
-        "restarted, it serves its queues again; no work request is left pending or running",
+        "mid-job: a workflow's roll-up waiting (inside its transaction) for the workflow's row",
+        "the job's transaction is rolled back and its message is lost with it; restarted, "
+        "the periodic workflow sweep rolls the workflow up: it completes; its pool processes "
+        "never outlive it (tests/integration/test_process_lifetime.py)",
     ),
     Fault(
         "beat",

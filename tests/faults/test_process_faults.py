@@ -248,25 +248,60 @@ def scheduler_mid_pass(stack: FaultStack) -> None:
 
 
 def celery_worker_mid_job(stack: FaultStack) -> None:
-    created = [stack.create_until_accepted("noop", {}, time.monotonic()) for _ in range(3)]
-    since = kill(only_pid(stack, "celery"))
-    stack.assert_recovered("celery-worker-mid-job", since, *created)
+    stack.instance.admin("workspace", "grant_role", "System", "owner", "faults-contributors")
+    stack.client.call(
+        "POST",
+        "/1.0/workflow-template/",
+        json={"name": "faults", "task_name": "noop", "task_data": {"children": 1}, "priority": 0},
+    )
+    workflow = stack.client.call("POST", "/1.0/workflow/", json={"template_name": "faults"})["id"]
+    wait_for(
+        lambda: stack.query("SELECT 1 FROM db_workrequest WHERE parent_id = %s", workflow),
+        RECOVERY_BUDGET,
+        "the workflow's child",
+    )
+    with (
+        psycopg.connect(stack.instance.database_url) as holder,
+        psycopg.connect(stack.instance.database_url, autocommit=True) as watcher,
+    ):
+        # Lock the workflow: the roll-up job that its child's completion queues waits for it,
+        # inside its transaction, in the Celery worker.
+        holder.execute("SELECT id FROM db_workrequest WHERE id = %s FOR UPDATE", [workflow])
+
+        def roll_up_waiting() -> bool:
+            return bool(
+                watcher.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND pid <> %s AND wait_event_type = 'Lock' AND state = 'active'",
+                    [holder.info.backend_pid],
+                ).fetchall()
+            )
+
+        wait_for(roll_up_waiting, RECOVERY_BUDGET, "the roll-up job to wait for the workflow")
+        master = only_pid(stack, "celery")
+        pool = descendants(master)
+        for pid in pool:
+            kill(pid)  # the process running the job
+        since = kill(master)
+        holder.rollback()
+    stack.assert_recovered("celery-worker-mid-job", since, workflow)
+    assert stack.final_state(workflow)[:2] == ("completed", "success")
     wait_for(lambda: bool(stack.instance.process_pids("celery")), 10, "celery restarted")
 
 
 def beat(stack: FaultStack) -> None:
     # Beat is a thread of the scheduler here: its process dies, and with it the fallback
-    # pass and lease expiry until the supervisor starts it again.
+    # pass and lease expiry until the supervisor starts it again. Recovered once the new
+    # beat has sent lease expiry again (every 1.5 s in this stack).
     scheduler_log = stack.instance.data_dir / "scheduler.log"
     offset = scheduler_log.stat().st_size
     since = kill(only_pid(stack, "scheduler"))
-    stack.assert_recovered("beat", since)
-    # The restarted beat sends its periodic jobs again.
     wait_for(
-        lambda: "debusine.scheduler.expire_leases" in scheduler_log.read_text()[offset:],
+        lambda: "Sending due task lease expiry" in scheduler_log.read_text()[offset:],
         RECOVERY_BUDGET,
         "beat's lease expiry job after the restart",
     )
+    stack.assert_recovered("beat", since)
 
 
 def external_worker_mid_task(stack: FaultStack) -> None:
@@ -363,16 +398,15 @@ MATRIX_ROWS = [fault.name for fault in FAULTS if fault.test == MATRIX]
 
 
 @pytest.mark.parametrize("row", MATRIX_ROWS)
-def test_fault(row: str, fault_stack: FaultStack, tmp_path: Path) -> None:
+def test_fault(row: str, stack: FaultStack, tmp_path: Path) -> None:
     injector = INJECTORS[row]
     if "tmp_path" in injector.__code__.co_varnames[: injector.__code__.co_argcount]:
-        injector(fault_stack, tmp_path)
+        injector(stack, tmp_path)
     else:
-        injector(fault_stack)
+        injector(stack)
 
 
-def test_worker_disk_full_fails_the_work_not_the_worker(fault_stack: FaultStack) -> None:
-    stack = fault_stack
+def test_worker_disk_full_fails_the_work_not_the_worker(stack: FaultStack) -> None:
     worker = stack.worker
     assert worker is not None
     disk = stack.worker_disk.directory
