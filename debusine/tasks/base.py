@@ -33,7 +33,13 @@ from typing import (
 
 import pydantic
 
-from debusine.tasks.execution import CONSISTENCY_LOG, STAGES_LOG, DebugLogs, TaskContext
+from debusine.tasks.execution import (
+    CONSISTENCY_LOG,
+    STAGES_LOG,
+    DebugLogs,
+    TaskContext,
+    no_space_error,
+)
 from debusine.tasks.models import BaseDynamicTaskData, BaseTaskData, TaskType
 
 TaskData = TypeVar("TaskData", bound=BaseTaskData)
@@ -434,8 +440,11 @@ class BaseTask(Generic[TaskData]):
         self._log_stage_line(f"{name}: started")
         try:
             result = function(*args)
-        except Exception:
+        except Exception as error:
             self._log_stage_line(f"{name}: failed\n{traceback.format_exc().rstrip()}")
+            if no_space_error(error) is not None:
+                # Not the task's failure but the machine's: the worker reports it as such.
+                raise
             raise _StageError(name) from None
         if result is None:
             self._log_stage_line(f"{name}: finished")

@@ -9,6 +9,8 @@ write under it, and write debug log files (`stages.log` and whatever the task op
 
 from __future__ import annotations
 
+import errno
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,24 @@ DEBUG_LOG_CONTENT_TYPE = "text/plain; charset=utf-8"
 
 #: Category of the artifact holding a work request's debug logs.
 DEBUG_LOGS_CATEGORY = "debusine:work-request-debug-logs"
+
+#: errno values that mean "no space left": the filesystem is full, or the user's quota.
+NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def no_space_error(error: BaseException) -> OSError | None:
+    """
+    The "no space left" error behind `error` (itself, or what it was raised from or while
+    handling), if any: a full disk shows up wherever the next write happens to be.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in NO_SPACE_ERRNOS:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 @dataclass(frozen=True)
@@ -80,7 +100,14 @@ class TaskContext:
         token: str | None = None,
         cache_directory: Path | None = None,
     ) -> TaskContext:
-        """Make a fresh directory (under `parent`, else the system's temporary directory)."""
+        """
+        Make a fresh directory under `parent`, else under TMPDIR when it is set, else the
+        system's temporary directory. (Not `tempfile`'s choice when TMPDIR is set: that one
+        silently moves to /tmp when TMPDIR is full at its first use, and a worker whose disk
+        is full must say so rather than fill another filesystem.)
+        """
+        if parent is None and os.environ.get("TMPDIR"):
+            parent = Path(os.environ["TMPDIR"])
         directory = Path(
             tempfile.mkdtemp(prefix=f"debusine-work-request-{work_request_id}-", dir=parent)
         )

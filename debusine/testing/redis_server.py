@@ -2,8 +2,11 @@
 A private `redis-server` on a free loopback port, for tests whose fault is Redis's.
 
 Tests that stop, restart or flush Redis must never touch the machine's shared one: each starts
-its own here (the Debian `redis-server` binary, no persistence), stops it by PID and starts it
-again on the same port, so that the processes using it reconnect to the same URL.
+its own here (the Debian `redis-server` binary), stops it by PID and starts it again on the same
+port, so that the processes using it reconnect to the same URL. By default nothing is persisted:
+every restart loses the data. A `persistent` one saves its data when stopped (SIGTERM) and loads
+it when started again, as a production Redis with snapshots does; `kill()` (SIGKILL) then loses
+what changed since the last save.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ class PrivateRedis:
     directory: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    #: Save the data on a graceful stop and load it at start (an RDB snapshot in `directory`).
+    persistent: bool = False
 
     @property
     def url(self) -> str:
@@ -46,7 +51,8 @@ class PrivateRedis:
             executable,
             "--port", str(self.port),
             "--bind", "127.0.0.1",
-            "--save", "",
+            # A save point makes SIGTERM write a snapshot; none is ever reached in a test.
+            "--save", "86400 1000000" if self.persistent else "",
             "--appendonly", "no",
             "--dir", str(self.directory),
         ]  # fmt: skip
@@ -73,6 +79,17 @@ class PrivateRedis:
                 time.sleep(0.05)
         finally:
             client.close()
+
+    def kill(self) -> None:
+        """SIGKILL it: nothing is saved, and a later start has only an earlier snapshot."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait()
+
+    def forget_data(self) -> None:
+        """Delete its snapshot (while stopped): the next start begins empty."""
+        (self.directory / "dump.rdb").unlink(missing_ok=True)
 
     def stop(self) -> None:
         """Stop it (SIGTERM, then SIGKILL after 10 s)."""

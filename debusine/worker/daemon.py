@@ -43,7 +43,7 @@ from debusine.protocol.workers import (
     WorkRequestCompletedRequest,
 )
 from debusine.tasks import BaseTask, TaskContext, TaskDataError, TaskType, UnknownTaskError
-from debusine.tasks.execution import remaining_debug_logs, upload_debug_logs
+from debusine.tasks.execution import no_space_error, remaining_debug_logs, upload_debug_logs
 from debusine.worker.api import ServerAPI, ServerError
 from debusine.worker.config import WorkerConfig, generate_token, read_secret, write_token
 from debusine.worker.metadata import dynamic_metadata
@@ -340,13 +340,23 @@ class WorkerDaemon:
         except TaskDataError as error:
             return error_completion("configure-failed", str(error))
         assert self.api is not None
-        context = TaskContext.create(
-            work_request.id,
-            work_request.workspace,
-            api_url=self.config.api_url,
-            token=self.api.token,
-            cache_directory=cache_directory,
-        )
+        try:
+            context = TaskContext.create(
+                work_request.id,
+                work_request.workspace,
+                api_url=self.config.api_url,
+                token=self.api.token,
+                cache_directory=cache_directory,
+            )
+        except OSError as error:
+            # A full disk, or an unusable temporary directory: this work request cannot run
+            # here, but the worker goes on (an escaping error would leave it running forever).
+            if no_space_error(error) is not None:
+                return error_completion(
+                    "no-space",
+                    f"no space left on the worker's disk for the task directory: {error}",
+                )
+            return error_completion("setup-failed", f"cannot create the task directory: {error}")
         return task, context
 
     async def _run(
@@ -375,7 +385,8 @@ class WorkerDaemon:
             if outcome.result is TaskResult.ERROR:
                 output_data.errors = [
                     OutputDataError(
-                        code="execute-failed", message=outcome.error_message or "unknown"
+                        code="no-space" if outcome.no_space else "execute-failed",
+                        message=outcome.error_message or "unknown",
                     )
                 ]
             debug_logs = remaining_debug_logs(context.debug_log_directory)

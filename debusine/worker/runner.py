@@ -9,7 +9,8 @@ so a dead daemon's websocket closes at once (the server can then hand the work e
 instead of staying open while an orphaned task runs.
 
 The child reports through its exit status: 0 the task succeeded, 1 it failed, 2 `execute()`
-raised (the message is left in a file of the task directory). The daemon waits for the exit
+raised (the message is left in a file of the task directory), 3 it ran out of disk space (a
+full disk cannot be relied on to hold that file). The daemon waits for the exit
 on a pidfd, without polling or a child-watcher thread, and reaps it with `wait4()`, which also
 gives the CPU time used by the task and the processes it waited for.
 """
@@ -32,6 +33,7 @@ from typing import Any
 
 from debusine.protocol.workers import RuntimeStatistics
 from debusine.tasks import BaseTask, TaskContext
+from debusine.tasks.execution import no_space_error
 
 #: Seconds between SIGTERM and SIGKILL when a task is stopped.
 STOP_GRACE_PERIOD = 5.0
@@ -39,7 +41,7 @@ STOP_GRACE_PERIOD = 5.0
 #: File of the task directory where the child writes why `execute()` raised.
 EXECUTE_ERROR_FILE = "execute-error.txt"
 
-_EXIT_SUCCESS, _EXIT_FAILURE, _EXIT_ERROR = 0, 1, 2
+_EXIT_SUCCESS, _EXIT_FAILURE, _EXIT_ERROR, _EXIT_NO_SPACE = 0, 1, 2, 3
 
 #: prctl(PR_SET_PDEATHSIG, sig): deliver `sig` to this process when its parent dies.
 _PR_SET_PDEATHSIG = 1
@@ -66,6 +68,8 @@ class TaskOutcome:
     cpu_time: float
     #: The signal that ended the process, if one did.
     signal: int | None = None
+    #: The task ran out of disk space (the error code `no-space`, not `execute-failed`).
+    no_space: bool = False
 
     def runtime_statistics(self) -> RuntimeStatistics:
         """`output_data.runtime_statistics` (whole seconds, as Debusine workers send them)."""
@@ -113,12 +117,27 @@ def _child_main(task: BaseTask[Any], context: TaskContext) -> int:
         os.chdir(context.directory)
         return _EXIT_SUCCESS if task.execute(context) else _EXIT_FAILURE
     except BaseException as error:  # the child must always reach os._exit
+        if no_space_error(error) is not None:
+            return _EXIT_NO_SPACE
         message = f"{type(error).__name__}: {error}".rstrip(": ")
         with contextlib.suppress(BaseException):
             (context.directory / EXECUTE_ERROR_FILE).write_text(
                 f"{message}\n{traceback.format_exc()}", encoding="utf-8"
             )
         return _EXIT_ERROR
+
+
+def no_space_message(directory: Path) -> str:
+    """Why a task that ran out of disk space failed, for the work request's output data."""
+    try:
+        usage = os.statvfs(directory.parent)
+        free = f"{usage.f_bavail * usage.f_frsize // 1024} KiB free now"
+    except OSError:
+        free = "free space unknown"
+    return (
+        f"no space left on the worker's disk: the filesystem of {directory.parent} is full"
+        f" ({free}); the work request failed, the worker goes on with other work"
+    )
 
 
 class TaskProcess:
@@ -192,6 +211,14 @@ class TaskProcess:
             return TaskOutcome(TaskResult.SUCCESS, None, duration, cpu_time)
         if code == _EXIT_FAILURE:
             return TaskOutcome(TaskResult.FAILURE, None, duration, cpu_time)
+        if code == _EXIT_NO_SPACE:
+            return TaskOutcome(
+                TaskResult.ERROR,
+                no_space_message(self.context.directory),
+                duration,
+                cpu_time,
+                no_space=True,
+            )
         try:
             details = (self.context.directory / EXECUTE_ERROR_FILE).read_text(encoding="utf-8")
             message = details.splitlines()[0]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import logging
 import os
 import re
 import secrets
@@ -50,7 +51,8 @@ from debusine.server.api.errors import ProblemError
 from debusine.server.api.resumable_sha256 import ResumableSha256
 from debusine.server.api.streamed_body import ClientDisconnectedError, streamed_body
 from debusine.server.db.models import Artifact, FileInArtifact, FileUpload
-from debusine.server.file_stores import get_backend
+from debusine.server.file_stores import FileStoreError, get_backend
+from debusine.server.file_stores.base import FileStoreUnavailableError
 from debusine.server.file_stores.policies import (
     NoUploadStoreError,
     download_store,
@@ -72,6 +74,30 @@ def insufficient_storage(what: str, error: OSError) -> ProblemError:
         "Insufficient storage",
         f"{what} is full ({error.strerror}); nothing of this request was kept, try again later",
         status_code=status.HTTP_507_INSUFFICIENT_STORAGE,
+    )
+
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a client is asked to wait before retrying when a file store is unavailable.
+STORE_RETRY_AFTER = 30
+
+
+def store_unavailable(store_name: str, error: FileStoreError) -> ProblemError:
+    """
+    The 503 problem of a store that failed to take a verified file (down, slow, refusing):
+    nothing changed, the verified upload waits, and a probe later completes it.
+    """
+    if isinstance(error, FileStoreUnavailableError):
+        logger.warning("Upload into file store %r failed (retriable): %s", store_name, error)
+    else:
+        logger.error("Upload into file store %r failed: %s", store_name, error)
+    return ProblemError(
+        "File store unavailable",
+        f"The file store {store_name!r} could not take the file ({error}); the verified "
+        "upload is kept: probe or send the last chunk again later",
+        status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+        headers={"Retry-After": str(STORE_RETRY_AFTER)},
     )
 
 
@@ -407,6 +433,8 @@ def complete_upload(file_in_artifact: FileInArtifact, partial: PartialUpload) ->
             # The store removed its own half-written copy; the verified upload stays where it
             # is, so a probe completes it once the store has room again.
             raise insufficient_storage(f"The file store {store.name!r}", error) from None
+        except FileStoreError as error:
+            raise store_unavailable(store.name, error) from None
     with transaction.atomic():
         locked = FileInArtifact.objects.select_for_update().get(pk=file_in_artifact.pk)
         if backend is not None:

@@ -51,6 +51,13 @@ class FileStoreError(Exception):
     """A store cannot be used as configured, or an operation on it failed."""
 
 
+class FileStoreUnavailableError(FileStoreError):
+    """
+    The store did not answer in time, could not be reached, or answered with a transient
+    error (S3's 5xx, SlowDown): the same operation may well succeed later.
+    """
+
+
 class BoundedReader(io.RawIOBase):
     """Read at most `length` bytes of an underlying binary file (for HTTP ranges)."""
 

@@ -11,7 +11,11 @@ Configuration (validated by `validate_file_store_configuration`):
   its `s3_endpoint_url` and `region_name`, and without either boto3's own lookup applies
   (environment, instance profile);
 - `multipart_threshold`, `multipart_chunk_size` (optional, bytes): files at least as large as
-  the threshold are uploaded in parts of the chunk size, streamed from disk.
+  the threshold are uploaded in parts of the chunk size, streamed from disk;
+- `connect_timeout`, `read_timeout` (optional, seconds) and `max_attempts` (optional): how long
+  one request to the service may take and how often it is tried. A store that is down or
+  too slow then fails an API request within a bounded time, with a retriable 503, instead of
+  holding it for minutes.
 
 Objects are named like Local entries (`aa/bb/cc/<sha256hex>-<size>`). Downloads are served
 by redirecting clients to a presigned GET URL that is valid for `PRESIGNED_URL_SECONDS`.
@@ -28,10 +32,23 @@ from typing import TYPE_CHECKING, Any
 import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 
 from debusine.server.db.models import File, FileStore
-from debusine.server.file_stores.base import FileBackend, FileStoreError, StoreEntry, entry_name
+from debusine.server.file_stores.base import (
+    FileBackend,
+    FileStoreError,
+    FileStoreUnavailableError,
+    StoreEntry,
+    entry_name,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -47,14 +64,36 @@ SINGLE_COPY_LIMIT = 5 * 1024**3
 DEFAULT_MULTIPART_THRESHOLD = 64 * 1024 * 1024
 DEFAULT_MULTIPART_CHUNK_SIZE = 8 * 1024 * 1024
 
+#: Time limits of one request to the service, and how often a request is tried (the defaults
+#: of the store's `connect_timeout`, `read_timeout` and `max_attempts`): boto3's own (60 s
+#: each, tried 5 times) would hold an upload request for minutes while a store is unreachable.
+DEFAULT_CONNECT_TIMEOUT = 5
+DEFAULT_READ_TIMEOUT = 30
+DEFAULT_MAX_ATTEMPTS = 3
+
+#: Errors that say the service is unreachable or slow, not that the request is wrong.
+UNREACHABLE_ERRORS = (
+    EndpointConnectionError,
+    ConnectTimeoutError,
+    ReadTimeoutError,
+    ConnectionClosedError,
+)
+#: Error codes S3 answers when it is overloaded or failing for a while.
+TRANSIENT_ERROR_CODES = frozenset(
+    {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "503", "500"}
+)
+
 #: Creating a boto3 client costs tens of milliseconds; clients are thread-safe, so each
 #: process keeps one per set of connection parameters.
 _CLIENTS: dict[tuple[str | None, ...], S3Client] = {}
 _CLIENTS_LOCK = threading.Lock()
 
 
-def s3_connection_parameters(store: FileStore) -> dict[str, str | None]:
-    """Endpoint, region and credentials for `store`: its configuration, else its account."""
+def s3_connection_parameters(store: FileStore) -> dict[str, str | int | None]:
+    """
+    Endpoint, region and credentials for `store` (its configuration, else its account), and
+    its time limits.
+    """
     configuration = store.configuration
     account: dict[str, Any] = {}
     if store.provider_account is not None:
@@ -70,12 +109,33 @@ def s3_connection_parameters(store: FileStore) -> dict[str, str | None]:
         or account_credentials.get("access_key_id"),
         "aws_secret_access_key": configuration.get("secret_access_key")
         or account_credentials.get("secret_access_key"),
+        "connect_timeout": configuration.get("connect_timeout", DEFAULT_CONNECT_TIMEOUT),
+        "read_timeout": configuration.get("read_timeout", DEFAULT_READ_TIMEOUT),
+        "max_attempts": configuration.get("max_attempts", DEFAULT_MAX_ATTEMPTS),
     }
 
 
-def s3_client(parameters: dict[str, str | None]) -> S3Client:
+def is_transient(error: Exception) -> bool:
+    """Whether `error` says the service is down, slow or overloaded (worth retrying later)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    # boto3's transfer manager wraps what it met (S3UploadFailedError): look at the causes too.
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, UNREACHABLE_ERRORS):
+            return True
+        if isinstance(current, ClientError):
+            response = current.response
+            code = str(response.get("Error", {}).get("Code", ""))
+            status_code = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+            return code in TRANSIENT_ERROR_CODES or status_code >= 500
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def s3_client(parameters: dict[str, str | int | None]) -> S3Client:
     """The process's client for these connection parameters."""
-    key = tuple(parameters[name] for name in sorted(parameters))
+    key = tuple(str(parameters[name]) for name in sorted(parameters))
     with _CLIENTS_LOCK:
         client = _CLIENTS.get(key)
         if client is None:
@@ -84,15 +144,22 @@ def s3_client(parameters: dict[str, str | None]) -> S3Client:
             config = Config(
                 signature_version="s3v4",
                 s3={"addressing_style": "path"} if parameters["endpoint_url"] else {},
-                retries={"max_attempts": 5, "mode": "standard"},
+                retries={"max_attempts": int(str(parameters["max_attempts"])), "mode": "standard"},
+                connect_timeout=int(str(parameters["connect_timeout"])),
+                read_timeout=int(str(parameters["read_timeout"])),
             )
+
+            def text(name: str) -> str | None:
+                value = parameters[name]
+                return None if value is None else str(value)
+
             client = boto3.session.Session().client(
                 "s3",
                 config=config,
-                endpoint_url=parameters["endpoint_url"],
-                region_name=parameters["region_name"],
-                aws_access_key_id=parameters["aws_access_key_id"],
-                aws_secret_access_key=parameters["aws_secret_access_key"],
+                endpoint_url=text("endpoint_url"),
+                region_name=text("region_name"),
+                aws_access_key_id=text("aws_access_key_id"),
+                aws_secret_access_key=text("aws_secret_access_key"),
             )
             _CLIENTS[key] = client
         return client
@@ -140,9 +207,10 @@ class S3Backend(FileBackend):
         )
 
     def _failed(self, action: str, file_or_name: File | str, error: Exception) -> FileStoreError:
-        return FileStoreError(
-            f"S3 store {self.store.name!r}: cannot {action} {file_or_name}: {error}"
-        )
+        message = f"S3 store {self.store.name!r}: cannot {action} {file_or_name}: {error}"
+        if is_transient(error):
+            return FileStoreUnavailableError(message)
+        return FileStoreError(message)
 
     def put_contents(self, file: File, local_path: Path, *, move: bool = False) -> None:
         if self.has_contents(file):

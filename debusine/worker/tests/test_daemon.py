@@ -368,3 +368,25 @@ def test_subprocess_worker_helper_registers_and_logs(tmp_path: Path) -> None:
             await stub.stop()
 
     asyncio.run(main())
+
+
+def test_a_task_directory_that_cannot_be_made_is_an_error_and_the_worker_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the error report the work request would stay running, its worker silent."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "missing"))
+
+    async def scenario(stub: StubServer, daemon: WorkerDaemon, tmp: Path) -> None:
+        await announce(stub, work_request(14, "noop", {"result": True}))
+        _kind, (work_request_id, body) = await stub.next_event("completed", "artifact")
+        assert (work_request_id, body["result"]) == (14, "error")
+        [error] = body["output_data"]["errors"]
+        assert error["code"] == "setup-failed"
+        assert "cannot create the task directory" in error["message"]
+
+        (tmp / "missing").mkdir()
+        await announce(stub, work_request(15, "noop", {"result": True}))
+        _kind, (work_request_id, body) = await stub.next_event("completed", "artifact")
+        assert (work_request_id, body["result"]) == (15, "success")
+
+    run_scenario(tmp_path, scenario)

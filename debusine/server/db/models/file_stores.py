@@ -28,6 +28,9 @@ S3_CONFIGURATION_KEYS: dict[str, type] = {
     "secret_access_key": str,
     "multipart_threshold": int,
     "multipart_chunk_size": int,
+    "connect_timeout": int,
+    "read_timeout": int,
+    "max_attempts": int,
 }
 
 #: S3 refuses multipart parts smaller than this (except the last one).
@@ -54,6 +57,9 @@ def _validate_s3_configuration(configuration: dict[str, Any]) -> None:
             raise ValidationError(
                 {"configuration": f"{key} must be at least {S3_MINIMUM_PART_SIZE} bytes"}
             )
+    for key in ("connect_timeout", "read_timeout", "max_attempts"):
+        if key in configuration and configuration[key] < 1:
+            raise ValidationError({"configuration": f"{key} must be at least 1"})
 
 
 def validate_file_store_configuration(backend: str, configuration: Any) -> None:

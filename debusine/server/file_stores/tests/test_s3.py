@@ -154,6 +154,8 @@ def test_credentials_from_a_cloud_provider_account(
         ({"bucket_name": "b", "multipart_chunk_size": 1024}, "at least"),
         ({"bucket_name": "b", "storage_class": 3}, "storage_class must be a string"),
         ({"bucket_name": "b", "path": "/x"}, "unknown keys"),
+        ({"bucket_name": "b", "read_timeout": 0}, "read_timeout must be at least 1"),
+        ({"bucket_name": "b", "max_attempts": "3"}, "max_attempts must be a number"),
     ],
 )
 def test_invalid_s3_configuration(

@@ -86,7 +86,8 @@ class Command(NounCommand):
             help="backend configuration as a JSON or YAML mapping from FILE ('-': stdin); "
             "Local: base_directory (absolute path); S3: bucket_name, storage_class, "
             "endpoint_url, region_name, access_key_id, secret_access_key, "
-            "multipart_threshold, multipart_chunk_size; Memory: name",
+            "multipart_threshold, multipart_chunk_size, connect_timeout, read_timeout, "
+            "max_attempts; Memory: name",
         )
         create.add_argument(
             "--provider-account",
