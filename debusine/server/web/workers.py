@@ -46,11 +46,31 @@ class WorkerRow:
     current: list[WorkRequest]
 
 
+def current_work(request: HttpRequest, worker_ids: list[int]) -> dict[int, list[WorkRequest]]:
+    """
+    What each of `worker_ids` runs, by worker, of the work requests the user may see (one
+    query; none without workers).
+    """
+    current: dict[int, list[WorkRequest]] = {}
+    if not worker_ids:
+        return current
+    for work_request in (
+        WorkRequest.objects.can_display(request_user(request))
+        .filter(worker_id__in=worker_ids, status=WorkRequestStatus.RUNNING)
+        .select_related("workspace__scope")
+        .only("id", "task_name", "worker_id", "workspace__name", "workspace__scope__name")
+        .order_by("id")
+    ):
+        assert work_request.worker_id is not None
+        current.setdefault(work_request.worker_id, []).append(work_request)
+    return current
+
+
 @require_safe
 def worker_list(request: HttpRequest) -> HttpResponse:
     """`GET /-/workers/`: every worker, its state and what it runs (that the user may see)."""
     workers = list(
-        Worker.objects.select_related("token")
+        Worker.objects.select_related("token", "worker_pool")
         .annotate(
             running=Count(
                 "assigned_work_requests",
@@ -59,18 +79,7 @@ def worker_list(request: HttpRequest) -> HttpResponse:
         )
         .order_by("name")[:WORKER_LIMIT]
     )
-    current: dict[int, list[WorkRequest]] = {}
-    busy = [worker.pk for worker in workers if worker.running]
-    if busy:
-        for work_request in (
-            WorkRequest.objects.can_display(request_user(request))
-            .filter(worker_id__in=busy, status=WorkRequestStatus.RUNNING)
-            .select_related("workspace__scope")
-            .only("id", "task_name", "worker_id", "workspace__name", "workspace__scope__name")
-            .order_by("id")
-        ):
-            assert work_request.worker_id is not None
-            current.setdefault(work_request.worker_id, []).append(work_request)
+    current = current_work(request, [worker.pk for worker in workers if worker.running])
     rows = [
         WorkerRow(
             worker,
