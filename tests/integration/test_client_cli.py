@@ -12,6 +12,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from debusine.client.tests.debian_build import build_upload
@@ -223,13 +224,12 @@ def test_manual_unblock(cli: Cli, debusine_server: LiveServer) -> None:
     refused = cli.fails(3, "manual-unblock", str(work_request_id), "--accept")
     assert "HTTP 400" in refused.stderr and "not a manual-unblock" in refused.stderr
     # Workflows create manual-unblock steps; here one is made by hand.
-    debusine_server.admin(
-        "shell",
-        "-c",
-        "from debusine.server.db.models import WorkRequest; "
-        f"WorkRequest.objects.filter(pk={work_request_id})"
-        ".update(status='blocked', unblock_strategy='manual')",
-    )
+    with psycopg.connect(debusine_server.instance.database_url) as connection:
+        connection.execute(
+            "UPDATE db_workrequest SET status = 'blocked', unblock_strategy = 'manual' "
+            "WHERE id = %s",
+            (work_request_id,),
+        )
     assert "nothing to record" in cli.fails(2, "manual-unblock", str(work_request_id)).stderr
     cli.fails(2, "manual-unblock", str(work_request_id), "--accept", "--reject")
 
