@@ -1066,6 +1066,37 @@ def worker_enabled(worker: Worker) -> None:
     effects.request_scheduling_pass()
 
 
+def worker_paused(worker: Worker) -> None:
+    """
+    The worker takes no new work (the scheduler skips workers with `draining_at` set); what it
+    holds, it finishes. Pool workers are drained by the provisioner instead (a drained pool
+    worker is terminated once idle), so they cannot be paused.
+
+    :raises WorkRequestError: it is a pool worker.
+    """
+    if worker.worker_pool_id is not None:
+        raise WorkRequestError(
+            f"worker {worker.name} belongs to a worker pool: the provisioner drains and "
+            "terminates pool workers (debusine-admin worker_pool)"
+        )
+    if worker.draining_at is None:
+        worker.draining_at = timezone.now()
+        worker.save(update_fields=["draining_at"])
+
+
+def worker_resumed(worker: Worker) -> None:
+    """A paused worker takes new work again (a scheduling pass is asked for)."""
+    if worker.worker_pool_id is not None:
+        raise WorkRequestError(
+            f"worker {worker.name} belongs to a worker pool: the provisioner drains and "
+            "terminates pool workers (debusine-admin worker_pool)"
+        )
+    if worker.draining_at is not None:
+        worker.draining_at = None
+        worker.save(update_fields=["draining_at"])
+        effects.request_scheduling_pass()
+
+
 def worker_disabled(worker: Worker) -> None:
     """
     Shut the worker out: its tokens are disabled, its work is taken away (see

@@ -96,6 +96,17 @@ def test_disable_takes_pending_and_running_work_requests_back(
     ]
 
 
+def test_pause_and_resume(playground: Playground) -> None:
+    worker, _ = playground.create_worker("builder")
+
+    assert run("worker", "pause", "builder") == "Paused worker builder\n"
+    worker.refresh_from_db()
+    assert worker.draining_at is not None and worker.is_enabled()
+    assert run("worker", "resume", "builder") == "Resumed worker builder\n"
+    worker.refresh_from_db()
+    assert worker.draining_at is None
+
+
 def test_enable_signing_worker_needs_the_right_type(playground: Playground) -> None:
     playground.create_worker("signer", enabled=False, worker_type="signing")
 

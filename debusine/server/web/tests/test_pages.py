@@ -29,6 +29,7 @@ from debusine.server.db.models import (
 )
 from debusine.server.db.models.worker_pools import record_runtime
 from debusine.server.db.models.workspaces import WorkspaceRoles
+from debusine.server.scheduler.passes import run_scheduling_pass
 from debusine.server.web.templatetags.web import duration
 from debusine.server.work_requests import transitions
 from debusine.testing.playground import FileSpec, Playground
@@ -645,6 +646,37 @@ def test_superuser_disables_and_enables_a_worker(
     worker.token.refresh_from_db()  # type: ignore[union-attr]
     assert worker.is_enabled()
     assert client.post("/-/workers/nope/enable/").status_code == 404
+
+
+def test_superuser_pauses_and_resumes_a_worker(
+    client: Client,
+    playground: Playground,
+    alice: User,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    worker = playground.create_connected_worker("w1")
+    admin = playground.create_user("admin", is_superuser=True)
+    client.force_login(alice)
+    assert client.post("/-/workers/w1/pause/").status_code == 403
+    client.force_login(admin)
+    assert client.post("/-/workers/w1/pause/").status_code == 302
+    waiting = playground.create_work_request(created_by=alice)
+
+    run_scheduling_pass()
+
+    waiting.refresh_from_db()
+    assert waiting.worker is None  # a paused worker takes no new work
+    page = text(client.get("/-/workers/"))
+    assert re.search(r'id="worker-w1">.*?state-paused.*?/-/workers/w1/resume/', page, re.S)
+    assert re.search(r"<b>w1</b>: it is paused", text(client.get(wr_url(waiting))))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.post("/-/workers/w1/resume/").status_code == 302
+    waiting.refresh_from_db()
+    assert waiting.worker == worker  # the pass the resume asked for
+    pool = make_pool("pool")
+    pool_worker(playground, pool, "pool-001")
+    refused = client.post("/-/workers/pool-001/pause/")
+    assert refused.status_code == 400 and "belongs to a worker pool" in text(refused)
 
 
 def make_pool(name: str, **fields: Any) -> WorkerPool:
