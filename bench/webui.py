@@ -3,9 +3,11 @@ What rendering each web UI page costs on a large instance.
 
 Creates a throwaway database (migrated), inserts `--work-requests` work requests (default
 100,000: several tasks, architectures and statuses, one in ten pending) with generate_series,
-a workflow with `--children` children (default 200), artifacts with log files, and 50
-workers; then renders each page `--renders` times (default 50) through Django's test client as
-a signed-in contributor (session, permissions, templates: everything but the network) and
+a workflow with `--children` children (default 200), artifacts with log files, 50 workers,
+`--pools` dynamic worker pools (default 10) sharing 200 pool workers with live instances and
+1000 recorded instance terminations each, and a manual-unblock work request with a review log;
+then renders each page `--renders` times (default 50) through Django's test client as a
+signed-in contributor (session, permissions, templates: everything but the network) and
 prints each page's p50 and p95 and its number of SQL queries.
 
 Target (issue 18): p95 <= 50 ms per page with 10^5 work requests. The machine is shared: read
@@ -49,10 +51,37 @@ FROM generate_series(1, 50) AS n
 """
 
 
+# Pool workers with live instances: a fifth launching (activation token not used yet), the
+# others registered, some draining; spread over the pools round-robin.
+POOL_WORKERS_SQL = """
+INSERT INTO db_worker (name, worker_type, registered_at, connected_at, static_metadata,
+                       dynamic_metadata, concurrency, worker_pool_id, worker_pool_data,
+                       instance_created_at, draining_at)
+SELECT 'bench-pool-' || n, 'external', now(), now(), '{}',
+       jsonb_build_object('system:architectures', jsonb_build_array('amd64')), 1,
+       pools.ids[1 + n %% array_length(pools.ids, 1)],
+       jsonb_build_object('instance_id', 'i-' || n), now() - interval '2 hours',
+       CASE WHEN n %% 7 = 0 THEN now() END
+FROM generate_series(1, 200) AS n,
+     (SELECT array_agg(id ORDER BY id) AS ids FROM db_workerpool) AS pools
+"""
+
+# Ended instances of every pool, over the last two months.
+POOL_STATISTICS_SQL = """
+INSERT INTO db_workerpoolstatistics (worker_pool_id, instance_id, started_at, ended_at,
+                                     runtime_seconds, reason, boot_seconds, work_requests)
+SELECT p.id, 'i-old-' || n, now() - n * interval '1 hour' - interval '40 minutes',
+       now() - n * interval '1 hour', 2400,
+       (ARRAY['idle', 'scale-in', 'ephemeral', 'recycled'])[1 + n %% 4], 45, n %% 5
+FROM db_workerpool AS p, generate_series(1, %(count)s) AS n
+"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work-requests", type=int, default=100_000)
     parser.add_argument("--children", type=int, default=200)
+    parser.add_argument("--pools", type=int, default=10)
     parser.add_argument("--renders", type=int, default=50)
     args = parser.parse_args()
 
@@ -82,13 +111,17 @@ def populate(database_url: str, args: argparse.Namespace) -> dict[str, int]:
 
     from debusine.server.db.models import (
         Artifact,
+        Asset,
+        AssetCategory,
         File,
         FileInArtifact,
         Group,
         User,
+        WorkerPool,
         WorkRequest,
         Workspace,
     )
+    from debusine.server.work_requests import transitions
 
     user = User.objects.create_user("bench", "bench@example.org")
     workspace = Workspace.objects.get(name="System")
@@ -104,10 +137,32 @@ def populate(database_url: str, args: argparse.Namespace) -> dict[str, int]:
             workspace=workspace, created_by=user, task_type="Workflow", task_name="noop"
         )
         connection.execute(WORKFLOW_CHILDREN_SQL, {"parent": workflow.pk, "count": args.children})
+        account = Asset.objects.create(
+            category=AssetCategory.CLOUD_PROVIDER_ACCOUNT,
+            data={
+                "provider_type": "local",
+                "name": "bench",
+                "configuration": {},
+                "credentials": {},
+            },
+        )
+        for number in range(args.pools):
+            WorkerPool.objects.create(
+                name=f"bench-pool-{number}",
+                provider_account=account,
+                architectures=["amd64"],
+                specifications={"provider_type": "local", "api_url": "http://127.0.0.1:1/api"},
+                limits={"max_active_instances": 30, "target_max_seconds_per_month": 10**7},
+                counters={"launches": 1000, "terminated:idle": 250},
+            )
+        if args.pools:
+            connection.execute(POOL_WORKERS_SQL, {})
+            connection.execute(POOL_STATISTICS_SQL, {"count": 1000})
         connection.execute("ANALYZE")
         print(
             f"{args.work_requests} work requests, {args.work_requests // 10} artifacts, 50 "
-            f"workers and a workflow of {args.children} inserted in "
+            f"workers, a workflow of {args.children}, {args.pools} worker pools (200 pool "
+            f"workers, {1000 * args.pools} terminations) inserted in "
             f"{time.perf_counter() - started:.1f} s (shared 2-core machine: absolute numbers "
             "are noisy)",
             flush=True,
@@ -125,7 +180,24 @@ def populate(database_url: str, args: argparse.Namespace) -> dict[str, int]:
     contents = b"a line of a build log\n" * 1000
     file = File.objects.get_or_create_by_hash(hashlib.sha256(contents).digest(), len(contents))
     FileInArtifact.objects.create(artifact=logs, path="build.log", file=file, complete=True)
-    return {"done": done.pk, "pending": pending.pk, "workflow": workflow.pk, "artifact": logs.pk}
+    review = WorkRequest.objects.create(
+        workspace=workspace,
+        created_by=user,
+        task_type="Worker",
+        task_name="noop",
+        task_data={"result": True},
+        status="blocked",
+        unblock_strategy="manual",
+    )
+    for number in range(20):
+        transitions.manual_unblock(review, user, notes=f"review note {number}\n" * 5)
+    return {
+        "done": done.pk,
+        "pending": pending.pk,
+        "workflow": workflow.pk,
+        "artifact": logs.pk,
+        "review": review.pk,
+    }
 
 
 def run(database_url: str, args: argparse.Namespace) -> None:
@@ -152,7 +224,10 @@ def run(database_url: str, args: argparse.Namespace) -> None:
         "failed": f"{base}/failed/",
         "results matrix": f"{base}/results/",
         "collections": f"{base}/collection/",
+        "manual unblock (review)": f"{base}/work-request/{ids['review']}/",
         "workers": "/-/workers/",
+        f"worker pools ({args.pools})": "/-/worker-pools/",
+        "worker pool": "/-/worker-pools/bench-pool-0/",
         "queue": "/-/queue/",
     }
     print(f"{'page':<24} {'p50 ms':>8} {'p95 ms':>8} {'queries':>8}")

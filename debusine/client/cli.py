@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urljoin, urlsplit
 
+import pydantic
 import yaml
 
 from debusine.client import debian_artifacts
@@ -34,7 +35,7 @@ from debusine.client.config import (
 from debusine.client.errors import ClientError, LocalFileError, UsageError
 from debusine.client.progress import TransferProgress
 from debusine.protocol.artifacts import LenientArtifactResponse, check_artifact_path
-from debusine.protocol.work_requests import LenientWorkRequestResponse
+from debusine.protocol.work_requests import LenientWorkRequestResponse, ManualUnblockAction
 
 Handler = Callable[[argparse.Namespace, "Context"], Any]
 
@@ -226,6 +227,20 @@ def retry_work_request(options: argparse.Namespace, context: Context) -> None:
 
 def abort_work_request(options: argparse.Namespace, context: Context) -> None:
     work_request = context.client().work_request_abort(options.work_request_id)
+    print_yaml(context, work_request.model_dump(mode="json"))
+
+
+def manual_unblock(options: argparse.Namespace, context: Context) -> None:
+    if options.notes is None and options.action is None:
+        raise UsageError("nothing to record: give --notes TEXT, --accept or --reject")
+    try:
+        work_request = context.client().work_request_unblock(
+            options.work_request_id,
+            notes=options.notes,
+            action=None if options.action is None else ManualUnblockAction(options.action),
+        )
+    except pydantic.ValidationError as error:
+        raise UsageError(f"invalid review: {error.errors()[0]['msg']}") from None
     print_yaml(context, work_request.model_dump(mode="json"))
 
 
@@ -593,6 +608,24 @@ def build_parser() -> argparse.ArgumentParser:
         "Abort a pending, blocked or running work request.",
     )
     sub.add_argument("work_request_id", type=positive_int, metavar="ID")
+
+    sub = command(
+        "manual-unblock",
+        manual_unblock,
+        "Review a blocked manual-unblock work request: record notes, accept it (it becomes "
+        "pending) or reject it (it is aborted).",
+    )
+    sub.add_argument("work_request_id", type=positive_int, metavar="ID")
+    sub.add_argument(
+        "--notes", metavar="TEXT", help="review notes to record (up to 65536 characters)"
+    )
+    decision = sub.add_mutually_exclusive_group()
+    decision.add_argument(
+        "--accept", dest="action", action="store_const", const="accept", help="let it run"
+    )
+    decision.add_argument(
+        "--reject", dest="action", action="store_const", const="reject", help="abort it"
+    )
 
     sub = command(
         "create-workflow-template", create_workflow_template, "Create a workflow template."

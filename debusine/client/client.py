@@ -52,8 +52,10 @@ from debusine.protocol.artifacts import (
 from debusine.protocol.work_requests import (
     LenientWorkRequestPage,
     LenientWorkRequestResponse,
+    ManualUnblockAction,
     WorkRequestCreateRequest,
     WorkRequestPatchRequest,
+    WorkRequestUnblockRequest,
 )
 from debusine.protocol.workflows import (
     LenientWorkflowTemplateResponse,
@@ -311,6 +313,22 @@ class DebusineClient:
 
     def work_request_abort(self, work_request_id: int) -> LenientWorkRequestResponse:
         response = self.send("POST", f"work-request/{work_request_id}/abort/", json_body={})
+        return self.parse(response, LenientWorkRequestResponse)
+
+    def work_request_unblock(
+        self,
+        work_request_id: int,
+        *,
+        notes: str | None = None,
+        action: ManualUnblockAction | None = None,
+    ) -> LenientWorkRequestResponse:
+        """Review a manual-unblock work request: notes, accept or reject (at least one)."""
+        request = WorkRequestUnblockRequest(notes=notes, action=action)
+        response = self.send(
+            "POST",
+            f"work-request/{work_request_id}/unblock/",
+            json_body=wire_body(request, omit_when_none=("notes", "action")),
+        )
         return self.parse(response, LenientWorkRequestResponse)
 
     # --- Workflows ---------------------------------------------------------------------------

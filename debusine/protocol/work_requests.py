@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StrictInt, StrictStr, field_validator
+from pydantic import BaseModel, Field, StrictInt, StrictStr, field_validator, model_validator
 
 from debusine.protocol.wire import LENIENT, StrictRequest
 
@@ -37,6 +37,33 @@ class WorkRequestPatchRequest(StrictRequest):
     """Body of `PATCH /1.0/work-request/{id}/`: only the priority adjustment may change."""
 
     priority_adjustment: Annotated[StrictInt, Field(ge=PRIORITY_MIN, le=PRIORITY_MAX)]
+
+
+#: Longest review note a manual unblock may record.
+UNBLOCK_NOTES_MAX = 65536
+
+
+class ManualUnblockAction(StrEnum):
+    """What a reviewer decides about a manual-unblock work request."""
+
+    ACCEPT = "accept"
+    REJECT = "reject"
+
+
+class WorkRequestUnblockRequest(StrictRequest):
+    """
+    Body of `POST /1.0/work-request/{id}/unblock/`: review notes, a decision, or both (at
+    least one of them).
+    """
+
+    notes: Annotated[StrictStr, Field(max_length=UNBLOCK_NOTES_MAX)] | None = None
+    action: ManualUnblockAction | None = None
+
+    @model_validator(mode="after")
+    def notes_or_action(self) -> WorkRequestUnblockRequest:
+        if self.notes is None and self.action is None:
+            raise ValueError("give notes, an action, or both")
+        return self
 
 
 class SendNotificationAction(StrictRequest):

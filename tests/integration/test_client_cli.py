@@ -12,6 +12,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from debusine.client.tests.debian_build import build_upload
@@ -115,6 +116,7 @@ def test_help_lists_every_command() -> None:
         "manage-work-request",
         "retry-work-request",
         "abort-work-request",
+        "manual-unblock",
         "create-workflow-template",
         "create-workflow",
         "list-workflows",
@@ -215,6 +217,34 @@ def test_abort_then_retry(cli: Cli) -> None:
     assert retried["id"] != work_request_id
     assert retried["status"] == "pending"
     cli.fails(3, "abort-work-request", str(work_request_id))
+
+
+def test_manual_unblock(cli: Cli, debusine_server: LiveServer) -> None:
+    work_request_id = cli.ok("create-work-request", "noop", stdin="{}\n").yaml()["work_request_id"]
+    refused = cli.fails(3, "manual-unblock", str(work_request_id), "--accept")
+    assert "HTTP 400" in refused.stderr and "not a manual-unblock" in refused.stderr
+    # Workflows create manual-unblock steps; here one is made by hand.
+    with psycopg.connect(debusine_server.instance.database_url) as connection:
+        connection.execute(
+            "UPDATE db_workrequest SET status = 'blocked', unblock_strategy = 'manual' "
+            "WHERE id = %s",
+            (work_request_id,),
+        )
+    assert "nothing to record" in cli.fails(2, "manual-unblock", str(work_request_id)).stderr
+    cli.fails(2, "manual-unblock", str(work_request_id), "--accept", "--reject")
+
+    noted = cli.ok("manual-unblock", str(work_request_id), "--notes", "looks right").yaml()
+    accepted = cli.ok("manual-unblock", str(work_request_id), "--accept").yaml()
+
+    assert noted["status"] == "blocked"
+    assert accepted["status"] == "pending"
+    log = accepted["workflow_data"]["manual_unblock"]["log"]
+    assert [(entry["notes"], entry["action"]) for entry in log] == [
+        ("looks right", None),
+        (None, "accept"),
+    ]
+    late = cli.fails(3, "manual-unblock", str(work_request_id), "--reject")
+    assert "only blocked" in late.stderr
 
 
 def run_with_terminal_stderr(cli: Cli, *args: str) -> tuple[int, str, str]:

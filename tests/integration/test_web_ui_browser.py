@@ -3,9 +3,10 @@ The web UI in a real browser: Selenium drives Debian's Chromium (headless) again
 server (gunicorn + uvicorn on a throwaway database), through the scenarios people use.
 
 Data is made the way users make it (the REST API with a token, `debusine-admin`); the only
-direct database writes give the test user a password and mark a work request failed (what a
-worker would report). Screenshots of the main pages go to `screenshots/web-ui/` under the
-source tree (gitignored) so a person can look at them.
+direct database writes give the test user a password, mark a work request failed (what a
+worker would report) and make one a manual-unblock step (what a workflow would create).
+Screenshots of the main pages go to `screenshots/web-ui/` under the source tree (gitignored) so
+a person can look at them.
 """
 
 from __future__ import annotations
@@ -49,6 +50,16 @@ def mark_failed(server: LiveServer, work_request_id: int) -> None:
         connection.execute(
             "UPDATE db_workrequest SET status = 'completed', result = 'failure', "
             "started_at = now(), completed_at = now() WHERE id = %s",
+            (work_request_id,),
+        )
+
+
+def make_manual_unblock(server: LiveServer, work_request_id: int) -> None:
+    """What a workflow's approval step is: blocked until a reviewer decides."""
+    with psycopg.connect(server.instance.database_url) as connection:
+        connection.execute(
+            "UPDATE db_workrequest SET status = 'blocked', unblock_strategy = 'manual' "
+            "WHERE id = %s",
             (work_request_id,),
         )
 
@@ -147,6 +158,25 @@ def test_retry_a_failed_work_request(signed_in: WebDriver, debusine_server: Live
     assert new_id != failed
     assert user.get(new_id)["status"] == "pending"
     assert "retried as" in browser.find_element(By.CLASS_NAME, "messages").text
+
+
+def test_review_and_accept_a_manual_unblock_step(
+    signed_in: WebDriver, debusine_server: LiveServer
+) -> None:
+    browser = signed_in
+    user = RestUser(debusine_server.instance, debusine_server.token)
+    step = user.create("noop", {"result": True})
+    make_manual_unblock(debusine_server, step)
+    browser.get(f"{debusine_server.base_url}/debusine/System/work-request/{step}/")
+    browser.find_element(By.ID, "review-notes").send_keys("checked by a person")
+    browser.find_element(By.ID, "review-accept").click()
+    assert "Accepted" in browser.find_element(By.CLASS_NAME, "messages").text
+    assert browser.find_element(By.ID, "wr-status").text == "pending"
+    assert "checked by a person" in browser.find_element(By.ID, "review-log").text
+    assert not browser.find_elements(By.ID, "review-form")
+    screenshot(browser, "manual-unblock-review")
+    [entry] = user.get(step)["workflow_data"]["manual_unblock"]["log"]
+    assert entry["action"] == "accept"
 
 
 def test_open_an_artifacts_log_search_it_and_open_a_line_range(
@@ -258,6 +288,9 @@ def test_workers_and_queue_pages(browser: WebDriver, debusine_server: LiveServer
     screenshot(browser, "queue")
     browser.get(f"{debusine_server.base_url}/-/workers/")
     screenshot(browser, "workers")
+    browser.find_element(By.ID, "worker-pools-link").click()
+    assert browser.find_element(By.TAG_NAME, "h1").text == "Worker pools"
+    screenshot(browser, "worker-pools")
 
 
 def test_banner_follows_the_work_request_until_it_ends(

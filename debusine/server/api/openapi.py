@@ -37,6 +37,7 @@ from debusine.protocol.work_requests import (
     WorkRequestCreateRequest,
     WorkRequestPatchRequest,
     WorkRequestResponse,
+    WorkRequestUnblockRequest,
 )
 from debusine.protocol.workers import WorkerRegisterRequest, WorkRequestCompletedRequest
 from debusine.protocol.workflows import (
@@ -190,6 +191,16 @@ OPERATIONS: dict[str, list[Operation]] = {
             "user",
             {200: Response("Aborted", WorkRequestResponse)},
             request={"type": "object"},
+        )
+    ],
+    "api-work-request-unblock": [
+        Operation(
+            "post",
+            "Review a blocked manual-unblock work request: record notes, accept (it becomes "
+            "pending) or reject (it is aborted)",
+            "user",
+            {200: Response("Reviewed", WorkRequestResponse)},
+            request=WorkRequestUnblockRequest,
         )
     ],
     "api-artifact-create": [

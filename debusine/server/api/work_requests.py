@@ -1,6 +1,7 @@
 """
 API views of work requests: list and create (`/api/1.0/work-request/`), read and re-prioritise
-one (`.../work-request/<id>/`), retry and abort it (`.../<id>/retry/`, `.../<id>/abort/`).
+one (`.../work-request/<id>/`), retry and abort it (`.../<id>/retry/`, `.../<id>/abort/`),
+and review a manual-unblock one (`.../<id>/unblock/`).
 
 Also home of `visible_work_requests()`, the one rule of who sees which. Work requests are
 serialised by `debusine.server.work_requests.serialization` and changed by its `transitions`.
@@ -26,6 +27,7 @@ from debusine.protocol.work_requests import (
     WorkRequestCreateRequest,
     WorkRequestPatchRequest,
     WorkRequestStatus,
+    WorkRequestUnblockRequest,
 )
 from debusine.server.api.auth import IsUser, request_worker
 from debusine.server.api.errors import ProblemError
@@ -90,6 +92,15 @@ def can_manage(user: User, work_request: WorkRequest) -> bool:
         or work_request.created_by_id == user.pk
         or work_request.workspace.can_create_work_requests(user)
     )
+
+
+def can_unblock(user: User, work_request: WorkRequest) -> bool:
+    """
+    Whether `user` may review (unblock) `work_request`: a superuser, or a contributor of its
+    workspace. Unlike retry and abort, being its creator is not enough: a review is someone
+    else's say on the work.
+    """
+    return user.is_superuser or work_request.workspace.can_create_work_requests(user)
 
 
 def forbidden(detail: str) -> ProblemError:
@@ -346,6 +357,27 @@ class WorkRequestAbortView(APIView):
         return ok(work_request)
 
 
+class WorkRequestUnblockView(APIView):
+    """
+    `POST {"notes"?, "action"?: "accept"|"reject"}`: review a blocked manual-unblock work
+    request; the entry goes to its review log (`workflow_data.manual_unblock.log`).
+    """
+
+    permission_classes = [IsUser]
+
+    def post(self, request: Request, work_request_id: int) -> HttpResponse:
+        work_request = get_visible_work_request(request, work_request_id)
+        user = request_user(request)
+        if not can_unblock(user, work_request):
+            raise forbidden(f"{user.username} cannot unblock work request {work_request.pk}")
+        body = parse_body(request, WorkRequestUnblockRequest)
+        try:
+            transitions.manual_unblock(work_request, user, notes=body.notes, action=body.action)
+        except WorkRequestError as error:
+            raise ProblemError("Cannot unblock work request", str(error)) from None
+        return ok(work_request)
+
+
 class WorkRequestLiveLogView(APIView):
     """
     `GET ?after=N`: the live log of a work request, as its (Debusine 0.16) worker streams it:
@@ -388,5 +420,10 @@ urlpatterns: list[URLPattern] = [
         "work-request/<int:work_request_id>/abort/",
         WorkRequestAbortView.as_view(),
         name="api-work-request-abort",
+    ),
+    path(
+        "work-request/<int:work_request_id>/unblock/",
+        WorkRequestUnblockView.as_view(),
+        name="api-work-request-unblock",
     ),
 ]

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from debusine.protocol.work_requests import ManualUnblockAction
 from debusine.server.db.models import Collection, CollectionItem, User, WorkRequest
 from debusine.server.event_reactions import VariableError, expand_variables
 from debusine.server.work_requests import transitions
@@ -131,3 +132,23 @@ def test_expand_variables() -> None:
     ) == {"codename": "trixie", "deep": 1, "variant": "sbuild"}
     with pytest.raises(VariableError, match="no 'missing'"):
         expand_variables({"$x": "missing"}, data)
+
+
+def test_a_reviewers_accept_runs_the_on_unblock_reactions(
+    playground: Playground, user: User, environments: Collection
+) -> None:
+    step = create(
+        playground,
+        user,
+        {"on_unblock": [FILE_TARBALL]},
+        allow_server_actions=True,
+        unblock_strategy="manual",
+    )
+    outputs(playground, step)
+    transitions.manual_unblock(step, user, notes="not yet")
+    assert not CollectionItem.objects.filter(parent_collection=environments).exists()
+
+    transitions.manual_unblock(step, user, action=ManualUnblockAction.ACCEPT)
+
+    item = CollectionItem.objects.get(parent_collection=environments)
+    assert item.name == "tarball:bookworm:amd64::unshare"

@@ -1,7 +1,7 @@
 """
 "Why is this not running?": for a pending work request, how long it has waited and, for
 each worker, whether it could take it or why not (type, task lists, task version,
-architecture, disabled, disconnected, busy).
+architecture, disabled, paused or draining, disconnected, busy).
 
 The verdict is the scheduler's own (`matching.can_run`); the reasons name which of its
 conditions a worker fails.
@@ -107,6 +107,16 @@ def explain_pending(work_request: WorkRequest) -> PendingExplanation:
             )
         elif not worker.is_enabled():
             verdicts.append(WorkerVerdict(worker, False, "it is disabled"))
+        elif worker.draining_at is not None:
+            verdicts.append(
+                WorkerVerdict(
+                    worker,
+                    False,
+                    "it is paused: it takes no new work"
+                    if worker.worker_pool_id is None
+                    else "it is draining: it takes no new work",
+                )
+            )
         elif worker.connected_at is None:
             verdicts.append(WorkerVerdict(worker, False, "it is not connected"))
         elif worker.running >= worker.concurrency:

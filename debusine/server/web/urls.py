@@ -17,6 +17,7 @@ from debusine.server.web import (
     log_search,
     matrix,
     work_requests,
+    worker_pools,
     workers,
     workspaces,
 )
@@ -36,6 +37,8 @@ urlpatterns: list[URLPattern] = [
     ),
     path("-/workers/", workers.worker_list, name="web-workers"),
     path("-/workers/<str:name>/<str:action>/", workers.worker_action, name="web-worker-action"),
+    path("-/worker-pools/", worker_pools.pool_list, name="web-worker-pools"),
+    path("-/worker-pools/<str:name>/", worker_pools.pool_detail, name="web-worker-pool"),
     path("-/queue/", workers.queue_status, name="web-queue"),
     path("<str:scope>/", workspaces.scope_home, name="web-scope"),
     path(SCOPED, workspaces.workspace_home, name="web-workspace"),
@@ -78,6 +81,11 @@ urlpatterns: list[URLPattern] = [
         f"{SCOPED}work-request/<int:work_request_id>/abort/",
         work_requests.abort,
         name="web-work-request-abort",
+    ),
+    path(
+        f"{SCOPED}work-request/<int:work_request_id>/unblock/",
+        work_requests.unblock,
+        name="web-work-request-unblock",
     ),
     path(f"{SCOPED}artifact/<int:artifact_id>/", artifacts.artifact_detail, name="web-artifact"),
     path(

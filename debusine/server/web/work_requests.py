@@ -1,7 +1,8 @@
 """
 Web pages of work requests: the list (filters, keyset pagination), one work request's page
-(data, timeline, worker, artifacts and logs, a workflow's tree), and its retry and abort
-buttons, which call the same transitions and permission rule as the API.
+(data, timeline, worker, artifacts and logs, a workflow's tree), its retry and abort
+buttons, and the review form of a manual-unblock work request (notes, accept or reject, and
+its review log); they call the same transitions and permission rules as the API.
 """
 
 from __future__ import annotations
@@ -14,8 +15,15 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.views.decorators.http import require_POST, require_safe
 
-from debusine.protocol.work_requests import TaskType, WorkRequestStatus
-from debusine.server.db.models import Artifact, FileInArtifact, WorkRequest, Workspace
+from debusine.protocol.work_requests import (
+    UNBLOCK_NOTES_MAX,
+    ManualUnblockAction,
+    TaskType,
+    WorkRequestStatus,
+)
+from debusine.server.api.work_requests import can_unblock
+from debusine.server.db.models import Artifact, FileInArtifact, User, WorkRequest, Workspace
+from debusine.server.db.models.work_requests import UnblockStrategy
 from debusine.server.scheduler.matching import TASK_TYPES_BY_WORKER_TYPE
 from debusine.server.web.access import may_manage, request_user, visible_workspace
 from debusine.server.web.listing import (
@@ -180,6 +188,42 @@ def is_waiting_for_a_worker(work_request: WorkRequest) -> bool:
     )
 
 
+@dataclass
+class ReviewEntry:
+    """One entry of a manual-unblock work request's review log, as its page shows it."""
+
+    username: str
+    timestamp: str
+    notes: str | None
+    action: str | None
+
+
+def review_log(work_request: WorkRequest) -> list[ReviewEntry]:
+    """Its review log with the reviewers' names (one query, none when the log is empty)."""
+    log = transitions.manual_unblock_log(work_request)
+    user_ids = {entry["user_id"] for entry in log if isinstance(entry.get("user_id"), int)}
+    names: dict[int, str] = (
+        dict(User.objects.filter(pk__in=user_ids).values_list("pk", "username"))
+        if user_ids
+        else {}
+    )
+    return [
+        ReviewEntry(
+            username=names.get(entry.get("user_id", 0), f"user {entry.get('user_id')}"),
+            timestamp=str(entry.get("timestamp", "")).replace("T", " ")[:19],
+            notes=entry.get("notes"),
+            action=entry.get("action"),
+        )
+        for entry in log
+    ]
+
+
+def may_review(request: HttpRequest, work_request: WorkRequest) -> bool:
+    """Whether the session's user may unblock `work_request` (the API's rule)."""
+    user = request_user(request)
+    return isinstance(user, User) and can_unblock(user, work_request)
+
+
 @require_safe
 def work_request_detail(
     request: HttpRequest, scope: str, workspace: str, work_request_id: int
@@ -215,6 +259,13 @@ def work_request_detail(
         if is_waiting_for_a_worker(work_request)
         else None,
         "signed_in": request_user(request).is_authenticated,
+        "manual_unblock": work_request.unblock_strategy == UnblockStrategy.MANUAL,
+        "review_log": review_log(work_request)
+        if work_request.unblock_strategy == UnblockStrategy.MANUAL
+        else [],
+        "can_review": transitions.awaits_manual_unblock(work_request)
+        and may_review(request, work_request),
+        "notes_max": UNBLOCK_NOTES_MAX,
     }
     return render(request, "web/work_request_detail.html", context)
 
@@ -283,6 +334,46 @@ def abort(request: HttpRequest, scope: str, workspace: str, work_request_id: int
             400,
         )
     messages.success(request, f"Work request {work_request.pk} aborted.")
+    return HttpResponseRedirect(work_request_url(work_request, work_request.workspace))
+
+
+@require_POST
+def unblock(
+    request: HttpRequest, scope: str, workspace: str, work_request_id: int
+) -> HttpResponse:
+    """
+    `POST .../work-request/<id>/unblock/` (`notes`, `action`: empty, `accept` or `reject`):
+    review a blocked manual-unblock work request, as the API's unblock does.
+    """
+    work_request = visible_work_request(request, scope, workspace, work_request_id)
+    user = request_user(request)
+    if not isinstance(user, User) or not can_unblock(user, work_request):
+        return refusal(
+            request,
+            f"You cannot review work request {work_request.pk}."
+            if user.is_authenticated
+            else "Sign in to review work requests.",
+            403,
+        )
+    notes = request.POST.get("notes", "").strip() or None
+    raw_action = request.POST.get("action", "")
+    if raw_action not in ("", *(action.value for action in ManualUnblockAction)):
+        return refusal(request, f"Unknown review action {raw_action!r}.", 400)
+    action = ManualUnblockAction(raw_action) if raw_action else None
+    if notes is None and action is None:
+        return refusal(request, "Write notes, accept or reject: there was nothing to record.", 400)
+    if notes is not None and len(notes) > UNBLOCK_NOTES_MAX:
+        return refusal(request, f"Notes are limited to {UNBLOCK_NOTES_MAX} characters.", 400)
+    try:
+        transitions.manual_unblock(work_request, user, notes=notes, action=action)
+    except WorkRequestError as error:
+        return refusal(request, f"Cannot unblock work request: {error}.", 400)
+    done = {
+        None: "Notes recorded",
+        ManualUnblockAction.ACCEPT: "Accepted: it is pending now",
+        ManualUnblockAction.REJECT: "Rejected: it is aborted",
+    }[action]
+    messages.success(request, f"Work request {work_request.pk}: {done}.")
     return HttpResponseRedirect(work_request_url(work_request, work_request.workspace))
 
 

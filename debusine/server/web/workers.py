@@ -1,7 +1,8 @@
 """
 Web pages of workers and the queue: the worker list (connected, busy or idle, metadata, what
-each runs; superusers disable and enable them), and the queue status (pending and blocked
-work requests per task and architecture, the oldest pending one, load against capacity).
+each runs; superusers disable and enable them, and pause and resume those of no pool), and the
+queue status (pending and blocked work requests per task and architecture, the oldest pending
+one, load against capacity).
 """
 
 from __future__ import annotations
@@ -22,15 +23,21 @@ from debusine.protocol.work_requests import WorkRequestStatus
 from debusine.server.db.models import Worker, WorkRequest
 from debusine.server.web.access import request_user
 from debusine.server.work_requests import transitions
+from debusine.server.work_requests.transitions import WorkRequestError
 
 #: The worker list shows at most this many workers.
 WORKER_LIMIT = 1000
 
 
 def worker_state(worker: Worker) -> str:
-    """`disabled`, `disconnected`, `busy` (every slot taken) or `idle`."""
+    """
+    `disabled`, `paused` (takes no new work; `draining` for a pool worker), `disconnected`,
+    `busy` (every slot taken) or `idle`.
+    """
     if not worker.is_enabled():
         return "disabled"
+    if worker.draining_at is not None:
+        return "paused" if worker.worker_pool_id is None else "draining"
     if worker.connected_at is None:
         return "disconnected"
     if worker.running >= worker.concurrency:  # type: ignore[attr-defined]
@@ -46,11 +53,31 @@ class WorkerRow:
     current: list[WorkRequest]
 
 
+def current_work(request: HttpRequest, worker_ids: list[int]) -> dict[int, list[WorkRequest]]:
+    """
+    What each of `worker_ids` runs, by worker, of the work requests the user may see (one
+    query; none without workers).
+    """
+    current: dict[int, list[WorkRequest]] = {}
+    if not worker_ids:
+        return current
+    for work_request in (
+        WorkRequest.objects.can_display(request_user(request))
+        .filter(worker_id__in=worker_ids, status=WorkRequestStatus.RUNNING)
+        .select_related("workspace__scope")
+        .only("id", "task_name", "worker_id", "workspace__name", "workspace__scope__name")
+        .order_by("id")
+    ):
+        assert work_request.worker_id is not None
+        current.setdefault(work_request.worker_id, []).append(work_request)
+    return current
+
+
 @require_safe
 def worker_list(request: HttpRequest) -> HttpResponse:
     """`GET /-/workers/`: every worker, its state and what it runs (that the user may see)."""
     workers = list(
-        Worker.objects.select_related("token")
+        Worker.objects.select_related("token", "worker_pool")
         .annotate(
             running=Count(
                 "assigned_work_requests",
@@ -59,18 +86,7 @@ def worker_list(request: HttpRequest) -> HttpResponse:
         )
         .order_by("name")[:WORKER_LIMIT]
     )
-    current: dict[int, list[WorkRequest]] = {}
-    busy = [worker.pk for worker in workers if worker.running]
-    if busy:
-        for work_request in (
-            WorkRequest.objects.can_display(request_user(request))
-            .filter(worker_id__in=busy, status=WorkRequestStatus.RUNNING)
-            .select_related("workspace__scope")
-            .only("id", "task_name", "worker_id", "workspace__name", "workspace__scope__name")
-            .order_by("id")
-        ):
-            assert work_request.worker_id is not None
-            current.setdefault(work_request.worker_id, []).append(work_request)
+    current = current_work(request, [worker.pk for worker in workers if worker.running])
     rows = [
         WorkerRow(
             worker,
@@ -89,12 +105,15 @@ def worker_list(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def worker_action(request: HttpRequest, name: str, action: str) -> HttpResponse:
-    """`POST /-/workers/<name>/{disable,enable}/` (superusers): as `debusine-admin worker`."""
+    """
+    `POST /-/workers/<name>/{disable,enable,pause,resume}/` (superusers): as `debusine-admin
+    worker`.
+    """
     if not request_user(request).is_superuser:
         return render(
             request,
             "web/refused.html",
-            {"message": "Only administrators can disable or enable workers."},
+            {"message": "Only administrators can disable, enable, pause or resume workers."},
             status=403,
         )
     worker = Worker.objects.select_related("token", "activation_token").filter(name=name).first()
@@ -111,6 +130,14 @@ def worker_action(request: HttpRequest, name: str, action: str) -> HttpResponse:
                 status=400,
             )
         transitions.worker_enabled(worker)
+    elif action in ("pause", "resume"):
+        try:
+            if action == "pause":
+                transitions.worker_paused(worker)
+            else:
+                transitions.worker_resumed(worker)
+        except WorkRequestError as error:
+            return render(request, "web/refused.html", {"message": f"{error}."}, status=400)
     else:
         raise Http404("No such action")
     return HttpResponseRedirect(reverse("web-workers"))

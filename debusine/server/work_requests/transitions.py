@@ -3,7 +3,8 @@ Every change of a work request's state, each defined once.
 
     create ──> pending ──assign──> pending (worker set) ──start──> running ──complete──> completed
       │          ↑   └──requeue──┘                                   │
-      └> blocked ┘ unblock (dependencies done)                       └──abort──> aborted
+      └> blocked ┘ unblock (dependencies done; or a reviewer accepts)   └──abort──> aborted
+                   (a reviewer rejects a manual-unblock one: aborted)
     completed/aborted ──retry──> a new work request superseding it (pending or blocked)
 
 Transitions that the worker's hot path makes for every work request (start the next one,
@@ -36,6 +37,7 @@ from django.utils import timezone
 from debusine.protocol.work_requests import (
     SERVER_ACTIONS,
     EventReactions,
+    ManualUnblockAction,
     RetryWithDelaysAction,
     SendNotificationAction,
     TaskType,
@@ -121,6 +123,7 @@ def create(
     workflow_data: dict[str, Any] | None = None,
     dependencies: Iterable[WorkRequest] = (),
     workflow_template: WorkflowTemplate | None = None,
+    unblock_strategy: str = UnblockStrategy.DEPS,
 ) -> WorkRequest:
     """
     Validate a new work request and store it, pending (blocked while it has unfinished
@@ -139,6 +142,8 @@ def create(
     :param parent: the workflow it is a step of; `workflow_data` says which (display_name,
         step, group, allow_failure).
     :param dependencies: work requests that must finish well before it may start.
+    :param unblock_strategy: `manual`: it stays blocked until a reviewer accepts it
+        (`manual_unblock`), whatever its dependencies.
     :raises InvalidWorkRequestError: nothing is stored then.
 
     Workflow, Internal and Wait task data are the workflow engine's to validate
@@ -164,6 +169,7 @@ def create(
     except SignerRoleError as error:
         raise WorkRequestPermissionError("Permission denied", str(error)) from None
     dependencies = list(dependencies)
+    manual = unblock_strategy == UnblockStrategy.MANUAL
     work_request = WorkRequest.objects.create(
         workspace=workspace,
         created_by=created_by,
@@ -175,11 +181,14 @@ def create(
         parent=parent,
         workflow_data_json=workflow_data or {},
         workflow_template=workflow_template,
-        status=WorkRequestStatus.BLOCKED if dependencies else WorkRequestStatus.PENDING,
+        unblock_strategy=unblock_strategy,
+        status=WorkRequestStatus.BLOCKED if dependencies or manual else WorkRequestStatus.PENDING,
     )
     if dependencies:
         work_request.dependencies.set(dependencies)
         unblock_if_ready(work_request)
+    elif manual:
+        pass  # A reviewer unblocks it.
     else:
         _announce_pending([(work_request.pk, task_type)])
     return work_request
@@ -676,6 +685,91 @@ def unblock_if_ready(work_request: WorkRequest) -> None:
         abort(work_request, None)
 
 
+# --- manual unblock (a reviewer's decision) ---------------------------------------------------
+
+#: Where a manual-unblock work request keeps its review log, in its `workflow_data`.
+MANUAL_UNBLOCK_KEY = "manual_unblock"
+
+
+def awaits_manual_unblock(work_request: WorkRequest) -> bool:
+    """Whether `work_request` is a manual-unblock one still waiting for its reviewer."""
+    return (
+        work_request.unblock_strategy == UnblockStrategy.MANUAL
+        and work_request.status == WorkRequestStatus.BLOCKED
+    )
+
+
+def manual_unblock_log(work_request: WorkRequest) -> list[dict[str, Any]]:
+    """
+    The review log of a manual-unblock work request, oldest first: entries of `user_id`,
+    `timestamp` (ISO 8601), `notes` (or None) and `action` (`accept`, `reject` or None).
+    """
+    section = (work_request.workflow_data_json or {}).get(MANUAL_UNBLOCK_KEY) or {}
+    log = section.get("log") if isinstance(section, dict) else None
+    return list(log) if isinstance(log, list) else []
+
+
+def manual_unblock(
+    work_request: WorkRequest,
+    by: User,
+    *,
+    notes: str | None = None,
+    action: ManualUnblockAction | None = None,
+) -> None:
+    """
+    Record a reviewer's notes and decision on a blocked manual-unblock work request.
+
+    The entry goes to its review log (`workflow_data.manual_unblock.log`) in every case.
+    `accept` makes it pending, as the dependencies' unblock does (its `on_unblock` reactions
+    run, a scheduling pass or its processing is asked for); it needs every dependency finished
+    well. `reject` aborts it (by the reviewer), so that its dependants and its workflow react
+    as to any abort. Notes alone change nothing else.
+
+    :raises WorkRequestError: it is not a manual-unblock work request, not blocked, or
+        (accept) a dependency has not finished well.
+    """
+    if work_request.unblock_strategy != UnblockStrategy.MANUAL:
+        raise WorkRequestError(
+            f"work request {work_request.pk} is not a manual-unblock work request (its unblock "
+            f"strategy is {work_request.unblock_strategy})"
+        )
+    if work_request.status != WorkRequestStatus.BLOCKED:
+        raise WorkRequestError(
+            f"work request {work_request.pk} is {work_request.status}: only blocked work "
+            "requests can be reviewed"
+        )
+    if action == ManualUnblockAction.ACCEPT:
+        dependencies = list(work_request.dependencies.only("id", "status", "result"))
+        waiting = [
+            dependency.pk
+            for dependency in dependencies
+            if dependency.status not in FINISHED or not succeeded_or_may_fail(dependency)
+        ]
+        if waiting:
+            raise WorkRequestError(
+                f"work request {work_request.pk} cannot be accepted: its dependencies "
+                f"{', '.join(str(pk) for pk in sorted(waiting))} have not finished well"
+            )
+    entry = {
+        "user_id": by.pk,
+        "timestamp": timezone.now().isoformat(),
+        "notes": notes,
+        "action": None if action is None else str(action),
+    }
+    workflow_data = dict(work_request.workflow_data_json or {})
+    workflow_data[MANUAL_UNBLOCK_KEY] = {"log": [*manual_unblock_log(work_request), entry]}
+    work_request.workflow_data_json = workflow_data
+    if action == ManualUnblockAction.ACCEPT:
+        work_request.status = WorkRequestStatus.PENDING
+        work_request.save(update_fields=["workflow_data_json", "status"])
+        run_event_reactions(work_request, "on_unblock")
+        _announce_pending([(work_request.pk, work_request.task_type)])
+        return
+    work_request.save(update_fields=["workflow_data_json"])
+    if action == ManualUnblockAction.REJECT:
+        abort(work_request, by)
+
+
 # --- retry (supersede) ------------------------------------------------------------------------
 
 
@@ -970,6 +1064,37 @@ def worker_enabled(worker: Worker) -> None:
     """Let the worker in: its token becomes usable (it connects on its next retry)."""
     worker.enable()
     effects.request_scheduling_pass()
+
+
+def worker_paused(worker: Worker) -> None:
+    """
+    The worker takes no new work (the scheduler skips workers with `draining_at` set); what it
+    holds, it finishes. Pool workers are drained by the provisioner instead (a drained pool
+    worker is terminated once idle), so they cannot be paused.
+
+    :raises WorkRequestError: it is a pool worker.
+    """
+    if worker.worker_pool_id is not None:
+        raise WorkRequestError(
+            f"worker {worker.name} belongs to a worker pool: the provisioner drains and "
+            "terminates pool workers (debusine-admin worker_pool)"
+        )
+    if worker.draining_at is None:
+        worker.draining_at = timezone.now()
+        worker.save(update_fields=["draining_at"])
+
+
+def worker_resumed(worker: Worker) -> None:
+    """A paused worker takes new work again (a scheduling pass is asked for)."""
+    if worker.worker_pool_id is not None:
+        raise WorkRequestError(
+            f"worker {worker.name} belongs to a worker pool: the provisioner drains and "
+            "terminates pool workers (debusine-admin worker_pool)"
+        )
+    if worker.draining_at is not None:
+        worker.draining_at = None
+        worker.save(update_fields=["draining_at"])
+        effects.request_scheduling_pass()
 
 
 def worker_disabled(worker: Worker) -> None:

@@ -1,4 +1,7 @@
-"""Tests of the work-request API: create, list (paginated), read, re-prioritise, retry, abort."""
+"""
+Tests of the work-request API: create, list (paginated), read, re-prioritise, retry, abort,
+manual unblock.
+"""
 
 from __future__ import annotations
 
@@ -797,6 +800,157 @@ def test_retry_and_abort_of_hidden_work_requests_are_404(
     assert_problem(client.post(retry_url(hidden), {}, format="json"), 404)
     assert_problem(client.post(abort_url(hidden), {}, format="json"), 404)
     assert_problem(client.post("/api/1.0/work-request/424242/retry/", {}, format="json"), 404)
+
+
+# --- Manual unblock ---------------------------------------------------------------------------
+
+
+def unblock_url(work_request: WorkRequest) -> str:
+    return f"{detail_url(work_request)}unblock/"
+
+
+def review_step(playground: Playground, user: User, **fields: Any) -> WorkRequest:
+    return playground.create_work_request(
+        created_by=user, status=WorkRequestStatus.BLOCKED, unblock_strategy="manual", **fields
+    )
+
+
+def test_unblock_accept_makes_it_pending_and_schedules_it(
+    playground: Playground,
+    client: APIClient,
+    user: User,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    worker = playground.create_connected_worker()
+    step = review_step(playground, user)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            unblock_url(step), {"notes": "reviewed", "action": "accept"}, format="json"
+        )
+
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["status"] == "pending"
+    [entry] = body["workflow_data"]["manual_unblock"]["log"]
+    assert entry["notes"] == "reviewed" and entry["action"] == "accept"
+    assert entry["user_id"] == user.pk
+    step.refresh_from_db()
+    # The scheduling pass the accept asked for gave it to the idle worker.
+    assert step.worker == worker
+
+
+def test_unblock_notes_only_and_reject(
+    playground: Playground, client: APIClient, user: User
+) -> None:
+    step = review_step(playground, user)
+
+    noted = client.post(unblock_url(step), {"notes": "needs a second look"}, format="json")
+    assert noted.status_code == 200, noted.content
+    assert noted.json()["status"] == "blocked"
+    rejected = client.post(unblock_url(step), {"action": "reject"}, format="json")
+    assert rejected.status_code == 200, rejected.content
+    body = rejected.json()
+    assert body["status"] == "aborted"
+    assert body["aborted_by"] == user.pk
+    log = body["workflow_data"]["manual_unblock"]["log"]
+    assert [(entry["notes"], entry["action"]) for entry in log] == [
+        ("needs a second look", None),
+        (None, "reject"),
+    ]
+
+
+def test_unblock_refuses_the_wrong_work_requests(
+    playground: Playground, client: APIClient, user: User
+) -> None:
+    ordinary = playground.create_work_request(created_by=user, status=WorkRequestStatus.BLOCKED)
+    problem = assert_problem(
+        client.post(unblock_url(ordinary), {"action": "accept"}, format="json"),
+        400,
+        "Cannot unblock work request",
+    )
+    assert "not a manual-unblock work request" in problem["detail"]
+    pending = review_step(playground, user)
+    pending.status = WorkRequestStatus.PENDING
+    pending.save()
+    problem = assert_problem(
+        client.post(unblock_url(pending), {"notes": "x"}, format="json"),
+        400,
+        "Cannot unblock work request",
+    )
+    assert "is pending" in problem["detail"]
+    waiting = review_step(playground, user)
+    waiting.dependencies.add(playground.create_work_request(created_by=user))
+    assert_problem(
+        client.post(unblock_url(waiting), {"action": "accept"}, format="json"),
+        400,
+        "Cannot unblock work request",
+    )
+    for work_request in (ordinary, pending, waiting):
+        work_request.refresh_from_db()
+        assert "manual_unblock" not in work_request.workflow_data_json
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"action": "approve"},
+        {"notes": 3},
+        {"notes": "x" * 65537},
+        {"notes": "x", "extra": True},
+        [],
+    ],
+)
+def test_unblock_rejects_bad_bodies(
+    playground: Playground, client: APIClient, user: User, body: Any
+) -> None:
+    step = review_step(playground, user)
+    assert_problem(client.post(unblock_url(step), body, format="json"), 400)
+    step.refresh_from_db()
+    assert step.status == WorkRequestStatus.BLOCKED
+    assert step.workflow_data_json == {}
+
+
+def test_who_may_unblock(
+    playground: Playground,
+    user: User,
+    outsider: tuple[User, str],
+    worker_token: str,
+    private: Workspace,
+) -> None:
+    stranger, stranger_token = outsider
+    admin_token = playground.create_user_token(playground.create_user("admin", is_superuser=True))
+    # Its creator, without a role in the (public) workspace, may not review it.
+    own = review_step(playground, stranger)
+    for token in (None, worker_token):
+        assert_problem(
+            api_client(token).post(unblock_url(own), {"notes": "x"}, format="json"), 403
+        )
+    assert_problem(
+        api_client(stranger_token).post(unblock_url(own), {"notes": "x"}, format="json"),
+        403,
+        "Permission denied",
+    )
+    hidden = review_step(playground, user, workspace=private)
+    assert_problem(
+        api_client(stranger_token).post(unblock_url(hidden), {"notes": "x"}, format="json"), 404
+    )
+    # A contributor of the workspace and a superuser may.
+    assert (
+        api_client(playground.create_user_token(user))
+        .post(unblock_url(own), {"notes": "x"}, format="json")
+        .status_code
+        == 200
+    )
+    assert (
+        api_client(admin_token)
+        .post(unblock_url(own), {"action": "reject"}, format="json")
+        .status_code
+        == 200
+    )
+    own.refresh_from_db()
+    assert own.status == WorkRequestStatus.ABORTED
 
 
 # --- The creation path shared with `debusine-admin create_work_request` ----------------------

@@ -1,4 +1,7 @@
-"""`debusine-admin worker`: pre-create, enable, disable and list workers; edit their metadata."""
+"""
+`debusine-admin worker`: pre-create, enable, disable, pause, resume and list workers; edit their
+metadata.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +17,12 @@ from debusine.server.management.base import (
     NounCommand,
     add_yaml_option,
     dump_yaml,
+    fail,
     get_worker,
     read_json_mapping,
 )
 from debusine.server.work_requests import transitions
+from debusine.server.work_requests.transitions import WorkRequestError
 
 #: The worker types an administrator manages (Celery workers are internal).
 ADMIN_WORKER_TYPES = [WorkerType.EXTERNAL.value, WorkerType.SIGNING.value]
@@ -34,7 +39,7 @@ def metadata_summary(worker: Worker) -> str:
 
 
 class Command(NounCommand):
-    help = "Manage workers: create, enable, disable, list, edit_metadata."
+    help = "Manage workers: create, enable, disable, pause, resume, list, edit_metadata."
 
     def add_verbs(self, verbs: argparse._SubParsersAction[CommandParser]) -> None:
         create = self.add_verb(
@@ -53,6 +58,12 @@ class Command(NounCommand):
                 "Disable a worker: its token stops working and its pending work requests go "
                 "back to the queue.",
             ),
+            (
+                "pause",
+                "Pause a worker: it takes no new work and finishes what it holds (not for pool "
+                "workers, which the provisioner drains).",
+            ),
+            ("resume", "Resume a paused worker: it takes new work again."),
         ):
             parser = self.add_verb(verbs, verb, help_text)
             parser.add_argument(
@@ -99,6 +110,22 @@ class Command(NounCommand):
         target = get_worker(worker, worker_type)
         transitions.worker_disabled(target)
         self.write(f"Disabled worker {target.name}")
+
+    def verb_pause(self, *, worker: str, worker_type: str, **_: Any) -> None:
+        target = get_worker(worker, worker_type)
+        try:
+            transitions.worker_paused(target)
+        except WorkRequestError as error:
+            fail(str(error))
+        self.write(f"Paused worker {target.name}")
+
+    def verb_resume(self, *, worker: str, worker_type: str, **_: Any) -> None:
+        target = get_worker(worker, worker_type)
+        try:
+            transitions.worker_resumed(target)
+        except WorkRequestError as error:
+            fail(str(error))
+        self.write(f"Resumed worker {target.name}")
 
     def verb_list(self, *, yaml: bool, **_: Any) -> None:
         workers = list(

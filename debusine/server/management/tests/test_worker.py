@@ -10,7 +10,14 @@ import yaml
 from django.utils import timezone
 from pytest_django import DjangoCaptureOnCommitCallbacks
 
-from debusine.server.db.models import Token, Worker, WorkRequestStatus
+from debusine.server.db.models import (
+    Asset,
+    AssetCategory,
+    Token,
+    Worker,
+    WorkerPool,
+    WorkRequestStatus,
+)
 from debusine.server.db.models.workers import ACTIVATION_TOKEN_LIFETIME
 from debusine.server.management.tests.helpers import run, run_fails, run_usage_error
 from debusine.testing.playground import Playground
@@ -94,6 +101,35 @@ def test_disable_takes_pending_and_running_work_requests_back(
         "notify_worker_disabled",
         "scheduling_pass_after_commit",
     ]
+
+
+def test_pause_and_resume(playground: Playground) -> None:
+    worker, _ = playground.create_worker("builder")
+
+    assert run("worker", "pause", "builder") == "Paused worker builder\n"
+    worker.refresh_from_db()
+    assert worker.draining_at is not None and worker.is_enabled()
+    assert run("worker", "resume", "builder") == "Resumed worker builder\n"
+    worker.refresh_from_db()
+    assert worker.draining_at is None
+
+
+def test_pool_workers_are_not_paused(playground: Playground) -> None:
+    account = Asset.objects.create(
+        category=AssetCategory.CLOUD_PROVIDER_ACCOUNT,
+        data={"provider_type": "local", "name": "local", "configuration": {}, "credentials": {}},
+    )
+    pool = WorkerPool.objects.create(
+        name="pool", provider_account=account, architectures=["amd64"]
+    )
+    worker, _ = playground.create_worker("pool-001")
+    worker.worker_pool = pool
+    worker.save()
+
+    for verb in ("pause", "resume"):
+        assert "belongs to a worker pool" in run_fails("worker", verb, "pool-001")
+    worker.refresh_from_db()
+    assert worker.draining_at is None
 
 
 def test_enable_signing_worker_needs_the_right_type(playground: Playground) -> None:

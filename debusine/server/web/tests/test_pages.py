@@ -7,6 +7,7 @@ queries per page whatever the amount of data.
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +19,19 @@ from debusine.protocol.work_requests import TaskType, WorkRequestResult, WorkReq
 from debusine.server.db.models import (
     Artifact,
     ArtifactRelation,
+    Asset,
+    AssetCategory,
     Token,
     User,
+    WorkerPool,
     WorkRequest,
     Workspace,
 )
+from debusine.server.db.models.worker_pools import record_runtime
 from debusine.server.db.models.workspaces import WorkspaceRoles
+from debusine.server.scheduler.passes import run_scheduling_pass
+from debusine.server.web.templatetags.web import duration
+from debusine.server.work_requests import transitions
 from debusine.testing.playground import FileSpec, Playground
 
 PASSWORD = "correct horse battery staple"
@@ -388,6 +396,65 @@ def test_abort_and_who_may(client: Client, playground: Playground, alice: User) 
     assert client.post(wr_url(pending, "abort/")).status_code == 400
 
 
+def test_review_a_manual_unblock_work_request(
+    signed_in: Client, playground: Playground, alice: User, django_assert_max_num_queries: Any
+) -> None:
+    step = playground.create_work_request(
+        created_by=alice, status=WorkRequestStatus.BLOCKED, unblock_strategy="manual"
+    )
+    transitions.manual_unblock(step, alice, notes="first <look>")
+    with django_assert_max_num_queries(BASE_QUERIES + 5):
+        page = text(signed_in.get(wr_url(step)))
+    review = page[page.index('id="review"') :]
+    assert 'id="review-form"' in review and 'id="review-accept"' in review
+    assert re.search(r"<b>alice</b>.*first &lt;look&gt;", review, re.S)
+
+    assert signed_in.post(wr_url(step, "unblock/"), {"action": "maybe"}).status_code == 400
+    assert signed_in.post(wr_url(step, "unblock/"), {"notes": "  "}).status_code == 400
+    noted = signed_in.post(wr_url(step, "unblock/"), {"notes": "fine", "action": ""})
+    assert noted.status_code == 302
+    accepted = signed_in.post(wr_url(step, "unblock/"), {"action": "accept"})
+    assert accepted.status_code == 302 and accepted["Location"] == wr_url(step)
+    step.refresh_from_db()
+    assert step.status == WorkRequestStatus.PENDING
+    log = transitions.manual_unblock_log(step)
+    assert [(entry["notes"], entry["action"]) for entry in log] == [
+        ("first <look>", None),
+        ("fine", None),
+        (None, "accept"),
+    ]
+    page = text(signed_in.get(wr_url(step)))
+    assert 'id="review-form"' not in page and "accepted" in page
+    again = signed_in.post(wr_url(step, "unblock/"), {"action": "reject"})
+    assert again.status_code == 400 and "only blocked" in text(again)
+
+
+def test_who_may_review_and_csrf(client: Client, playground: Playground, alice: User) -> None:
+    playground.workspace.public = True
+    playground.workspace.save()
+    bob = playground.create_user("bob")
+    step = playground.create_work_request(
+        created_by=bob, status=WorkRequestStatus.BLOCKED, unblock_strategy="manual"
+    )
+    assert client.post(wr_url(step, "unblock/"), {"action": "accept"}).status_code == 403
+    client.force_login(bob)  # its creator, with no role in the workspace
+    assert 'id="review-form"' not in text(client.get(wr_url(step)))
+    refused = client.post(wr_url(step, "unblock/"), {"action": "accept"})
+    assert refused.status_code == 403 and "cannot review" in text(refused)
+    strict = csrf_client()
+    strict.force_login(alice)
+    assert strict.post(wr_url(step, "unblock/"), {"action": "reject"}).status_code == 403
+    token = csrf_token(strict, wr_url(step))
+    rejected = strict.post(
+        wr_url(step, "unblock/"), {"action": "reject", "csrfmiddlewaretoken": token}
+    )
+    assert rejected.status_code == 302
+    step.refresh_from_db()
+    assert step.status == WorkRequestStatus.ABORTED and step.aborted_by == alice
+    ordinary = playground.create_work_request(created_by=alice, status=WorkRequestStatus.BLOCKED)
+    assert 'id="review"' not in text(strict.get(wr_url(ordinary)))
+
+
 def test_why_is_this_not_running(
     signed_in: Client, playground: Playground, alice: User, django_assert_max_num_queries: Any
 ) -> None:
@@ -579,6 +646,169 @@ def test_superuser_disables_and_enables_a_worker(
     worker.token.refresh_from_db()  # type: ignore[union-attr]
     assert worker.is_enabled()
     assert client.post("/-/workers/nope/enable/").status_code == 404
+
+
+def test_superuser_pauses_and_resumes_a_worker(
+    client: Client,
+    playground: Playground,
+    alice: User,
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    worker = playground.create_connected_worker("w1")
+    admin = playground.create_user("admin", is_superuser=True)
+    client.force_login(alice)
+    assert client.post("/-/workers/w1/pause/").status_code == 403
+    client.force_login(admin)
+    assert client.post("/-/workers/w1/pause/").status_code == 302
+    waiting = playground.create_work_request(created_by=alice)
+
+    run_scheduling_pass()
+
+    waiting.refresh_from_db()
+    assert waiting.worker is None  # a paused worker takes no new work
+    page = text(client.get("/-/workers/"))
+    assert re.search(r'id="worker-w1">.*?state-paused.*?/-/workers/w1/resume/', page, re.S)
+    assert re.search(r"<b>w1</b>: it is paused", text(client.get(wr_url(waiting))))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.post("/-/workers/w1/resume/").status_code == 302
+    waiting.refresh_from_db()
+    assert waiting.worker == worker  # the pass the resume asked for
+    pool = make_pool("pool")
+    pool_worker(playground, pool, "pool-001")
+    refused = client.post("/-/workers/pool-001/pause/")
+    assert refused.status_code == 400 and "belongs to a worker pool" in text(refused)
+
+
+def make_pool(name: str, **fields: Any) -> WorkerPool:
+    account = Asset.objects.filter(data__name="local").first() or Asset.objects.create(
+        category=AssetCategory.CLOUD_PROVIDER_ACCOUNT,
+        data={"provider_type": "local", "name": "local", "configuration": {}, "credentials": {}},
+    )
+    return WorkerPool.objects.create(
+        name=name,
+        provider_account=account,
+        architectures=["amd64", "i386"],
+        specifications={"provider_type": "local", "api_url": "http://127.0.0.1:1/api"},
+        **fields,
+    )
+
+
+def pool_worker(
+    playground: Playground, pool: WorkerPool, name: str, *, state: str = "idle", **fields: Any
+) -> Any:
+    """A worker of `pool` whose instance is `launching`, `idle` or `draining`, or `stopped`."""
+    worker = playground.create_connected_worker(name)
+    worker.worker_pool = pool
+    if state != "stopped":
+        worker.instance_created_at = timezone.now() - timedelta(hours=1)
+        worker.worker_pool_data = {"instance_id": f"i-{name}"}
+    if state == "launching":
+        worker.activation_token, _ = Token.objects.create_with_key(enabled=True)
+    if state == "draining":
+        worker.draining_at = timezone.now()
+    for field, value in fields.items():
+        setattr(worker, field, value)
+    worker.save()
+    return worker
+
+
+def pool_page_data(
+    playground: Playground, alice: User, count: int, prefix: str = "pool"
+) -> WorkerPool:
+    """`count` pools, each with an instance of every state, one of them busy, and history."""
+    first = None
+    for index in range(count):
+        number = f"{prefix}{index}"
+        pool = make_pool(
+            number, limits={"max_active_instances": 5, "target_max_seconds_per_month": 66000}
+        )
+        first = first or pool
+        for state in ("launching", "idle", "draining", "stopped"):
+            pool_worker(playground, pool, f"{number}-{state}", state=state)
+        busy = pool_worker(playground, pool, f"{number}-busy")
+        work_request = playground.create_work_request(created_by=alice)
+        work_request.worker = busy
+        work_request.status = WorkRequestStatus.RUNNING
+        work_request.started_at = timezone.now()
+        work_request.save()
+        now = timezone.now()
+        for reason in ("idle", "idle", "scale-in"):
+            record_runtime(
+                pool,
+                worker=busy,
+                instance_id=f"i-old-{reason}",
+                started_at=now - timedelta(minutes=30),
+                reason=reason,
+                boot_seconds=40.0,
+                work_requests=2,
+                now=now,
+            )
+        pool.counters = {
+            "launches": 9,
+            "launch_failures": 1,
+            "terminated:idle": 2,
+            "terminated:scale-in": 1,
+        }
+        pool.save()
+    assert first is not None
+    return first
+
+
+def test_worker_pool_list_counts_instances_by_state(
+    client: Client, playground: Playground, alice: User, django_assert_max_num_queries: Any
+) -> None:
+    pool_page_data(playground, alice, 1)
+    with django_assert_max_num_queries(3):
+        page = text(client.get("/-/worker-pools/"))
+    row = re.search(r'id="pool-pool0">(.*?)</tr>', page, re.S)
+    assert row is not None, page
+    cells = row[1]
+    assert "local" in cells and "amd64, i386" in cells
+    assert re.search(r'class="active">4/5<', cells)  # stopped workers have no instance
+    for state, count in (("launching", 1), ("busy", 1), ("idle", 1), ("draining", 1)):
+        assert re.search(rf'class="{state}">{count}<', cells), state
+    # Four live instances for an hour plus three ended ones of 30 minutes: 5 h 30 of 18 h
+    # (the model's own sum says so too, unless the month began less than an hour ago).
+    pool = WorkerPool.objects.get(name="pool0")
+    assert re.search(r'class="runtime">5 h 30 min \(30% of the budget\)', cells) or (
+        f'class="runtime">{duration(pool.runtime_this_month())}' in cells
+    )
+    # As many queries for more pools, workers and history.
+    pool_page_data(playground, alice, 3, prefix="more")
+    make_pool("empty", enabled=False)
+    with django_assert_max_num_queries(3):
+        page = text(client.get("/-/worker-pools/"))
+    assert len(re.findall(r'<tr id="pool-', page)) == 5
+    assert re.search(r'id="pool-empty">.*?state-disabled.*?class="active">0/1<', page, re.S)
+    workers_page = text(client.get("/-/workers/"))
+    assert 'href="/-/worker-pools/"' in workers_page
+    assert 'href="/-/worker-pools/pool0/"' in workers_page
+
+
+def test_worker_pool_detail_shows_workers_and_statistics(
+    client: Client, playground: Playground, alice: User, django_assert_max_num_queries: Any
+) -> None:
+    playground.workspace.public = True
+    playground.workspace.save()
+    pool = pool_page_data(playground, alice, 1)
+    with django_assert_max_num_queries(8):
+        page = text(client.get(f"/-/worker-pools/{pool.name}/"))
+    for state in ("launching", "idle", "draining", "stopped", "busy"):
+        assert re.search(rf'id="worker-pool0-{state}">.*?state-{state}', page, re.S), state
+    assert re.search(r'id="worker-pool0-busy">.*?i-pool0-busy.*?work-request/\d+/', page, re.S)
+    assert re.search(
+        r'id="reason-idle">.*?<td>2</td><td>2</td><td>1 h 00 min</td><td>40 s', page, re.S
+    )
+    assert 'id="reason-scale-in"' in page and 'id="reason-gone"' not in page
+    assert re.search(r"<dt>Launches</dt><dd>9<", page)
+    assert page.count("i-old-") == 3
+    # As many queries with more pools, workers and history.
+    pool_page_data(playground, alice, 2, prefix="more")
+    for number in range(3):
+        pool_worker(playground, pool, f"extra-{number}")
+    with django_assert_max_num_queries(8):
+        assert client.get(f"/-/worker-pools/{pool.name}/").status_code == 200
+    assert client.get("/-/worker-pools/nope/").status_code == 404
 
 
 def test_queue_status(
