@@ -13,7 +13,8 @@ pending work that pools before it do not already cover):
   `target_latency_seconds`), else ceil(expected seconds of the queue / target latency), never
   more than the number of work requests; idle and booting instances count against it;
 - desired = busy instances + instances wanted for the queue + `idle_count`, clamped to
-  [`min_active_instances`, `max_active_instances`];
+  [`min_active_instances`, `max_active_instances`] (the minimum and `idle_count` of the
+  limits' schedule that is on, if any: `schedules`);
 - launches: desired - active, none while the pool backs off after failed launches or when
   its monthly budget (`target_max_seconds_per_month`) is used up;
 - terminations: idle instances above `desired` once idle for `max_idle_seconds`; drained,
@@ -357,9 +358,10 @@ class PoolProvisioner:
         else:
             seconds = sum(item.count * item.seconds_each for item in served)
             for_queue = min(pending, math.ceil(seconds / self.limits.target_latency_seconds))
-        desired = len(busy) + for_queue + self.limits.idle_count
+        effective = self.limits.effective_at(self.now)
+        desired = len(busy) + for_queue + effective.idle_count
         clamped = max(
-            self.limits.min_active_instances, min(self.limits.max_active_instances, desired)
+            effective.min_active_instances, min(self.limits.max_active_instances, desired)
         )
         active = len(workers) - len(draining)
         self.report.desired, self.report.active = clamped, active
@@ -375,8 +377,10 @@ class PoolProvisioner:
         why = (
             f"{pending} pending work request(s) it can run, {len(busy)} busy, "
             f"{len(idle)} idle, {len(booting)} booting: wants {desired}, "
-            f"limits [{self.limits.min_active_instances}, {self.limits.max_active_instances}]"
+            f"limits [{effective.min_active_instances}, {self.limits.max_active_instances}]"
         )
+        if effective.schedule is not None:
+            why += f", idle_count {effective.idle_count} from {effective.schedule}"
         if to_launch > 0:
             self.launch(to_launch, why)
         elif to_launch < 0:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.utils import timezone
@@ -344,3 +344,33 @@ def test_disabled_pool_terminates_its_idle_instances(
 
     assert pool_workers(pool) == []
     assert WorkerPoolStatistics.objects.get().reason == "pool-disabled"
+
+
+def test_a_schedule_raises_the_minimum_and_spare_instances_while_it_is_on(
+    make_pool: MakePool, cloud: CloudDouble
+) -> None:
+    pool = make_pool(
+        max_active_instances=5,
+        schedules=[
+            {
+                "cron": "0 8 * * 1-5",
+                "timezone": "Europe/Paris",
+                "duration_seconds": 36000,
+                "min_active_instances": 2,
+                "idle_count": 3,
+            }
+        ],
+    )
+    saturday = datetime(2026, 3, 28, 9, 0, tzinfo=UTC)
+    assert provision(cloud, now=saturday).lines() == []
+    assert cloud.launches == []
+
+    monday = datetime(2026, 3, 30, 6, 30, tzinfo=UTC)  # 08:30 in Paris, summer time
+    [line] = provision(cloud, now=monday).lines()
+
+    assert len(pool_workers(pool)) == 3
+    assert "wants 3, limits [2, 5]" in line
+    assert (
+        "idle_count 3 from schedules[0] ('0 8 * * 1-5' Europe/Paris) since 2026-03-30T06:00"
+        in line
+    )
