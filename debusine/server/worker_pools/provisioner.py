@@ -16,7 +16,9 @@ pending work that pools before it do not already cover):
   [`min_active_instances`, `max_active_instances`] (the minimum and `idle_count` of the
   limits' schedule that is on, if any: `schedules`);
 - launches: desired - active, none while the pool backs off after failed launches or when
-  its monthly budget (`target_max_seconds_per_month`) is used up;
+  its monthly budget (`target_max_seconds_per_month`) or its scope's
+  (`ScopeWorkerPoolLimits`) is used up; the pending work of a scope whose budget is used up
+  counts for no pool;
 - terminations: idle instances above `desired` once idle for `max_idle_seconds`; drained,
   recycled and ephemeral instances once idle; instances that never registered within
   `register_timeout_seconds` (a failed launch: the pool backs off); instances whose provider
@@ -41,7 +43,8 @@ from datetime import datetime, timedelta
 from django.db import connection
 from django.utils import timezone
 
-from debusine.server.db.models import TerminationReason, Worker, WorkerPool
+from debusine.server.db.models import Scope, TerminationReason, Worker, WorkerPool
+from debusine.server.db.models.worker_pools import ScopeBudget, scope_budgets
 from debusine.server.work_requests import sql
 from debusine.server.worker_pools import instances
 from debusine.server.worker_pools.providers.base import Provider, ProviderError
@@ -188,8 +191,11 @@ class PoolProvisioner:
         provider: Provider,
         states: dict[int, WorkerState],
         now: datetime,
+        exhausted_scopes: dict[int, tuple[str, ScopeBudget]] | None = None,
     ) -> None:
         self.pool = pool
+        #: Scopes whose monthly budget is used up, by id: (name, budget).
+        self.exhausted_scopes = exhausted_scopes or {}
         self.provider = provider
         self.states = states
         self.now = now
@@ -352,6 +358,19 @@ class PoolProvisioner:
         draining = [w for w in workers if w.draining_at is not None and not self.state(w).busy]
 
         served = [item for item in demand if item.count > 0 and serves(pool, item)]
+        withheld = [item for item in served if item.scope_id in self.exhausted_scopes]
+        if withheld:
+            served = [item for item in served if item.scope_id not in self.exhausted_scopes]
+            reasons = sorted(
+                {
+                    budget.describe(name)
+                    for name, budget in (self.exhausted_scopes[item.scope_id] for item in withheld)
+                }
+            )
+            self.decide(
+                f"does not count {sum(item.count for item in withheld)} pending work "
+                f"request(s): {'; '.join(reasons)}"
+            )
         pending = sum(item.count for item in served)
         if pool.ephemeral or self.limits.target_latency_seconds is None:
             for_queue = pending
@@ -397,6 +416,13 @@ class PoolProvisioner:
                 f"{pool.launch_backoff_until.isoformat()} after "
                 f"{pool.consecutive_launch_failures} failed launch(es)"
             )
+            return
+        exhausted_scope = self.exhausted_scopes.get(pool.scope_id or 0)
+        if exhausted_scope is not None:
+            name, scope_budget = exhausted_scope
+            self.decide(f"would launch {count} ({why}) but the {scope_budget.describe(name)}")
+            pool.count("launches_refused_budget")
+            pool.save(update_fields=["counters"])
             return
         budget = self.limits.target_max_seconds_per_month
         if budget is not None:
@@ -450,6 +476,18 @@ def run_provisioner_pass(
             WorkerPool.objects.select_related("provider_account").order_by("-priority", "name")
         )
         demand = load_demand(now)
+        exhausted = {
+            scope_id: budget for scope_id, budget in scope_budgets(now).items() if budget.exhausted
+        }
+        scope_names = (
+            dict(Scope.objects.filter(pk__in=exhausted).values_list("pk", "name"))
+            if exhausted
+            else {}
+        )
+        exhausted_scopes = {
+            scope_id: (scope_names.get(scope_id, str(scope_id)), budget)
+            for scope_id, budget in exhausted.items()
+        }
         states = load_worker_states([pool.pk for pool in pools])
         # Every pool's live instances in one query (a pass must not cost a query per pool).
         workers: dict[int, list[Worker]] = {pool.pk: [] for pool in pools}
@@ -469,7 +507,9 @@ def run_provisioner_pass(
                 report.pools.append(pool_report)
                 continue
             report.pools.append(
-                PoolProvisioner(pool, provider, states, now).run(demand, workers[pool.pk])
+                PoolProvisioner(pool, provider, states, now, exhausted_scopes).run(
+                    demand, workers[pool.pk]
+                )
             )
     report.seconds = time.perf_counter() - started
     return report

@@ -9,6 +9,7 @@ from typing import Any
 from django.utils import timezone
 
 from debusine.server.db.models import (
+    ScopeWorkerPoolLimits,
     Token,
     User,
     Worker,
@@ -17,6 +18,7 @@ from debusine.server.db.models import (
     WorkRequest,
     WorkRequestStatus,
 )
+from debusine.server.db.models.worker_pools import scope_budgets
 from debusine.server.scheduler.passes import run_scheduling_pass
 from debusine.server.worker_pools.provisioner import PassReport, run_provisioner_pass
 from debusine.server.worker_pools.tests.cloud import CloudDouble
@@ -374,3 +376,67 @@ def test_a_schedule_raises_the_minimum_and_spare_instances_while_it_is_on(
         "idle_count 3 from schedules[0] ('0 8 * * 1-5' Europe/Paris) since 2026-03-30T06:00"
         in line
     )
+
+
+def test_a_scope_budget_used_up_stops_its_pools_and_its_share_of_shared_pools(
+    playground: Playground, make_pool: MakePool, cloud: CloudDouble
+) -> None:
+    scoped = make_pool("scoped", max_active_instances=3, min_active_instances=1)
+    scoped.scope = playground.scope
+    scoped.save()
+    shared = make_pool("shared", max_active_instances=3)
+    ScopeWorkerPoolLimits.objects.create(scope=playground.scope, target_max_seconds_per_month=3600)
+    now = timezone.now()
+    # An hour of the scope's own pool ended this month: the budget is used up.
+    WorkerPoolStatistics.objects.create(
+        worker_pool=scoped,
+        started_at=now - timedelta(hours=1),
+        ended_at=now,
+        runtime_seconds=3600,
+        reason="idle",
+    )
+    burst(playground, 2)
+
+    lines = provision(cloud).lines()
+
+    assert cloud.launches == []
+    budget = (
+        f"scope {playground.scope.name}'s monthly budget is used up: 3600 of 3600 s "
+        "(worker_pool scope_budget)"
+    )
+    assert f"pool scoped: does not count 2 pending work request(s): {budget}" in lines
+    assert any(
+        line.startswith("pool scoped: would launch 1") and line.endswith(f"but the {budget}")
+        for line in lines
+    ), lines
+    assert f"pool shared: does not count 2 pending work request(s): {budget}" in lines
+    scoped.refresh_from_db()
+    assert scoped.counters["launches_refused_budget"] == 1
+
+    # Raised: both come back (the scope's pool first, by its priority and name order).
+    ScopeWorkerPoolLimits.objects.filter(scope=playground.scope).update(
+        target_max_seconds_per_month=100000
+    )
+    provision(cloud)
+    assert len(pool_workers(scoped)) == 2
+    assert len(pool_workers(shared)) == 0
+
+
+def test_time_on_shared_pools_counts_against_the_scope_budget(
+    playground: Playground, make_pool: MakePool, cloud: CloudDouble
+) -> None:
+    shared = make_pool("shared", max_active_instances=3)
+    ScopeWorkerPoolLimits.objects.create(scope=playground.scope, target_max_seconds_per_month=60)
+    first, _second = burst(playground, 2)
+    provision(cloud)
+    worker = register(pool_workers(shared)[0])
+    start(first, worker)
+    WorkRequest.objects.filter(pk=first.pk).update(
+        started_at=timezone.now() - timedelta(seconds=61)
+    )
+
+    lines = provision(cloud).lines()
+
+    assert any("does not count 1 pending work request(s)" in line for line in lines), lines
+    budgets = scope_budgets()
+    assert budgets[playground.scope.pk].used_seconds >= 61
