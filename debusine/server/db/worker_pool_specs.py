@@ -214,6 +214,15 @@ class AwsSpecification(StrictModel):
     instance_market_type: Literal["spot", "on-demand"] = "spot"
     #: Fall back to on-demand when spot capacity is short.
     on_demand_fallback: bool = True
+    #: Replace an instance whose spot capacity was reclaimed with an on-demand one, so its
+    #: retried work request is not interrupted twice.
+    on_demand_after_interruption: bool = True
+    #: What a spot instance's worker watches for the interruption notice (instance metadata;
+    #: written to its config.ini as interruption-notice-url); None: not watched.
+    interruption_notice_url: str | None = Field(
+        default="http://169.254.169.254/latest/meta-data/spot/instance-action",
+        pattern=r"^https?://[^/?#]+(/[^?#]*)?$",
+    )
     max_spot_price_per_hour: Annotated[float, Field(gt=0)] | None = None
     api_url: str = Field(pattern=r"^https?://[^/?#]+(/[^?#]*)?$")
     debian_release: DebianRelease = "trixie"

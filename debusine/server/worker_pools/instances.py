@@ -146,6 +146,8 @@ def _prepare_worker(pool: WorkerPool) -> tuple[Worker, str]:
     worker.connected_at = None
     worker.max_work_requests = 1 if pool.ephemeral else limits.recycle_after_work_requests
     worker.static_metadata = {**worker.static_metadata, "worker_pool:tags": list(pool.tags)}
+    # What the previous instance reported (an interruption notice, say) is not this one's.
+    worker.dynamic_metadata = {}
     worker.save()
     if previous_activation is not None:
         previous_activation.delete()
@@ -159,19 +161,30 @@ class LaunchOutcome:
 
 
 def launch_workers(
-    pool: WorkerPool, count: int, reason: str, provider: Provider | None = None
+    pool: WorkerPool,
+    count: int,
+    reason: str,
+    provider: Provider | None = None,
+    *,
+    on_demand: int = 0,
 ) -> LaunchOutcome:
     """
-    Launch `count` instances (stopping at the first failure, which backs the pool off).
-    Each launch commits on its own: the worker may register while the next one starts.
+    Launch `count` instances (stopping at the first failure, which backs the pool off), the
+    first `on_demand` of them on on-demand capacity. Each launch commits on its own: the
+    worker may register while the next one starts.
     """
     provider = provider or provider_for(pool)
     outcome = LaunchOutcome(launched=[])
-    for _ in range(count):
+    for index in range(count):
         worker, key = _prepare_worker(pool)
         try:
             instance = provider.launch(
-                LaunchRequest(pool_name=pool.name, worker_name=worker.name, activation_token=key)
+                LaunchRequest(
+                    pool_name=pool.name,
+                    worker_name=worker.name,
+                    activation_token=key,
+                    on_demand=index < on_demand,
+                )
             )
         except ProviderError as error:
             with transaction.atomic():

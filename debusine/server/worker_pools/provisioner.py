@@ -55,6 +55,8 @@ logger = logging.getLogger("debusine.server.worker_pools")
 PROVISIONER_LOCK_KEY = 0x64627076  # "dbpv"
 #: How far back task durations are averaged.
 DURATION_WINDOW = timedelta(days=7)
+#: The dynamic metadata key a worker sets when its instance announces an interruption.
+INTERRUPTION_NOTICE_KEY = "system:interruption_notice"
 #: Expected duration of a task never seen completing.
 DEFAULT_DURATION = 600.0
 
@@ -83,7 +85,8 @@ SELECT w.id,
         WHERE wr.worker_id = w.id AND wr.completed_at >= w.instance_created_at),
        (SELECT count(*) FROM db_workrequest wr
         WHERE wr.worker_id = w.id
-          AND (wr.status IN {sql.HELD} OR wr.started_at >= w.instance_created_at))
+          AND (wr.status IN {sql.HELD} OR wr.started_at >= w.instance_created_at)),
+       w.dynamic_metadata ? %s
 FROM db_worker w
 WHERE w.worker_pool_id = ANY(%s) AND w.instance_created_at IS NOT NULL
 """  # noqa: S608 (statuses from the enumerations)
@@ -105,6 +108,8 @@ class WorkerState:
     busy: bool
     last_completed_at: datetime | None
     work_requests: int
+    #: The worker reported its instance's interruption notice (instance metadata).
+    interruption_notice: bool = False
 
 
 @dataclass
@@ -156,8 +161,8 @@ def load_demand(now: datetime) -> list[Demand]:
 
 def load_worker_states(pool_ids: list[int]) -> dict[int, WorkerState]:
     with connection.cursor() as cursor:
-        cursor.execute(WORKER_STATE_SQL, [pool_ids])
-        return {row[0]: WorkerState(row[1], row[2], row[3]) for row in cursor.fetchall()}
+        cursor.execute(WORKER_STATE_SQL, [INTERRUPTION_NOTICE_KEY, pool_ids])
+        return {row[0]: WorkerState(*row[1:]) for row in cursor.fetchall()}
 
 
 def serves(pool: WorkerPool, demand: Demand) -> bool:
@@ -201,6 +206,8 @@ class PoolProvisioner:
         self.now = now
         self.limits = pool.parsed_limits()
         self.report = PoolReport(pool.name)
+        #: Work requests retried in this pass after an interruption (not in the demand yet).
+        self.retried_after_interruption = 0
 
     def state(self, worker: Worker) -> WorkerState:
         return self.states.get(worker.pk) or WorkerState(False, None, 0)
@@ -270,13 +277,16 @@ class PoolProvisioner:
                         self.pool, f"{worker.name} ended before registering", self.now
                     )
                 continue
-            if seen.interruption_notice:
+            if seen.interruption_notice or self.state(worker).interruption_notice:
+                busy = self.state(worker).busy
                 instances.drain_worker(worker, "interruption notice")
                 self.terminate(
                     worker,
                     TerminationReason.INTERRUPTED,
                     "the provider announced an interruption: its work is retried elsewhere",
                 )
+                if busy:
+                    self.retried_after_interruption += 1
                 continue
             remaining.append(worker)
         return remaining
@@ -371,11 +381,14 @@ class PoolProvisioner:
                 f"does not count {sum(item.count for item in withheld)} pending work "
                 f"request(s): {'; '.join(reasons)}"
             )
-        pending = sum(item.count for item in served)
+        # The work requests retried after an interruption in this pass are pending now.
+        pending = sum(item.count for item in served) + self.retried_after_interruption
         if pool.ephemeral or self.limits.target_latency_seconds is None:
             for_queue = pending
         else:
-            seconds = sum(item.count * item.seconds_each for item in served)
+            seconds = sum(item.count * item.seconds_each for item in served) + (
+                self.retried_after_interruption * DEFAULT_DURATION
+            )
             for_queue = min(pending, math.ceil(seconds / self.limits.target_latency_seconds))
         effective = self.limits.effective_at(self.now)
         desired = len(busy) + for_queue + effective.idle_count
@@ -435,9 +448,20 @@ class PoolProvisioner:
                 pool.count("launches_refused_budget")
                 pool.save(update_fields=["counters"])
                 return
-        outcome = instances.launch_workers(pool, count, why, self.provider)
+        on_demand = 0
+        specification = pool.parsed_specifications()
+        if self.retried_after_interruption and getattr(
+            specification, "on_demand_after_interruption", False
+        ):
+            on_demand = min(count, self.retried_after_interruption)
+        outcome = instances.launch_workers(pool, count, why, self.provider, on_demand=on_demand)
         self.report.launched += len(outcome.launched)
         names = ", ".join(worker.name for worker in outcome.launched) or "none"
+        if on_demand:
+            why += (
+                f"; {on_demand} on on-demand capacity for the work retried after a spot "
+                "interruption"
+            )
         self.decide(f"launched {len(outcome.launched)} of {count} ({names}): {why}")
         if outcome.error is not None:
             self.decide(f"launch failed, backing off: {outcome.error}")

@@ -271,11 +271,14 @@ def test_interruption_retries_the_work_elsewhere_at_once(
     retry = WorkRequest.objects.get(supersedes=work_request)
     assert retry.status == WorkRequestStatus.PENDING
     assert any("announced an interruption" in line for line in report.lines())
-    assert pool_workers(pool) == []
-    # The next pass launches an instance for the retried work request.
-    provision(cloud)
+    # The same pass launches an instance for the retried work request (a local pool has no
+    # on-demand capacity to ask for).
     [replacement] = pool_workers(pool)
     assert replacement.worker_pool_data["instance_id"] != worker.worker_pool_data["instance_id"]
+    assert [request.on_demand for request in cloud.launches] == [False, False]
+    assert WorkerPoolStatistics.objects.get().reason == "interrupted"
+    provision(cloud)
+    assert pool_workers(pool) == [replacement]
 
 
 def test_drained_worker_finishes_its_work_then_is_terminated(
