@@ -6,7 +6,8 @@ The allocation rule, per pool, pools taken by descending priority (a pool only c
 pending work that pools before it do not already cover):
 
 - the work it can serve: pending, unassigned Worker work requests whose host architecture
-  is one of the pool's (or none), of the pool's scope (any scope for an instance-wide pool);
+  is one of the pool's (or none), of the pool's scope (any scope for an instance-wide pool),
+  that workers with the pool's tags could run (`matching`);
 - each work request is expected to last the average duration of its task over the last
   `DURATION_WINDOW` (DEFAULT_DURATION when never seen);
 - instances wanted for the queue: one per work request (ephemeral pools, or no
@@ -47,6 +48,7 @@ from debusine.server.db.models import Scope, TerminationReason, Worker, WorkerPo
 from debusine.server.db.models.worker_pools import ScopeBudget, scope_budgets
 from debusine.server.work_requests import sql
 from debusine.server.worker_pools import instances
+from debusine.server.worker_pools.matching import PoolCapabilities
 from debusine.server.worker_pools.providers.base import Provider, ProviderError
 
 logger = logging.getLogger("debusine.server.worker_pools")
@@ -62,10 +64,11 @@ DEFAULT_DURATION = 600.0
 
 # Pending work waiting for a worker, by what decides which pools may serve it.
 DEMAND_SQL = f"""
-SELECT ws.scope_id, wr.task_data->>'host_architecture', wr.task_name, count(*)
+SELECT ws.scope_id, wr.task_data->>'host_architecture', wr.task_name,
+       wr.task_data->>'backend', count(*)
 FROM db_workrequest wr JOIN db_workspace ws ON ws.id = wr.workspace_id
 WHERE wr.status = {sql.PENDING} AND wr.worker_id IS NULL AND wr.task_type = 'Worker'
-GROUP BY 1, 2, 3
+GROUP BY 1, 2, 3, 4
 """  # noqa: S608 (statuses from the enumerations)
 
 DURATIONS_SQL = """
@@ -99,6 +102,8 @@ class Demand:
     scope_id: int
     architecture: str | None
     task_name: str
+    #: The executor backend its task data asks for (None: the task's default, or none).
+    backend: str | None
     count: int
     seconds_each: float
 
@@ -154,8 +159,8 @@ def load_demand(now: datetime) -> list[Demand]:
         cursor.execute(DEMAND_SQL)
         rows = cursor.fetchall()
     return [
-        Demand(scope, architecture, name, count, durations.get(name, DEFAULT_DURATION))
-        for scope, architecture, name, count in rows
+        Demand(scope, architecture, name, backend, count, durations.get(name, DEFAULT_DURATION))
+        for scope, architecture, name, backend, count in rows
     ]
 
 
@@ -368,6 +373,24 @@ class PoolProvisioner:
         draining = [w for w in workers if w.draining_at is not None and not self.state(w).busy]
 
         served = [item for item in demand if item.count > 0 and serves(pool, item)]
+        capabilities = PoolCapabilities(pool.tags)
+        if capabilities.restricts:
+            unfit: dict[str, int] = {}
+            runnable = []
+            for item in served:
+                missing = capabilities.missing(item.task_name, item.backend)
+                if missing is None:
+                    runnable.append(item)
+                else:
+                    unfit[missing] = unfit.get(missing, 0) + item.count
+            if unfit:
+                self.decide(
+                    f"does not count {sum(unfit.values())} pending work request(s) its "
+                    "workers' tags cannot run ("
+                    + "; ".join(f"{count} x {why}" for why, count in sorted(unfit.items()))
+                    + ")"
+                )
+            served = runnable
         withheld = [item for item in served if item.scope_id in self.exhausted_scopes]
         if withheld:
             served = [item for item in served if item.scope_id not in self.exhausted_scopes]

@@ -443,3 +443,30 @@ def test_time_on_shared_pools_counts_against_the_scope_budget(
     assert any("does not count 1 pending work request(s)" in line for line in lines), lines
     budgets = scope_budgets()
     assert budgets[playground.scope.pk].used_seconds >= 61
+
+
+def test_demand_counts_only_work_the_pool_tags_can_run(
+    playground: Playground, make_pool: MakePool, cloud: CloudDouble
+) -> None:
+    noop_pool = make_pool("noop-only", max_active_instances=5)
+    noop_pool.tags = ["worker:task:worker:noop:version:1", "fast"]
+    noop_pool.priority = 10
+    noop_pool.save()
+    general = make_pool("general", max_active_instances=5)
+    burst(playground, 3)  # sleep work requests
+
+    lines = provision(cloud).lines()
+
+    assert pool_workers(noop_pool) == []
+    assert len(pool_workers(general)) == 3
+    assert (
+        "pool noop-only: does not count 3 pending work request(s) its workers' tags cannot "
+        "run (3 x sleep: no worker:task:worker:sleep:version:1 tag)"
+    ) in lines
+    # Its workers carry the pool's tags.
+    noop_pool.tags = ["worker:task:worker:sleep:version:1"]
+    noop_pool.save()
+    burst(playground, 2)
+    provision(cloud)
+    worker = pool_workers(noop_pool)[0]
+    assert worker.static_metadata["worker_pool:tags"] == ["worker:task:worker:sleep:version:1"]
