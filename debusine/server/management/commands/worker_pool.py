@@ -16,6 +16,7 @@ from debusine.server.db.models import (
     WorkerPool,
     WorkerPoolStatistics,
 )
+from debusine.server.db.models.metrics import current_metric_counts
 from debusine.server.db.models.worker_pools import month_start, scope_budgets
 from debusine.server.management.base import (
     NounCommand,
@@ -68,6 +69,32 @@ def pool_budget_text(pool: WorkerPool, used: float) -> str:
         return "no monthly budget"
     state = "used up: launches nothing" if used >= budget else "available"
     return f"{used:.0f} of {budget} s used this month ({state})"
+
+
+def histogram_summary(pool: WorkerPool, family: str) -> dict[str, Any]:
+    """
+    Count, mean and the 50th and 90th percentiles of one of the pool's histograms
+    (percentiles as the upper bound of the bucket they fall in: `<= 60`).
+    """
+    buckets: dict[float, int] = {}
+    total = 0.0
+    for name, key, count, observed in current_metric_counts():
+        if name == family and key.get("worker_pool") == pool.name:
+            bound = float("inf") if key["le"] == "+Inf" else float(key["le"])
+            buckets[bound] = buckets.get(bound, 0) + count
+            total += observed
+    count = sum(buckets.values())
+    if not count:
+        return {"count": 0}
+    summary: dict[str, Any] = {"count": count, "mean": round(total / count, 1)}
+    for label, fraction in (("p50", 0.5), ("p90", 0.9)):
+        cumulative = 0
+        for bound in sorted(buckets):
+            cumulative += buckets[bound]
+            if cumulative >= fraction * count:
+                summary[label] = f"<= {bound:g}" if bound != float("inf") else "> 86400"
+                break
+    return summary
 
 
 def pool_summary(pool: WorkerPool) -> dict[str, Any]:
@@ -305,6 +332,8 @@ class Command(NounCommand):
         summary["mean_boot_seconds"] = (
             round(boot["total"] / boot["count"], 1) if boot["count"] else None
         )
+        summary["boot_to_ready_seconds"] = histogram_summary(pool, "worker_pool_boot_seconds")
+        summary["queue_to_start_seconds"] = histogram_summary(pool, "worker_pool_queue_seconds")
         if yaml:
             self.write_yaml(summary)
             return
