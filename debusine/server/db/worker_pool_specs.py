@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from debusine.server.worker_pools.schedules import (
+from debusine.server.db.worker_pool_schedules import (
     CronError,
     CronExpression,
     parse_zone,

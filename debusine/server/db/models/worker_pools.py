@@ -20,6 +20,7 @@ from django.db import connection, models
 from django.db.models import Sum
 from django.utils import timezone
 
+from debusine.protocol.work_requests import WorkRequestStatus
 from debusine.server.db.models.assets import Asset, AssetCategory
 from debusine.server.db.worker_pool_specs import (
     AwsSpecification,
@@ -31,7 +32,6 @@ from debusine.server.db.worker_pool_specs import (
     parse_limits,
     parse_specifications,
 )
-from debusine.server.work_requests import sql
 
 
 def month_start(at: datetime) -> datetime:
@@ -239,6 +239,8 @@ class ScopeWorkerPoolLimits(models.Model):
         return f"{self.scope_id}: {self.target_max_seconds_per_month} s/month"
 
 
+RUNNING = f"'{WorkRequestStatus.RUNNING.value}'"
+
 # What each scope with a budget used this calendar month: its pools' ended instances (only
 # this month's part) and live ones, and its work requests' time on instance-wide pools.
 SCOPE_USAGE_SQL = f"""
@@ -260,7 +262,7 @@ SELECT l.scope_id, l.target_max_seconds_per_month,
               WHERE ws.scope_id = l.scope_id AND p.scope_id IS NULL
                 AND wr.started_at IS NOT NULL
                 AND (wr.completed_at >= %(month)s
-                     OR (wr.completed_at IS NULL AND wr.status = {sql.RUNNING}))), 0)
+                     OR (wr.completed_at IS NULL AND wr.status = {RUNNING}))), 0)
 FROM db_scopeworkerpoollimits l
 """  # noqa: S608 (statuses from the enumerations)
 

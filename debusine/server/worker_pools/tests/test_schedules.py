@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from debusine.server.db.worker_pool_schedules import CronError, CronExpression, period_started_at
 from debusine.server.db.worker_pool_specs import SpecificationError, parse_limits
-from debusine.server.worker_pools.schedules import CronError, CronExpression, period_started_at
 
 PARIS = "Europe/Paris"
 
