@@ -155,6 +155,34 @@ def timed_pass(label: str, cloud: InstantCloud) -> float:
     return seconds
 
 
+def profile_pass(cloud: InstantCloud) -> None:
+    """A warm pass under cProfile, with each SQL statement's time (BENCH_PROFILE=1)."""
+    import cProfile
+    import pstats
+    from collections.abc import Callable
+
+    from django.db import connection
+
+    statements: list[tuple[float, str]] = []
+
+    def timed(execute: Callable[..., Any], sql: str, *args: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return execute(sql, *args)
+        finally:
+            statements.append((time.perf_counter() - started, " ".join(sql.split())[:90]))
+
+    profile = cProfile.Profile()
+    with connection.execute_wrapper(timed):
+        profile.enable()
+        timed_pass("profiled (warm)", cloud)
+        profile.disable()
+    print(f"{len(statements)} SQL statements, {sum(s for s, _ in statements) * 1000:.1f} ms:")
+    for seconds, text in sorted(statements, reverse=True)[:8]:
+        print(f"  {seconds * 1000:7.1f} ms  {text}")
+    pstats.Stats(profile).sort_stats("cumtime").print_stats(25)
+
+
 def run(database_url: str, pools: int, per_pool: int, pending: int) -> None:
     from debusine.server.db.models import Asset, AssetCategory, User, WorkerPool
 
@@ -188,16 +216,10 @@ def run(database_url: str, pools: int, per_pool: int, pending: int) -> None:
         connection.execute("ANALYZE")
 
         print(f"{pools} pools, {instances} busy instances, {pending} pending work requests")
-        if os.environ.get("BENCH_PROFILE"):
-            import cProfile
-            import pstats
-
-            profile = cProfile.Profile()
-            profile.enable()
-            timed_pass("profiled", cloud)
-            profile.disable()
-            pstats.Stats(profile).sort_stats("tottime").print_stats(15)
+        print(f"load average before: {os.getloadavg()[0]:.1f} ({os.cpu_count()} cores)")
         timed_pass("pass 1: every pool at its maximum", cloud)
+        if os.environ.get("BENCH_PROFILE"):
+            profile_pass(cloud)
         timed_pass("pass 2: the same again (warm)", cloud)
         connection.execute(
             "UPDATE db_workerpool SET limits = jsonb_set(limits, '{max_active_instances}', "

@@ -38,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
             "wait to be enabled, then run the work requests the server assigns."
         ),
         epilog=(
+            "config.ini [General] keys: api-url (required), log-file, log-level, cache-dir, "
+            "interruption-notice-url (an instance metadata URL answering 200 once the cloud "
+            "will reclaim the instance: the worker then takes no new work and reports it), "
+            "interruption-notice-interval (seconds, default 5). "
             "Exit status: 0 stopped by SIGTERM or SIGINT; 1 a completion could not be "
             "reported; 2 bad arguments; 3 unusable configuration or registration refused."
         ),

@@ -3,7 +3,8 @@ The worker's configuration: where it lives, `config.ini`, and the `token` files.
 
 The configuration directory is the one given with `--config-dir`, else the first existing of
 `~/.config/debusine/worker/` and `/etc/debusine/worker/`. It holds `config.ini` (section
-`[General]`: `api-url` required, `log-file`, `log-level` and `cache-dir` optional), the
+`[General]`: `api-url` required, `log-file`, `log-level`, `cache-dir`,
+`interruption-notice-url` and `interruption-notice-interval` optional), the
 worker's `token` once registered, and optionally a one-shot `activation-token`. Secrets
 readable by group or others are refused rather than used, as Debusine workers do.
 """
@@ -52,6 +53,12 @@ class WorkerConfig:
     log_level: str
     #: Where the worker keeps what outlives a work request (the environment cache).
     cache_dir: Path = field(default_factory=default_cache_dir)
+    #: The instance metadata URL that answers 200 once the cloud announced the instance's
+    #: interruption (EC2: http://169.254.169.254/latest/meta-data/spot/instance-action);
+    #: None: not watched.
+    interruption_notice_url: str | None = None
+    #: Seconds between two looks at it.
+    interruption_notice_interval: float = 5.0
 
     @property
     def websocket_url(self) -> str:
@@ -130,12 +137,27 @@ def load_config(
     if general.get("cache-dir", "").strip():
         # A relative cache-dir is relative to the configuration directory.
         cache_dir = directory / Path(general["cache-dir"].strip()).expanduser()
+    notice_url = general.get("interruption-notice-url", "").strip() or None
+    if notice_url is not None and urlsplit(notice_url).scheme not in ("http", "https"):
+        raise ConfigError(f"{path}: interruption-notice-url {notice_url!r} is not an http URL")
+    interval_text = general.get("interruption-notice-interval", "5").strip()
+    try:
+        interval = float(interval_text)
+    except ValueError:
+        interval = -1.0
+    if not 0 < interval <= 3600:
+        raise ConfigError(
+            f"{path}: interruption-notice-interval {interval_text!r} is not a number of "
+            "seconds in (0, 3600]"
+        )
     return WorkerConfig(
         directory=directory,
         api_url=api_url,
         log_file=log_file,
         log_level=check_log_level(log_level, str(path)),
         cache_dir=cache_dir,
+        interruption_notice_url=notice_url,
+        interruption_notice_interval=interval,
     )
 
 

@@ -11,6 +11,12 @@ connection fails, is refused or closes. It acts on the server's frames only (it 
 - `work_request_aborted` (our extension): stop that work request's process and report nothing;
 - `connection_rejected` / `connection_closed`: reconnect (the token may be enabled later).
 
+With `interruption-notice-url` configured, the daemon also looks at that instance metadata URL
+every `interruption-notice-interval` seconds (IMDSv2 token first, when the metadata service
+hands one out). Once it answers 200, the cloud is about to reclaim the instance: the worker
+takes no new work and reports `system:interruption_notice` in its dynamic metadata, so the
+provisioner terminates the instance and retries its work request elsewhere at once.
+
 SIGTERM or SIGINT stops a running task (reporting nothing: the server retries it elsewhere),
 closes the websocket and ends the daemon with status 0.
 """
@@ -28,6 +34,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -64,6 +71,9 @@ COMPLETION_RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
 
 #: Waits between attempts to fetch an announced work request when the server is unreachable.
 FETCH_RETRY_DELAYS = (0.5, 1.0, 2.0)
+
+#: The dynamic metadata key announcing the instance's interruption (read by the provisioner).
+INTERRUPTION_NOTICE_KEY = "system:interruption_notice"
 
 
 class WorkerSetupError(Exception):
@@ -110,6 +120,8 @@ class WorkerDaemon:
         self._work_loop_task: asyncio.Task[None] | None = None
         self._current: CurrentWorkRequest | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        #: The instance metadata's interruption notice, once it announced one.
+        self.interruption_notice: str | None = None
 
     # --- Life cycle --------------------------------------------------------------------------
 
@@ -129,6 +141,8 @@ class WorkerDaemon:
             token = await self._ensure_registered(self.api)
             self.api.token = token
             connection = asyncio.create_task(self._stay_connected(session, token))
+            if self.config.interruption_notice_url is not None:
+                self._spawn(self._watch_interruption_notice(session))
             stop_requested = asyncio.create_task(self._stop_requested.wait())
             await asyncio.wait({connection, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
             await self._shutdown(connection, stop_requested)
@@ -252,7 +266,49 @@ class WorkerDaemon:
 
     def dynamic_metadata(self) -> dict[str, Any]:
         """The dynamic metadata this worker reports (runs in a thread)."""
-        return dynamic_metadata(self.WORKER_TYPE)
+        metadata = dynamic_metadata(self.WORKER_TYPE)
+        if self.interruption_notice is not None:
+            metadata[INTERRUPTION_NOTICE_KEY] = self.interruption_notice
+        return metadata
+
+    # --- Interruption notices ----------------------------------------------------------------
+
+    async def _read_interruption_notice(self, session: aiohttp.ClientSession) -> str | None:
+        """The notice's body if the metadata service announces one now, else None."""
+        url = self.config.interruption_notice_url
+        assert url is not None
+        parts = urlsplit(url)
+        headers = {}
+        timeout = aiohttp.ClientTimeout(total=2)
+        try:
+            # IMDSv2: a session token first (a service without tokens answers 404 or 405).
+            async with session.put(
+                f"{parts.scheme}://{parts.netloc}/latest/api/token",
+                headers={"X-aws-ec2-metadata-token-ttl-seconds": "300"},
+                timeout=timeout,
+            ) as answer:
+                if answer.status == 200:
+                    headers["X-aws-ec2-metadata-token"] = (await answer.text()).strip()
+            async with session.get(url, headers=headers, timeout=timeout) as answer:
+                if answer.status == 200:
+                    return (await answer.text()).strip() or "announced"
+        except (aiohttp.ClientError, OSError, TimeoutError) as error:
+            logger.debug("cannot read %s: %s", url, error)
+        return None
+
+    async def _watch_interruption_notice(self, session: aiohttp.ClientSession) -> None:
+        while not self._stopping:
+            notice = await self._read_interruption_notice(session)
+            if notice is not None:
+                logger.warning(
+                    "interruption notice from %s: %.200s; taking no new work",
+                    self.config.interruption_notice_url,
+                    notice,
+                )
+                self.interruption_notice = notice
+                await self._send_dynamic_metadata()
+                return
+            await asyncio.sleep(self.config.interruption_notice_interval)
 
     # --- Work requests -----------------------------------------------------------------------
 
@@ -267,7 +323,7 @@ class WorkerDaemon:
         # restarted and retry the running one elsewhere, so announcements received meanwhile
         # only set `_fetch_wanted`, and the fetch happens once the current one is reported.
         try:
-            while self._fetch_wanted and not self._stopping:
+            while self._fetch_wanted and not self._stopping and self.interruption_notice is None:
                 self._fetch_wanted = False
                 work_request = await self._fetch_work_request()
                 if work_request is not None:

@@ -8,9 +8,25 @@ instead of failing at the first launch. No Django here.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from debusine.server.db.worker_pool_schedules import (
+    CronError,
+    CronExpression,
+    parse_zone,
+    period_started_at,
+)
 
 ProviderType = Literal["local", "aws", "hetzner"]
 PROVIDER_TYPES: tuple[str, ...] = ("local", "aws", "hetzner")
@@ -40,6 +56,58 @@ def explain(error: ValidationError, strip: int = 0) -> str:
 
 # --- Limits -------------------------------------------------------------------------------------
 
+#: Longest period of a schedule (a week: longer periods are better written as plain limits).
+MAX_PERIOD_SECONDS = 7 * 24 * 3600
+
+
+class LimitsSchedule(StrictModel):
+    """A recurring period that changes the pool's minimum and spare instances while it is on."""
+
+    #: When each period starts: minute hour day-of-month month day-of-week.
+    cron: str
+    #: How long each period lasts.
+    duration_seconds: Annotated[int, Field(gt=0, le=MAX_PERIOD_SECONDS)]
+    #: The time zone the cron expression is read in (an IANA name).
+    timezone: str = "UTC"
+    #: The minimum while the period is on (the pool's own when not given).
+    min_active_instances: NonNegative | None = None
+    #: The spare idle instances while the period is on (the pool's own when not given).
+    idle_count: NonNegative | None = None
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        try:
+            CronExpression.parse(value)
+        except CronError as error:
+            raise ValueError(str(error)) from None
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            parse_zone(value)
+        except CronError as error:
+            raise ValueError(str(error)) from None
+        return value
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> LimitsSchedule:
+        if self.min_active_instances is None and self.idle_count is None:
+            raise ValueError("a schedule sets min_active_instances, idle_count or both")
+        return self
+
+
+@dataclass(frozen=True)
+class EffectiveLimits:
+    """The minimum and spare instances at one instant, and the schedule that set them."""
+
+    min_active_instances: int
+    idle_count: int
+    #: "schedules[N] (cron, zone) since ISO time", or None for the pool's own limits.
+    schedule: str | None
+
 
 class PoolLimits(StrictModel):
     """How far the provisioner may go with one pool."""
@@ -64,6 +132,9 @@ class PoolLimits(StrictModel):
     recycle_after_work_requests: Positive | None = None
     #: Drained (then replaced) after this many seconds of life.
     max_age_seconds: Positive | None = None
+    #: Periods that change min_active_instances and idle_count; when several are on, the
+    #: last one listed wins.
+    schedules: list[LimitsSchedule] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _minimum_within_maximum(self) -> PoolLimits:
@@ -72,7 +143,39 @@ class PoolLimits(StrictModel):
                 f"min_active_instances ({self.min_active_instances}) is above "
                 f"max_active_instances ({self.max_active_instances})"
             )
+        for index, schedule in enumerate(self.schedules):
+            minimum = schedule.min_active_instances
+            if minimum is not None and minimum > self.max_active_instances:
+                raise ValueError(
+                    f"schedules.{index}.min_active_instances ({minimum}) is above "
+                    f"max_active_instances ({self.max_active_instances})"
+                )
         return self
+
+    def effective_at(self, now: datetime) -> EffectiveLimits:
+        """The minimum and spare instances at `now`, with the schedules applied."""
+        effective = EffectiveLimits(self.min_active_instances, self.idle_count, None)
+        for index, schedule in enumerate(self.schedules):
+            started = period_started_at(
+                schedule.cron, schedule.timezone, schedule.duration_seconds, now
+            )
+            if started is None:
+                continue
+            effective = EffectiveLimits(
+                min_active_instances=(
+                    schedule.min_active_instances
+                    if schedule.min_active_instances is not None
+                    else self.min_active_instances
+                ),
+                idle_count=(
+                    schedule.idle_count if schedule.idle_count is not None else self.idle_count
+                ),
+                schedule=(
+                    f"schedules[{index}] ({schedule.cron!r} {schedule.timezone}) since "
+                    f"{started.isoformat()}"
+                ),
+            )
+        return effective
 
 
 # --- Specifications, one model per provider --------------------------------------------------
@@ -111,6 +214,15 @@ class AwsSpecification(StrictModel):
     instance_market_type: Literal["spot", "on-demand"] = "spot"
     #: Fall back to on-demand when spot capacity is short.
     on_demand_fallback: bool = True
+    #: Replace an instance whose spot capacity was reclaimed with an on-demand one, so its
+    #: retried work request is not interrupted twice.
+    on_demand_after_interruption: bool = True
+    #: What a spot instance's worker watches for the interruption notice (instance metadata;
+    #: written to its config.ini as interruption-notice-url); None: not watched.
+    interruption_notice_url: str | None = Field(
+        default="http://169.254.169.254/latest/meta-data/spot/instance-action",
+        pattern=r"^https?://[^/?#]+(/[^?#]*)?$",
+    )
     max_spot_price_per_hour: Annotated[float, Field(gt=0)] | None = None
     api_url: str = Field(pattern=r"^https?://[^/?#]+(/[^?#]*)?$")
     debian_release: DebianRelease = "trixie"

@@ -61,7 +61,7 @@ LEFT JOIN db_workerpool p ON p.id = w.worker_pool_id
 # Each dynamic pool: limits and counters, its instances by state, its runtime this month
 # (ended instances' part in the month plus the live ones').
 WORKER_POOLS_SQL = """
-SELECT p.name, p.limits, p.counters,
+SELECT p.name, p.architectures, p.limits, p.counters,
        (SELECT count(*) FROM db_worker w
         WHERE w.worker_pool_id = p.id AND w.instance_created_at IS NOT NULL
           AND w.draining_at IS NULL AND w.activation_token_id IS NOT NULL),
@@ -213,7 +213,7 @@ class DebusineCollector(Collector):
         yield from self.work_requests(counts, workspaces, scopes, architectures)
         yield from self.by_category(counts, workspaces, scopes)
         yield from self.workers(workers, architectures)
-        yield from self.worker_pools()
+        yield from self.worker_pools(counts, architectures)
         yield from self.file_stores()
         yield from self.identities(workspaces, scopes)
         yield from self.event_families()
@@ -424,7 +424,9 @@ class DebusineCollector(Collector):
     # --- Dynamic worker pools ----------------------------------------------------------------
 
     @staticmethod
-    def worker_pools() -> Iterator[Metric]:
+    def worker_pools(
+        counts: list[tuple[str, dict[str, Any], int, float]], architectures: Architectures
+    ) -> Iterator[Metric]:
         month = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         with connection.cursor() as cursor:
             cursor.execute(WORKER_POOLS_SQL, {"month": month})
@@ -459,7 +461,10 @@ class DebusineCollector(Collector):
             labels=["worker_pool", "reason"],
         )
         reasons = [reason.value for reason in TerminationReason]
-        for name, limits, counters, booting, running, draining, seconds in rows:
+        #: (pool, architecture) of every pool, so that empty histograms are exported too.
+        known: set[Key] = set()
+        for name, arches, limits, counters, booting, running, draining, seconds in rows:
+            known.update((name, architectures.label(arch)) for arch in _json(arches) or ())
             limits, counters = _json(limits) or {}, _json(counters) or {}
             for state, count in zip(
                 families.WORKER_POOL_INSTANCE_STATES, (booting, running, draining), strict=True
@@ -474,6 +479,36 @@ class DebusineCollector(Collector):
                     [name, reason], int(counters.get(f"terminated:{reason}", 0))
                 )
         yield from (instances, maximum, runtime, launches, failures, terminations)
+        pools = {row[0] for row in rows}
+        histograms: dict[str, tuple[dict[Key, dict[float, float]], dict[Key, float]]] = {
+            family: (defaultdict(lambda: defaultdict(float)), defaultdict(float))
+            for family in ("worker_pool_boot_seconds", "worker_pool_queue_seconds")
+        }
+        for family, key, count, total in counts:
+            if family in histograms and key["worker_pool"] in pools:
+                series = (key["worker_pool"], architectures.label(key["architecture"] or None))
+                buckets, sums = histograms[family]
+                buckets[series][_bound(key["le"])] += count
+                sums[series] += total
+        labels = ["worker_pool", "architecture"]
+        yield _histogram(
+            families.WORKER_POOL_BOOT_SECONDS,
+            "Seconds from a pool instance's launch to its worker's registration, by pool and "
+            "the pool's first architecture",
+            labels,
+            families.POOL_SECONDS_BUCKETS,
+            known,
+            *histograms["worker_pool_boot_seconds"],
+        )
+        yield _histogram(
+            families.WORKER_POOL_QUEUE_SECONDS,
+            "Seconds from a work request's creation to its start on a pool worker, by pool and "
+            "the work request's host architecture",
+            labels,
+            families.POOL_SECONDS_BUCKETS,
+            known,
+            *histograms["worker_pool_queue_seconds"],
+        )
 
     # --- Stores, identities -----------------------------------------------------------------
 

@@ -49,6 +49,12 @@ WORKER_POOL_RUNTIME_SECONDS = PREFIX + "worker_pool_runtime_this_month_seconds"
 WORKER_POOL_LAUNCHES = PREFIX + "worker_pool_launches"  # counter: ..._total
 WORKER_POOL_LAUNCH_FAILURES = PREFIX + "worker_pool_launch_failures"  # counter: ..._total
 WORKER_POOL_TERMINATIONS = PREFIX + "worker_pool_terminations"  # counter: ..._total
+#: Seconds from a pool instance's launch to its worker's registration (recorded by the
+#: provisioner), and from creation to start of the work requests pool workers start (kept by
+#: a trigger, migration 0010): labels worker_pool and architecture. Bounds frozen in 0010.
+WORKER_POOL_BOOT_SECONDS = PREFIX + "worker_pool_boot_seconds"
+WORKER_POOL_QUEUE_SECONDS = PREFIX + "worker_pool_queue_seconds"
+POOL_SECONDS_BUCKETS = QUEUE_SECONDS_BUCKETS
 #: Labels of `debusine_worker_pool_instances` `state`.
 WORKER_POOL_INSTANCE_STATES = ("booting", "running", "draining")
 

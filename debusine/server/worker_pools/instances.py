@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -27,6 +27,7 @@ from debusine.server.db.models import (
     WorkRequest,
 )
 from debusine.server.db.models.worker_pools import record_runtime
+from debusine.server.metrics import families
 from debusine.server.work_requests import transitions
 from debusine.server.worker_pools.providers import get_provider
 from debusine.server.worker_pools.providers.base import (
@@ -108,6 +109,36 @@ def back_off(pool: WorkerPool, why: str, now: datetime | None = None) -> None:
     )
 
 
+# Once per instance (the flag `ready_at` in worker_pool_data), for every pool at once: the
+# boot-to-ready time of each instance whose worker registered joins its pool's histogram
+# (`debusine_worker_pool_boot_seconds`, kept in the metric counts with the other histograms).
+RECORD_READY_SQL = """
+WITH marked AS (
+    UPDATE db_worker w SET worker_pool_data = w.worker_pool_data || jsonb_build_object(
+        'ready_at', to_jsonb(w.registered_at))
+    FROM db_workerpool p
+    WHERE p.id = w.worker_pool_id AND w.instance_created_at IS NOT NULL
+      AND w.activation_token_id IS NULL AND w.token_id IS NOT NULL
+      AND w.registered_at >= w.instance_created_at AND NOT w.worker_pool_data ? 'ready_at'
+    RETURNING p.name AS pool, coalesce(p.architectures->>0, '') AS architecture,
+              greatest(extract(epoch FROM w.registered_at - w.instance_created_at)::float8, 0)
+                  AS seconds
+)
+INSERT INTO db_metriccountdelta (family, key, count, total)
+SELECT 'worker_pool_boot_seconds',
+       jsonb_build_object('worker_pool', pool, 'architecture', architecture,
+                          'le', db_metric_bucket(seconds, %s::float8[])),
+       count(*), sum(seconds)
+FROM marked GROUP BY 2
+"""
+
+
+def record_ready_instances() -> None:
+    """Record the boot-to-ready time of every instance that registered since the last call."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(RECORD_READY_SQL, [list(families.POOL_SECONDS_BUCKETS)])
+
+
 def launch_succeeded(pool: WorkerPool) -> None:
     """A worker registered: the pool's launches work again."""
     if pool.consecutive_launch_failures or pool.launch_backoff_until:
@@ -146,6 +177,8 @@ def _prepare_worker(pool: WorkerPool) -> tuple[Worker, str]:
     worker.connected_at = None
     worker.max_work_requests = 1 if pool.ephemeral else limits.recycle_after_work_requests
     worker.static_metadata = {**worker.static_metadata, "worker_pool:tags": list(pool.tags)}
+    # What the previous instance reported (an interruption notice, say) is not this one's.
+    worker.dynamic_metadata = {}
     worker.save()
     if previous_activation is not None:
         previous_activation.delete()
@@ -159,19 +192,30 @@ class LaunchOutcome:
 
 
 def launch_workers(
-    pool: WorkerPool, count: int, reason: str, provider: Provider | None = None
+    pool: WorkerPool,
+    count: int,
+    reason: str,
+    provider: Provider | None = None,
+    *,
+    on_demand: int = 0,
 ) -> LaunchOutcome:
     """
-    Launch `count` instances (stopping at the first failure, which backs the pool off).
-    Each launch commits on its own: the worker may register while the next one starts.
+    Launch `count` instances (stopping at the first failure, which backs the pool off), the
+    first `on_demand` of them on on-demand capacity. Each launch commits on its own: the
+    worker may register while the next one starts.
     """
     provider = provider or provider_for(pool)
     outcome = LaunchOutcome(launched=[])
-    for _ in range(count):
+    for index in range(count):
         worker, key = _prepare_worker(pool)
         try:
             instance = provider.launch(
-                LaunchRequest(pool_name=pool.name, worker_name=worker.name, activation_token=key)
+                LaunchRequest(
+                    pool_name=pool.name,
+                    worker_name=worker.name,
+                    activation_token=key,
+                    on_demand=index < on_demand,
+                )
             )
         except ProviderError as error:
             with transaction.atomic():

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from debusine.testing.stub_server import StubServer, work_request
 from debusine.testing.worker import LOG_CONNECTED, start_worker, write_worker_config
-from debusine.worker.config import load_config
+from debusine.worker.config import ConfigError, load_config
 from debusine.worker.daemon import WorkerDaemon, WorkerSetupError
 
 TOKEN = "a" * 64
@@ -390,3 +390,87 @@ def test_a_task_directory_that_cannot_be_made_is_an_error_and_the_worker_goes_on
         assert (work_request_id, body["result"]) == (15, "success")
 
     run_scenario(tmp_path, scenario)
+
+
+class MetadataService:
+    """A loopback instance metadata service (IMDSv2) that announces an interruption on cue."""
+
+    def __init__(self) -> None:
+        self.announced = False
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_put("/latest/api/token", self.token)
+        app.router.add_get("/latest/meta-data/spot/instance-action", self.instance_action)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/latest/meta-data/spot/instance-action"
+
+    async def token(self, request: web.Request) -> web.Response:
+        return web.Response(text="imds-token")
+
+    async def instance_action(self, request: web.Request) -> web.Response:
+        if request.headers.get("X-aws-ec2-metadata-token") != "imds-token":
+            return web.Response(status=401)
+        if not self.announced:
+            return web.Response(status=404)
+        return web.json_response({"action": "terminate", "time": "2026-12-03T20:30:00Z"})
+
+
+def test_an_interruption_notice_stops_new_work_and_is_reported(tmp_path: Path) -> None:
+    async def main() -> None:
+        stub = StubServer()
+        imds = MetadataService()
+        await stub.start()
+        await imds.start()
+        config_dir = write_worker_config(tmp_path / "config", stub.api_url, token=TOKEN)
+        with (config_dir / "config.ini").open("a") as config:
+            config.write(f"interruption-notice-url = {imds.url}\n")
+            config.write("interruption-notice-interval = 0.1\n")
+        daemon = WorkerDaemon(load_config(config_dir))
+        run = asyncio.create_task(daemon.run())
+        try:
+            await stub.next_event("connected")
+            _, first = await stub.next_event("metadata")
+            assert "system:interruption_notice" not in first
+
+            imds.announced = True
+            _, reported = await stub.next_event("metadata")
+            assert json.loads(reported["system:interruption_notice"]) == {
+                "action": "terminate",
+                "time": "2026-12-03T20:30:00Z",
+            }
+            await announce(stub, work_request(11, "noop", {"result": True}))
+            await no_event(stub, "get-next", 1.0)  # no new work once interrupted
+        finally:
+            daemon.request_stop()
+            await asyncio.wait_for(run, 30)
+            await imds.stop()
+            await stub.stop()
+
+    asyncio.run(main())
+
+
+def test_interruption_notice_settings_are_checked(tmp_path: Path) -> None:
+    config_dir = write_worker_config(tmp_path, "http://127.0.0.1:1/api")
+    with (config_dir / "config.ini").open("a") as config:
+        config.write("interruption-notice-url = 169.254.169.254/latest\n")
+    with pytest.raises(ConfigError, match=r"interruption-notice-url .* is not an http URL"):
+        load_config(config_dir)
+    write_worker_config(tmp_path, "http://127.0.0.1:1/api")
+    with (config_dir / "config.ini").open("a") as config:
+        config.write("interruption-notice-interval = soon\n")
+    with pytest.raises(ConfigError, match="interruption-notice-interval 'soon' is not"):
+        load_config(config_dir)

@@ -43,6 +43,7 @@ from debusine.server.db.models.metrics import MetricCount, MetricCountDelta
 from debusine.server.db.models.scopes import Scope, ScopeRole, ScopeRoles
 from debusine.server.db.models.work_requests import RetryReason, UnblockStrategy, WorkRequest
 from debusine.server.db.models.worker_pools import (
+    ScopeWorkerPoolLimits,
     TerminationReason,
     WorkerPool,
     WorkerPoolStatistics,
@@ -87,6 +88,7 @@ __all__ = [
     "Scope",
     "ScopeRole",
     "ScopeRoles",
+    "ScopeWorkerPoolLimits",
     "TaskType",
     "TerminationReason",
     "Token",

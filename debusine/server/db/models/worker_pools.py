@@ -11,14 +11,16 @@ monthly budgets and the statistics, and why it ended.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import connection, models
 from django.db.models import Sum
 from django.utils import timezone
 
+from debusine.protocol.work_requests import WorkRequestStatus
 from debusine.server.db.models.assets import Asset, AssetCategory
 from debusine.server.db.worker_pool_specs import (
     AwsSpecification,
@@ -219,6 +221,80 @@ def record_runtime(
         boot_seconds=boot_seconds,
         work_requests=work_requests,
     )
+
+
+class ScopeWorkerPoolLimits(models.Model):
+    """
+    A scope's monthly budget across every pool: the runtime of the instances of its own pools
+    plus the time its work requests ran on instance-wide pools' workers.
+    """
+
+    scope = models.OneToOneField(
+        "db.Scope", on_delete=models.CASCADE, related_name="worker_pool_limits"
+    )
+    #: Instance-seconds per calendar month (UTC).
+    target_max_seconds_per_month = models.PositiveBigIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.scope_id}: {self.target_max_seconds_per_month} s/month"
+
+
+RUNNING = f"'{WorkRequestStatus.RUNNING.value}'"
+
+# What each scope with a budget used this calendar month: its pools' ended instances (only
+# this month's part) and live ones, and its work requests' time on instance-wide pools.
+SCOPE_USAGE_SQL = f"""
+SELECT l.scope_id, l.target_max_seconds_per_month,
+  COALESCE((SELECT sum(extract(epoch FROM s.ended_at - greatest(s.started_at, %(month)s)))
+            FROM db_workerpoolstatistics s JOIN db_workerpool p ON p.id = s.worker_pool_id
+            WHERE p.scope_id = l.scope_id AND s.ended_at >= %(month)s), 0)
+  + COALESCE((SELECT sum(extract(epoch FROM %(now)s - greatest(w.instance_created_at,
+                                                                %(month)s)))
+              FROM db_worker w JOIN db_workerpool p ON p.id = w.worker_pool_id
+              WHERE p.scope_id = l.scope_id AND w.instance_created_at IS NOT NULL), 0)
+  + COALESCE((SELECT sum(extract(epoch FROM
+                           least(coalesce(wr.completed_at, %(now)s), %(now)s)
+                           - greatest(wr.started_at, %(month)s)))
+              FROM db_workrequest wr
+              JOIN db_workspace ws ON ws.id = wr.workspace_id
+              JOIN db_worker w ON w.id = wr.worker_id
+              JOIN db_workerpool p ON p.id = w.worker_pool_id
+              WHERE ws.scope_id = l.scope_id AND p.scope_id IS NULL
+                AND wr.started_at IS NOT NULL
+                AND (wr.completed_at >= %(month)s
+                     OR (wr.completed_at IS NULL AND wr.status = {RUNNING}))), 0)
+FROM db_scopeworkerpoollimits l
+"""  # noqa: S608 (statuses from the enumerations)
+
+
+@dataclass(frozen=True)
+class ScopeBudget:
+    """A scope's monthly budget and what it used this month."""
+
+    scope_id: int
+    budget_seconds: int
+    used_seconds: float
+
+    @property
+    def exhausted(self) -> bool:
+        return self.used_seconds >= self.budget_seconds
+
+    def describe(self, scope_name: str) -> str:
+        return (
+            f"scope {scope_name}'s monthly budget is used up: {self.used_seconds:.0f} of "
+            f"{self.budget_seconds} s (worker_pool scope_budget)"
+        )
+
+
+def scope_budgets(now: datetime | None = None) -> dict[int, ScopeBudget]:
+    """Every scope with a budget, by scope id (one query)."""
+    now = now or timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(SCOPE_USAGE_SQL, {"now": now, "month": month_start(now)})
+        return {
+            scope_id: ScopeBudget(scope_id, budget, float(used))
+            for scope_id, budget, used in cursor.fetchall()
+        }
 
 
 #: Grace before a launched-but-unregistered worker counts as failed, when the pool says none.

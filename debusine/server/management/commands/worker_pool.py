@@ -12,10 +12,12 @@ from django.utils import timezone
 from debusine.server.db.models import (
     Asset,
     AssetCategory,
+    ScopeWorkerPoolLimits,
     WorkerPool,
     WorkerPoolStatistics,
 )
-from debusine.server.db.models.worker_pools import month_start
+from debusine.server.db.models.metrics import current_metric_counts
+from debusine.server.db.models.worker_pools import month_start, scope_budgets
 from debusine.server.management.base import (
     NounCommand,
     add_yaml_option,
@@ -53,10 +55,53 @@ def split_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+def scope_budget_text(scope_id: int) -> str:
+    budget = scope_budgets().get(scope_id)
+    if budget is None:
+        return "no monthly budget"
+    state = "used up: its pending work makes no pool grow" if budget.exhausted else "available"
+    return f"{budget.used_seconds:.0f} of {budget.budget_seconds} s used this month ({state})"
+
+
+def pool_budget_text(pool: WorkerPool, used: float) -> str:
+    budget = pool.parsed_limits().target_max_seconds_per_month
+    if budget is None:
+        return "no monthly budget"
+    state = "used up: launches nothing" if used >= budget else "available"
+    return f"{used:.0f} of {budget} s used this month ({state})"
+
+
+def histogram_summary(pool: WorkerPool, family: str) -> dict[str, Any]:
+    """
+    Count, mean and the 50th and 90th percentiles of one of the pool's histograms
+    (percentiles as the upper bound of the bucket they fall in: `<= 60`).
+    """
+    buckets: dict[float, int] = {}
+    total = 0.0
+    for name, key, count, observed in current_metric_counts():
+        if name == family and key.get("worker_pool") == pool.name:
+            bound = float("inf") if key["le"] == "+Inf" else float(key["le"])
+            buckets[bound] = buckets.get(bound, 0) + count
+            total += observed
+    count = sum(buckets.values())
+    if not count:
+        return {"count": 0}
+    summary: dict[str, Any] = {"count": count, "mean": round(total / count, 1)}
+    for label, fraction in (("p50", 0.5), ("p90", 0.9)):
+        cumulative = 0
+        for bound in sorted(buckets):
+            cumulative += buckets[bound]
+            if cumulative >= fraction * count:
+                summary[label] = f"<= {bound:g}" if bound != float("inf") else "> 86400"
+                break
+    return summary
+
+
 def pool_summary(pool: WorkerPool) -> dict[str, Any]:
     """What `list --yaml` and `show` say of a pool (never the account's credentials)."""
     now = timezone.now()
     workers = active_workers(pool)
+    runtime = pool.runtime_this_month(now)
     return {
         "name": pool.name,
         "provider_account": pool.provider_account.data.get("name"),
@@ -71,7 +116,9 @@ def pool_summary(pool: WorkerPool) -> dict[str, Any]:
         "specifications": pool.specifications,
         "active_instances": len(workers),
         "registered_at": pool.registered_at,
-        "runtime_this_month_seconds": round(pool.runtime_this_month(now), 1),
+        "runtime_this_month_seconds": round(runtime, 1),
+        "pool_budget": pool_budget_text(pool, runtime),
+        "scope_budget": scope_budget_text(pool.scope_id) if pool.scope_id else None,
         "launch_backoff_until": pool.launch_backoff_until,
         "consecutive_launch_failures": pool.consecutive_launch_failures,
         "counters": pool.counters,
@@ -152,6 +199,20 @@ class Command(NounCommand):
             "Drain a pool worker: no new work; terminated once its running work is done.",
         )
         drain.add_argument("worker", metavar="WORKER")
+        budget = self.add_verb(
+            verbs,
+            "scope_budget",
+            "Show or set a scope's monthly budget across every pool, in instance-seconds: the "
+            "runtime of its own pools' instances plus the time its work requests run on "
+            "instance-wide pools. Once used up, its pending work makes no pool grow.",
+        )
+        budget.add_argument("scope")
+        budget.add_argument(
+            "seconds",
+            nargs="?",
+            metavar="SECONDS|none",
+            help="the new budget per calendar month (UTC); 'none' removes it",
+        )
 
     def verb_create(
         self,
@@ -271,6 +332,8 @@ class Command(NounCommand):
         summary["mean_boot_seconds"] = (
             round(boot["total"] / boot["count"], 1) if boot["count"] else None
         )
+        summary["boot_to_ready_seconds"] = histogram_summary(pool, "worker_pool_boot_seconds")
+        summary["queue_to_start_seconds"] = histogram_summary(pool, "worker_pool_queue_seconds")
         if yaml:
             self.write_yaml(summary)
             return
@@ -322,3 +385,16 @@ class Command(NounCommand):
         target.draining_at = timezone.now()
         target.save(update_fields=["draining_at"])
         self.write(f"Draining {target.name}: terminated once idle")
+
+    def verb_scope_budget(self, *, scope: str, seconds: str | None, **_: Any) -> None:
+        target = get_scope(scope)
+        if seconds is not None:
+            if seconds == "none":
+                ScopeWorkerPoolLimits.objects.filter(scope=target).delete()
+            elif seconds.isdigit():
+                ScopeWorkerPoolLimits.objects.update_or_create(
+                    scope=target, defaults={"target_max_seconds_per_month": int(seconds)}
+                )
+            else:
+                fail(f"SECONDS must be a whole number of seconds or 'none', not {seconds!r}")
+        self.write(f"{target.name}: {scope_budget_text(target.pk)}")

@@ -152,3 +152,37 @@ def test_terminate_and_drain_refuse_workers_outside_pools(playground: Playground
     assert "belongs to no worker pool" in run_fails("worker_pool", "terminate", "static")
     assert "belongs to no worker pool" in run_fails("worker_pool", "drain", "static")
     assert "no worker pool is named 'x'" in run_fails("worker_pool", "show", "x")
+
+
+def test_scope_budget_is_set_shown_and_removed(playground: Playground) -> None:
+    scope = playground.scope.name
+    assert run("worker_pool", "scope_budget", scope) == f"{scope}: no monthly budget\n"
+    assert run("worker_pool", "scope_budget", scope, "7200") == (
+        f"{scope}: 0 of 7200 s used this month (available)\n"
+    )
+    assert run("worker_pool", "scope_budget", scope, "0") == (
+        f"{scope}: 0 of 0 s used this month (used up: its pending work makes no pool grow)\n"
+    )
+    run("asset", "create_cloud_provider_account", "here", "local")
+    run(
+        "worker_pool",
+        "create",
+        "mine",
+        "--provider-account",
+        "here",
+        "--architectures",
+        "amd64",
+        "--specifications",
+        "-",
+        "--scope",
+        scope,
+        stdin=LOCAL_SPEC,
+    )
+    shown = yaml.safe_load(run("worker_pool", "show", "mine", "--yaml"))
+    assert shown["pool_budget"] == "no monthly budget"
+    assert shown["scope_budget"] == (
+        "0 of 0 s used this month (used up: its pending work makes no pool grow)"
+    )
+    assert "whole number" in run_fails("worker_pool", "scope_budget", scope, "lots")
+    assert run("worker_pool", "scope_budget", scope, "none") == f"{scope}: no monthly budget\n"
+    assert "does not exist" in run_fails("worker_pool", "scope_budget", "nowhere")

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import yaml
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
@@ -424,3 +425,68 @@ def test_worker_pools(playground: Playground) -> None:
         )
         == 1
     )
+
+
+def test_worker_pool_boot_and_queue_histograms(playground: Playground) -> None:
+    from debusine.server.db.models import Asset, AssetCategory, WorkerPool
+    from debusine.server.management.tests.helpers import run
+    from debusine.server.worker_pools.provisioner import run_provisioner_pass
+    from debusine.server.worker_pools.tests.cloud import CloudDouble
+    from debusine.server.worker_pools.tests.test_provisioner import burst, register, start
+
+    account = Asset.objects.create(
+        category=AssetCategory.CLOUD_PROVIDER_ACCOUNT,
+        data={"provider_type": "local", "name": "here", "configuration": {}, "credentials": {}},
+    )
+    pool = WorkerPool.objects.create(
+        name="burst",
+        provider_account=account,
+        architectures=["arm64", "amd64"],
+        specifications={"provider_type": "local", "api_url": "http://127.0.0.1:1/api"},
+        limits={"max_active_instances": 1},
+    )
+    cloud = CloudDouble()
+    [work_request] = burst(playground, 1)
+    run_provisioner_pass(provider_factory=lambda _pool: cloud)
+    worker = pool.workers.get()
+    # It booted in 45 s.
+    worker.instance_created_at = timezone.now() - timedelta(seconds=45)
+    worker.save()
+    register(worker)
+    for _ in range(2):  # counted once, however many passes see it
+        run_provisioner_pass(provider_factory=lambda _pool: cloud)
+    WorkRequest.objects.filter(pk=work_request.pk).update(
+        created_at=timezone.now() - timedelta(seconds=200)
+    )
+    work_request.refresh_from_db()
+    start(work_request, worker)
+
+    samples = scrape()
+
+    boot = families.WORKER_POOL_BOOT_SECONDS
+    assert value(samples, boot + "_count", worker_pool="burst", architecture="arm64") == 1
+    assert (
+        value(samples, boot + "_bucket", worker_pool="burst", architecture="arm64", le="30.0") == 0
+    )
+    assert (
+        value(samples, boot + "_bucket", worker_pool="burst", architecture="arm64", le="60.0") == 1
+    )
+    assert 45 <= value(samples, boot + "_sum", worker_pool="burst", architecture="arm64") < 50
+    assert value(samples, boot + "_count", worker_pool="burst", architecture="amd64") == 0
+    queue = families.WORKER_POOL_QUEUE_SECONDS
+    # The work request has no host architecture.
+    assert value(samples, queue + "_count", worker_pool="burst", architecture="none") == 1
+    assert (
+        value(samples, queue + "_bucket", worker_pool="burst", architecture="none", le="120.0")
+        == 0
+    )
+    assert (
+        value(samples, queue + "_bucket", worker_pool="burst", architecture="none", le="300.0")
+        == 1
+    )
+
+    shown = yaml.safe_load(run("worker_pool", "show", "burst", "--yaml"))
+    assert shown["boot_to_ready_seconds"]["count"] == 1
+    assert shown["boot_to_ready_seconds"]["p50"] == "<= 60"
+    assert shown["queue_to_start_seconds"]["count"] == 1
+    assert shown["queue_to_start_seconds"]["p90"] == "<= 300"

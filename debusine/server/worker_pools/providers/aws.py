@@ -109,6 +109,7 @@ class AwsProvider:
                 install_source=spec.debusine_install_source,
                 debian_release=spec.debian_release,
                 repository_url=spec.debusine_repository_url,
+                interruption_notice_url=spec.interruption_notice_url if spot else None,
             ),
             "TagSpecifications": [
                 {
@@ -143,7 +144,7 @@ class AwsProvider:
 
     def launch(self, request: LaunchRequest) -> LaunchedInstance:
         spec = self.specification
-        markets = [spec.instance_market_type == "spot"]
+        markets = [spec.instance_market_type == "spot" and not request.on_demand]
         if markets[0] and spec.on_demand_fallback:
             markets.append(False)
         shortages: list[str] = []

@@ -34,6 +34,8 @@ class LaunchRequest:
     activation_token: str
     #: Extra tags/labels the pool asks for.
     tags: dict[str, str] = field(default_factory=dict)
+    #: Launch on on-demand capacity, not spot (a replacement after a spot interruption).
+    on_demand: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ def user_data(
     install_source: str,
     debian_release: str,
     repository_url: str | None,
+    interruption_notice_url: str | None = None,
 ) -> str:
     """
     The cloud-init user data of a cloud worker: it writes `config.ini` and the activation
@@ -87,6 +90,11 @@ def user_data(
         "    content: |",
         "      [General]",
         f"      api-url = {api_url}",
+        *(
+            [f"      interruption-notice-url = {interruption_notice_url}"]
+            if interruption_notice_url
+            else []
+        ),
         "  - path: /etc/debusine/worker/activation-token",
         "    permissions: '0600'",
         "    owner: root:root",

@@ -16,10 +16,13 @@ from debusine.server.db.models import (
     User,
     WorkerPool,
     WorkerPoolStatistics,
+    WorkRequest,
+    WorkRequestStatus,
 )
 from debusine.server.management.tests.helpers import run, run_fails
 from debusine.server.worker_pools.providers.aws import decode_user_data
 from debusine.server.worker_pools.provisioner import run_provisioner_pass
+from debusine.server.worker_pools.tests.test_provisioner import register, start
 from debusine.testing.moto import REGION, MotoS3Server
 from debusine.testing.playground import Playground
 
@@ -151,6 +154,11 @@ def test_launch_carries_the_specification_and_a_fresh_activation_token(
         key = text.split("activation-token\n")[1].split("content: |\n")[1].split("\n")[0].strip()
         assert Token.objects.get_by_key(key) == worker.activation_token
         assert "apt-get, install, -y, debusine-worker" in text
+        # A spot instance's worker watches the instance metadata for an interruption notice.
+        assert (
+            "interruption-notice-url = http://169.254.169.254/latest/meta-data/spot/"
+            "instance-action" in text
+        )
 
 
 def test_terminate_and_runtime_accounting(
@@ -199,3 +207,39 @@ def test_invalid_credentials_give_a_clear_error_and_change_nothing(
     pool.refresh_from_db()
     assert pool.counters == {}
     assert pool.consecutive_launch_failures == 0
+
+
+def test_a_reported_interruption_retries_the_work_on_on_demand_capacity(
+    playground: Playground, moto_ec2: tuple[MotoS3Server, dict[str, str]]
+) -> None:
+    server, credentials = moto_ec2
+    pool = make_pool(server, credentials, "ec2-spot")
+    pending(playground, 1)
+    run_provisioner_pass()
+    worker = register(pool.workers.get())
+    work_request = WorkRequest.objects.get(status=WorkRequestStatus.PENDING)
+    start(work_request, worker)
+    [spot] = pool_instances(server, credentials, "ec2-spot")
+    assert spot["InstanceLifecycle"] == "spot"
+    # What the worker reports once the instance metadata announces the interruption.
+    worker.dynamic_metadata = {
+        **worker.dynamic_metadata,
+        "system:interruption_notice": '{"action": "terminate"}',
+    }
+    worker.save()
+
+    lines = run_provisioner_pass().lines()
+
+    assert any("announced an interruption" in line for line in lines), lines
+    assert any(
+        "launched 1 of 1" in line and "1 on on-demand capacity for the work retried" in line
+        for line in lines
+    ), lines
+    retry = WorkRequest.objects.get(supersedes=work_request)
+    assert retry.status == WorkRequestStatus.PENDING
+    [replacement] = pool_instances(server, credentials, "ec2-spot")
+    assert replacement["InstanceId"] != spot["InstanceId"]
+    assert "InstanceLifecycle" not in replacement  # on demand
+    replacement_worker = pool.workers.get(instance_created_at__isnull=False)
+    assert replacement_worker.worker_pool_data["market"] == "on-demand"
+    assert "system:interruption_notice" not in replacement_worker.dynamic_metadata

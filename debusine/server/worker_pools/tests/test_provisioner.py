@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.utils import timezone
 
 from debusine.server.db.models import (
+    ScopeWorkerPoolLimits,
     Token,
     User,
     Worker,
@@ -17,6 +18,7 @@ from debusine.server.db.models import (
     WorkRequest,
     WorkRequestStatus,
 )
+from debusine.server.db.models.worker_pools import scope_budgets
 from debusine.server.scheduler.passes import run_scheduling_pass
 from debusine.server.worker_pools.provisioner import PassReport, run_provisioner_pass
 from debusine.server.worker_pools.tests.cloud import CloudDouble
@@ -269,11 +271,14 @@ def test_interruption_retries_the_work_elsewhere_at_once(
     retry = WorkRequest.objects.get(supersedes=work_request)
     assert retry.status == WorkRequestStatus.PENDING
     assert any("announced an interruption" in line for line in report.lines())
-    assert pool_workers(pool) == []
-    # The next pass launches an instance for the retried work request.
-    provision(cloud)
+    # The same pass launches an instance for the retried work request (a local pool has no
+    # on-demand capacity to ask for).
     [replacement] = pool_workers(pool)
     assert replacement.worker_pool_data["instance_id"] != worker.worker_pool_data["instance_id"]
+    assert [request.on_demand for request in cloud.launches] == [False, False]
+    assert WorkerPoolStatistics.objects.get().reason == "interrupted"
+    provision(cloud)
+    assert pool_workers(pool) == [replacement]
 
 
 def test_drained_worker_finishes_its_work_then_is_terminated(
@@ -344,3 +349,124 @@ def test_disabled_pool_terminates_its_idle_instances(
 
     assert pool_workers(pool) == []
     assert WorkerPoolStatistics.objects.get().reason == "pool-disabled"
+
+
+def test_a_schedule_raises_the_minimum_and_spare_instances_while_it_is_on(
+    make_pool: MakePool, cloud: CloudDouble
+) -> None:
+    pool = make_pool(
+        max_active_instances=5,
+        schedules=[
+            {
+                "cron": "0 8 * * 1-5",
+                "timezone": "Europe/Paris",
+                "duration_seconds": 36000,
+                "min_active_instances": 2,
+                "idle_count": 3,
+            }
+        ],
+    )
+    saturday = datetime(2026, 3, 28, 9, 0, tzinfo=UTC)
+    assert provision(cloud, now=saturday).lines() == []
+    assert cloud.launches == []
+
+    monday = datetime(2026, 3, 30, 6, 30, tzinfo=UTC)  # 08:30 in Paris, summer time
+    [line] = provision(cloud, now=monday).lines()
+
+    assert len(pool_workers(pool)) == 3
+    assert "wants 3, limits [2, 5]" in line
+    assert (
+        "idle_count 3 from schedules[0] ('0 8 * * 1-5' Europe/Paris) since 2026-03-30T06:00"
+        in line
+    )
+
+
+def test_a_scope_budget_used_up_stops_its_pools_and_its_share_of_shared_pools(
+    playground: Playground, make_pool: MakePool, cloud: CloudDouble
+) -> None:
+    scoped = make_pool("scoped", max_active_instances=3, min_active_instances=1)
+    scoped.scope = playground.scope
+    scoped.save()
+    shared = make_pool("shared", max_active_instances=3)
+    ScopeWorkerPoolLimits.objects.create(scope=playground.scope, target_max_seconds_per_month=3600)
+    now = timezone.now()
+    # An hour of the scope's own pool ended this month: the budget is used up.
+    WorkerPoolStatistics.objects.create(
+        worker_pool=scoped,
+        started_at=now - timedelta(hours=1),
+        ended_at=now,
+        runtime_seconds=3600,
+        reason="idle",
+    )
+    burst(playground, 2)
+
+    lines = provision(cloud).lines()
+
+    assert cloud.launches == []
+    budget = (
+        f"scope {playground.scope.name}'s monthly budget is used up: 3600 of 3600 s "
+        "(worker_pool scope_budget)"
+    )
+    assert f"pool scoped: does not count 2 pending work request(s): {budget}" in lines
+    assert any(
+        line.startswith("pool scoped: would launch 1") and line.endswith(f"but the {budget}")
+        for line in lines
+    ), lines
+    assert f"pool shared: does not count 2 pending work request(s): {budget}" in lines
+    scoped.refresh_from_db()
+    assert scoped.counters["launches_refused_budget"] == 1
+
+    # Raised: both come back (the scope's pool first, by its priority and name order).
+    ScopeWorkerPoolLimits.objects.filter(scope=playground.scope).update(
+        target_max_seconds_per_month=100000
+    )
+    provision(cloud)
+    assert len(pool_workers(scoped)) == 2
+    assert len(pool_workers(shared)) == 0
+
+
+def test_time_on_shared_pools_counts_against_the_scope_budget(
+    playground: Playground, make_pool: MakePool, cloud: CloudDouble
+) -> None:
+    shared = make_pool("shared", max_active_instances=3)
+    ScopeWorkerPoolLimits.objects.create(scope=playground.scope, target_max_seconds_per_month=60)
+    first, _second = burst(playground, 2)
+    provision(cloud)
+    worker = register(pool_workers(shared)[0])
+    start(first, worker)
+    WorkRequest.objects.filter(pk=first.pk).update(
+        started_at=timezone.now() - timedelta(seconds=61)
+    )
+
+    lines = provision(cloud).lines()
+
+    assert any("does not count 1 pending work request(s)" in line for line in lines), lines
+    budgets = scope_budgets()
+    assert budgets[playground.scope.pk].used_seconds >= 61
+
+
+def test_demand_counts_only_work_the_pool_tags_can_run(
+    playground: Playground, make_pool: MakePool, cloud: CloudDouble
+) -> None:
+    noop_pool = make_pool("noop-only", max_active_instances=5)
+    noop_pool.tags = ["worker:task:worker:noop:version:1", "fast"]
+    noop_pool.priority = 10
+    noop_pool.save()
+    general = make_pool("general", max_active_instances=5)
+    burst(playground, 3)  # sleep work requests
+
+    lines = provision(cloud).lines()
+
+    assert pool_workers(noop_pool) == []
+    assert len(pool_workers(general)) == 3
+    assert (
+        "pool noop-only: does not count 3 pending work request(s) its workers' tags cannot "
+        "run (3 x sleep: no worker:task:worker:sleep:version:1 tag)"
+    ) in lines
+    # Its workers carry the pool's tags.
+    noop_pool.tags = ["worker:task:worker:sleep:version:1"]
+    noop_pool.save()
+    burst(playground, 2)
+    provision(cloud)
+    worker = pool_workers(noop_pool)[0]
+    assert worker.static_metadata["worker_pool:tags"] == ["worker:task:worker:sleep:version:1"]
