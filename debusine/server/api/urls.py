@@ -7,6 +7,7 @@ from django.urls import include, path
 
 from debusine.server.api import (
     artifacts,
+    collections,
     lookups,
     monitoring,
     openapi,
@@ -33,6 +34,7 @@ urlpatterns = [
                 *whoami.urlpatterns,
                 *monitoring.urlpatterns,
                 *workflows.urlpatterns,
+                *collections.urlpatterns,
             ]
         ),
     ),
