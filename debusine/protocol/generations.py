@@ -62,17 +62,18 @@ USER_AGENT_GENERATION_KEY = "server:generation_from_user_agent"
 
 def generation_from_metadata(metadata: Mapping[str, Any]) -> Generation | None:
     """
-    The generation a worker's dynamic metadata shows, or None when it shows none. The keys the
-    worker reported decide; the User-Agent's reading (`with_user_agent_generation`) only
-    fills in when they say nothing.
+    The generation a worker's metadata shows, or None when it shows none. The keys the worker
+    reported decide; the User-Agent's reading (`with_user_agent_generation`) is recorded only
+    when they say nothing, and then wins over `<task>:version` keys, which can only have come
+    from an admin's static metadata.
     """
     if "provided_tags" in metadata or "system:worker_version" in metadata:
         return Generation.V0_16
-    if "system:host_architecture" in metadata or any(key.endswith(":version") for key in metadata):
-        return Generation.LEGACY
     recorded = metadata.get(USER_AGENT_GENERATION_KEY)
     if recorded in {member.value for member in Generation}:
         return Generation(recorded)
+    if "system:host_architecture" in metadata or any(key.endswith(":version") for key in metadata):
+        return Generation.LEGACY
     return None
 
 
