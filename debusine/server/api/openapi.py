@@ -51,6 +51,10 @@ from debusine.protocol.lookups import (
     V016LookupSingleRequest,
 )
 from debusine.protocol.monitoring import ServiceStatus
+from debusine.protocol.task_configuration import (
+    TaskConfigurationPushRequest,
+    TaskConfigurationPushResult,
+)
 from debusine.protocol.wire import NumberedPage
 from debusine.protocol.work_requests import (
     WorkRequestCreateRequest,
@@ -506,6 +510,23 @@ OPERATIONS: dict[str, list[Operation]] = {
             request=CollectionRelationSetRequest,
             headers=IF_MATCH,
         )
+    ],
+    "api-task-configuration": [
+        Operation(
+            "get",
+            "A task-configuration collection and its entries (without Debusine 0.16's entry "
+            "keys unless the User-Agent names 0.16)",
+            "user",
+            {200: Response("`{collection: {id, name, data}, items: [...]}`", OBJECT)},
+        ),
+        Operation(
+            "post",
+            "Replace the entries of a task-configuration collection (or count the changes, "
+            "with `dry_run`)",
+            "user",
+            {200: Response("What changed", TaskConfigurationPushResult)},
+            request=TaskConfigurationPushRequest,
+        ),
     ],
     "api-service-status": [
         Operation(

@@ -12,6 +12,7 @@ from debusine.server.api import (
     monitoring,
     openapi,
     relations,
+    task_configuration,
     uploads,
     whoami,
     work_requests,
@@ -35,6 +36,7 @@ urlpatterns = [
                 *monitoring.urlpatterns,
                 *workflows.urlpatterns,
                 *collections.urlpatterns,
+                *task_configuration.urlpatterns,
             ]
         ),
     ),

@@ -65,7 +65,6 @@ PROTOCOL_ENDPOINTS: list[tuple[str, str, set[int], set[int]]] = [
 NOT_SERVED = {
     "/1.0/work-request/{id}/unblock/",
     "/1.0/work-request/{id}/external-debsign/",
-    "/1.0/task-configuration/{workspace}/{name}/",
     "/1.0/workspace/{workspace}/inheritance/",
     "/1.0/asset/",
     "/1.0/asset/{category}/{slug}/{permission}/",
