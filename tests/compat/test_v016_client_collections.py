@@ -4,6 +4,9 @@ Debian's `debusine` client 0.16 against our server: the commands 0.16 added for 
 their 0.16 shape, and the per-workspace workflow templates (`workflow-template …`, `workflow
 start`).
 
+`task-config pull/push` run too (0.12 clients call the same endpoint; the keys 0.16 added are
+left out for them, which the API tests check).
+
 Each client run costs seconds (a namespace, a chroot and a Python start), so every test walks
 through a whole story with one server state, as a user would.
 """
@@ -12,8 +15,10 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.compat.conftest import V016Cli
 from tests.integration.conftest import LiveServer
@@ -219,3 +224,39 @@ def test_workflow_templates_per_workspace_and_workflow_start(
     gone = cli.run("workflow-template", "show", f"{name}-b")
     assert gone.returncode != 0, gone.describe()
     assert "Traceback" not in gone.stderr, gone.describe()
+
+
+def test_task_config_pull_and_push(v016_owner_cli: V016Cli, tmp_path: Path) -> None:
+    owner = v016_owner_cli
+    name = f"tc-{uuid.uuid4().hex[:6]}"
+    owner.ok("collection", "create", "debusine:task-configuration", name, stdin="{}\n")
+    workdir = tmp_path / "checkout"
+
+    # An empty collection checks out as a manifest alone.
+    owner.ok("task-config", "pull", name, "--workdir", str(workdir))
+    assert (workdir / "MANIFEST").is_file()
+
+    # Entries (with a 0.16 key) in a file of the checkout, pushed, then pulled back.
+    (workdir / "builds.yaml").write_text(
+        yaml.safe_dump(
+            [
+                {"task_type": "Worker", "task_name": "sbuild", "default_values": {"binnmu": None}},
+                {"template": "common", "provide_tags": ["site:fast"]},
+            ]
+        )
+    )
+    owner.ok("task-config", "push", "--workdir", str(workdir))
+    fresh = tmp_path / "fresh"
+    owner.ok("task-config", "pull", name, "--workdir", str(fresh))
+    entries = yaml.safe_load((fresh / "builds.yaml").read_text())
+    assert [entry.get("task_name") or entry.get("template") for entry in entries] == [
+        "sbuild",
+        "common",
+    ]
+    assert entries[1]["provide_tags"] == ["site:fast"]
+
+    # A second push of the same checkout changes nothing.
+    again = owner.ok("task-config", "push", "--workdir", str(fresh))
+    assert "0 added, 0 updated, 0 removed, 2 unchanged" in again.stdout + again.stderr, (
+        again.describe()
+    )

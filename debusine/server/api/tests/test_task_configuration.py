@@ -15,8 +15,8 @@ from debusine.server.db.models import Collection, CollectionItem, WorkspaceRoles
 from debusine.testing.playground import Playground, api_client
 
 URL = "/api/1.0/task-configuration/System/default/"
-V016 = {"HTTP_USER_AGENT": "debusine/0.16.2"}
-OLD = {"HTTP_USER_AGENT": "python-requests/2.28.1"}
+V016 = "debusine/0.16.2"
+OLD = "python-requests/2.28.1"
 
 SBUILD = {"task_type": "Worker", "task_name": "sbuild", "default_values": {"build_profiles": []}}
 LINTIAN = {
@@ -48,7 +48,7 @@ def push(client: APIClient, items: list[dict[str, Any]], **fields: Any) -> Any:
         "collection": {"id": 1, "name": "default", "data": {"git_commit": "abc"}},
         "items": items,
     }
-    return client.post(URL, {**body, **fields}, format="json", **V016)
+    return client.post(URL, {**body, **fields}, format="json", HTTP_USER_AGENT=V016)
 
 
 def test_push_then_pull_in_each_dialect(owner: APIClient, collection: Collection) -> None:
@@ -65,7 +65,7 @@ def test_push_then_pull_in_each_dialect(owner: APIClient, collection: Collection
         "Worker:noop::",
     }
 
-    new = owner.get(URL, **V016).json()
+    new = owner.get(URL, HTTP_USER_AGENT=V016).json()
     assert new["collection"] == {
         "id": collection.pk,
         "name": "default",
@@ -76,7 +76,7 @@ def test_push_then_pull_in_each_dialect(owner: APIClient, collection: Collection
     assert set(NEW_ITEM_KEYS) <= set(tagged)
 
     # Debusine 0.12's client refuses the keys 0.16 added: they are left out for it.
-    old = owner.get(URL, **OLD).json()
+    old = owner.get(URL, HTTP_USER_AGENT=OLD).json()
     assert len(old["items"]) == 4
     for item in old["items"]:
         assert not set(NEW_ITEM_KEYS) & set(item), item
