@@ -55,13 +55,42 @@ def generation_from_user_agent(user_agent: str | None) -> Generation | None:
     return Generation.LEGACY
 
 
+#: Key the server adds to a worker's dynamic metadata when the metadata itself shows no
+#: generation but the User-Agent of the request that reported it does.
+USER_AGENT_GENERATION_KEY = "server:generation_from_user_agent"
+
+
 def generation_from_metadata(metadata: Mapping[str, Any]) -> Generation | None:
-    """The generation a worker's dynamic metadata shows, or None when it shows none."""
+    """
+    The generation a worker's metadata shows, or None when it shows none. The keys the worker
+    reported decide; the User-Agent's reading (`with_user_agent_generation`) is recorded only
+    when they say nothing, and then wins over `<task>:version` keys, which can only have come
+    from an admin's static metadata.
+    """
     if "provided_tags" in metadata or "system:worker_version" in metadata:
         return Generation.V0_16
+    recorded = metadata.get(USER_AGENT_GENERATION_KEY)
+    if recorded in {member.value for member in Generation}:
+        return Generation(recorded)
     if "system:host_architecture" in metadata or any(key.endswith(":version") for key in metadata):
         return Generation.LEGACY
     return None
+
+
+def with_user_agent_generation(
+    metadata: Mapping[str, Any], user_agent: str | None
+) -> dict[str, Any]:
+    """
+    Reported dynamic metadata, plus the generation its `User-Agent` names when the metadata
+    shows none (a 0.16 worker whose metadata lacks its tags, say). A key of that name sent by
+    the worker itself is dropped: only the server writes it.
+    """
+    data = {key: value for key, value in metadata.items() if key != USER_AGENT_GENERATION_KEY}
+    if generation_from_metadata(data) is None:
+        by_agent = generation_from_user_agent(user_agent)
+        if by_agent is not None:
+            data[USER_AGENT_GENERATION_KEY] = by_agent.value
+    return data
 
 
 # --- 0.16 metadata seen as the keys the scheduler matches on -------------------------------

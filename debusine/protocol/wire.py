@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
+
+Item = TypeVar("Item")
 
 
 class StrictRequest(BaseModel):
@@ -23,3 +26,15 @@ def iso_datetime(value: datetime | None) -> str | None:
     if value is None:
         return None
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class NumberedPage(BaseModel, Generic[Item]):
+    """
+    One page of the lists Debusine 0.16 added (`?page=N`): the total `count`, absolute
+    `next`/`previous` URLs (None at either end) and the `results`.
+    """
+
+    count: int
+    next: str | None
+    previous: str | None
+    results: list[Item]

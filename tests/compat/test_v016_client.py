@@ -13,72 +13,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
-import yaml
 
-from debusine.testing.reference_v016 import ReferenceV016Error, V016Root, v016_root
-from tests.compat.conftest import write_client_config
-from tests.integration.conftest import LiveServer
+from debusine.testing.reference_v016 import V016Root
+from tests.compat.conftest import V016Cli
 
 pytestmark = pytest.mark.compat
 
 MISSING_ID = 987654321
-
-
-@dataclass(frozen=True)
-class V016Run:
-    args: tuple[str, ...]
-    returncode: int
-    stdout: str
-    stderr: str
-
-    def yaml(self) -> Any:
-        return yaml.safe_load(self.stdout)
-
-    def describe(self) -> str:
-        return (
-            f"debusine {' '.join(self.args)} exited with {self.returncode}\n"
-            f"--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
-        )
-
-
-@dataclass(frozen=True)
-class V016Cli:
-    root: V016Root
-    server: LiveServer
-    home: Path
-
-    def run(self, *args: str, stdin: str | None = None) -> V016Run:
-        result = self.root.run_client(*args, home=self.home, stdin=stdin)
-        return V016Run(args, result.returncode, result.stdout, result.stderr)
-
-    def ok(self, *args: str, stdin: str | None = None) -> V016Run:
-        run = self.run(*args, stdin=stdin)
-        assert run.returncode == 0, run.describe()
-        assert "Traceback" not in run.stderr, run.describe()
-        return run
-
-
-@pytest.fixture(scope="session")
-def installed_v016() -> V016Root:
-    try:
-        return v016_root()
-    except ReferenceV016Error as error:
-        pytest.fail(f"cannot build the Debusine 0.16 root: {error}", pytrace=False)
-
-
-@pytest.fixture
-def cli(installed_v016: V016Root, debusine_server: LiveServer, tmp_path: Path) -> V016Cli:
-    home = tmp_path / "home"
-    write_client_config(home, api_url=debusine_server.api_url, token=debusine_server.token)
-    # The client runs as root in the root: let it read the test's directories.
-    tmp_path.chmod(0o755)
-    return V016Cli(root=installed_v016, server=debusine_server, home=home)
 
 
 def sha256_of(path: Path) -> str:

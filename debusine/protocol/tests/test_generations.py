@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from debusine.protocol.generations import (
+    USER_AGENT_GENERATION_KEY,
     CannotExpressError,
     Generation,
     can_express,
@@ -13,6 +14,7 @@ from debusine.protocol.generations import (
     generation_from_user_agent,
     legacy_view_of_metadata,
     task_data_for,
+    with_user_agent_generation,
 )
 
 #: What the 0.16.2 worker reports (shortened).
@@ -105,3 +107,18 @@ def test_dynamic_data_in_the_016_shape() -> None:
     }
     assert dynamic_data_for(Generation.LEGACY, "sbuild", {}, dynamic) == dynamic
     assert dynamic_data_for(Generation.V0_16, "noop", {}, None) is None
+
+
+def test_the_user_agent_fills_in_only_when_the_metadata_says_nothing() -> None:
+    bare = {"system:cpu_count": 2}
+    assert with_user_agent_generation(bare, "debusine/0.16.2") == {
+        **bare,
+        USER_AGENT_GENERATION_KEY: "0.16",
+    }
+    assert with_user_agent_generation(bare, "python-requests/2.28") == bare
+    assert with_user_agent_generation({**bare, USER_AGENT_GENERATION_KEY: "0.16"}, None) == bare
+    assert with_user_agent_generation(V016_METADATA, "python-requests/2.28") == V016_METADATA
+    old = {"noop:version": 1}
+    assert with_user_agent_generation(old, "debusine/0.16.2") == old
+    assert generation_from_metadata({USER_AGENT_GENERATION_KEY: "0.16"}) is Generation.V0_16
+    assert generation_from_metadata({USER_AGENT_GENERATION_KEY: "9.9"}) is None

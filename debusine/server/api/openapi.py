@@ -31,8 +31,31 @@ from debusine.protocol.artifacts import (
     RelationCreateRequest,
     RelationResponse,
 )
-from debusine.protocol.lookups import LookupMultipleRequest, LookupResponse, LookupSingleRequest
+from debusine.protocol.collections import (
+    CollectionCreateRequest,
+    CollectionItemResponse,
+    CollectionRelationResponse,
+    CollectionRelationSetRequest,
+    CollectionRelationSetResponse,
+    CollectionResponse,
+    CollectionUpdateRequest,
+    TokenGrantRequest,
+    TokenGrantResponse,
+)
+from debusine.protocol.lookups import (
+    LookupMultipleRequest,
+    LookupResponse,
+    LookupSingleRequest,
+    V016LookupMultipleRequest,
+    V016LookupResponse,
+    V016LookupSingleRequest,
+)
 from debusine.protocol.monitoring import ServiceStatus
+from debusine.protocol.task_configuration import (
+    TaskConfigurationPushRequest,
+    TaskConfigurationPushResult,
+)
+from debusine.protocol.wire import NumberedPage
 from debusine.protocol.work_requests import (
     WorkRequestCreateRequest,
     WorkRequestPatchRequest,
@@ -45,6 +68,9 @@ from debusine.protocol.workflows import (
     WorkflowTemplateCreateRequest,
     WorkflowTemplateResponse,
     WorkflowTemplateUpdateRequest,
+    WorkspaceTemplateCreateRequest,
+    WorkspaceTemplateResponse,
+    WorkspaceTemplateUpdateRequest,
 )
 
 OPENAPI_VERSION = "3.1.0"
@@ -97,6 +123,11 @@ WHOAMI_SCHEMA: dict[str, Any] = {
     "required": ["user", "auth", "worker_token"],
 }
 RANGE_HEADER = {"Range": "`bytes=0-N`: N is the number of bytes received so far"}
+ETAG_HEADER = {"ETag": "The entity tag to send back in `If-Match`"}
+#: `If-Match` (optional, 412 when stale) is told in the summaries, not declared as a header
+#: parameter: the fuzzing test would send values no HTTP server accepts as a header.
+IF_MATCH_NOTE = " (optional `If-Match`: 412 when it names a tag that is no longer current)"
+PAGE_QUERY: dict[str, dict[str, Any]] = {"page": {"type": "integer", "minimum": 1}}
 
 OPERATIONS: dict[str, list[Operation]] = {
     "api-worker-register": [
@@ -274,20 +305,23 @@ OPERATIONS: dict[str, list[Operation]] = {
     "api-lookup-single": [
         Operation(
             "post",
-            "Resolve a lookup for a work request assigned to the calling worker",
-            "worker",
+            "Resolve a lookup for a work request assigned to the calling worker (worker token, "
+            "no `workspace`; Debusine 0.11/0.12), or in a workspace (user token, `workspace` "
+            "given: the `V016LookupSingleRequest` body and `V016LookupResponse` answer)",
+            "user or worker",
             {200: Response("The match", LookupResponse)},
             request=LookupSingleRequest,
-        )
+        ),
     ],
     "api-lookup-multiple": [
         Operation(
             "post",
-            "Resolve a multiple lookup for a work request assigned to the calling worker",
-            "worker",
+            "Resolve a multiple lookup for a work request assigned to the calling worker, or "
+            "(with `workspace`, user token: Debusine 0.16) in a workspace",
+            "user or worker",
             {200: Response("The matches", LookupResponse, many=True)},
             request=LookupMultipleRequest,
-        )
+        ),
     ],
     "api-whoami": [
         Operation("get", "Who the token authenticates", "any", {200: Response("", WHOAMI_SCHEMA)})
@@ -320,7 +354,12 @@ OPERATIONS: dict[str, list[Operation]] = {
             {200: Response("Changed", WorkflowTemplateResponse)},
             request=WorkflowTemplateUpdateRequest,
         ),
-        Operation("delete", "Delete a workflow template", "user", {204: Response("Deleted")}),
+        Operation(
+            "delete",
+            "Delete a workflow template" + IF_MATCH_NOTE,
+            "user",
+            {204: Response("Deleted")},
+        ),
     ],
     "api-workflows": [
         Operation(
@@ -330,6 +369,179 @@ OPERATIONS: dict[str, list[Operation]] = {
             {201: Response("The workflow's root work request", WorkRequestResponse)},
             request=WorkflowCreateRequest,
         )
+    ],
+    "api-workspace-workflow-templates": [
+        Operation(
+            "get",
+            "The workspace's workflow templates by name (Debusine 0.16)",
+            "user",
+            {200: Response("A page", NumberedPage[WorkspaceTemplateResponse])},
+            query=PAGE_QUERY,
+        ),
+        Operation(
+            "post",
+            "Create a workflow template (Debusine 0.16 shape; workspace owners)",
+            "user",
+            {201: Response("Created", WorkspaceTemplateResponse, headers=ETAG_HEADER)},
+            request=WorkspaceTemplateCreateRequest,
+        ),
+    ],
+    "api-workspace-workflow-template": [
+        Operation(
+            "get",
+            "One workflow template, by id (all digits) or name",
+            "user",
+            {200: Response("It", WorkspaceTemplateResponse, headers=ETAG_HEADER)},
+        ),
+        Operation(
+            "patch",
+            "Change a workflow template (keys of the object as read are ignored)" + IF_MATCH_NOTE,
+            "user",
+            {200: Response("Changed", WorkspaceTemplateResponse, headers=ETAG_HEADER)},
+            request=WorkspaceTemplateUpdateRequest,
+        ),
+        Operation(
+            "delete",
+            "Delete a workflow template" + IF_MATCH_NOTE,
+            "user",
+            {204: Response("Deleted")},
+        ),
+    ],
+    "api-collections": [
+        Operation(
+            "get",
+            "The workspace's collections but workflow-internal ones, by category and name",
+            "user",
+            {200: Response("A page", NumberedPage[CollectionResponse])},
+            query=PAGE_QUERY,
+        ),
+        Operation(
+            "post",
+            "Create a collection (configure permission)",
+            "user",
+            {201: Response("Created", CollectionResponse, headers=ETAG_HEADER)},
+            request=CollectionCreateRequest,
+        ),
+    ],
+    "api-collection": [
+        Operation(
+            "get",
+            "One collection by id (`?stats=1` adds item counts)",
+            "user",
+            {200: Response("It", CollectionResponse, headers=ETAG_HEADER)},
+            query={"stats": {"type": "string"}},
+        ),
+        Operation(
+            "patch",
+            "Change a collection (not its category; keys of the object as read are ignored)"
+            + IF_MATCH_NOTE,
+            "user",
+            {200: Response("Changed", CollectionResponse, headers=ETAG_HEADER)},
+            request=CollectionUpdateRequest,
+        ),
+        Operation(
+            "delete",
+            "Delete a collection and its item history" + IF_MATCH_NOTE,
+            "user",
+            {204: Response("Deleted")},
+        ),
+    ],
+    "api-collection-by-name": [
+        Operation(
+            "get",
+            "One collection by category and name (`_` for singletons)",
+            "user",
+            {200: Response("It", CollectionResponse, headers=ETAG_HEADER)},
+            query={"stats": {"type": "string"}},
+        )
+    ],
+    "api-collection-items": [
+        Operation(
+            "get",
+            "The collection's active items by name",
+            "user",
+            {200: Response("A page", NumberedPage[CollectionItemResponse])},
+            query={
+                **PAGE_QUERY,
+                "name__startswith": {"type": "string"},
+                "category": {"type": "string"},
+            },
+        )
+    ],
+    "api-collection-item": [
+        Operation("get", "One active item", "user", {200: Response("It", CollectionItemResponse)}),
+        Operation(
+            "delete",
+            "Remove an item (it stays as history)",
+            "user",
+            {204: Response("Removed")},
+        ),
+    ],
+    "api-collection-tokens": [
+        Operation(
+            "get",
+            "Roles granted to external tokens on the collection (configure permission)",
+            "user",
+            {200: Response("A page", NumberedPage[TokenGrantResponse])},
+            query=PAGE_QUERY,
+        ),
+        Operation(
+            "post",
+            "Grant a role to an existing external-user token or to a new one (its key is "
+            "returned once)",
+            "user",
+            {201: Response("Granted", TokenGrantResponse)},
+            request=TokenGrantRequest,
+        ),
+    ],
+    "api-collection-token": [
+        Operation("delete", "Revoke a role from a token", "user", {204: Response("Revoked")})
+    ],
+    "api-collection-relations": [
+        Operation(
+            "get",
+            "Relations from the workspace's collections (`source`, `target` as name@category, "
+            "`type`); with both `source` and `type`, one page and an ETag",
+            "user",
+            {
+                200: Response(
+                    "A page", NumberedPage[CollectionRelationResponse], headers=ETAG_HEADER
+                )
+            },
+            query={
+                **PAGE_QUERY,
+                "source": {"type": "string"},
+                "target": {"type": "string"},
+                "type": {"type": "string"},
+            },
+        )
+    ],
+    "api-collection-relation-set": [
+        Operation(
+            "put",
+            "Replace the ordered targets of a source collection for one relation type"
+            + IF_MATCH_NOTE,
+            "user",
+            {200: Response("The targets as stored", CollectionRelationSetResponse)},
+            request=CollectionRelationSetRequest,
+        )
+    ],
+    "api-task-configuration": [
+        Operation(
+            "get",
+            "A task-configuration collection and its entries (without Debusine 0.16's entry "
+            "keys unless the User-Agent names 0.16)",
+            "user",
+            {200: Response("`{collection: {id, name, data}, items: [...]}`", OBJECT)},
+        ),
+        Operation(
+            "post",
+            "Replace the entries of a task-configuration collection (or count the changes, "
+            "with `dry_run`)",
+            "user",
+            {200: Response("What changed", TaskConfigurationPushResult)},
+            request=TaskConfigurationPushRequest,
+        ),
     ],
     "api-service-status": [
         Operation(
@@ -404,6 +616,11 @@ def openapi_path(route: str) -> tuple[str, list[dict[str, Any]]]:
     return ROUTE_PARAMETER.sub(lambda match: "{" + match["name"] + "}", route), parameters
 
 
+def schema_name(model: type[BaseModel]) -> str:
+    """The components key pydantic gives `model` (`NumberedPage[X]` -> `NumberedPage_X_`)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", model.__name__)
+
+
 def collect_models() -> tuple[dict[str, Any], dict[type[BaseModel], str]]:
     """JSON schemas of every model used, under components, and the name of each."""
     models: list[type[BaseModel]] = []
@@ -413,13 +630,14 @@ def collect_models() -> tuple[dict[str, Any], dict[type[BaseModel], str]]:
             models.extend(body for body in bodies if isinstance(body, type) and body not in models)
     from debusine.protocol.work_requests import WorkRequestPage
 
-    models.append(WorkRequestPage)
+    models.extend([WorkRequestPage, V016LookupSingleRequest, V016LookupMultipleRequest])
+    models.append(V016LookupResponse)
     _keys, top = models_json_schema(
         [(model, "validation") for model in models],
         ref_template="#/components/schemas/{model}",
     )
     schemas: dict[str, Any] = dict(top.get("$defs", {}))
-    return schemas, {model: model.__name__ for model in models}
+    return schemas, {model: schema_name(model) for model in models}
 
 
 def body_schema(body: Body, names: dict[type[BaseModel], str]) -> dict[str, Any]:

@@ -7,10 +7,12 @@ from django.urls import include, path
 
 from debusine.server.api import (
     artifacts,
+    collections,
     lookups,
     monitoring,
     openapi,
     relations,
+    task_configuration,
     uploads,
     whoami,
     work_requests,
@@ -33,6 +35,8 @@ urlpatterns = [
                 *whoami.urlpatterns,
                 *monitoring.urlpatterns,
                 *workflows.urlpatterns,
+                *collections.urlpatterns,
+                *task_configuration.urlpatterns,
             ]
         ),
     ),

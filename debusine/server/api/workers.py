@@ -28,6 +28,7 @@ from debusine.protocol.generations import (
     Generation,
     dynamic_data_for,
     task_data_for,
+    with_user_agent_generation,
 )
 from debusine.protocol.work_requests import WorkRequestStatus
 from debusine.protocol.workers import WorkerRegisterRequest, WorkRequestCompletedRequest
@@ -146,7 +147,10 @@ class DynamicMetadataView(APIView):
         caller = request_worker(request)
         assert caller is not None
         worker = Worker.objects.get(pk=caller.id)
-        transitions.worker_metadata_changed(worker, dynamic=request.data)
+        transitions.worker_metadata_changed(
+            worker,
+            dynamic=with_user_agent_generation(request.data, request.headers.get("User-Agent")),
+        )
         return HttpResponse(status=status.HTTP_204_NO_CONTENT)
 
 

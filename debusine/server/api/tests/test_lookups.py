@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from debusine.protocol.lookups import LookupResponse
+from debusine.protocol.lookups import LookupResponse, V016LookupResponse
 from debusine.server.api.errors import PROBLEM_CONTENT_TYPE
 from debusine.server.collections import CollectionManager
 from debusine.server.db.models import Collection, CollectionItem, User, Worker, WorkRequest
@@ -154,3 +154,75 @@ def test_users_may_not_look_up(
     response = client.post(SINGLE_URL, body(work_request, LOOKUP), format="json")
     assert response.status_code == 403
     assert response["Content-Type"] == PROBLEM_CONTENT_TYPE
+
+
+# Debusine 0.16: a user's lookup in a workspace (`workspace` in the body)
+
+
+def test_v016_single_lookup_of_an_artifact_item(
+    client: APIClient, playground: Playground, environment: CollectionItem
+) -> None:
+    response = client.post(
+        SINGLE_URL,
+        {"lookup": LOOKUP, "workspace": "System", "expect_type": "artifact", "work_request": None},
+        format="json",
+    )
+
+    assert response.status_code == 200, response.content
+    found = V016LookupResponse.model_validate(response.json())
+    scope = playground.scope.name
+    assert found.result_type == "artifact"
+    assert found.artifact == environment.artifact_id
+    assert found.collection_item is not None
+    assert (found.collection_item.name, found.collection_item.data) == (
+        environment.name,
+        environment.data,
+    )
+    assert found.parent_collection_lookup == "debian@debian:environments"
+    assert found.links["webui_self"] == f"/{scope}/System/artifact/{environment.artifact_id}/"
+    assert found.links["webui_parent_collection"] == (
+        f"/{scope}/System/collection/debian:environments/debian/"
+    )
+
+
+def test_v016_lookups_of_a_collection_and_multiple(
+    client: APIClient, environment: CollectionItem
+) -> None:
+    single = client.post(
+        SINGLE_URL,
+        {"lookup": "debian@debian:environments", "workspace": "System", "expect_type": "c"},
+        format="json",
+    )
+    assert single.status_code == 200, single.content
+    assert single.json()["result_type"] == "collection"
+    assert single.json()["collection_info"] == {
+        "name": "debian",
+        "category": "debian:environments",
+    }
+    assert single.json()["collection_item"] is None
+
+    multiple = client.post(
+        MULTIPLE_URL,
+        {"lookup": [LOOKUP], "workspace": "System", "expect_type": "artifact"},
+        format="json",
+    )
+    assert multiple.status_code == 200, multiple.content
+    assert [entry["artifact"] for entry in multiple.json()] == [environment.artifact_id]
+
+
+def test_v016_lookup_errors(
+    client: APIClient, worker_client: APIClient, environment: CollectionItem
+) -> None:
+    none = client.post(
+        SINGLE_URL, {"lookup": "nothing@debian:suite", "workspace": "System"}, format="json"
+    )
+    assert_problem(none, 404, "No matches")
+    hidden = client.post(SINGLE_URL, {"lookup": LOOKUP, "workspace": "nowhere"}, format="json")
+    assert hidden.status_code == 404
+    # Workspace lookups are for users; workers use the work-request shape.
+    as_worker = worker_client.post(
+        SINGLE_URL, {"lookup": LOOKUP, "workspace": "System"}, format="json"
+    )
+    assert as_worker.status_code == 403
+    bad = client.post(SINGLE_URL, {"lookup": 1.5, "workspace": "System"}, format="json")
+    assert_problem(bad, 400, "Cannot deserialize lookup")

@@ -64,7 +64,6 @@ PROTOCOL_ENDPOINTS: list[tuple[str, str, set[int], set[int]]] = [
 #: protocol.md endpoints this server does not serve (yet): not described, and a 404 problem.
 NOT_SERVED = {
     "/1.0/work-request/{id}/external-debsign/",
-    "/1.0/task-configuration/{workspace}/{name}/",
     "/1.0/workspace/{workspace}/inheritance/",
     "/1.0/asset/",
     "/1.0/asset/{category}/{slug}/{permission}/",

@@ -13,9 +13,15 @@ from django.utils import timezone
 from pytest_django import DjangoCaptureOnCommitCallbacks
 from rest_framework.test import APIClient
 
+from debusine.protocol.generations import (
+    USER_AGENT_GENERATION_KEY,
+    Generation,
+    generation_from_metadata,
+)
 from debusine.server.api.workers import CompletedResponse
 from debusine.server.db.models import Token, User, Worker, WorkerType, WorkRequest
 from debusine.server.db.models.auth import hash_token_key
+from debusine.server.scheduler.matching import Candidate, can_run
 from debusine.server.work_requests import notifications, transitions
 from debusine.testing.playground import Playground, api_client
 
@@ -144,6 +150,44 @@ def test_dynamic_metadata_replaces_the_stored_one(playground: Playground) -> Non
     worker.refresh_from_db()
     assert worker.dynamic_metadata == {"system:cpu_count": 4}
     assert worker.dynamic_metadata_updated_at is not None
+
+
+def test_the_user_agent_names_the_generation_when_the_metadata_does_not(
+    playground: Playground,
+) -> None:
+    worker, key = playground.create_worker()
+    worker.set_static_metadata({"noop:version": 1, "sleep:version": 1})
+    client = api_client(key)
+    sleep = Candidate(1, "Worker", "sleep", None)
+
+    # Metadata that shows no generation, from a 0.16 worker (its User-Agent says so).
+    client.put(METADATA, {"system:cpu_count": 2}, format="json", HTTP_USER_AGENT="debusine/0.16.2")
+    worker.refresh_from_db()
+    assert worker.dynamic_metadata == {
+        "system:cpu_count": 2,
+        USER_AGENT_GENERATION_KEY: "0.16",
+    }
+    assert generation_from_metadata(worker.metadata()) is Generation.V0_16
+    # A 0.16 worker is only given what can be expressed for it.
+    assert can_run("external", worker.metadata(), Candidate(1, "Worker", "noop", None))
+    assert not can_run("external", worker.metadata(), sleep)
+
+    # Library defaults say nothing; a worker cannot write the server's key itself.
+    client.put(
+        METADATA,
+        {"system:cpu_count": 2, USER_AGENT_GENERATION_KEY: "0.16"},
+        format="json",
+        HTTP_USER_AGENT="python-requests/2.28.1",
+    )
+    worker.refresh_from_db()
+    assert worker.dynamic_metadata == {"system:cpu_count": 2}
+    assert can_run("external", worker.metadata(), sleep)
+
+    # What the metadata shows wins over the User-Agent.
+    client.put(METADATA, {"noop:version": 1}, format="json", HTTP_USER_AGENT="debusine/0.16.2")
+    worker.refresh_from_db()
+    assert worker.dynamic_metadata == {"noop:version": 1}
+    assert generation_from_metadata(worker.metadata()) is Generation.LEGACY
 
 
 def test_dynamic_metadata_needs_an_enabled_worker_token(

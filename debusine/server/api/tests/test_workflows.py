@@ -8,7 +8,7 @@ import pytest
 from django.contrib.auth.models import Permission
 
 from debusine.protocol.work_requests import WorkRequestResponse
-from debusine.protocol.workflows import WorkflowTemplateResponse
+from debusine.protocol.workflows import WorkflowTemplateResponse, WorkspaceTemplateResponse
 from debusine.server.db.models import (
     Collection,
     User,
@@ -245,3 +245,138 @@ def test_an_owner_starts_a_workflow_by_task_name_as_016_clients_do(
             api_client(owner[1]).post(WORKFLOWS, both_or_neither, format="json"), 400
         )
         assert "Exactly one of template_name and task_name" in problem["detail"]
+
+
+# Debusine 0.16: `/1.0/workflow-template/{workspace}/…`
+
+WORKSPACE_TEMPLATES = "/api/1.0/workflow-template/System/"
+
+
+def test_the_v016_template_family(owner: tuple[User, str], playground: Playground) -> None:
+    client = api_client(owner[1])
+    group = playground.create_group("reviewers")
+    created = client.post(
+        WORKSPACE_TEMPLATES,
+        {
+            "name": "noops.v2",
+            "task_name": "noop",
+            "static_parameters": {"children": 1},
+            "runtime_parameters": {"result": [True, False]},
+            "priority": 0,
+            "extra_groups": ["reviewers"],
+            "restricted": False,
+        },
+        format="json",
+    )
+    assert created.status_code == 201, created.content
+    body = WorkspaceTemplateResponse.model_validate(created.json())
+    assert body.static_parameters == {"children": 1}
+    assert body.extra_groups == ["reviewers"]
+    assert body.links["webui_self"] == (
+        f"/{playground.scope.name}/System/workflow-template/noops.v2/"
+    )
+    stored = WorkflowTemplate.objects.get(pk=body.id)
+    assert list(stored.extra_groups.all()) == [group]
+
+    # By name (dots included) or id; pages of templates by name.
+    by_name = client.get(f"{WORKSPACE_TEMPLATES}noops.v2/")
+    assert by_name.json()["id"] == body.id
+    etag = by_name["ETag"]
+    assert client.get(f"{WORKSPACE_TEMPLATES}{body.id}/").json()["name"] == "noops.v2"
+    listed = client.get(WORKSPACE_TEMPLATES).json()
+    assert (listed["count"], listed["next"], [t["name"] for t in listed["results"]]) == (
+        1,
+        None,
+        ["noops.v2"],
+    )
+    # The old family still sees it, with its task data.
+    assert client.get(f"{TEMPLATES}{body.id}/").json()["task_data"] == {"children": 1}
+
+    # PATCH takes the whole object as read; the workflow cannot change.
+    changed = client.patch(
+        f"{WORKSPACE_TEMPLATES}{body.id}/",
+        {**by_name.json(), "name": "renamed", "restricted": True},
+        format="json",
+        HTTP_IF_MATCH=etag,
+    )
+    assert changed.status_code == 200, changed.content
+    assert (changed.json()["name"], changed.json()["restricted"]) == ("renamed", True)
+    stale = client.delete(f"{WORKSPACE_TEMPLATES}{body.id}/", HTTP_IF_MATCH=etag)
+    assert_problem(stale, 412, "Workflow template changed")
+    assert_problem(
+        client.patch(f"{WORKSPACE_TEMPLATES}{body.id}/", {"task_name": "other"}, format="json"),
+        400,
+    )
+    assert client.delete(f"{WORKSPACE_TEMPLATES}renamed/").status_code == 204
+    assert not WorkflowTemplate.objects.exists()
+
+
+def test_v016_template_refusals(
+    owner: tuple[User, str], user_token: str, template: WorkflowTemplate
+) -> None:
+    client = api_client(owner[1])
+    new = {"name": "x", "task_name": "noop", "static_parameters": {}}
+    assert_problem(api_client(user_token).post(WORKSPACE_TEMPLATES, new, format="json"), 403)
+    assert_problem(
+        client.post(WORKSPACE_TEMPLATES, {**new, "task_name": "nope"}, format="json"), 400
+    )
+    assert_problem(
+        client.post(WORKSPACE_TEMPLATES, {**new, "name": template.name}, format="json"), 400
+    )
+    assert_problem(
+        client.post(WORKSPACE_TEMPLATES, {**new, "extra_groups": ["ghosts"]}, format="json"), 400
+    )
+    assert_problem(client.get(f"{WORKSPACE_TEMPLATES}missing/"), 404)
+    assert WorkflowTemplate.objects.count() == 1
+
+
+def test_runtime_parameters_bound_what_users_set(
+    owner: tuple[User, str], user_token: str, playground: Playground
+) -> None:
+    WorkflowTemplate.objects.create(
+        name="bounded",
+        workspace=playground.workspace,
+        task_name="noop",
+        task_data={"children": 1},
+        runtime_parameters={"result": [False]},
+    )
+    contributor = api_client(user_token)
+
+    started = contributor.post(
+        WORKFLOWS,
+        {
+            "template_name": "bounded",
+            "task_name": "",
+            "workspace": "System",
+            "task_data": {"result": False},
+        },
+        format="json",
+    )
+    assert started.status_code == 201, started.content
+    for task_data in ({"result": True}, {"children": 3}):
+        refused = contributor.post(
+            WORKFLOWS,
+            {
+                "template_name": "bounded",
+                "task_name": "",
+                "workspace": "System",
+                "task_data": task_data,
+            },
+            format="json",
+        )
+        assert_problem(refused, 400, "Cannot create workflow")
+    assert WorkRequest.objects.filter(task_type="Workflow").count() == 1
+
+
+def test_a_restricted_template_is_for_owners_and_its_groups(
+    owner: tuple[User, str], user: User, user_token: str, playground: Playground
+) -> None:
+    template = WorkflowTemplate.objects.create(
+        name="locked", workspace=playground.workspace, task_name="noop", restricted=True
+    )
+    body = {"template_name": "locked", "task_name": "", "workspace": "System", "task_data": {}}
+    assert_problem(api_client(user_token).post(WORKFLOWS, body, format="json"), 403)
+
+    template.extra_groups.add(playground.create_group("releasers", [user]))
+    assert api_client(user_token).post(WORKFLOWS, body, format="json").status_code == 201
+    assert api_client(owner[1]).post(WORKFLOWS, body, format="json").status_code == 201

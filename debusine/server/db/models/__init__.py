@@ -31,7 +31,11 @@ from debusine.server.db.models.collections import (
     Collection,
     CollectionItem,
     CollectionItemType,
+    CollectionRelation,
+    CollectionRelationType,
     CollectionRetention,
+    CollectionTokenGrant,
+    ExternalToken,
 )
 from debusine.server.db.models.file_stores import (
     FileInStore,
@@ -71,7 +75,11 @@ __all__ = [
     "Collection",
     "CollectionItem",
     "CollectionItemType",
+    "CollectionRelation",
+    "CollectionRelationType",
     "CollectionRetention",
+    "CollectionTokenGrant",
+    "ExternalToken",
     "File",
     "FileInArtifact",
     "FileInStore",

@@ -111,3 +111,73 @@ class CollectionItem(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} in {self.parent_collection}"
+
+
+class CollectionRelationType(models.TextChoices):
+    """How one collection relates to another (Debusine 0.16's suite relations)."""
+
+    SUITE_FORKED_FROM = "suite-forked-from", "Forked from"
+    SUITE_BASED_ON = "suite-based-on", "Based on"
+    SUITE_REQUIRES = "suite-requires", "Requires"
+    SUITE_TARGETING = "suite-targeting", "Targeting"
+    SUITE_DEFAULT_QA_RESULTS = "suite-default-qa-results", "Default QA results"
+
+
+class CollectionRelation(models.Model):
+    """`source` stands in relation `type` to `target`; `position` orders `suite-requires`."""
+
+    source = models.ForeignKey(Collection, on_delete=models.CASCADE, related_name="relations")
+    target = models.ForeignKey(
+        Collection, on_delete=models.CASCADE, related_name="reverse_relations"
+    )
+    type = models.CharField(max_length=32, choices=CollectionRelationType.choices)
+    position = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "type", "target"], name="db_collectionrelation_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source} {self.type} {self.target}"
+
+
+class ExternalToken(models.Model):
+    """
+    A credential for reading collections from outside the API (an APT archive, say): Debusine
+    0.16's "external-user" token, made for a user name that need not be an account here. Only
+    its SHA-256 is stored. It never authenticates an API call; it holds only the roles granted
+    to it on collections.
+    """
+
+    hash = models.CharField(max_length=64, unique=True)
+    username = models.CharField(max_length=255)
+    comment = models.CharField(max_length=100, blank=True, default="")
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"external token {self.hash[:12]}… ({self.username})"
+
+
+class CollectionTokenGrant(models.Model):
+    """A role (`viewer`) on a collection granted to an external token."""
+
+    collection = models.ForeignKey(
+        Collection, on_delete=models.CASCADE, related_name="token_grants"
+    )
+    token = models.ForeignKey(ExternalToken, on_delete=models.CASCADE, related_name="grants")
+    role = models.CharField(max_length=16)
+    comment = models.CharField(max_length=100, blank=True, default="")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["collection", "token", "role"], name="db_collectiontokengrant_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role} on {self.collection} for {self.token}"

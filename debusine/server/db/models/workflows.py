@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.db import models
+
+
+def runtime_parameters_any() -> Any:
+    return "any"
 
 
 class WorkflowTemplate(models.Model):
@@ -15,6 +21,13 @@ class WorkflowTemplate(models.Model):
     task_name = models.CharField(max_length=100)
     task_data = models.JSONField(default=dict, blank=True)
     priority = models.IntegerField(default=0)
+    #: What users may set when they start it (Debusine 0.16): "any", or a mapping of parameter
+    #: name to its allowed values (a list) or "any". Templates made through the 0.11/0.12 API
+    #: keep those versions' rule: users set anything, the template's `task_data` wins.
+    runtime_parameters = models.JSONField(default=runtime_parameters_any, blank=True)
+    #: Only workspace owners and members of `extra_groups` may start a restricted template.
+    restricted = models.BooleanField(default=False)
+    extra_groups = models.ManyToManyField("db.Group", blank=True, related_name="+")
 
     class Meta:
         constraints = [
