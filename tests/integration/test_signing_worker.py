@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from debusine.client.client import DebusineClient
+from debusine.client.errors import ProblemError
 from debusine.client.uploads import LocalFile
 from debusine.protocol.work_requests import WorkRequestStatus
 from debusine.testing.signing import (
@@ -388,7 +389,20 @@ def test_user_without_signer_role_is_refused_and_nothing_is_signed(
         token = instance.create_contributor("signing-other-user")
         release = tmp_path / "Release"
         release.write_text("Suite: stable\n")
-        _client, artifact_id = upload_artifact(instance, token, {"Release": release})
+        client, artifact_id = upload_artifact(instance, token, {"Release": release})
+        # Through the API: 403, a problem document naming the missing role.
+        with pytest.raises(ProblemError) as raised:
+            client.work_request_create(
+                "sign",
+                {"purpose": "openpgp", "key": fingerprint, "unsigned": [artifact_id]},
+                workspace="System",
+            )
+        assert raised.value.status == 403
+        assert raised.value.problem["detail"] == (
+            f"signing-other-user does not have the signer role on openpgp key {fingerprint}"
+            " in workspace System"
+        )
+        # Through debusine-admin: the same refusal.
         data_file = tmp_path / "sign.yaml"
         data_file.write_text(
             yaml.safe_dump({"purpose": "openpgp", "key": fingerprint, "unsigned": [artifact_id]})
