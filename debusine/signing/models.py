@@ -29,6 +29,12 @@ class KeyPurpose(models.TextChoices):
 
     UEFI = "uefi", "UEFI Secure Boot (X.509 + sbsign)"
     OPENPGP = "openpgp", "OpenPGP (GnuPG)"
+    KMOD = "kmod", "Linux kernel modules (X.509 + sign-file)"
+
+    @property
+    def is_x509(self) -> bool:
+        """Whether keys of this purpose are an X.509 certificate and its private key."""
+        return self != KeyPurpose.OPENPGP
 
 
 class Key(models.Model):
@@ -38,7 +44,7 @@ class Key(models.Model):
     fingerprint = models.CharField(max_length=64)
     # A `service_keys.ProtectedKey`: sealed private key or PKCS#11 URI; never plaintext.
     private_key = models.JSONField()
-    # OpenPGP: the armored public key; UEFI: the PEM certificate.
+    # OpenPGP: the armored public key; UEFI and kmod: the PEM certificate.
     public_key = models.BinaryField()
     description = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)

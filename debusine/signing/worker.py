@@ -122,7 +122,8 @@ def signing_metadata(service_keys: Sequence[ServiceKey]) -> dict[str, Any]:
 def signed_name(name: str, purpose: KeyPurpose, mode: SigningMode) -> str:
     """The name of the signed file of `name` in the output artifact."""
     if mode == SigningMode.DETACHED:
-        return f"{name}.sig" if purpose == KeyPurpose.UEFI else f"{name}.asc"
+        suffixes = {KeyPurpose.UEFI: "sig", KeyPurpose.KMOD: "p7s", KeyPurpose.OPENPGP: "asc"}
+        return f"{name}.{suffixes[purpose]}"
     return name
 
 
