@@ -111,6 +111,14 @@ def test_group_readable_service_key_is_refused_in_one_line(signing: SigningInsta
     assert "is accessible by group or others (mode 0644)" in result.stderr
     assert tables(signing.database_url)  # still there; nothing was generated:
     assert signing.run("key", "list").stdout == ""
+    # The signing worker refuses to start with it, in one line, before reaching any server.
+    from debusine.testing.worker import write_worker_config
+
+    config = write_worker_config(signing.directory / "worker", "https://debusine.example.org/api")
+    started = signing.run("signing_worker", "--config-dir", str(config), check=False)
+    assert started.returncode == 2
+    assert started.stderr.strip().count("\n") == 0
+    assert "is accessible by group or others (mode 0644)" in started.stderr
 
 
 def test_database_dump_holds_no_plaintext_private_key(signing: SigningInstance) -> None:
