@@ -19,7 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from debusine.signing import config, keys
-from debusine.signing.models import AuditEvent, AuditLog, Key, KeyPurpose
+from debusine.signing.models import AuditEvent, AuditLog, Key, KeyGrant, KeyPurpose
 from debusine.signing.pkcs11_keys import (
     Pkcs11Error,
     check_token_holds_key,
@@ -229,6 +229,58 @@ def disable_key(purpose: KeyPurpose, fingerprint: str, *, created_by: str) -> Ke
                 created_by=created_by,
             )
     return key
+
+
+def grant_key(purpose: KeyPurpose, fingerprint: str, workspace: str, *, created_by: str) -> bool:
+    """Let `workspace` use the key on this signing side; False if it already could."""
+    with transaction.atomic():
+        find_key(purpose, fingerprint)
+        _grant, created = KeyGrant.objects.get_or_create(
+            purpose=purpose, fingerprint=fingerprint, workspace=workspace
+        )
+        if created:
+            AuditLog.objects.append(
+                purpose=purpose,
+                fingerprint=fingerprint,
+                event=AuditEvent.GRANT,
+                created_by=created_by,
+                data={"workspace": workspace},
+            )
+    return created
+
+
+def revoke_key(purpose: KeyPurpose, fingerprint: str, workspace: str, *, created_by: str) -> None:
+    """Stop `workspace` using the key on this signing side."""
+    with transaction.atomic():
+        deleted, _ = KeyGrant.objects.filter(
+            purpose=purpose, fingerprint=fingerprint, workspace=workspace
+        ).delete()
+        if not deleted:
+            raise KeyStoreError(
+                f"workspace {workspace} has no grant on {purpose} key {fingerprint}"
+            )
+        AuditLog.objects.append(
+            purpose=purpose,
+            fingerprint=fingerprint,
+            event=AuditEvent.REVOKE,
+            created_by=created_by,
+            data={"workspace": workspace},
+        )
+
+
+def check_granted(purpose: KeyPurpose, fingerprints: Sequence[str], workspace: str) -> None:
+    """Refuse unless every key is granted to `workspace` here (whatever the server said)."""
+    granted = set(
+        KeyGrant.objects.filter(
+            purpose=purpose, fingerprint__in=fingerprints, workspace=workspace
+        ).values_list("fingerprint", flat=True)
+    )
+    for fingerprint in fingerprints:
+        if fingerprint not in granted:
+            raise KeyStoreError(
+                f"workspace {workspace} has no grant on {purpose} key {fingerprint} on this"
+                f" signing worker (debusine-signing grant add {purpose} {fingerprint} {workspace})"
+            )
 
 
 def find_key(purpose: KeyPurpose, fingerprint: str, *, for_update: bool = False) -> Key:
