@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
+import struct
 import subprocess
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -162,6 +166,58 @@ def sign_kernel_module(
             signed.write(module_signature_trailer(len(signature_bytes)))
 
 
+def _agent_pid(socket_path: Path) -> int | None:
+    """The PID of the process listening on a Unix socket (its peer credentials), if any."""
+    if not socket_path.exists():
+        return None
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        try:
+            client.connect(str(socket_path))
+        except OSError:
+            return None
+        credentials = client.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+    pid, _uid, _gid = struct.unpack("3i", credentials)
+    return pid if pid > 0 else None
+
+
+def _process_is_running(pid: int) -> bool:
+    """Whether `pid` runs (a zombie waiting for its reaper has finished)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state != "Z"
+
+
+def stop_gpg_agent(home: Path, timeout: float = 2.0) -> None:
+    """
+    Stop the gpg-agent a throwaway GnuPG home started, before the home (and the secret key
+    the agent stored in it) is removed.
+
+    Its socket is in the home itself when the user has no /run/user/UID (the signing
+    service's system user has none): then the agent is found by the socket's peer
+    credentials and sent SIGTERM, which saves a `gpgconf --kill` process per signature.
+    Otherwise, or if that fails, `gpgconf --kill gpg-agent`.
+    """
+    if not Path(f"/run/user/{os.getuid()}").exists():
+        pid = _agent_pid(home / "S.gpg-agent")
+        if pid is not None and pid != os.getpid():
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if not _process_is_running(pid):
+                    return
+                time.sleep(0.002)
+    subprocess.run(
+        ["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"],
+        capture_output=True,
+        check=False,
+    )
+
+
 def gpg_argv(home: Path, *args: str) -> list[str]:
     return [
         "gpg",
@@ -213,11 +269,7 @@ def sign_openpgp(
                 )
             )
         finally:
-            subprocess.run(
-                ["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"],
-                capture_output=True,
-                check=False,
-            )
+            stop_gpg_agent(home)
 
 
 def debsign_upload(fingerprint: str, key: SoftwareKey, changes: Path) -> None:
@@ -238,8 +290,4 @@ def debsign_upload(fingerprint: str, key: SoftwareKey, changes: Path) -> None:
                 env=environment,
             )
         finally:
-            subprocess.run(
-                ["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"],
-                capture_output=True,
-                check=False,
-            )
+            stop_gpg_agent(home)

@@ -9,6 +9,7 @@ import fcntl
 import json
 import os
 import subprocess
+import tempfile
 from pathlib import Path
 
 import psycopg
@@ -73,6 +74,26 @@ def gpgv(keyring_path: Path, *files: Path) -> subprocess.CompletedProcess[str]:
 
 def audit_rows(signing: SigningInstance) -> list[dict[str, object]]:
     return [json.loads(line) for line in signing.run("audit", "show").stdout.splitlines()]
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except (FileNotFoundError, ProcessLookupError):
+        return ""
+
+
+def running_gpg_agents() -> list[int]:
+    """PIDs of the gpg-agent processes of this machine that have not exited."""
+    agents = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            name, state = stat.read_text().split(" (", 1)[1].rsplit(")", 1)
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
+        if name == "gpg-agent" and state.split()[0] != "Z":
+            agents.append(int(stat.parent.name))
+    return agents
 
 
 @pytest.fixture
@@ -142,11 +163,19 @@ def test_openpgp_detached_signature_verifies_with_gpgv(
     release = tmp_path / "Release"
     release.write_text("Origin: Test\nSuite: unstable\n")
     signature = tmp_path / "Release.gpg"
+    # The throwaway GnuPG homes go here, so that the agents they start can be told apart (a
+    # short path: the agent's socket path must fit in a sockaddr_un).
+    homes = Path(tempfile.mkdtemp(prefix="sig-", dir="/tmp"))
+    signing.environment["TMPDIR"] = str(homes)
     signing.run(
         "sign", "openpgp", str(release), "--key", fingerprint, "--mode", "detached",
         "--output", str(signature),
     )  # fmt: skip
     assert signature.read_text().startswith("-----BEGIN PGP SIGNATURE-----")
+    # The agent that held the decrypted key is gone, and so is its home.
+    assert list(homes.iterdir()) == []
+    assert [pid for pid in running_gpg_agents() if str(homes) in command_line(pid)] == []
+    homes.rmdir()
     ring = keyring(signing, fingerprint, tmp_path / "archive.gpg")
     assert gpgv(ring, signature, release).returncode == 0
     release.write_text("Origin: Test\nSuite: tampered\n")
