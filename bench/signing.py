@@ -1,12 +1,13 @@
 """
 Signatures per second through the signing service, and its overhead over the bare tools.
 
-Sets up a throwaway signing database (`debusine.testing.signing`), generates an OpenPGP and a
-UEFI software key, imports a UEFI key into a SoftHSM2 token, then signs the same small file
-`--count` times each way:
+Sets up a throwaway signing database (`debusine.testing.signing`), generates an OpenPGP, a
+UEFI and a kernel module (kmod) software key, imports a UEFI key into a SoftHSM2 token, then
+signs the same small file `--count` times each way:
 
 - `bare`: the tool alone, with the key already where it needs it (a GnuPG home holding the
-  key; a PEM key file; the PKCS#11 URI), as a script calling gpg or sbsign would;
+  key; a PEM key file; the PKCS#11 URI), as a script calling gpg, sbsign or the kernel's
+  sign-file would;
 - `ours`: `debusine.signing.operations.sign_file`, in this process as the signing worker calls
   it: load and check the key row, unseal the private key (or check the PIN file), put it in a
   private temporary directory (import into a throwaway GnuPG home for OpenPGP), run the tool,
@@ -59,6 +60,7 @@ def main() -> None:
         signing.environment.update(hsm.environment)
         openpgp = signing.run("key", "generate", "openpgp", "Bench <b@example.org>").stdout.strip()
         uefi = signing.run("key", "generate", "uefi", "Bench UEFI").stdout.strip()
+        kmod = signing.run("key", "generate", "kmod", "Bench modules").stdout.strip()
         pkcs11 = signing.run(
             "register_pkcs11_static_key", "uefi", hsm.uri, str(hsm.certificate), "Bench HSM"
         ).stdout.strip()
@@ -69,6 +71,8 @@ def main() -> None:
 
         django.setup()
         measure(args.count, work, openpgp, uefi, pkcs11, hsm.certificate)
+        measure_kmod(args.count, work, kmod)
+        print("(shared machine: absolute figures are noisy; compare within a run)")
         from django.db import connection
 
         connection.close()
@@ -154,7 +158,41 @@ def measure(
         )  # fmt: skip
 
     report("uefi SoftHSM2 key", timed(count, bare_hsm), timed(count, ours_hsm))
-    print("(shared machine: absolute figures are noisy; compare within a run)")
+
+
+#: The kernel's module signing tool in Debian 12.
+SIGN_FILE = "/usr/lib/linux-kbuild-6.1/scripts/sign-file"
+
+
+def measure_kmod(count: int, work: Path, kmod: str) -> None:
+    from debusine.signing.key_store import configured_service_keys, find_key
+    from debusine.signing.models import KeyPurpose
+    from debusine.signing.operations import sign_file, usable_material
+    from debusine.signing.signers import SigningMode, SoftwareKey
+    from debusine.testing.signing import build_kernel_module
+
+    service_keys = configured_service_keys()
+    module = build_kernel_module(work / "bench.ko")
+    material = usable_material(find_key(KeyPurpose.KMOD, kmod), service_keys)
+    assert isinstance(material, SoftwareKey)
+    (work / "kmod.pem").write_bytes(material.private_key)
+    (work / "kmod-cert.pem").write_bytes(material.public_key)
+    out = work / "out"
+
+    def bare_sign_file(index: int) -> None:
+        subprocess.run(
+            [SIGN_FILE, "sha256", str(work / "kmod.pem"), str(work / "kmod-cert.pem"),
+             str(module), str(out / f"bare-{index}.ko")],
+            check=True, capture_output=True,
+        )  # fmt: skip
+
+    def ours_kmod(index: int) -> None:
+        sign_file(
+            KeyPurpose.KMOD, [kmod], module, out / f"ours-{index}.ko",
+            SigningMode.ATTACHED, created_by="bench", service_keys=service_keys,
+        )  # fmt: skip
+
+    report("kmod software key", timed(count, bare_sign_file), timed(count, ours_kmod))
 
 
 if __name__ == "__main__":

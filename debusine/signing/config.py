@@ -47,6 +47,26 @@ def pkcs11_module() -> Path:
     return Path(_setting("DEBUSINE_SIGNING_PKCS11_MODULE"))
 
 
+def pkcs11_generate_token() -> str:
+    """DEBUSINE_SIGNING_PKCS11_GENERATE_TOKEN: the token new X.509 keys are made in, if any."""
+    return str(_setting("DEBUSINE_SIGNING_PKCS11_GENERATE_TOKEN"))
+
+
+def pkcs11_max_sessions() -> int:
+    """DEBUSINE_SIGNING_PKCS11_MAX_SESSIONS: concurrent operations per token on this machine."""
+    return int(_setting("DEBUSINE_SIGNING_PKCS11_MAX_SESSIONS"))
+
+
+def pkcs11_session_wait() -> float:
+    """DEBUSINE_SIGNING_PKCS11_SESSION_WAIT: seconds to wait for a free token session."""
+    return float(_setting("DEBUSINE_SIGNING_PKCS11_SESSION_WAIT"))
+
+
+def lock_directory() -> Path:
+    """DEBUSINE_SIGNING_LOCK_DIRECTORY: lock files of the token session slots."""
+    return Path(_setting("DEBUSINE_SIGNING_LOCK_DIRECTORY"))
+
+
 def trusted_certs() -> list[str]:
     """DEBUSINE_SIGNING_TRUSTED_CERTS: the certificates signed objects may trust."""
     return [str(item) for item in _setting("DEBUSINE_SIGNING_TRUSTED_CERTS")]

@@ -1,9 +1,10 @@
 """
 Generating software signing keys with the tools that use them, Django-free.
 
-OpenPGP keys come from GnuPG (`gpg --quick-generate-key` in a throwaway home), UEFI keys from
-openssl (`openssl req -x509 -newkey`). Private material only ever exists in a temporary
-directory readable by its owner alone, removed when generation ends; callers seal it at once.
+OpenPGP keys come from GnuPG (`gpg --quick-generate-key` in a throwaway home), X.509 keys (UEFI
+and kernel modules) from openssl (`openssl req -x509 -newkey`). Private material only ever
+exists in a temporary directory readable by its owner alone, removed when generation ends;
+callers seal it at once.
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ def certificate_fingerprint_and_expiry(certificate: Path) -> tuple[str, dt.datet
 
 
 def generate_uefi_key(description: str, *, algorithm: str, days: int) -> GeneratedKey:
-    """A new self-signed X.509 certificate and its private key, for sbsign."""
+    """A new self-signed X.509 certificate and its private key, for sbsign and sign-file."""
     with tempfile.TemporaryDirectory(prefix="debusine-signing-uefi-") as directory:
         work = Path(directory)
         run_tool(

@@ -29,6 +29,12 @@ class KeyPurpose(models.TextChoices):
 
     UEFI = "uefi", "UEFI Secure Boot (X.509 + sbsign)"
     OPENPGP = "openpgp", "OpenPGP (GnuPG)"
+    KMOD = "kmod", "Linux kernel modules (X.509 + sign-file)"
+
+    @property
+    def is_x509(self) -> bool:
+        """Whether keys of this purpose are an X.509 certificate and its private key."""
+        return self != KeyPurpose.OPENPGP
 
 
 class Key(models.Model):
@@ -38,7 +44,7 @@ class Key(models.Model):
     fingerprint = models.CharField(max_length=64)
     # A `service_keys.ProtectedKey`: sealed private key or PKCS#11 URI; never plaintext.
     private_key = models.JSONField()
-    # OpenPGP: the armored public key; UEFI: the PEM certificate.
+    # OpenPGP: the armored public key; UEFI and kmod: the PEM certificate.
     public_key = models.BinaryField()
     description = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
@@ -82,6 +88,36 @@ class AuditEvent(models.TextChoices):
     SIGN_REPOSITORY_INDEX = "signrepositoryindex"
     DISABLE = "disable"
     SET_EXPIRY = "set_expiry"
+    GRANT = "grant"
+    REVOKE = "revoke"
+
+
+class KeyGrant(models.Model):
+    """
+    The signing side's own record of which workspace may use which key.
+
+    Defence in depth: the server checks the signer role before it creates and assigns a
+    work request, and the signing worker signs for a workspace only with the keys granted to
+    it here, so a compromised server cannot have any key sign for any workspace.
+    """
+
+    purpose = models.CharField(max_length=16, choices=KeyPurpose.choices)
+    fingerprint = models.CharField(max_length=64)
+    workspace = models.CharField(max_length=255)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects: ClassVar[models.Manager[KeyGrant]] = models.Manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["purpose", "fingerprint", "workspace"],
+                name="signing_keygrant_unique_key_workspace",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.purpose}:{self.fingerprint} for {self.workspace}"
 
 
 class AuditLogManager(models.Manager["AuditLog"]):

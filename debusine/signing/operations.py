@@ -20,7 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from debusine.signing import config
-from debusine.signing.key_store import KeyStoreError
+from debusine.signing.key_store import KeyStoreError, token_slot
 from debusine.signing.models import AuditEvent, AuditLog, Key, KeyPurpose
 from debusine.signing.pkcs11_keys import Pkcs11Error, Pkcs11Uri, read_pin
 from debusine.signing.service_keys import NaclProtectedKey, ServiceKey, unseal
@@ -30,6 +30,7 @@ from debusine.signing.signers import (
     SigningMode,
     SoftwareKey,
     debsign_upload,
+    sign_kernel_module,
     sign_openpgp,
     sign_uefi,
 )
@@ -111,21 +112,33 @@ def sign_file(
     """Sign `source` into `output`; return the audit rows (one per key)."""
     if not fingerprints:
         raise KeyStoreError("no key given")
-    if purpose == KeyPurpose.UEFI and len(fingerprints) != 1:
-        raise KeyStoreError("a uefi signature is made with exactly one key")
+    if purpose.is_x509 and len(fingerprints) != 1:
+        raise KeyStoreError(f"a {purpose} signature is made with exactly one key")
     keys = [usable_key(purpose, fingerprint) for fingerprint in fingerprints]
     for key in keys:
         check_rate_limit(key)
     partial = output.with_name(f".{output.name}.partial")
     try:
-        if purpose == KeyPurpose.UEFI:
-            sign_uefi(usable_material(keys[0], service_keys), source, partial, mode)
+        if purpose.is_x509:
+            material = usable_material(keys[0], service_keys)
+            with (
+                token_slot(material.uri)
+                if isinstance(material, Pkcs11Key)
+                else contextlib.nullcontext()
+            ):
+                if purpose == KeyPurpose.UEFI:
+                    sign_uefi(material, source, partial, mode)
+                else:
+                    sign_kernel_module(material, source, partial, mode)
         else:
             materials: list[tuple[str, SoftwareKey]] = []
             for key in keys:
                 material = usable_material(key, service_keys)
                 if not isinstance(material, SoftwareKey):
-                    raise SigningError("openpgp keys in a PKCS#11 token are not supported yet")
+                    raise SigningError(
+                        "openpgp keys in a PKCS#11 token are not supported"
+                        " (see docs/reference/signing.md)"
+                    )
                 materials.append((key.fingerprint, material))
             sign_openpgp(materials, source, partial, mode)
         details = {
@@ -170,7 +183,9 @@ def debsign_changes(
     check_rate_limit(key)
     material = usable_material(key, service_keys)
     if not isinstance(material, SoftwareKey):
-        raise SigningError("openpgp keys in a PKCS#11 token are not supported yet")
+        raise SigningError(
+            "openpgp keys in a PKCS#11 token are not supported (see docs/reference/signing.md)"
+        )
     directory = changes.parent
     staging = directory / ".debsign"
     staging.mkdir()

@@ -32,7 +32,7 @@ from debusine.client.uploads import LocalFile
 from debusine.protocol.work_requests import LenientWorkRequestResponse
 from debusine.protocol.workers import OutputData, OutputDataError, WorkRequestCompletedRequest
 from debusine.signing import config
-from debusine.signing.key_store import KeyStoreError, generate_key
+from debusine.signing.key_store import KeyStoreError, check_granted, generate_key, grant_key
 from debusine.signing.models import AuditEvent, Key, KeyPurpose
 from debusine.signing.operations import debsign_changes, sign_file
 from debusine.signing.pkcs11_keys import Pkcs11Error, check_token_holds_key
@@ -122,7 +122,8 @@ def signing_metadata(service_keys: Sequence[ServiceKey]) -> dict[str, Any]:
 def signed_name(name: str, purpose: KeyPurpose, mode: SigningMode) -> str:
     """The name of the signed file of `name` in the output artifact."""
     if mode == SigningMode.DETACHED:
-        return f"{name}.sig" if purpose == KeyPurpose.UEFI else f"{name}.asc"
+        suffixes = {KeyPurpose.UEFI: "sig", KeyPurpose.KMOD: "p7s", KeyPurpose.OPENPGP: "asc"}
+        return f"{name}.{suffixes[purpose]}"
     return name
 
 
@@ -167,6 +168,13 @@ class SigningWorkerDaemon(WorkerDaemon):
                     service_keys=self.service_keys,
                     work_request_id=context.work_request_id,
                 )
+                # The workspace that asked for it may use it, here too.
+                grant_key(
+                    KeyPurpose(key.purpose),
+                    key.fingerprint,
+                    context.workspace,
+                    created_by=self.actor,
+                )
                 logger.info("work request %d: generated %s", context.work_request_id, key)
             elif isinstance(task, Sign):
                 self._sign(task, context)
@@ -195,6 +203,7 @@ class SigningWorkerDaemon(WorkerDaemon):
         mode = SigningMode(task.data.mode)
         outputs: dict[str, LocalFile] = {}
         results: list[dict[str, str]] = []
+        check_granted(purpose, [task.data.key], context.workspace)
         artifacts = [client.artifact_get(artifact_id) for artifact_id in task.data.unsigned]
         for artifact in artifacts:
             # Before any file is signed: one refused input signs nothing.
@@ -237,6 +246,7 @@ class SigningWorkerDaemon(WorkerDaemon):
 
     def _sign_repository_index(self, task: SignRepositoryIndex, context: TaskContext) -> None:
         """Sign the artifact's Release file into InRelease and/or Release.gpg."""
+        check_granted(KeyPurpose.OPENPGP, task.data.keys, context.workspace)
         client = context.client()
         artifact = client.artifact_get(task.data.unsigned)
         if "Release" not in artifact.files:
@@ -270,6 +280,7 @@ class SigningWorkerDaemon(WorkerDaemon):
 
     def _debsign(self, task: Debsign, context: TaskContext) -> None:
         """Download the upload, debsign it, upload the signed upload as a new artifact."""
+        check_granted(KeyPurpose.OPENPGP, [task.data.key], context.workspace)
         client = context.client()
         artifact = client.artifact_get(task.data.unsigned)
         changes_names = [name for name in artifact.files if name.endswith(".changes")]

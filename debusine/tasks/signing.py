@@ -24,7 +24,7 @@ from debusine.tasks.models import MAX_ITEMS, BaseTaskData, DatabaseId, TaskType
 #: Worker metadata key: the keys a signing worker can sign with, as `purpose:fingerprint`.
 SIGNING_KEYS_METADATA = "signing:keys"
 
-KeyPurposeName = Literal["uefi", "openpgp"]
+KeyPurposeName = Literal["uefi", "openpgp", "kmod"]
 
 
 def key_reference(purpose: str, fingerprint: str) -> str:
@@ -36,7 +36,7 @@ class GenerateKeyData(BaseTaskData):
     """Data of `generatekey`."""
 
     purpose: KeyPurposeName
-    #: OpenPGP user ID, or the UEFI certificate's common name.
+    #: OpenPGP user ID, or the X.509 certificate's common name (uefi, kmod).
     description: str = Field(min_length=1, max_length=255)
 
 
@@ -48,7 +48,8 @@ class SignData(BaseTaskData):
     key: str = Field(min_length=8, max_length=64)
     #: IDs of the artifacts whose files to sign.
     unsigned: list[DatabaseId] = Field(min_length=1, max_length=MAX_ITEMS)
-    #: uefi: attached or detached; openpgp: detached or clear.
+    #: uefi: attached or detached; kmod: attached (signature appended to the module, as the
+    #: kernel loads it) or detached (the PKCS#7 `.p7s`); openpgp: detached or clear.
     mode: Literal["attached", "detached", "clear"] = "detached"
 
 

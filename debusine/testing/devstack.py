@@ -6,12 +6,15 @@ directory) chooses PostgreSQL and Redis (see `debusine.testing.embedded`), recor
 in the data directory so that `debusine-admin` reaches the same instance, migrates the
 database, makes sure an admin user with a token and a ready client configuration exist, then
 runs in the foreground the server, the scheduler (a Celery worker that also runs the server
-tasks and beat) and one local worker daemon (registered and enabled through an activation
-token, configured under `<data dir>/worker/`). A process that fails is restarted with a
-back-off, as systemd's `Restart=on-failure` would (see `RestartPolicy`); one that keeps failing
-stops the stack. SIGINT or SIGTERM stops every process it started, by PID, newest first, then
-the embedded services. Every process it starts, and every process those start, dies with it even
-when it is killed outright (a parent-death signal in each).
+tasks and beat), one local worker daemon (registered and enabled through an activation
+token, configured under `<data dir>/worker/`) and one signing worker (`debusine-signing
+signing_worker`, configured under `<data dir>/signing/`, with a signing database of its own on
+the same PostgreSQL server, `<database>_signing`, and a service key of its own). A process
+that fails is restarted with a back-off, as systemd's `Restart=on-failure` would (see
+`RestartPolicy`); one that keeps failing stops the stack. SIGINT or SIGTERM stops every process
+it started, by PID, newest first, then the embedded services. Every process it starts, and
+every process those start, dies with it even when it is killed outright (a parent-death signal
+in each).
 
 Server-side processes are listed in `stack_processes()`; the worker starts once the server
 answers.
@@ -36,7 +39,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import Literal, NoReturn
 
 from debusine.server.project import instance
 from debusine.testing.embedded import EmbeddedServiceError, Services, provide_services
@@ -393,6 +396,10 @@ def ensure_admin_token(previous_key: str | None) -> str:
 #: The development stack's own worker: its name, and its directory under the data directory.
 LOCAL_WORKER_FQDN = "local-worker"
 LOCAL_WORKER_DIRECTORY = "worker"
+#: The development stack's signing worker: its name, and its directory (configuration,
+#: service key) under the data directory.
+SIGNING_WORKER_FQDN = "local-signing-worker"
+SIGNING_DIRECTORY = "signing"
 
 
 def worker_argv(config_dir: Path) -> list[str]:
@@ -400,9 +407,61 @@ def worker_argv(config_dir: Path) -> list[str]:
     return [sys.executable, "-m", "debusine.worker", "--config-dir", str(config_dir)]
 
 
-def prepare_local_worker(config_dir: Path, port: int) -> None:
+def signing_worker_argv(config_dir: Path) -> list[str]:
+    """The signing worker daemon, configured by `config_dir`."""
+    return [
+        sys.executable, "-m", "debusine.signing.main", "signing_worker",
+        "--config-dir", str(config_dir),
+    ]  # fmt: skip
+
+
+def signing_database_url(database_url: str) -> str:
+    """The stack's signing database: the server's name + `_signing`, on the same server."""
+    name = instance.parse_database_url(database_url).name
+    return instance.with_database_name(database_url, f"{name}_signing")
+
+
+def prepare_signing(data_dir: Path, database_url: str) -> dict[str, str]:
     """
-    Configure the stack's worker: registered and enabled without anyone running a command.
+    Give the stack's signing worker its database (created and migrated) and a service key;
+    return the environment of its processes. Nothing of it is in the server's database.
+    """
+    from debusine.signing.service_keys import generate_service_key
+    from debusine.testing.embedded import ensure_database_exists
+
+    directory = data_dir / SIGNING_DIRECTORY
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    service_key = directory / "0.key"
+    if not service_key.exists():
+        generate_service_key(service_key)
+    url = signing_database_url(database_url)
+    environment = {
+        **os.environ,
+        "DEBUSINE_SIGNING_DATABASE_URL": url,
+        "DEBUSINE_SIGNING_SERVICE_KEYS": str(service_key),
+        "DEBUSINE_SIGNING_LOCK_DIRECTORY": str(directory / "locks"),
+        # Settings come from this environment only, not from /etc/debusine/signing/.
+        "DEBUSINE_SIGNING_SETTINGS_FILE": str(directory / "settings.toml"),
+    }
+    ensure_database_exists(url)
+    print("Applying signing database migrations...", flush=True)
+    migrate = [sys.executable, "-m", "debusine.signing.main", "migrate", "--no-input", "-v", "0"]
+    result = subprocess.run(migrate, env=environment, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise EmbeddedServiceError(f"debusine-signing migrate failed: {result.stderr.strip()}")
+    return environment
+
+
+def prepare_local_worker(
+    config_dir: Path,
+    port: int,
+    *,
+    fqdn: str = LOCAL_WORKER_FQDN,
+    worker_type: Literal["external", "signing"] = "external",
+) -> None:
+    """
+    Configure a worker of the stack: registered and enabled without anyone running a command.
 
     The first time (or when the database no longer knows the worker's token, e.g. a new
     embedded database), a worker is pre-created with an activation token, which the daemon
@@ -430,7 +489,7 @@ def prepare_local_worker(config_dir: Path, port: int) -> None:
         if Worker.objects.filter(activation_token__in=usable).exists():
             return
     with transaction.atomic():
-        _worker, key = Worker.objects.create_with_activation_token(LOCAL_WORKER_FQDN, "external")
+        _worker, key = Worker.objects.create_with_activation_token(fqdn, worker_type)
     activation_file.write_text(key + "\n", encoding="utf-8")
     activation_file.chmod(0o600)
 
@@ -457,6 +516,9 @@ def prepare_instance(data_dir: Path, port: int) -> str:
     config = client_config_text(port, settings.DEBUSINE_DEFAULT_SCOPE, key)
     instance.write_recorded(data_dir, instance.CLIENT_CONFIG_FILE, config, private=True)
     prepare_local_worker(data_dir / LOCAL_WORKER_DIRECTORY, port)
+    prepare_local_worker(
+        data_dir / SIGNING_DIRECTORY, port, fqdn=SIGNING_WORKER_FQDN, worker_type="signing"
+    )
     # The server processes open their own connections; keep none across their start.
     connections.close_all()
     return config
@@ -548,6 +610,7 @@ class DevStack:
         os.environ["DJANGO_SETTINGS_MODULE"] = "debusine.server.project.settings"
 
         client_config = prepare_instance(self.data_dir, self.port)
+        signing_environment = prepare_signing(self.data_dir, self.services.database_url)
         workers = server_worker_count(int(str(self.configured["DEBUSINE_SERVER_WORKERS"])))
         for spec in stack_processes(self.port, workers):
             self.supervisor.start(spec)
@@ -561,6 +624,14 @@ class DevStack:
                 # Bad arguments or configuration, registration refused: restarting won't help.
                 no_restart_codes=(2, 3),
             )
+        )
+        self.supervisor.start(
+            ProcessSpec(
+                "signing worker",
+                signing_worker_argv(self.data_dir / SIGNING_DIRECTORY),
+                no_restart_codes=(2, 3),
+            ),
+            env=signing_environment,
         )
         config_path = self.data_dir / instance.CLIENT_CONFIG_FILE
         print(

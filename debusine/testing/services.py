@@ -72,6 +72,8 @@ REQUIRED_TOOLS = {
     "dscverify": "devscripts",
     "gcc": "gcc",
     "objcopy": "binutils",
+    # Kernel module signatures are read back by modinfo.
+    "modinfo": "kmod",
     # The web UI's browser tests (Selenium driving Debian's Chromium).
     "chromium": "chromium",
     "chromedriver": "chromium-driver",
@@ -81,6 +83,8 @@ REQUIRED_FILES = {
     # sbsign --engine pkcs11 (UEFI signing with an HSM key).
     "/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so": "libengine-pkcs11-openssl",
     "/usr/lib/softhsm/libsofthsm2.so": "softhsm2",
+    # The kernel's own sign-file, which kernel module signatures are compared with.
+    "/usr/lib/linux-kbuild-6.1/scripts/sign-file": "linux-kbuild-6.1",
 }
 # pytest-django derives the per-worker test databases from this name (test_<name>_gwN): one
 # name per run keeps two runs on one PostgreSQL (CI and a developer, two checkouts) apart.

@@ -110,6 +110,64 @@ def build_efi_binary(path: Path) -> Path:
     return path
 
 
+def build_kernel_module(path: Path, name: str = "debusine_test") -> Path:
+    """
+    Write a minimal kernel module to `path`: an ELF relocatable object with the `.modinfo`
+    section `modinfo` reads (enough for sign-file, modinfo and the checks of the tests).
+    """
+    work = path.parent / f".{path.name}.build"
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "module.c").write_text(
+        'static const char license[] __attribute__((section(".modinfo"), used)) ='
+        ' "license=GPL";\n'
+        f'static const char name[] __attribute__((section(".modinfo"), used)) = "name={name}";\n'
+        "int init_module(void) { return 0; }\n"
+    )
+    subprocess.run(
+        ["gcc", "-c", "-o", str(path.absolute()), "module.c"],
+        cwd=work,
+        check=True,
+        capture_output=True,
+    )
+    return path
+
+
+#: What ends a signed kernel module (the kernel's MODULE_SIG_STRING).
+MODULE_SIGNATURE_MAGIC = b"~Module signature appended~\n"
+
+
+def verify_kernel_module(module: Path, certificate: Path) -> subprocess.CompletedProcess[str]:
+    """
+    Check the signature appended to `module` as the kernel does: split the module into its
+    content and its PKCS#7 signature (the `struct module_signature` trailer says how long it
+    is), then have `openssl cms -verify` check the signature over the content with
+    `certificate`. Raise AssertionError if there is no signature trailer at all.
+    """
+    data = module.read_bytes()
+    assert data.endswith(MODULE_SIGNATURE_MAGIC), f"{module} has no appended signature"
+    trailer = data[: -len(MODULE_SIGNATURE_MAGIC)]
+    # struct module_signature: algo, hash, id_type, signer_len, key_id_len, pad[3], sig_len.
+    info, signature_length = trailer[-12:-4], int.from_bytes(trailer[-4:], "big")
+    assert info[2] == 2, "not a PKCS#7 signature (id_type)"
+    signature = trailer[-12 - signature_length : -12]
+    content = trailer[: -12 - signature_length]
+    work = module.parent / f".{module.name}.verify"
+    work.mkdir(exist_ok=True)
+    (work / "content").write_bytes(content)
+    (work / "signature.p7s").write_bytes(signature)
+    return subprocess.run(
+        [
+            "openssl", "cms", "-verify", "-binary", "-inform", "DER",
+            "-in", str(work / "signature.p7s"), "-content", str(work / "content"),
+            "-certfile", str(certificate), "-CAfile", str(certificate), "-purpose", "any",
+            "-out", "/dev/null",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+
+
 SOFTHSM_MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
 
 

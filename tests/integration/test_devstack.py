@@ -25,10 +25,15 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from debusine.server.project import instance
-from debusine.testing.devstack import READY_LINE_PREFIX, recorded_token_key
+from debusine.testing.devstack import (
+    READY_LINE_PREFIX,
+    recorded_token_key,
+    signing_database_url,
+)
 from debusine.testing.embedded import EmbeddedPostgres, redis_answers
 from debusine.testing.processes import descendants, free_port, process_is_alive
 
@@ -84,12 +89,21 @@ def wait_until_serving(port: int, timeout: float = 60) -> None:
             time.sleep(0.2)
 
 
-def wait_for_noop(port: int, token: str, timeout: float = 60) -> tuple[str, str]:
-    """Create a noop through the API; return its (status, result) once finished or at timeout."""
+def wait_for_noop(
+    port: int,
+    token: str,
+    timeout: float = 60,
+    task_name: str = "noop",
+    task_data: dict[str, str] | None = None,
+) -> tuple[str, str]:
+    """
+    Create a work request (a noop) through the API; return its (status, result) once
+    finished or at timeout.
+    """
     headers = {"Token": token, "Content-Type": "application/json"}
     request = urllib.request.Request(
         f"http://localhost:{port}/api/1.0/work-request/",
-        data=json.dumps({"task_name": "noop", "task_data": {}}).encode(),
+        data=json.dumps({"task_name": task_name, "task_data": task_data or {}}).encode(),
         headers=headers,
         method="POST",
     )
@@ -175,6 +189,22 @@ def test_make_run_with_embedded_services(data_dir: Path) -> None:
         # its activation token) both run.
         assert wait_for_noop(port, token) == ("completed", "success")
         assert (data_dir / "worker" / "token").stat().st_mode & 0o777 == 0o600
+
+        # The signing worker runs too, on a signing database of its own: it generates a key
+        # that only its database holds.
+        generated = wait_for_noop(
+            port, token, task_name="generatekey",
+            task_data={"purpose": "openpgp", "description": "make run <run@example.org>"},
+        )  # fmt: skip
+        assert generated == ("completed", "success")
+        signing_url = signing_database_url(database_url)
+        with psycopg.connect(signing_url) as connection:
+            assert connection.execute("SELECT purpose FROM signing_key").fetchall() == [
+                ("openpgp",)
+            ]
+        with psycopg.connect(database_url) as connection:
+            assert connection.execute("SELECT to_regclass('signing_key')").fetchone() == (None,)
+        assert (data_dir / "signing" / "0.key").stat().st_mode & 0o777 == 0o600
 
         # A crashed process is restarted, as systemd's Restart=on-failure would: the local
         # worker, then the server (gunicorn master; its uvicorn workers die with it).

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from debusine.client.client import DebusineClient
+from debusine.client.errors import ProblemError
 from debusine.client.uploads import LocalFile
 from debusine.protocol.work_requests import WorkRequestStatus
 from debusine.testing.signing import (
@@ -178,6 +179,8 @@ def test_generate_openpgp_key_and_clear_sign_verified_by_gpgv(
         ((audited_request, actor),) = audit_work_requests(signing, "generate")
         assert audited_request == generate
         assert actor.startswith("worker:")
+        # The workspace that asked for the key may use it on the signing side too.
+        assert signing.run("grant", "list").stdout == f"openpgp\t{fingerprint}\tSystem\n"
 
         release = tmp_path / "Release"
         release.write_text("Origin: Test\nSuite: unstable\n")
@@ -274,6 +277,7 @@ def test_hsm_key_work_goes_only_to_the_worker_holding_it(
         "register_pkcs11_static_key", "uefi", hsm.uri, str(hsm.certificate), "HSM",
         check=True,
     ).stdout.strip()  # fmt: skip
+    signing.run("grant", "add", "uefi", registered, "System")
     # Same signing database, but only `holder` sees the token.
     empty = softhsm_key(tmp_path / "other-hsm", label="unrelated")
     holder = start_worker(instance, signing, tmp_path, "hsm-holder.example", hsm.environment)
@@ -352,6 +356,23 @@ def test_repository_index_signed_by_old_and_new_keys_verifies_with_either(
         release.write_text("Origin: Test\nSuite: stable\nSHA256:\n 0 0 main/Packages\n")
         token = signer(instance, "signing-index-user", [("openpgp", old), ("openpgp", new)])
         client, artifact_id = upload_artifact(instance, token, {"Release": release})
+        # The server allows it, but the signing side has granted only the old key to System
+        # (defence in depth): refused, nothing signed.
+        signing.run("grant", "add", "openpgp", old, "System")
+        ungranted = create_work_request(
+            instance,
+            tmp_path,
+            "signrepositoryindex",
+            {"keys": [old, new], "unsigned": artifact_id},
+            created_by="signing-index-user",
+        )
+        assert wait_completed(instance, ungranted)[0] == "failure"
+        assert (
+            f"workspace System has no grant on openpgp key {new} on this signing worker"
+            in worker.log_text()
+        )
+        assert audit_work_requests(signing, "signrepositoryindex") == []
+        signing.run("grant", "add", "openpgp", new, "System")
         sign = create_work_request(
             instance,
             tmp_path,
@@ -388,7 +409,20 @@ def test_user_without_signer_role_is_refused_and_nothing_is_signed(
         token = instance.create_contributor("signing-other-user")
         release = tmp_path / "Release"
         release.write_text("Suite: stable\n")
-        _client, artifact_id = upload_artifact(instance, token, {"Release": release})
+        client, artifact_id = upload_artifact(instance, token, {"Release": release})
+        # Through the API: 403, a problem document naming the missing role.
+        with pytest.raises(ProblemError) as raised:
+            client.work_request_create(
+                "sign",
+                {"purpose": "openpgp", "key": fingerprint, "unsigned": [artifact_id]},
+                workspace="System",
+            )
+        assert raised.value.status == 403
+        assert raised.value.problem["detail"] == (
+            f"signing-other-user does not have the signer role on openpgp key {fingerprint}"
+            " in workspace System"
+        )
+        # Through debusine-admin: the same refusal.
         data_file = tmp_path / "sign.yaml"
         data_file.write_text(
             yaml.safe_dump({"purpose": "openpgp", "key": fingerprint, "unsigned": [artifact_id]})
@@ -425,6 +459,7 @@ def test_debsign_an_upload_verified_by_dscverify(
     from debusine.client.tests.debian_build import build_upload
 
     fingerprint = signing.run("key", "generate", "openpgp", "Uploader").stdout.strip()
+    signing.run("grant", "add", "openpgp", fingerprint, "System")
     worker = start_worker(instance, signing, tmp_path, "signer-debsign.example")
     try:
         token = signer(instance, "signing-debsign-user", [("openpgp", fingerprint)])

@@ -103,6 +103,10 @@ def can_unblock(user: User, work_request: WorkRequest) -> bool:
     return user.is_superuser or work_request.workspace.can_create_work_requests(user)
 
 
+#: Signing tasks that name no key, so no signer role can allow them: superusers only.
+KEYLESS_SIGNING_TASKS = frozenset({"generatekey"})
+
+
 def forbidden(detail: str) -> ProblemError:
     return ProblemError("Permission denied", detail, status_code=status.HTTP_403_FORBIDDEN)
 
@@ -269,13 +273,19 @@ class WorkRequestListView(APIView):
 
     @staticmethod
     def task_type(user: User, task_name: str) -> str:
-        """Users create Worker tasks; superusers may also create Server tasks."""
-        if (
-            user.is_superuser
-            and not BaseTask.is_registered(TaskType.WORKER, task_name)
-            and BaseTask.is_registered(TaskType.SERVER, task_name)
-        ):
+        """
+        Users create Worker tasks, and Signing tasks (`sign`, `debsign`, ...) with the keys
+        they hold the signer role on; superusers may also create Server tasks and generate
+        signing keys (`generatekey`).
+        """
+        if BaseTask.is_registered(TaskType.WORKER, task_name):
+            return TaskType.WORKER
+        if user.is_superuser and BaseTask.is_registered(TaskType.SERVER, task_name):
             return TaskType.SERVER
+        if BaseTask.is_registered(TaskType.SIGNING, task_name):
+            if task_name in KEYLESS_SIGNING_TASKS and not user.is_superuser:
+                raise forbidden(f"only a superuser may create {task_name} work requests")
+            return TaskType.SIGNING
         return TaskType.WORKER
 
 

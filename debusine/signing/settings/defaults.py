@@ -38,6 +38,20 @@ DEBUSINE_SIGNING_LOG_LEVEL = "INFO"
 # The PKCS#11 module of the HSM holding `pkcs11-static` keys (SoftHSM2's for tests).
 DEBUSINE_SIGNING_PKCS11_MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
 
+# Where `generatekey` and `debusine-signing key generate` make new uefi and kmod keys: empty,
+# in software (sealed with the service key); else the PKCS#11 URI of a token with its PIN source,
+# e.g. `pkcs11:token=signing?pin-source=file:/etc/debusine/signing/pin`, to generate them
+# inside the HSM (RSA of DEBUSINE_SIGNING_UEFI_KEY_ALGORITHM's size, never extractable).
+# OpenPGP keys are always software keys (see docs/reference/signing.md).
+DEBUSINE_SIGNING_PKCS11_GENERATE_TOKEN = ""
+
+# How many signing operations of this machine may use one PKCS#11 token at once (an HSM serves
+# a limited number of sessions), how long one waits for a free session (seconds) before it is
+# refused, and where the per-session lock files live.
+DEBUSINE_SIGNING_PKCS11_MAX_SESSIONS = 4
+DEBUSINE_SIGNING_PKCS11_SESSION_WAIT = 30.0
+DEBUSINE_SIGNING_LOCK_DIRECTORY = Path("/run/debusine-signing")
+
 # SHA-256 fingerprints of the certificates a signed object may trust: a `sign` input whose
 # `trusted_certs` names any other certificate is refused (so production keys never sign
 # objects that trust test certificates). Comma-separated in the environment.

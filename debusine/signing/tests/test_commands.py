@@ -82,6 +82,33 @@ def test_generate_and_list_keys(signing: SigningInstance) -> None:
     assert uefi_entry["expires_at"][:4] == str(int(uefi_entry["created_at"][:4]) + 15)
 
 
+def test_grants_are_added_listed_removed_and_audited(signing: SigningInstance) -> None:
+    fingerprint = signing.run("key", "generate", "openpgp", "Granted").stdout.strip()
+    signing.run("grant", "add", "openpgp", fingerprint, "debian")
+    signing.run("grant", "add", "openpgp", fingerprint, "debian")  # already there: no-op
+    signing.run("grant", "add", "openpgp", fingerprint, "security")
+    assert signing.run("grant", "list").stdout == (
+        f"openpgp\t{fingerprint}\tdebian\nopenpgp\t{fingerprint}\tsecurity\n"
+    )
+    signing.run("grant", "remove", "openpgp", fingerprint, "debian")
+    assert signing.run("grant", "list", "--fingerprint", fingerprint).stdout == (
+        f"openpgp\t{fingerprint}\tsecurity\n"
+    )
+    again = signing.run("grant", "remove", "openpgp", fingerprint, "debian", check=False)
+    assert again.returncode == 2
+    assert f"workspace debian has no grant on openpgp key {fingerprint}" in again.stderr
+    unknown = signing.run("grant", "add", "openpgp", "F" * 40, "debian", check=False)
+    assert unknown.returncode == 2
+    assert f"no openpgp key with fingerprint {'F' * 40}" in unknown.stderr
+    rows = [json.loads(line) for line in signing.run("audit", "show").stdout.splitlines()]
+    assert [(row["event"], row["data"].get("workspace")) for row in rows] == [
+        ("generate", None),
+        ("grant", "debian"),
+        ("grant", "security"),
+        ("revoke", "debian"),
+    ]
+
+
 def test_uefi_algorithm_and_lifetime_are_configurable(signing: SigningInstance) -> None:
     signing.environment["DEBUSINE_SIGNING_UEFI_KEY_ALGORITHM"] = "rsa:3072"
     signing.environment["DEBUSINE_SIGNING_UEFI_CERTIFICATE_DAYS"] = "30"
@@ -111,6 +138,14 @@ def test_group_readable_service_key_is_refused_in_one_line(signing: SigningInsta
     assert "is accessible by group or others (mode 0644)" in result.stderr
     assert tables(signing.database_url)  # still there; nothing was generated:
     assert signing.run("key", "list").stdout == ""
+    # The signing worker refuses to start with it, in one line, before reaching any server.
+    from debusine.testing.worker import write_worker_config
+
+    config = write_worker_config(signing.directory / "worker", "https://debusine.example.org/api")
+    started = signing.run("signing_worker", "--config-dir", str(config), check=False)
+    assert started.returncode == 2
+    assert started.stderr.strip().count("\n") == 0
+    assert "is accessible by group or others (mode 0644)" in started.stderr
 
 
 def test_database_dump_holds_no_plaintext_private_key(signing: SigningInstance) -> None:

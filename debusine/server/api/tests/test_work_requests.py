@@ -341,6 +341,39 @@ def test_only_superusers_create_server_tasks(
     assert response.json()["task_type"] == "Server"
 
 
+def test_signing_tasks_need_the_signer_role_on_their_keys(
+    playground: Playground, client: APIClient, user: User
+) -> None:
+    from debusine.server.signing_keys import grant_signer, register_signing_key
+
+    fingerprint = "0123456789ABCDEF0123456789ABCDEF01234567"
+    asset = register_signing_key("openpgp", fingerprint, "Archive", playground.workspace)
+    body = {
+        "task_name": "sign",
+        "task_data": {"purpose": "openpgp", "key": fingerprint, "unsigned": [1]},
+    }
+    refused = assert_problem(client.post(LIST_URL, body, format="json"), 403, "Permission denied")
+    assert refused["detail"] == (
+        f"{user.username} does not have the signer role on openpgp key {fingerprint}"
+        f" in workspace {playground.workspace.name}"
+    )
+    assert not WorkRequest.objects.filter(task_type=TaskType.SIGNING).exists()
+    grant_signer(asset, playground.workspace, playground.create_group("signers", [user]))
+    response = client.post(LIST_URL, body, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["task_type"] == "Signing"
+
+
+def test_only_superusers_generate_signing_keys(playground: Playground, client: APIClient) -> None:
+    body = {"task_name": "generatekey", "task_data": {"purpose": "uefi", "description": "SB"}}
+    refused = assert_problem(client.post(LIST_URL, body, format="json"), 403, "Permission denied")
+    assert refused["detail"] == "only a superuser may create generatekey work requests"
+    admin = playground.create_user("admin", is_superuser=True)
+    response = api_client(playground.create_user_token(admin)).post(LIST_URL, body, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["task_type"] == "Signing"
+
+
 # --- Read one -------------------------------------------------------------------------------
 
 

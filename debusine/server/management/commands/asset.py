@@ -20,7 +20,7 @@ from debusine.server.management.base import (
 )
 from debusine.server.signing_keys import grant_signer, register_signing_key, signing_key_asset
 
-PURPOSES = ["openpgp", "uefi"]
+PURPOSES = ["openpgp", "uefi", "kmod"]
 
 
 class Command(NounCommand):

@@ -23,16 +23,31 @@ PURPOSES = [purpose.value for purpose in KeyPurpose]
 
 
 class Command(BaseCommand):
-    help = "Manage signing keys: generate (software keys, sealed), list, disable."
+    help = (
+        "Manage signing keys: generate (software keys, sealed; or uefi and kmod keys inside a"
+        " PKCS#11 token), list, set an OpenPGP key's expiry, disable."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
         generate = verbs.add_parser(
             "generate",
-            help="generate a software key, sealed to the service key; print its fingerprint",
+            help=(
+                "generate a key (software, sealed to the service key; or in a PKCS#11 token);"
+                " print its fingerprint"
+            ),
         )
         generate.add_argument("purpose", choices=PURPOSES)
         generate.add_argument("description", help="OpenPGP user ID or certificate common name")
+        generate.add_argument(
+            "--pkcs11-token",
+            metavar="URI",
+            help=(
+                "uefi and kmod: generate the key inside this PKCS#11 token (e.g."
+                " pkcs11:token=signing?pin-source=file:/etc/debusine/signing/pin), never"
+                " extractable (default: DEBUSINE_SIGNING_PKCS11_GENERATE_TOKEN; empty: software)"
+            ),
+        )
         listing = verbs.add_parser("list", help="list keys")
         listing.add_argument("--json", action="store_true", help="one JSON object per line")
         expiry = verbs.add_parser(
@@ -48,7 +63,11 @@ class Command(BaseCommand):
         verb = options["verb"]
         try:
             if verb == "generate":
-                self.generate(KeyPurpose(options["purpose"]), options["description"])
+                self.generate(
+                    KeyPurpose(options["purpose"]),
+                    options["description"],
+                    options["pkcs11_token"],
+                )
             elif verb == "set_expiry":
                 key = set_openpgp_expiry(
                     options["fingerprint"],
@@ -69,10 +88,16 @@ class Command(BaseCommand):
         except (KeyStoreError, ServiceKeyError, KeyGenerationError) as exc:
             raise refused(str(exc)) from exc
 
-    def generate(self, purpose: KeyPurpose, description: str) -> None:
+    def generate(self, purpose: KeyPurpose, description: str, pkcs11_token: str | None) -> None:
+        if pkcs11_token and not purpose.is_x509:
+            raise refused(f"{purpose} keys cannot be generated in a PKCS#11 token")
         service_keys = configured_service_keys()  # refused before any work if unusable
         key = generate_key(
-            purpose, description, created_by=command_actor(), service_keys=service_keys
+            purpose,
+            description,
+            created_by=command_actor(),
+            service_keys=service_keys,
+            pkcs11_token=pkcs11_token,
         )
         self.stdout.write(key.fingerprint)
 

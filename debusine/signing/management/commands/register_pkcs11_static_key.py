@@ -19,7 +19,9 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("purpose", choices=[KeyPurpose.UEFI.value])
+        parser.add_argument(
+            "purpose", choices=[purpose.value for purpose in KeyPurpose if purpose.is_x509]
+        )
         parser.add_argument("pkcs11_uri", help="e.g. pkcs11:token=signing;object=uefi-2026")
         parser.add_argument("certificate", type=Path, help="the key's PEM certificate")
         parser.add_argument("description")
