@@ -199,11 +199,11 @@ def failures(report: dict[str, Any]) -> str:
 
 
 def task_results(report: dict[str, Any], name: str) -> dict[str, dict[str, Any]]:
-    """Each host's result of the task called `name` (every play)."""
+    """Each host's result of the task called `name` (every play; "role : name" in reports)."""
     found: dict[str, dict[str, Any]] = {}
     for play in report["plays"]:
         for task in play["tasks"]:
-            if task["task"]["name"] == name:
+            if task["task"]["name"].split(" : ", 1)[-1] == name:
                 found.update(task["hosts"])
     return found
 
