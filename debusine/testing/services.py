@@ -60,6 +60,11 @@ REQUIRED_TOOLS = {
     "promtool": "prometheus",
     "sbuild": "sbuild",
     "zstd": "zstd",
+    # tests/deploy: the Ansible roles, run and linted with Debian's tools; the flat APT
+    # repository of the built packages.
+    "ansible-playbook": "ansible",
+    "ansible-lint": "ansible-lint",
+    "apt-ftparchive": "apt-utils",
     # The signing service: its tools, the SoftHSM2 token of the PKCS#11 tests, and what builds
     # the EFI binary they sign.
     "gpg": "gnupg",

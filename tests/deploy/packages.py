@@ -39,6 +39,8 @@ BUILD_TIMEOUT = 1800
 
 _SOURCES = ("debian", "deploy", "debusine", "pyproject.toml", "Makefile")
 _SKIPPED_PARTS = {"__pycache__", "tests"}
+#: Under _SOURCES but in no package: a change to them needs no new build.
+_UNPACKAGED = (Path("deploy") / "ansible",)
 
 
 def source_digest(root: Path = ROOT) -> str:
@@ -50,6 +52,8 @@ def source_digest(root: Path = ROOT) -> str:
         for path in paths:
             relative = path.relative_to(root)
             if not path.is_file() or _SKIPPED_PARTS & set(relative.parts):
+                continue
+            if any(relative.is_relative_to(unpackaged) for unpackaged in _UNPACKAGED):
                 continue
             digest.update(str(relative).encode() + b"\0")
             digest.update(hashlib.sha256(path.read_bytes()).digest())

@@ -6,8 +6,8 @@ DEBUSINE_DATABASE_REPLICA_URLS.
 Reads are counted on the replica itself (pg_stat_statements, loaded on both clusters): an
 anonymous or not-recently-writing caller's GETs run there. A caller who just wrote reads its
 write at once (pinned to the primary); a replica whose replay is paused (lagging beyond the
-bound) or stopped is left alone, and nothing the client sees changes but latency; a worker's
-requests never read the replica.
+bound) or stopped is left alone, and nothing the client sees changes but latency, also when
+it stops under a read in flight; a worker's requests never read the replica.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,6 +209,66 @@ def test_stopping_the_replica_changes_nothing_visible(
         clusters.replica.start()
     eventually(lambda: read_from(reader.artifact(later)) == "replica", "the replica is used again")
     assert reader.artifact(later).json()["data"] == {"while": "the replica is down"}
+
+
+WAITING_ARTIFACT_READS_SQL = """
+SELECT count(*) FROM pg_stat_activity
+WHERE datname = %s AND wait_event_type = 'Lock' AND query LIKE '%%FROM "db_artifact"%%'
+"""
+REPLAYED_LOCK_SQL = """
+SELECT count(*) FROM pg_locks
+WHERE relation = 'db_artifact'::regclass AND mode = 'AccessExclusiveLock' AND granted
+"""
+
+
+def count(url: str, sql: str, *parameters: str) -> int:
+    with psycopg.connect(url, autocommit=True) as connection:
+        row = connection.execute(sql, parameters).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_replica_stopped_under_a_read_in_flight_changes_nothing_visible(
+    server: ThrowawayInstance, clusters: Clusters
+) -> None:
+    """
+    The read is held in flight on the replica by a lock: an ACCESS EXCLUSIVE lock taken on the
+    primary is replayed on the replica, where reads of the table wait for it. The replica is
+    stopped under the waiting read; the server answers the request again from the primary
+    (seen waiting for the same lock there), which answers once the lock is released.
+    """
+    writer = Caller(server, "flight-writer")
+    reader = Caller(server, "flight-reader")
+    created = writer.create_artifact({"in flight": True})
+    eventually(lambda: read_from(reader.artifact(created)) == "replica", "replica reads")
+    name = database_name(server)
+    primary_url, replica_url = clusters.primary.url(name), clusters.replica.url(name)
+    try:
+        with (
+            psycopg.connect(primary_url) as lock_holder,
+            ThreadPoolExecutor(max_workers=1) as pool,
+        ):
+            lock_holder.execute("LOCK TABLE db_artifact IN ACCESS EXCLUSIVE MODE")
+            eventually(lambda: count(replica_url, REPLAYED_LOCK_SQL) == 1, "the lock replayed")
+            in_flight = pool.submit(reader.artifact, created)
+            eventually(
+                lambda: count(replica_url, WAITING_ARTIFACT_READS_SQL, name) == 1,
+                "the read waiting on the replica",
+            )
+            clusters.replica.stop()
+            eventually(
+                lambda: count(primary_url, WAITING_ARTIFACT_READS_SQL, name) == 1,
+                "the read answered again from the primary, waiting for the lock there",
+            )
+            assert not in_flight.done()
+            lock_holder.rollback()
+            response = in_flight.result(timeout=PATIENCE)
+    finally:
+        clusters.replica.start()
+    assert response.status_code == 200, response.text
+    assert response.json()["data"] == {"in flight": True}
+    assert read_from(response) == "primary"
+    eventually(lambda: read_from(reader.artifact(created)) == "replica", "the replica used again")
 
 
 def test_workers_read_from_the_primary(server: ThrowawayInstance) -> None:
