@@ -287,9 +287,17 @@ def test_a_running_tasks_output_streams_to_a_server_that_accepts_it(tmp_path: Pa
         frames = [frame]
         while frames[-1]["type"] != "log_data_end":
             frames.append((await stub.next_event("frame", "completed"))[1])
-        output = "".join(frame["data"] for frame in frames if frame.get("stream") == "stdout")
-        # What the task printed, with its stages from `stages.log` (headed by the file name).
-        assert "run: started\nsleeping 2 s\nslept 1 s\nslept 2 s\n" in output
+        # What the task printed, and its stages from `stages.log`: each source's lines in
+        # order, after the `internal` header naming it (the two may interleave).
+        by_source: dict[str, str] = {}
+        source = "task output"
+        for each in frames:
+            if each.get("stream") == "internal" and each["data"].startswith("==> "):
+                source = each["data"].removeprefix("==> ").removesuffix(" <==\n")
+            elif each.get("stream") == "stdout":
+                by_source[source] = by_source.get(source, "") + each["data"]
+        assert by_source["task output"] == "sleeping 2 s\nslept 1 s\nslept 2 s\n"
+        assert "run: started\n" in by_source["stages.log"]
         headers = [frame["data"] for frame in frames if frame.get("stream") == "internal"]
         assert headers[:2] == ["==> stages.log <==\n", "==> task output <==\n"]
         assert len(frames) >= 4  # batched as it came, not all at the end
