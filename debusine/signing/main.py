@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from debusine.server.project.settings.loader import SettingsError
+from debusine.server.project.settings_loader import SettingsError
 
 #: Exit status for a configuration error (bad setting, unusable service key).
 EXIT_CONFIGURATION_ERROR = 2

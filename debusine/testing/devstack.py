@@ -671,7 +671,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from debusine.server.project.settings.loader import SettingsError, declared_settings
+    from debusine.server.project.settings_loader import SettingsError, declared_settings
 
     try:
         configured = declared_settings()

@@ -148,7 +148,7 @@ def _terminate(signum: int, _frame: FrameType | None) -> NoReturn:
 
 def run_tests(pytest_args: list[str]) -> int:
     """Provide the services, run pytest with `pytest_args`, stop the services."""
-    from debusine.server.project.settings.loader import declared_settings
+    from debusine.server.project.settings_loader import declared_settings
 
     configured = declared_settings()
     ensure_tools()

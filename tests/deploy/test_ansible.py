@@ -145,8 +145,7 @@ def write_inventory(path: Path, roots: dict[str, Path]) -> None:
                         }
                     }
                 },
-                # Not on the server's machine: there `debusine-signing` cannot start (it
-                # reads the server's settings.toml, which only debusine-server may read).
+                # On a machine of its own, as the example playbook has it.
                 "debusine_signing": {
                     "hosts": {
                         "worker1": {
@@ -301,7 +300,7 @@ def the_server_is_installed_and_configured(root: Path) -> None:
             "/usr/lib/debusine/venv/bin/python",
             "-c",
             "import json; "
-            "from debusine.server.project.settings.loader import declared_settings; "
+            "from debusine.server.project.settings_loader import declared_settings; "
             "print(json.dumps(declared_settings({}), default=str))",
         )
     )

@@ -265,7 +265,7 @@ def check_secret_key_strength(
 
 def secret_files() -> list[Path]:
     """The files that hold secrets: the data directory's key and URL files, the settings."""
-    from debusine.server.project.settings.loader import DEFAULT_SETTINGS_FILE
+    from debusine.server.project.settings_loader import DEFAULT_SETTINGS_FILE
 
     data_dir = Path(settings.DEBUSINE_DATA_DIR)
     settings_file = Path(os.environ.get("DEBUSINE_SETTINGS_FILE", str(DEFAULT_SETTINGS_FILE)))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
-from debusine.server.project.settings.loader import SettingsError
+from debusine.server.project.settings_loader import SettingsError
 
 #: The request headers (as META keys) only trusted proxies may set.
 FORWARDED_HEADERS = (

@@ -31,7 +31,7 @@ from typing import Any
 def default_workers(configured: int | None = None) -> int:
     """Gunicorn workers: DEBUSINE_SERVER_WORKERS when positive, else (2 x CPU cores) + 1."""
     if configured is None:
-        from debusine.server.project.settings.loader import declared_settings
+        from debusine.server.project.settings_loader import declared_settings
 
         configured = int(declared_settings()["DEBUSINE_SERVER_WORKERS"])
     if configured > 0:

@@ -2,7 +2,7 @@
 The signing service's settings as configured: `defaults.py`, then the TOML file, then the
 environment (later wins), each value converted to its default's type.
 
-It is the server's override mechanism (`debusine.server.project.settings.loader`) applied to
+It is the server's override mechanism (`debusine.server.project.settings_loader`) applied to
 another file and another set of declared settings.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from debusine.server.project.settings.loader import SettingsError, convert, read_settings_file
+from debusine.server.project.settings_loader import SettingsError, convert, read_settings_file
 
 DEFAULT_SETTINGS_FILE = Path("/etc/debusine/signing/settings.toml")
 SETTINGS_FILE_VARIABLE = "DEBUSINE_SIGNING_SETTINGS_FILE"

@@ -63,6 +63,39 @@ def test_signing_settings_know_one_database_only(signing: SigningInstance) -> No
     assert json.loads(output) == {"default": name}
 
 
+def test_the_servers_settings_file_is_never_read(signing: SigningInstance, tmp_path: Path) -> None:
+    """
+    On a machine with the server installed too, /etc/debusine/server/settings.toml is the
+    server's (mode 0640, group debusine-server): the signing side must not even open it.
+    """
+    unreadable = tmp_path / "server-settings.toml"
+    unreadable.write_text("this is not TOML = = =\n")
+    signing.environment["DEBUSINE_SETTINGS_FILE"] = str(unreadable)
+    probe = "import debusine.signing.settings as s; print(sorted(s.DATABASES))"
+    output = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=signing.environment,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert output.strip() == "['default']"
+    generated = signing.run("key", "generate", "openpgp", "Archive <a@example.org>")
+    assert len(generated.stdout.strip()) == 40
+    probe = (
+        "import sys, debusine.signing.main; "
+        "print('debusine.server.project.settings' in sys.modules)"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=signing.environment,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert loaded.strip() == "False"
+
+
 def test_generate_and_list_keys(signing: SigningInstance) -> None:
     openpgp = signing.run("key", "generate", "openpgp", "Archive <archive@example.org>")
     uefi = signing.run("key", "generate", "uefi", "Secure Boot test")

@@ -12,7 +12,7 @@ from typing import Any
 
 from debusine.server.project import forwarded, instance
 from debusine.server.project.settings.defaults import *  # noqa: F403
-from debusine.server.project.settings.loader import declared_settings
+from debusine.server.project.settings_loader import declared_settings
 from debusine.server.replicas import replica_aliases
 
 globals().update(declared_settings())

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from debusine.server.project import instance
-from debusine.server.project.settings.loader import SettingsError, apply_overrides
+from debusine.server.project.settings_loader import SettingsError, apply_overrides
 
 DEFAULTS: dict[str, Any] = {
     "DEBUG": False,
