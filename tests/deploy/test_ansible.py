@@ -145,7 +145,7 @@ def write_inventory(path: Path, roots: dict[str, Path]) -> None:
                         }
                     }
                 },
-                # On a machine of its own, as the example playbook has it.
+                # Beside the worker: one root fewer to build for the test.
                 "debusine_signing": {
                     "hosts": {
                         "worker1": {
