@@ -94,12 +94,6 @@ FRAME_WORK_REQUEST_AVAILABLE = "work_request_available"
 #: Our extension: the work request was aborted, stop running it and report nothing.
 FRAME_WORK_REQUEST_ABORTED = "work_request_aborted"
 
-#: Our extension: the key of the `connected` frame listing the worker-to-server frames the
-#: server accepts (`["log_data"]`: `log_data` and `log_data_end`). Our worker streams its
-#: task's output only to a server that lists it; Debusine workers ignore the key.
-CONNECTED_ACCEPTS = "accepts"
-ACCEPTS_LOG_DATA = "log_data"
-
 #: `reason_code` of rejections and closures caused by a missing or disabled token.
 REASON_TOKEN_DISABLED = "TOKEN_DISABLED"  # noqa: S105 (a reason code, not a secret)
 
@@ -114,15 +108,6 @@ class WorkerFrame(BaseModel):
     reason: str | None = None
     reason_code: str | None = None
     work_request_id: int | None = None
-
-
-# --- Websocket frames (worker -> server) -------------------------------------------------------
-
-#: `type` of the frames carrying a running task's output, and of the last one (Debusine 0.16).
-FRAME_LOG_DATA = "log_data"
-FRAME_LOG_DATA_END = "log_data_end"
-#: `stream` of a `log_data` frame: the task's output, or a note of the worker itself.
-LogStream = Literal["stdout", "stderr", "internal"]
 
 
 def event_frame(text: str, **fields: Any) -> dict[str, Any]:

@@ -67,10 +67,6 @@ class StubServer:
     completion_answers: list[tuple[int, bytes]] = field(default_factory=list)
     #: Announce the next queued work request as soon as one is completed (for benchmarks).
     announce_after_completion: bool = False
-    #: Say in the `connected` frame that `log_data` frames are welcome (as our server does).
-    accepts_log_data: bool = False
-    #: Frames the worker sent on its websocket, parsed (also recorded as `frame` events).
-    received_frames: list[Any] = field(default_factory=list)
     events: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
     websockets: list[web.WebSocketResponse] = field(default_factory=list)
     #: path -> bytes received, per artifact file.
@@ -185,17 +181,12 @@ class StubServer:
             await websocket.close()
             return websocket
         self.websockets.append(websocket)
-        connected: dict[str, Any] = {"type": "websocket.send", "text": "connected"}
-        if self.accepts_log_data:
-            connected["accepts"] = ["log_data"]
-        await websocket.send_str(json.dumps(connected))
+        await websocket.send_str(json.dumps({"type": "websocket.send", "text": "connected"}))
         await websocket.send_str(
             json.dumps({"type": "websocket.send", "text": "request_dynamic_metadata"})
         )
         await self.events.put(("connected", token))
-        async for message in websocket:
-            frame = json.loads(message.data)
-            self.received_frames.append(frame)
-            await self.events.put(("frame", frame))
+        async for _message in websocket:
+            pass  # the worker sends no application messages
         await self.events.put(("disconnected", token))
         return websocket

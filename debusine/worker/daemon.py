@@ -17,9 +17,6 @@ hands one out). Once it answers 200, the cloud is about to reclaim the instance:
 takes no new work and reports `system:interruption_notice` in its dynamic metadata, so the
 provisioner terminates the instance and retries its work request elsewhere at once.
 
-While a task runs, its output goes to the server as its live log (`live_log`), if the
-server's `connected` frame said it accepts `log_data` frames.
-
 SIGTERM or SIGINT stops a running task (reporting nothing: the server retries it elsewhere),
 closes the websocket and ends the daemon with status 0.
 """
@@ -44,8 +41,6 @@ import aiohttp
 from debusine.client.errors import ClientError
 from debusine.protocol.work_requests import LenientWorkRequestResponse
 from debusine.protocol.workers import (
-    ACCEPTS_LOG_DATA,
-    CONNECTED_ACCEPTS,
     FRAME_CONNECTED,
     FRAME_REQUEST_DYNAMIC_METADATA,
     FRAME_WORK_REQUEST_ABORTED,
@@ -58,7 +53,6 @@ from debusine.tasks import BaseTask, TaskContext, TaskDataError, TaskType, Unkno
 from debusine.tasks.execution import no_space_error, remaining_debug_logs, upload_debug_logs
 from debusine.worker.api import ServerAPI, ServerError
 from debusine.worker.config import WorkerConfig, generate_token, read_secret, write_token
-from debusine.worker.live_log import LiveLog
 from debusine.worker.metadata import dynamic_metadata
 from debusine.worker.runner import TaskProcess, TaskResult
 
@@ -128,9 +122,6 @@ class WorkerDaemon:
         self._background: set[asyncio.Task[Any]] = set()
         #: The instance metadata's interruption notice, once it announced one.
         self.interruption_notice: str | None = None
-        #: The websocket while the server has accepted it, and whether it takes live logs.
-        self._websocket: aiohttp.ClientWebSocketResponse | None = None
-        self._server_accepts_log_data = False
 
     # --- Life cycle --------------------------------------------------------------------------
 
@@ -222,25 +213,6 @@ class WorkerDaemon:
 
     async def _read_frames(self, websocket: aiohttp.ClientWebSocketResponse) -> bool:
         """Handle frames until the connection ends; True if the server accepted us."""
-        try:
-            return await self._handle_frames(websocket)
-        finally:
-            self._websocket = None
-
-    # --- Live logs (debusine.worker.live_log) -------------------------------------------
-
-    def live_log_accepted(self) -> bool:
-        """Whether the running task's output can go to the server now."""
-        websocket = self._websocket
-        return self._server_accepts_log_data and websocket is not None and not websocket.closed
-
-    async def send_live_log_frame(self, frame: dict[str, Any]) -> None:
-        websocket = self._websocket
-        if websocket is None or websocket.closed:
-            raise ConnectionError("the websocket is closed")
-        await websocket.send_str(json.dumps(frame))
-
-    async def _handle_frames(self, websocket: aiohttp.ClientWebSocketResponse) -> bool:
         accepted = False
         async for message in websocket:
             if message.type == aiohttp.WSMsgType.ERROR:
@@ -267,11 +239,6 @@ class WorkerDaemon:
             text = frame.get("text")
             if text == FRAME_CONNECTED:
                 accepted = True
-                accepts = frame.get(CONNECTED_ACCEPTS)
-                self._server_accepts_log_data = (
-                    isinstance(accepts, list) and ACCEPTS_LOG_DATA in accepts
-                )
-                self._websocket = websocket
                 logger.info("connected to %s", self.config.websocket_url)
             elif text == FRAME_REQUEST_DYNAMIC_METADATA:
                 self._spawn(self._send_dynamic_metadata())
@@ -463,21 +430,10 @@ class WorkerDaemon:
                 current.process = TaskProcess.start(task, context)
             except OSError as error:
                 return error_completion("execute-failed", f"cannot start the task: {error}")
-            live_log = LiveLog(work_request.id, context.debug_log_directory, self)
-            current.process.on_output = live_log.add_output
-            batches = asyncio.create_task(live_log.run())
-            try:
-                outcome = await current.process.wait()
-            finally:
-                batches.cancel()
-                await asyncio.gather(batches, return_exceptions=True)
+            outcome = await current.process.wait()
             if current.aborted or self._stopping:
                 logger.info("work request %d stopped; not reporting it", work_request.id)
                 return None
-            try:
-                await live_log.finish(outcome.exit_code)
-            except Exception as error:  # the live view is best effort
-                logger.warning("live log of work request %d: %s", work_request.id, error)
             output_data = OutputData(runtime_statistics=outcome.runtime_statistics())
             completion = WorkRequestCompletedRequest(
                 result=outcome.result.value, output_data=output_data

@@ -8,11 +8,6 @@ started. It closes the sockets it inherited and asks the kernel to kill it if th
 so a dead daemon's websocket closes at once (the server can then hand the work elsewhere)
 instead of staying open while an orphaned task runs.
 
-The child's standard output and error are pipes read by the daemon: what the task (or a
-command it runs without capturing) prints is copied to the daemon's own standard output and
-error, as when the child inherited them, and handed to `TaskProcess.on_output` (the live log).
-The daemon reads them as soon as they are readable, so the task never waits on them.
-
 The child reports through its exit status: 0 the task succeeded, 1 it failed, 2 `execute()`
 raised (the message is left in a file of the task directory), 3 it ran out of disk space (a
 full disk cannot be relied on to hold that file). The daemon waits for the exit
@@ -31,11 +26,10 @@ import stat
 import sys
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from debusine.protocol.workers import RuntimeStatistics
 from debusine.tasks import BaseTask, TaskContext
@@ -48,13 +42,6 @@ STOP_GRACE_PERIOD = 5.0
 EXECUTE_ERROR_FILE = "execute-error.txt"
 
 _EXIT_SUCCESS, _EXIT_FAILURE, _EXIT_ERROR, _EXIT_NO_SPACE = 0, 1, 2, 3
-
-#: Bytes read from an output pipe at a time, and reads of each pipe once the task has ended.
-_OUTPUT_CHUNK = 64 * 1024
-_DRAIN_CHUNKS = 64
-
-#: Which output of the task process a piece of output comes from.
-OutputStream = Literal["stdout", "stderr"]
 
 #: prctl(PR_SET_PDEATHSIG, sig): deliver `sig` to this process when its parent dies.
 _PR_SET_PDEATHSIG = 1
@@ -83,8 +70,6 @@ class TaskOutcome:
     signal: int | None = None
     #: The task ran out of disk space (the error code `no-space`, not `execute-failed`).
     no_space: bool = False
-    #: The exit status of the task process (negative: the signal that killed it).
-    exit_code: int = 0
 
     def runtime_statistics(self) -> RuntimeStatistics:
         """`output_data.runtime_statistics` (whole seconds, as Debusine workers send them)."""
@@ -122,22 +107,9 @@ def _reset_signal_handling() -> None:
         signal.signal(signum, signal.SIG_DFL)
 
 
-def _redirect_output(stdout_fd: int, stderr_fd: int) -> None:
-    """Make the pipes to the daemon this process's standard output and error."""
-    os.dup2(stdout_fd, 1)
-    os.dup2(stderr_fd, 2)
-    os.close(stdout_fd)
-    os.close(stderr_fd)
-    # New text streams on them (the daemon's may write elsewhere, as under pytest), line
-    # buffered so that the live log shows each line when it is printed.
-    sys.stdout = open(1, "w", buffering=1, closefd=False, errors="backslashreplace")  # noqa: SIM115
-    sys.stderr = open(2, "w", buffering=1, closefd=False, errors="backslashreplace")  # noqa: SIM115
-
-
-def _child_main(task: BaseTask[Any], context: TaskContext, output: tuple[int, int]) -> int:
+def _child_main(task: BaseTask[Any], context: TaskContext) -> int:
     """Body of the task process; returns its exit status."""
     try:
-        _redirect_output(*output)
         os.setpgid(0, 0)
         _reset_signal_handling()
         _die_with_parent()
@@ -171,13 +143,7 @@ def no_space_message(directory: Path) -> str:
 class TaskProcess:
     """A task running in a child process of the daemon."""
 
-    def __init__(
-        self,
-        pid: int,
-        context: TaskContext,
-        started_at: float,
-        output: dict[int, OutputStream] | None = None,
-    ) -> None:
+    def __init__(self, pid: int, context: TaskContext, started_at: float) -> None:
         self.pid = pid
         self.context = context
         self.started_at = started_at
@@ -185,13 +151,6 @@ class TaskProcess:
         self._exited: asyncio.Future[TaskOutcome] = self._loop.create_future()
         self._pidfd = os.pidfd_open(pid)
         self._loop.add_reader(self._pidfd, self._reap)
-        #: Called with each piece of output the task writes (its stream and bytes).
-        self.on_output: Callable[[OutputStream, bytes], None] | None = None
-        #: Read end of each output pipe -> its stream.
-        self._output = dict(output or {})
-        for descriptor in self._output:
-            os.set_blocking(descriptor, False)
-            self._loop.add_reader(descriptor, self._read_output, descriptor)
 
     @classmethod
     def start(cls, task: BaseTask[Any], context: TaskContext) -> TaskProcess:
@@ -200,20 +159,11 @@ class TaskProcess:
         # Anything buffered would otherwise be written twice, by the daemon and the child.
         sys.stdout.flush()
         sys.stderr.flush()
-        stdout_read, stdout_write = os.pipe2(os.O_CLOEXEC)
-        stderr_read, stderr_write = os.pipe2(os.O_CLOEXEC)
-        try:
-            pid = os.fork()
-        except OSError:
-            for descriptor in (stdout_read, stdout_write, stderr_read, stderr_write):
-                os.close(descriptor)
-            raise
+        pid = os.fork()
         if pid == 0:  # pragma: no cover - the child; its effects are tested from outside
             status = _EXIT_ERROR
             try:
-                os.close(stdout_read)
-                os.close(stderr_read)
-                status = _child_main(task, context, (stdout_write, stderr_write))
+                status = _child_main(task, context)
                 sys.stdout.flush()
                 sys.stderr.flush()
             finally:
@@ -222,51 +172,11 @@ class TaskProcess:
         # the group. The child may have exec'd or exited already; either way it is fine.
         with contextlib.suppress(OSError):
             os.setpgid(pid, pid)
-        os.close(stdout_write)
-        os.close(stderr_write)
-        return cls(pid, context, started_at, {stdout_read: "stdout", stderr_read: "stderr"})
+        return cls(pid, context, started_at)
 
     @property
     def finished(self) -> bool:
         return self._exited.done()
-
-    def _read_output(self, descriptor: int) -> bool:
-        """
-        Read what an output pipe holds (once); copy it to the daemon's own output and hand it
-        to `on_output`. Return whether more may come (False: nothing now, or the pipe closed).
-        """
-        try:
-            data = os.read(descriptor, _OUTPUT_CHUNK)
-        except BlockingIOError:
-            return False
-        except OSError:
-            data = b""
-        if not data:  # every writer closed it
-            self._close_output(descriptor)
-            return False
-        stream = self._output[descriptor]
-        with contextlib.suppress(OSError):
-            os.write(1 if stream == "stdout" else 2, data)
-        if self.on_output is not None:
-            self.on_output(stream, data)
-        return True
-
-    def _close_output(self, descriptor: int) -> None:
-        if self._output.pop(descriptor, None) is not None:
-            self._loop.remove_reader(descriptor)
-            os.close(descriptor)
-
-    def _drain_output(self) -> None:
-        """
-        Read what is left in the output pipes, then close them (the task process has ended).
-        A process it left in another process group may still hold a pipe open, so this reads
-        what is there (up to a bound) without waiting for the end.
-        """
-        for descriptor in list(self._output):
-            for _ in range(_DRAIN_CHUNKS):
-                if not self._read_output(descriptor):
-                    break
-            self._close_output(descriptor)
 
     def _reap(self) -> None:
         """The pidfd became readable: the child exited; collect its status and CPU time."""
@@ -276,7 +186,6 @@ class TaskProcess:
         try:
             _pid, status, usage = os.wait4(self.pid, 0)
         except ChildProcessError:  # reaped by someone else: the status is lost
-            self._drain_output()
             self._exited.set_result(
                 TaskOutcome(TaskResult.ERROR, "the task process status was lost", duration, 0.0)
             )
@@ -284,7 +193,6 @@ class TaskProcess:
         # Leftovers the task started and did not wait for must not outlive it.
         with contextlib.suppress(OSError):
             os.killpg(self.pid, signal.SIGKILL)
-        self._drain_output()
         cpu_time = usage.ru_utime + usage.ru_stime
         self._exited.set_result(self._outcome(status, duration, cpu_time))
 
@@ -297,13 +205,12 @@ class TaskProcess:
                 duration,
                 cpu_time,
                 signal=signum,
-                exit_code=-signum,
             )
         code = os.waitstatus_to_exitcode(status)
         if code == _EXIT_SUCCESS:
-            return TaskOutcome(TaskResult.SUCCESS, None, duration, cpu_time, exit_code=code)
+            return TaskOutcome(TaskResult.SUCCESS, None, duration, cpu_time)
         if code == _EXIT_FAILURE:
-            return TaskOutcome(TaskResult.FAILURE, None, duration, cpu_time, exit_code=code)
+            return TaskOutcome(TaskResult.FAILURE, None, duration, cpu_time)
         if code == _EXIT_NO_SPACE:
             return TaskOutcome(
                 TaskResult.ERROR,
@@ -311,14 +218,13 @@ class TaskProcess:
                 duration,
                 cpu_time,
                 no_space=True,
-                exit_code=code,
             )
         try:
             details = (self.context.directory / EXECUTE_ERROR_FILE).read_text(encoding="utf-8")
             message = details.splitlines()[0]
         except (OSError, IndexError):
             message = f"the task process exited with status {code}"
-        return TaskOutcome(TaskResult.ERROR, message, duration, cpu_time, exit_code=code)
+        return TaskOutcome(TaskResult.ERROR, message, duration, cpu_time)
 
     async def wait(self) -> TaskOutcome:
         """Wait until the task process has ended."""

@@ -1,15 +1,13 @@
 """
 A running work request's log, followed live in a browser: a protocol-level worker (as a
 Debusine 0.16 worker does) streams `log_data` frames over its websocket while it "runs" a
-`sleep`; the page shows each piece as it arrives, then says the work request finished. Then
-the same with our own `debusine-worker` running a real `sleep`.
+`sleep`; the page shows each piece as it arrives, then says the work request finished.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
 
 import pytest
 import requests
@@ -18,14 +16,9 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from debusine.testing.throwaway import ThrowawayInstance
-from debusine.testing.worker import LOG_CONNECTED, start_worker
 from tests.integration.raw_worker import RawWorker
 from tests.integration.test_web_ui_browser import browser, screenshot, sign_in_as
-from tests.integration.test_worker_websocket import (
-    create_work_request,
-    enabled_worker,
-    get_work_request,
-)
+from tests.integration.test_worker_websocket import create_work_request, enabled_worker
 
 __all__ = ["browser"]
 
@@ -113,36 +106,3 @@ def test_watch_a_running_sleeps_log_grow_live(
             assert stray.status_code == 404
 
     asyncio.run(scenario())
-
-
-def test_watch_our_workers_sleep_print_live(
-    instance: ThrowawayInstance,
-    user_token: str,
-    browser: WebDriver,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> None:
-    sign_in_as(browser, instance, USERNAME)
-    activation = instance.create_worker_activation("our-live-logger.example")
-    worker = start_worker(
-        instance.api_url, tmp_path_factory.mktemp("worker"), activation_token=activation
-    )
-    try:
-        worker.wait_for_log(LOG_CONNECTED)
-        work_request_id = create_work_request(
-            instance, user_token, task_name="sleep", task_data={"seconds": 4}
-        )
-        deadline = time.monotonic() + 30
-        while get_work_request(instance, user_token, work_request_id)["status"] != "running":
-            assert time.monotonic() < deadline, "the sleep did not start"
-            time.sleep(0.1)
-        browser.get(f"{instance.base_url}/debusine/System/work-request/{work_request_id}/")
-        WebDriverWait(browser, 30).until(lambda b: "slept 1 s" in live_text(b))
-        # Seen while it still runs, on the page as first loaded.
-        assert browser.find_element(By.ID, "banner").text.startswith("Running on")
-        assert "sleeping 4 s" in live_text(browser)
-        WebDriverWait(browser, 30).until(
-            lambda b: b.find_element(By.ID, "banner").text.startswith("Finished (success)")
-        )
-        assert "slept 3 s" in live_text(browser)
-    finally:
-        assert worker.stop() == 0

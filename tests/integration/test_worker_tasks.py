@@ -1,7 +1,6 @@
 """
 A real `debusine-worker` running work requests from a real server with its real scheduler:
-noop success and failure (with its debug-log artifact), abort of a running `sleep`, and a
-running `sleep`'s output read live through the API.
+noop success and failure (with its debug-log artifact), and abort of a running `sleep`.
 """
 
 from __future__ import annotations
@@ -107,31 +106,3 @@ def test_abort_stops_the_running_task(client: RestUser, worker: WorkerProcess) -
     assert client.wait_until(next_id, "completed")["result"] == "success"
     assert f"work request {work_request_id}: success" not in worker.log_text()
     assert worker.process.poll() is None
-
-
-def test_a_running_tasks_output_is_read_live_through_the_api(
-    client: RestUser, worker: WorkerProcess
-) -> None:
-    work_request_id = client.create("sleep", {"seconds": 3})
-    client.wait_until(work_request_id, "running")
-    position, frames, seen_while_running = 0, [], []
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        page = client.call(
-            "GET", f"/1.0/work-request/{work_request_id}/live-log/?after={position}"
-        )
-        frames += page["frames"]
-        position = page["next"]
-        output = "".join(frame.get("data", "") for frame in frames)
-        if page["status"] == "running":
-            seen_while_running = [line for line in output.splitlines() if "slept" in line]
-        if frames and frames[-1]["type"] == "log_data_end":
-            break
-        time.sleep(0.2)
-    # Lines came while the task ran, one second after another, not all at its end.
-    assert seen_while_running[:2] == ["slept 1 s", "slept 2 s"], frames
-    assert "sleeping 3 s\nslept 1 s\nslept 2 s\nslept 3 s\n" in output
-    assert all(frame["work_request_id"] == work_request_id for frame in frames)
-    assert frames[-1]["type"] == "log_data_end", (frames[-4:], worker.log_text()[-3000:])
-    assert frames[-1]["exit_code"] == 0
-    assert client.wait_until(work_request_id, "completed")["result"] == "success"

@@ -34,8 +34,6 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from debusine.protocol.workers import (
-    ACCEPTS_LOG_DATA,
-    CONNECTED_ACCEPTS,
     FRAME_CONNECTED,
     FRAME_REQUEST_DYNAMIC_METADATA,
     FRAME_WORK_REQUEST_ABORTED,
@@ -270,10 +268,7 @@ class WorkerConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
             return
         self.worker_id = worker.id
         has_work = await database_sync_to_async(connect_worker)(worker.id)
-        # `accepts` tells our workers they may stream live logs (Debusine workers ignore it).
-        await self.send_frame(
-            event_frame(FRAME_CONNECTED, **{CONNECTED_ACCEPTS: [ACCEPTS_LOG_DATA]})
-        )
+        await self.send_frame(event_frame(FRAME_CONNECTED))
         await self.send_frame(event_frame(FRAME_REQUEST_DYNAMIC_METADATA))
         if has_work:
             await self.send_frame(event_frame(FRAME_WORK_REQUEST_AVAILABLE))

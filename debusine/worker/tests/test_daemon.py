@@ -268,59 +268,8 @@ def test_announcements_while_busy_lead_to_fetching_after_the_report(tmp_path: Pa
         # the 204 ends it, whatever number of announcements arrived meanwhile.
         await stub.next_event("get-next")
         await no_event(stub, "get-next", 0.5)
-        # The stub did not say it accepts `log_data` (nor would a Debusine 0.11 server): the
-        # sleep's output was not sent.
-        assert stub.received_frames == []
 
     run_scenario(tmp_path, scenario)
-
-
-def test_a_running_tasks_output_streams_to_a_server_that_accepts_it(tmp_path: Path) -> None:
-    async def scenario(stub: StubServer, daemon: WorkerDaemon, tmp: Path) -> None:
-        await announce(stub, work_request(21, "sleep", {"seconds": 2}))
-        _kind, frame = await stub.next_event("frame", "completed", timeout=5)
-        # The first line came while the task was still running.
-        assert frame["type"] == "log_data", frame
-        assert daemon._current is not None and daemon._current.process is not None
-        assert not daemon._current.process.finished
-        assert frame["work_request_id"] == 21
-        frames = [frame]
-        while frames[-1]["type"] != "log_data_end":
-            frames.append((await stub.next_event("frame", "completed"))[1])
-        # What the task printed, and its stages from `stages.log`: each source's lines in
-        # order, after the `internal` header naming it (the two may interleave).
-        by_source: dict[str, str] = {}
-        source = "task output"
-        for each in frames:
-            if each.get("stream") == "internal" and each["data"].startswith("==> "):
-                source = each["data"].removeprefix("==> ").removesuffix(" <==\n")
-            elif each.get("stream") == "stdout":
-                by_source[source] = by_source.get(source, "") + each["data"]
-        assert by_source["task output"] == "sleeping 2 s\nslept 1 s\nslept 2 s\n"
-        assert "run: started\n" in by_source["stages.log"]
-        headers = [frame["data"] for frame in frames if frame.get("stream") == "internal"]
-        assert headers[:2] == ["==> stages.log <==\n", "==> task output <==\n"]
-        assert len(frames) >= 4  # batched as it came, not all at the end
-        assert (frames[-1]["work_request_id"], frames[-1]["exit_code"]) == (21, 0)
-        _kind, (work_request_id, body) = await stub.next_event("completed")
-        assert (work_request_id, body["result"]) == (21, "success")
-
-    run_scenario(tmp_path, scenario, StubServer(accepts_log_data=True))
-
-
-def test_debug_logs_stream_too_and_still_go_up_whole(tmp_path: Path) -> None:
-    async def scenario(stub: StubServer, daemon: WorkerDaemon, tmp: Path) -> None:
-        await announce(stub, work_request(22, "noop", {"result": False}))
-        await stub.next_event("completed")
-        frames = stub.received_frames
-        assert frames[-1]["type"] == "log_data_end"
-        assert frames[-1]["exit_code"] == 1
-        text = "".join(frame["data"] for frame in frames[:-1])
-        assert text.startswith("==> stages.log <==\n")
-        assert "run: finished, returned False\n" in text
-        assert stub.uploads["stages.log"].decode() in text
-
-    run_scenario(tmp_path, scenario, ArtifactStubServer(accepts_log_data=True))
 
 
 def test_unknown_and_malformed_frames_are_ignored(tmp_path: Path) -> None:
