@@ -10,6 +10,12 @@ then renders each page `--renders` times (default 50) through Django's test clie
 signed-in contributor (session, permissions, templates: everything but the network) and
 prints each page's p50 and p95 and its number of SQL queries.
 
+The logs are real files in the instance's local store: a build log of LARGE_LOG_LINES lines
+(about 2 MB, just under the file viewer's cap) for the file viewer and a work request's log
+search, and a small log for each of the workflow's children for the search across its tree.
+A running work request has a live log of LIVE_LOG_FRAMES frames in Redis, and the user has
+TOKENS tokens.
+
 Target (issue 18): p95 <= 50 ms per page with 10^5 work requests. The machine is shared: read
 absolute numbers with care.
 
@@ -19,8 +25,11 @@ Usage: `.venv/bin/python -m bench.webui [--work-requests 100000] [--renders 50]`
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import shutil
 import statistics
+import tempfile
 import time
 import uuid
 from typing import Any
@@ -28,6 +37,13 @@ from typing import Any
 import psycopg
 
 from bench.metrics import ARTIFACTS_SQL, POSTGRES_URL, WORK_REQUESTS_SQL, set_up_django
+
+#: Lines of the large build log (about 53 bytes each, about 2 MB in all).
+LARGE_LOG_LINES = 38_000
+#: Frames of the running work request's live log.
+LIVE_LOG_FRAMES = 1000
+#: Tokens of the signed-in user.
+TOKENS = 20
 
 WORKFLOW_CHILDREN_SQL = """
 INSERT INTO db_workrequest (
@@ -103,19 +119,86 @@ def main() -> None:
 
         connections.close_all()
         drop_database(database_url)
+        shutil.rmtree(f"/tmp/{name}", ignore_errors=True)
+
+
+def stored_file(contents: bytes) -> Any:
+    """The File of `contents`, put in the default (local) store."""
+    from pathlib import Path
+
+    from debusine.server.db.models import File, FileStore
+    from debusine.server.file_stores import get_backend
+
+    store = FileStore.objects.get(name=FileStore.DEFAULT_NAME)
+    file = File.objects.get_or_create_by_hash(hashlib.sha256(contents).digest(), len(contents))
+    with tempfile.TemporaryDirectory() as directory:
+        source = Path(directory, "contents")
+        source.write_bytes(contents)
+        get_backend(store).add_file(file, source, move=True)
+    return file
+
+
+def large_log() -> bytes:
+    """A build log: compiler lines, a warning every 100 lines, one error near the end."""
+    lines = []
+    for number in range(LARGE_LOG_LINES):
+        if number == LARGE_LOG_LINES - 50:
+            lines.append("error: missing header foo.h (the one match of the search)")
+        elif number % 100 == 0:
+            lines.append(f"warning: unused variable 'v{number}' [-Wunused-variable]")
+        else:
+            lines.append(f"gcc -O2 -g -c src/file{number:05d}.c -o obj/file{number:05d}.o")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def add_logs(
+    work_request_ids: list[int], workspace: Any, contents: bytes, path: str = "build.log"
+) -> list[int]:
+    """A debug-log artifact holding `contents` as `path` for each work request; their ids."""
+    from debusine.server.db.models import Artifact, FileInArtifact
+
+    file = stored_file(contents)
+    artifacts = Artifact.objects.bulk_create(
+        Artifact(
+            category="debusine:work-request-debug-logs",
+            workspace=workspace,
+            created_by_work_request_id=work_request_id,
+        )
+        for work_request_id in work_request_ids
+    )
+    FileInArtifact.objects.bulk_create(
+        FileInArtifact(artifact=artifact, path=path, file=file, complete=True)
+        for artifact in artifacts
+    )
+    return [artifact.pk for artifact in artifacts]
+
+
+def add_live_log(work_request_id: int) -> None:
+    """LIVE_LOG_FRAMES frames of build output in the work request's live log (Redis)."""
+    from debusine.server.work_requests import live_logs
+
+    for number in range(LIVE_LOG_FRAMES):
+        live_logs.append(
+            {
+                "type": "log_data",
+                "work_request_id": work_request_id,
+                "stream": "stdout",
+                "data": "".join(
+                    f"gcc -O2 -c src/file{number:04d}_{line}.c -o obj/{number:04d}_{line}.o\n"
+                    for line in range(5)
+                ),
+                "timestamp": "2026-12-03T12:00:00+00:00",
+            }
+        )
 
 
 def populate(database_url: str, args: argparse.Namespace) -> dict[str, int]:
     """Bulk-insert the history; return the ids the pages are rendered for."""
-    import hashlib
-
     from debusine.server.db.models import (
-        Artifact,
         Asset,
         AssetCategory,
-        File,
-        FileInArtifact,
         Group,
+        Token,
         User,
         WorkerPool,
         WorkRequest,
@@ -172,14 +255,15 @@ def populate(database_url: str, args: argparse.Namespace) -> dict[str, int]:
         WorkRequest.objects.filter(status="pending", task_type="Worker").order_by("-pk").first()
     )
     assert done is not None and pending is not None
-    logs = Artifact.objects.create(
-        category="debusine:work-request-debug-logs",
-        workspace=workspace,
-        created_by_work_request=done,
-    )
-    contents = b"a line of a build log\n" * 1000
-    file = File.objects.get_or_create_by_hash(hashlib.sha256(contents).digest(), len(contents))
-    FileInArtifact.objects.create(artifact=logs, path="build.log", file=file, complete=True)
+    running = WorkRequest.objects.filter(status="running").order_by("-pk").first()
+    assert running is not None
+    [logs] = add_logs([done.pk], workspace, large_log())
+    children = list(workflow.children.values_list("pk", flat=True))
+    small_log = large_log()[: 20 * 1024].rsplit(b"\n", 1)[0] + b"\nerror: a child's error\n"
+    add_logs(children, workspace, small_log)
+    add_live_log(running.pk)
+    for number in range(TOKENS):
+        Token.objects.create_with_key(user=user, comment=f"bench token {number}", enabled=True)
     review = WorkRequest.objects.create(
         workspace=workspace,
         created_by=user,
@@ -194,8 +278,9 @@ def populate(database_url: str, args: argparse.Namespace) -> dict[str, int]:
     return {
         "done": done.pk,
         "pending": pending.pk,
+        "running": running.pk,
         "workflow": workflow.pk,
-        "artifact": logs.pk,
+        "artifact": logs,
         "review": review.pk,
     }
 
@@ -221,6 +306,17 @@ def run(database_url: str, args: argparse.Namespace) -> None:
         "pending (why not)": f"{base}/work-request/{ids['pending']}/",
         f"workflow ({args.children})": f"{base}/work-request/{ids['workflow']}/",
         "artifact": f"{base}/artifact/{ids['artifact']}/",
+        "log viewer (2 MB)": f"{base}/artifact/{ids['artifact']}/file/build.log",
+        "log viewer, search": f"{base}/artifact/{ids['artifact']}/file/build.log?search=error",
+        "log search, 1 request": f"{base}/work-request/{ids['done']}/logs/search/?q=error",
+        f"log search, tree ({args.children})": (
+            f"{base}/work-request/{ids['workflow']}/logs/search/?q=error"
+        ),
+        "running (live log)": f"{base}/work-request/{ids['running']}/",
+        f"live log ({LIVE_LOG_FRAMES} frames)": (
+            f"{base}/work-request/{ids['running']}/live-log/?from=0"
+        ),
+        "tokens": "/-/user/tokens/",
         "failed": f"{base}/failed/",
         "results matrix": f"{base}/results/",
         "collections": f"{base}/collection/",
@@ -230,7 +326,7 @@ def run(database_url: str, args: argparse.Namespace) -> None:
         "worker pool": "/-/worker-pools/bench-pool-0/",
         "queue": "/-/queue/",
     }
-    print(f"{'page':<24} {'p50 ms':>8} {'p95 ms':>8} {'queries':>8}")
+    print(f"{'page':<26} {'p50 ms':>8} {'p95 ms':>8} {'queries':>8}")
     for name, url in pages.items():
         queries: list[str] = []
 
@@ -257,10 +353,13 @@ def run(database_url: str, args: argparse.Namespace) -> None:
         times.sort()
         p95 = times[min(len(times) - 1, int(len(times) * 0.95))]
         print(
-            f"{name:<24} {statistics.median(times) * 1000:8.1f} {p95 * 1000:8.1f} "
+            f"{name:<26} {statistics.median(times) * 1000:8.1f} {p95 * 1000:8.1f} "
             f"{len(queries):8d}",
             flush=True,
         )
+    from debusine.server.work_requests import live_logs
+
+    live_logs.redis_client().delete(live_logs.key(ids["running"]))
 
 
 if __name__ == "__main__":

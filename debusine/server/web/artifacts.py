@@ -6,15 +6,16 @@ a `.deb`'s control data; everything else as a download).
 
 from __future__ import annotations
 
+import html
 import io
 import json
-from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_safe
 
 from debusine.server.db.models import Artifact, ArtifactRelation, FileInArtifact, FileStore
@@ -125,10 +126,21 @@ def is_text(file_in_artifact: FileInArtifact, head: bytes) -> bool:
     return True
 
 
-@dataclass
-class Line:
-    number: int
-    text: str
+def numbered_lines_html(lines: list[tuple[int, str]], *, searching: bool) -> SafeString:
+    """
+    The viewer's lines, each a `<span class="line" id="L<n>">` with its number as a link.
+    Built here, one f-string per line, rather than by a template loop: a 2 MB log has some
+    40,000 lines, which took the template engine seconds (the text is escaped with the
+    standard library's html.escape, the same five characters as Django's).
+    """
+    link = "?#L" if searching else "#L"
+    return mark_safe(  # noqa: S308 (each line's text is escaped)
+        "".join(
+            f'<span class="line" id="L{number}"><a class="ln" href="{link}{number}" '
+            f'data-line="{number}">{number}</a>{html.escape(text, quote=True)}\n</span>'
+            for number, text in lines
+        )
+    )
 
 
 def read_head(
@@ -199,13 +211,14 @@ def file_view(
     if not is_text(file_in_artifact, head[:8192]):
         return render(request, "web/file_view.html", context)
     text = head.decode("utf-8", "replace")
-    lines = [Line(number, line) for number, line in enumerate(text.splitlines(), 1)]
+    lines = list(enumerate(text.splitlines(), 1))
     context["truncated"] = file_in_artifact.file.size > limit
     context["line_count"] = len(lines)
     if search := context["search"]:
         folded = search.casefold()
-        matches = [line for line in lines if folded in line.text.casefold()]
+        matches = [line for line in lines if folded in line[1].casefold()]
         context["match_count"] = len(matches)
         lines = matches[:SEARCH_LIMIT]
     context["lines"] = lines
+    context["lines_html"] = numbered_lines_html(lines, searching=bool(search))
     return render(request, "web/file_view.html", context)
