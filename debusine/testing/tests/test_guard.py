@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -14,7 +15,11 @@ from debusine.testing.processes import process_is_alive, wait_for_exit
 PARENT = """
 import os, signal, subprocess, sys, time
 from debusine.testing.processes import terminate_with_parent
-target = subprocess.Popen(["sleep", "300"], start_new_session=True)
+# SIGINT back to its default: a shell's background job (as CI may run us) ignores it.
+target = subprocess.Popen(
+    ["sleep", "300"], start_new_session=True,
+    preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+)
 guard = subprocess.Popen(
     [sys.executable, "-m", "debusine.testing.guard", str(os.getpid()), str(target.pid),
      str(int(signal.SIGINT))],
@@ -44,8 +49,13 @@ def test_killing_the_parent_stops_the_target() -> None:
                 subprocess.run(["kill", "-9", str(pid)], check=False)
 
 
+def default_sigint() -> None:
+    """In the child: SIGINT back to its default (a background job of a shell ignores it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_guard_of_a_parent_already_gone_stops_the_target_at_once() -> None:
-    target = subprocess.Popen(["sleep", "300"])
+    target = subprocess.Popen(["sleep", "300"], preexec_fn=default_sigint)
     # Named parent 1, not this test: as if the parent died before the guard started.
     guard = subprocess.Popen(
         [sys.executable, "-m", "debusine.testing.guard", "1", str(target.pid), "2"]
