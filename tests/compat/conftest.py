@@ -119,21 +119,8 @@ def reference_cli(
 # Debian's 0.16 client
 
 
-@dataclass(frozen=True)
-class V016Run:
-    args: tuple[str, ...]
-    returncode: int
-    stdout: str
-    stderr: str
-
-    def yaml(self) -> Any:
-        return yaml.safe_load(self.stdout)
-
-    def describe(self) -> str:
-        return (
-            f"debusine {' '.join(self.args)} exited with {self.returncode}\n"
-            f"--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
-        )
+#: A finished run of the 0.16 client: the same record as the 0.11.3 client's.
+V016Run = CliRun
 
 
 @dataclass(frozen=True)
